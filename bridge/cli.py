@@ -1,0 +1,183 @@
+"""The ``chamber-bridge`` command line (DESIGN.md section 7).
+
+Exit codes: 0 success, 2 bad usage or config, 1 runtime failure. Errors are one line on
+stderr; ``--debug`` adds tracebacks and debug logging (including raw bytes on the wire).
+Extra command groups (``simulate``) plug in through the entry-point group
+``chamber_bridge.commands``, so the Pi installation does not depend on the simulators.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from importlib.metadata import entry_points
+from typing import Any, NoReturn
+
+import click
+
+from bridge import __version__
+from bridge.config import Config, load_config
+from bridge.errors import BridgeError, ConfigError
+from bridge.model import Reading
+
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+COMMAND_ENTRY_POINTS = "chamber_bridge.commands"
+
+log = logging.getLogger("bridge.cli")
+
+
+def fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
+    click.echo(f"chamber-bridge: error: {message}", err=True)
+    sys.exit(code)
+
+
+@contextmanager
+def reported_errors(debug: bool) -> Iterator[None]:
+    """Turn project errors into one line and an exit code; keep tracebacks for --debug."""
+    try:
+        yield
+    except ConfigError as exc:
+        if debug:
+            raise
+        head = f"{exc.source}: " if exc.source else ""
+        for problem in exc.problems:
+            click.echo(f"{head}{problem}", err=True)
+        sys.exit(EXIT_USAGE)
+    except BridgeError as exc:
+        if debug:
+            raise
+        fail(str(exc))
+
+
+def configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    if not debug:
+        # pymodbus and pyvisa log every failure themselves; the project reports them once.
+        for noisy in ("pymodbus", "pyvisa"):
+            logging.getLogger(noisy).setLevel(logging.CRITICAL)
+
+
+class BridgeGroup(click.Group):
+    """Adds the commands other installed packages offer through entry points."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *(ep.name for ep in entry_points(group=COMMAND_ENTRY_POINTS))})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None:
+            return command
+        for ep in entry_points(group=COMMAND_ENTRY_POINTS, name=cmd_name):
+            loaded = ep.load()
+            if isinstance(loaded, click.Command):
+                return loaded
+        return None
+
+
+@click.group(cls=BridgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Debug logging (raw bytes on the wire) and tracebacks.")
+@click.version_option(__version__, prog_name="chamber-bridge")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """Read growth-chamber instruments and stream their data to the lab's platform."""
+    configure_logging(debug)
+    ctx.obj = {"debug": debug}
+
+
+def _load(ctx: click.Context, path: str) -> Config:
+    with reported_errors(ctx.obj["debug"]):
+        return load_config(path)
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.pass_context
+def check(ctx: click.Context, config: str) -> None:
+    """Validate CONFIG: exit 0, or exit 2 naming every problem by its key path."""
+    cfg = _load(ctx, config)
+    click.echo(f"{config}: ok (site {cfg.site}, {len(cfg.bridge.instruments)} instruments)")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per driver.")
+def drivers(as_json: bool) -> None:
+    """List installed drivers (built-in and entry points) with transports and channels."""
+    from bridge.drivers.registry import default_registry
+
+    registry = default_registry()
+    for name, cls in registry:
+        try:
+            table = cls.channel_table(cls.Options())
+            channels = [{"name": c.name, "units": c.units, "description": c.description} for c in table]
+        except Exception:  # options without defaults: the channels come from the config
+            channels = []
+        if as_json:
+            click.echo(json.dumps({"driver": name, "origin": registry.origin(name),
+                                   "transports": list(cls.transports), "channels": channels,
+                                   "summary": cls.summary}))
+            continue
+        click.echo(f"{name}  [{registry.origin(name)}]")
+        if cls.summary:
+            click.echo(f"    {cls.summary}")
+        click.echo(f"    transports: {', '.join(cls.transports)}")
+        listed = ", ".join(f"{c['name']} ({c['units']})" for c in channels) or "defined in the config"
+        click.echo(f"    channels (default options): {listed}")
+    for name, reason in sorted(registry.broken.items()):
+        click.echo(f"{name}  [broken] {reason}", err=True)
+
+
+def _format_reading(r: Reading) -> str:
+    value = "-" if r.value is None else f"{r.value:.6g}"
+    return f"{r.instrument:<16} {r.channel:<16} {value:>14} {r.units:<10} {r.quality}"
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--instrument", "only", metavar="NAME", help="Read this instrument only.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per reading.")
+@click.pass_context
+def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> None:
+    """Poll each instrument of CONFIG once and print its readings (commissioning)."""
+    from bridge.instrument import connect_instrument
+
+    cfg = _load(ctx, config)
+    debug = ctx.obj["debug"]
+    with reported_errors(debug):
+        targets = [cfg.bridge.instrument(only)] if only else list(cfg.bridge.instruments)
+    if not targets:
+        fail(f"{config}: no instruments configured (bridge.instruments is empty)", EXIT_USAGE)
+    emit: Callable[[Reading], Any] = (
+        (lambda r: click.echo(json.dumps(r.to_dict()))) if as_json else (lambda r: click.echo(_format_reading(r))))
+    failures = 0
+    for inst_cfg in targets:
+        try:
+            instrument = connect_instrument(inst_cfg)
+            try:
+                readings = instrument.read()
+            finally:
+                instrument.close()
+        except BridgeError as exc:
+            if debug:
+                raise
+            failures += 1
+            message = str(exc)
+            if not message.startswith(f"{inst_cfg.name}:"):
+                message = f"{inst_cfg.name}: {message}"
+            click.echo(f"chamber-bridge: error: instrument {message}", err=True)
+            continue
+        for reading in readings:
+            emit(reading)
+    if failures:
+        sys.exit(EXIT_RUNTIME)
+
+
+def main() -> None:
+    cli(prog_name="chamber-bridge")

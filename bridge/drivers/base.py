@@ -1,0 +1,94 @@
+"""The driver API.
+
+A driver declares its channels as a table (name, unit, how to read it); ``read()`` and the
+channel listing of ``chamber-bridge drivers`` both come from that table, so what a driver says
+it produces and what it produces cannot drift apart. A driver is handed an open transport and
+never opens one: the poller owns the bus and its recovery.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from bridge.model import Measurement, Reading
+
+
+class DriverOptions(BaseModel):
+    """Base of every driver's ``options:`` model; unknown option keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+D = TypeVar("D", bound="Driver[Any, Any]")
+
+
+@dataclass(frozen=True)
+class Channel(Generic[D]):
+    """One row of a driver's channel table.
+
+    ``units`` is what the listing shows; a driver whose unit is set on the instrument (a gauge
+    controller's display unit) says so here and reports the actual unit in each measurement.
+    """
+
+    name: str
+    units: str
+    read: Callable[[D], Measurement]
+    description: str = ""
+
+
+TransportT = TypeVar("TransportT")
+OptionsT = TypeVar("OptionsT", bound=DriverOptions)
+
+
+class Driver(Generic[TransportT, OptionsT]):
+    """Base class: subclasses set the class attributes and build their channel table."""
+
+    #: short name used as ``driver:`` in configs; set by the registry
+    name: ClassVar[str] = ""
+    #: transport kinds of the config this driver works over
+    transports: ClassVar[tuple[str, ...]] = ()
+    #: pydantic model validating the instrument's ``options:``
+    Options: ClassVar[type[DriverOptions]] = DriverOptions
+    #: one line for ``chamber-bridge drivers``
+    summary: ClassVar[str] = ""
+
+    def __init__(self, transport: TransportT, options: OptionsT, instrument: str) -> None:
+        self.transport = transport
+        self.options = options
+        self.instrument = instrument
+        self._channels = self.channel_table(options)
+
+    @classmethod
+    def channel_table(cls, options: Any) -> Sequence[Channel[Any]]:
+        """The channels this driver produces with these options."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, transport: TransportT, options: dict[str, Any], instrument: str) -> Driver[Any, Any]:
+        return cls(transport, cls.Options.model_validate(options), instrument)  # type: ignore[arg-type]
+
+    @property
+    def channels(self) -> Sequence[Channel[Any]]:
+        return self._channels
+
+    def connect(self) -> None:
+        """Bring a freshly opened link into a known state (flush, stop streaming, identify)."""
+
+    def begin_poll(self) -> None:
+        """Per-poll preparation shared by all channels (e.g. read the display unit once)."""
+
+    def read(self) -> list[Reading]:
+        """Read every channel once, each stamped at the middle of its own exchange."""
+        self.begin_poll()
+        readings = []
+        for channel in self._channels:
+            started = time.time()
+            measurement = channel.read(self)
+            stamp = (started + time.time()) / 2
+            readings.append(Reading.of(self.instrument, channel.name, measurement, stamp))
+        return readings

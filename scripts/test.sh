@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Installs everything the tests need on a fresh Debian 12 / Pi OS machine (Python 3.11),
+# then runs lint, type checks and the default test suite. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+apt_updated=""
+apt_install() {
+  [ -n "$apt_updated" ] || { as_root apt-get update -qq; apt_updated=1; }
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$@" >/dev/null
+}
+
+# The tests start private Mosquitto brokers; they need the binary, not a running service.
+if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
+  echo "installing mosquitto (Debian package)"
+  apt_install mosquitto
+fi
+python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+# The example third-party driver proves the entry-point group; it is a test fixture only.
+.venv/bin/python -m pip install -q -e '.[dev]' ./tests/plugins/example_driver
+
+.venv/bin/ruff check .
+.venv/bin/mypy
+.venv/bin/pytest "$@"

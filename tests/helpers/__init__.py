@@ -1,0 +1,1 @@
+"""Test helpers: real brokers, servers and simulators started privately per test."""

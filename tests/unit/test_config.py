@@ -1,0 +1,110 @@
+"""Config loading: every problem of a file named by its key path, secrets never inline."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bridge.config import Config, load_config, parse_config
+from bridge.errors import ConfigError
+
+GOOD = {
+    "site": "chamber-a",
+    "bridge": {
+        "instruments": [
+            {"name": "g", "driver": "pfeiffer_tpg", "interval": 0.5,
+             "transport": {"kind": "serial", "port": "/dev/ttyUSB0"}, "options": {"channels": [1, 2]}},
+        ]
+    },
+}
+
+
+def problems(raw: object) -> list[str]:
+    with pytest.raises(ConfigError) as info:
+        parse_config(raw)
+    return [str(p) for p in info.value.problems]
+
+
+def test_good_config_has_defaults() -> None:
+    cfg = parse_config(GOOD)
+    assert isinstance(cfg, Config)
+    assert cfg.mqtt.topic_prefix == "lab"
+    assert cfg.mqtt.port == 1883
+    assert cfg.uploader.points_per_chunk == 100
+    assert cfg.uploader.sink.kind == "local"
+    t = cfg.bridge.instruments[0].transport
+    assert t.kind == "serial" and t.baudrate == 9600
+
+
+def test_all_problems_reported_with_key_paths() -> None:
+    raw = {
+        "site": "chamber-a",
+        "mqtt": {"port": "x"},
+        "bridge": {"instruments": [
+            {"name": "g", "driver": "pfeiffer_tpg",
+             "transport": {"kind": "serial", "port": "/dev/x", "baudrate": 9601}},
+            {"name": "h", "driver": "no_such", "transport": {"kind": "serial", "port": "/dev/y"}},
+            {"name": "i", "driver": "pfeiffer_tpg", "transport": {"kind": "serial", "port": "/dev/z"},
+             "options": {"channels": [1, 9]}, "colour": "red"},
+        ]},
+    }
+    found = problems(raw)
+    assert any(p.startswith("mqtt.port: ") for p in found)
+    assert any(p.startswith("bridge.instruments[0].transport.baudrate: 9601 is not a standard") for p in found)
+    assert any(p.startswith("bridge.instruments[1].driver: unknown driver 'no_such'") for p in found)
+    assert "bridge.instruments[2].colour: unknown key" in found
+    assert any(p.startswith("bridge.instruments[2].options.channels[1]: ") for p in found)
+    assert len(found) == 5
+
+
+def test_transport_kind_checks() -> None:
+    raw = {"site": "a", "bridge": {"instruments": [
+        {"name": "g", "driver": "pfeiffer_tpg", "transport": {"kind": "modbus_tcp", "host": "10.0.0.7"}},
+        {"name": "h", "driver": "pfeiffer_tpg", "transport": {"kind": "carrier_pigeon"}},
+        {"name": "k", "driver": "pfeiffer_tpg", "transport": {"port": "/dev/x"}},
+    ]}}
+    found = problems(raw)
+    assert found[0].startswith("bridge.instruments[0].transport.kind: driver 'pfeiffer_tpg' does not work over")
+    assert found[1].startswith("bridge.instruments[1].transport: unknown kind 'carrier_pigeon'")
+    assert found[2] == "bridge.instruments[2].transport: missing key 'kind'"
+
+
+def test_inline_secrets_are_refused() -> None:
+    found = problems({"site": "a", "mqtt": {"password": "hunter2"},
+                      "uploader": {"sink": {"kind": "atomscale", "endpoint": "https://x", "api_key": "k"}}})
+    assert "mqtt.password: secrets are never written inline; use password_file or password_env" in found
+    assert any(p.startswith("uploader.sink.api_key: secrets are never written inline") for p in found)
+    assert all("hunter2" not in p for p in found)
+
+
+def test_secrets_from_file_and_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = tmp_path / "mqtt"
+    secret.write_text("s3cret\n")
+    cfg = parse_config({"site": "a", "mqtt": {"username": "bridge", "password_file": str(secret)}})
+    assert cfg.mqtt.read_password() == "s3cret"
+    monkeypatch.setenv("MQTT_PW", "fromenv")
+    cfg = parse_config({"site": "a", "mqtt": {"username": "bridge", "password_env": "MQTT_PW"}})
+    assert cfg.mqtt.read_password() == "fromenv"
+    monkeypatch.delenv("MQTT_PW")
+    with pytest.raises(ConfigError, match="MQTT_PW is not set"):
+        cfg.mqtt.read_password()
+
+
+def test_duplicate_instrument_names() -> None:
+    inst = GOOD["bridge"]["instruments"][0]  # type: ignore[index]
+    found = problems({"site": "a", "bridge": {"instruments": [inst, inst]}})
+    assert found == ["bridge: instrument name 'g' is used twice"]
+
+
+def test_yaml_errors_name_line(tmp_path: Path) -> None:
+    path = tmp_path / "bad.yaml"
+    path.write_text("site: a\nbridge: [\n")
+    with pytest.raises(ConfigError, match=r"not valid YAML: line \d+, column \d+"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="cannot read config"):
+        load_config(tmp_path / "missing.yaml")
+
+
+def test_not_a_mapping() -> None:
+    assert problems(["a"]) == ["the config must be a mapping of keys (site, mqtt, bridge, uploader)"]
