@@ -11,10 +11,10 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib.metadata import entry_points
-from typing import Any, NoReturn
+from typing import NoReturn
 
 import click
 
@@ -154,8 +154,12 @@ def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> No
         targets = [cfg.bridge.instrument(only)] if only else list(cfg.bridge.instruments)
     if not targets:
         fail(f"{config}: no instruments configured (bridge.instruments is empty)", EXIT_USAGE)
-    emit: Callable[[Reading], Any] = (
-        (lambda r: click.echo(json.dumps(r.to_dict()))) if as_json else (lambda r: click.echo(_format_reading(r))))
+    def emit(r: Reading) -> None:
+        while header:
+            click.echo(header.pop())
+        click.echo(json.dumps(r.to_dict()) if as_json else _format_reading(r))
+
+    header = [] if as_json else [f"{'instrument':<16} {'channel':<16} {'value':>14} {'units':<10} quality"]
     failures = 0
     for inst_cfg in targets:
         try:

@@ -312,21 +312,46 @@ def _driver_problems(raw: Any) -> list[ConfigProblem]:
     return problems
 
 
-def _order(problems: list[ConfigProblem]) -> list[ConfigProblem]:
-    """Drop repeats and list problems in file order (instrument 2 before instrument 10)."""
+def key_lines(node: yaml.Node, path: str = "") -> dict[str, int]:
+    """Map every key path of a composed YAML document to its 1-based line number."""
+    lines = {path: node.start_mark.line + 1}
+    if isinstance(node, yaml.MappingNode):
+        for key, value in node.value:
+            child = f"{path}.{key.value}" if path else str(key.value)
+            lines[child] = key.start_mark.line + 1
+            lines.update(key_lines(value, child))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, item in enumerate(node.value):
+            lines.update(key_lines(item, f"{path}[{i}]"))
+    return lines
+
+
+def _order(problems: list[ConfigProblem], lines: dict[str, int] | None) -> list[ConfigProblem]:
+    """Drop repeats; list problems in file order (by line where known, else by key path)."""
     unique: dict[tuple[str, str], ConfigProblem] = {}
     for p in problems:
         unique.setdefault((p.path, p.message), p)
 
-    def file_order(p: ConfigProblem) -> list[tuple[int, int | str]]:
-        return [(0, int(part)) if part.isdigit() else (1, part)
-                for part in re.split(r"[.\[\]]+", p.path) if part]
+    def line_of(path: str) -> int:
+        while lines:
+            if path in lines:
+                return lines[path]
+            if not path:
+                break
+            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path) if re.search(r"[.\[]", path) else ""
+        return 0
 
-    return sorted(unique.values(), key=file_order)
+    def path_order(path: str) -> list[tuple[int, int | str]]:
+        return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"[.\[\]]+", path) if part]
+
+    return sorted(unique.values(), key=lambda p: (line_of(p.path), path_order(p.path)))
 
 
-def parse_config(raw: Any, source: str = "") -> Config:
-    """Validate an already-parsed YAML document; raise ConfigError with every problem."""
+def parse_config(raw: Any, source: str = "", lines: dict[str, int] | None = None) -> Config:
+    """Validate an already-parsed YAML document; raise ConfigError with every problem.
+
+    ``lines`` (key path -> line, from :func:`key_lines`) lets problems be listed in file order.
+    """
     problems: list[ConfigProblem] = []
     config: Config | None = None
     if not isinstance(raw, dict):
@@ -338,7 +363,7 @@ def parse_config(raw: Any, source: str = "") -> Config:
         problems.extend(problems_from(exc))
     problems.extend(_driver_problems(raw))
     if problems or config is None:
-        raise ConfigError(_order(problems), source)
+        raise ConfigError(_order(problems, lines), source)
     return config
 
 
@@ -350,9 +375,10 @@ def load_config(path: str | Path) -> Config:
         raise ConfigError([ConfigProblem("", f"cannot read config: {exc.strerror}")], str(path)) from exc
     try:
         raw = yaml.safe_load(text)
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
         raise ConfigError([ConfigProblem("", f"not valid YAML: {where}{problem}")], str(path)) from exc
-    return parse_config(raw, str(path))
+    return parse_config(raw, str(path), key_lines(node) if node is not None else None)

@@ -3,10 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from bridge.config import InstrumentConfig
+from bridge.instrument import Instrument, connect_instrument
+from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.serving import PtyServer, TcpServer
 from tests.helpers.mosquitto import MosquittoBroker
 
 
@@ -20,3 +26,56 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
     finally:
         broker.thaw()
         broker.kill()
+
+
+@dataclass
+class TPGLink:
+    """A simulated TPG reachable over a real transport: ``port`` is what a config would say."""
+
+    sim: TPGSimulator
+    port: str
+    kind: str
+    server: PtyServer | TcpServer
+
+    def instrument(self, name: str = "gauge", **options: Any) -> Instrument:
+        config = InstrumentConfig.model_validate({
+            "name": name, "driver": "pfeiffer_tpg",
+            "transport": {"kind": "serial", "port": self.port, "timeout": 0.5},
+            "options": {"settle": 0.05, **options},
+        })
+        return connect_instrument(config)
+
+    def unplug(self) -> None:
+        if isinstance(self.server, PtyServer):
+            self.server.unplug()
+        else:
+            self.server.drop_connections()
+
+
+def _tpg_sim(model: str = "TPG362") -> TPGSimulator:
+    sim = TPGSimulator(model, seed=1)
+    sim.stream_interval = 0.02
+    return sim
+
+
+@pytest.fixture(params=["pty", "tcp"])
+def tpg(request: pytest.FixtureRequest) -> Iterator[TPGLink]:
+    """A TPG 362 simulator over a pty pair and over TCP (reached through ``socket://``)."""
+    sim = _tpg_sim()
+    server: PtyServer | TcpServer
+    if request.param == "pty":
+        server = PtyServer(sim)
+        with server:
+            yield TPGLink(sim, server.port, "pty", server)
+    else:
+        server = TcpServer(lambda: sim)
+        with server:
+            yield TPGLink(sim, server.url, "tcp", server)
+
+
+@pytest.fixture
+def tpg_tcp() -> Iterator[TPGLink]:
+    """A TPG 362 on TCP only, for tests that run the CLI in another process."""
+    sim = _tpg_sim()
+    with TcpServer(lambda: sim) as server:
+        yield TPGLink(sim, server.url, "tcp", server)

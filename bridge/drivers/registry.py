@@ -8,8 +8,8 @@ to this repository is needed. Two drivers claiming one name is an error, never a
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
-from importlib.metadata import entry_points
+from collections.abc import Callable, Iterable, Iterator
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any, TypeVar
 
 from bridge.drivers.base import Driver
@@ -64,18 +64,19 @@ class DriverRegistry:
     def __iter__(self) -> Iterator[tuple[str, DriverClass]]:
         return iter(sorted(self._drivers.items()))
 
-    def load_entry_points(self) -> None:
-        for ep in entry_points(group=ENTRY_POINT_GROUP):
+    def load_entry_points(self, found: Iterable[EntryPoint] | None = None) -> None:
+        """Register every driver of the entry-point group (or of ``found``); record failures."""
+        for ep in entry_points(group=ENTRY_POINT_GROUP) if found is None else found:
             origin = f"entry point {ep.name} = {ep.value}" + (f" ({ep.dist.name})" if ep.dist else "")
             try:
                 cls = ep.load()
                 self.register(ep.name, cls, origin)
             except DriverRegistryError as exc:
                 self.broken[ep.name] = str(exc)
-                log.error("%s", exc)
+                log.warning("%s", exc)
             except Exception as exc:  # a broken plug-in must not stop the bridge
                 self.broken[ep.name] = f"cannot load {ep.value}: {type(exc).__name__}: {exc}"
-                log.error("driver %s: %s", ep.name, self.broken[ep.name])
+                log.warning("driver %s: %s", ep.name, self.broken[ep.name])
 
 
 _builtin_pending: list[tuple[str, DriverClass]] = []

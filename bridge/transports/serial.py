@@ -141,7 +141,7 @@ class SerialTransport:
             waiting = port.in_waiting
             if waiting:
                 junk += port.read(waiting)
-            port.reset_input_buffer()
+                port.reset_input_buffer()
         except (serial.SerialException, OSError) as exc:
             raise self._lost(exc) from exc
         return junk

@@ -120,6 +120,11 @@ class PfeifferTPG(Driver[SerialTransport, TPGOptions]):
         if self._needs_resync:
             self.resync()
         try:
+            # The protocol is strictly request/response: anything that arrived while idle is
+            # stale (a COM stream, a late reply) and would be taken for this command's ACK.
+            stale = self.transport.flush_input()
+            if stale:
+                log.debug("%s: dropped %d unsolicited bytes before %s", self.instrument, len(stale), mnemonic)
             self.transport.write(codec.encode_command(mnemonic))
             self._await_ack(mnemonic)
             self.transport.write(codec.ENQ)

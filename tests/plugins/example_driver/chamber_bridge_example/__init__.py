@@ -31,7 +31,3 @@ class LoopbackEcho(Driver[SerialTransport, EchoOptions]):
     def echo(self) -> Measurement:
         self.transport.write(f"{self.options.value}\n".encode())
         return Measurement(float(self.transport.read_until(b"\n")), units="arb")
-
-
-class Impostor(LoopbackEcho):
-    summary = "tries to take a built-in driver's name"

@@ -1,0 +1,57 @@
+"""Driver registration: short names, duplicates refused, broken plug-ins reported not fatal."""
+
+from __future__ import annotations
+
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from bridge.drivers.pfeiffer_tpg import PfeifferTPG
+from bridge.drivers.registry import DriverRegistry, default_registry
+from bridge.errors import DriverRegistryError
+
+
+class NotADriver:
+    pass
+
+
+def test_builtins_and_installed_plugins_are_registered() -> None:
+    registry = default_registry()
+    assert registry.get("pfeiffer_tpg") is PfeifferTPG
+    assert registry.origin("pfeiffer_tpg") == "built-in"
+    assert "loopback_echo" in registry  # tests/plugins/example_driver, installed by the test run
+    assert not registry.broken
+
+
+def test_duplicate_names_are_refused() -> None:
+    registry = DriverRegistry()
+    registry.register("pfeiffer_tpg", PfeifferTPG)
+    registry.register("pfeiffer_tpg", PfeifferTPG)  # the same class again is harmless
+    other = type("Other", (PfeifferTPG,), {})
+    with pytest.raises(DriverRegistryError, match="driver name 'pfeiffer_tpg' is taken by built-in"):
+        registry.register("pfeiffer_tpg", other, "somewhere else")
+    assert registry.get("pfeiffer_tpg") is PfeifferTPG
+
+
+def test_entry_point_cannot_shadow_a_builtin_and_broken_ones_are_recorded() -> None:
+    registry = DriverRegistry()
+    registry.register("pfeiffer_tpg", PfeifferTPG)
+    group = "chamber_bridge.drivers"
+    registry.load_entry_points([
+        EntryPoint("pfeiffer_tpg", "chamber_bridge_example:LoopbackEcho", group),
+        EntryPoint("missing", "no_such_module:Driver", group),
+        EntryPoint("not_a_driver", f"{__name__}:NotADriver", group),
+        EntryPoint("loopback_echo", "chamber_bridge_example:LoopbackEcho", group),
+    ])
+    assert registry.get("pfeiffer_tpg") is PfeifferTPG
+    assert "is taken by built-in" in registry.broken["pfeiffer_tpg"]
+    assert registry.broken["missing"].startswith("cannot load no_such_module:Driver: ModuleNotFoundError")
+    assert "is not a Driver subclass" in registry.broken["not_a_driver"]
+    assert registry.names() == ["loopback_echo", "pfeiffer_tpg"]
+
+
+def test_unknown_driver_lists_the_installed_ones() -> None:
+    with pytest.raises(DriverRegistryError, match=r"unknown driver 'nope' \(installed: .*pfeiffer_tpg"):
+        default_registry().get("nope")
+    with pytest.raises(DriverRegistryError, match="identifier"):
+        DriverRegistry().register("bad name", PfeifferTPG)
