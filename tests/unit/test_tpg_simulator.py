@@ -60,8 +60,10 @@ def talk(sim: TPGSimulator, link: MemoryLink, data: bytes) -> bytes:
     return link.take()
 
 
-def connect(model: str, clock: FakeClock, **kwargs: object) -> tuple[TPGSimulator, MemoryLink]:
-    sim = TPGSimulator(model, seed=2, clock=clock, **kwargs)  # type: ignore[arg-type]
+def connect(
+    model: str, clock: FakeClock, gauges: list[str] | None = None
+) -> tuple[TPGSimulator, MemoryLink]:
+    sim = TPGSimulator(model, seed=2, clock=clock, gauges=gauges)
     link = MemoryLink(clock=clock)
     sim.connected(link)
     return sim, link
