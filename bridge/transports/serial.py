@@ -44,9 +44,11 @@ class SerialTransport:
         try:
             self._port = serial.serial_for_url(
                 c.port, baudrate=c.baudrate, bytesize=c.bytesize, parity=c.parity,
-                stopbits=c.stopbits, timeout=READ_SLICE, write_timeout=c.timeout,
+                stopbits=c.stopbits, timeout=READ_SLICE,
+                # pyserial's rfc2217 client refuses write_timeout (NotImplementedError)
+                write_timeout=None if c.port.startswith("rfc2217://") else c.timeout,
             )
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except (serial.SerialException, OSError, ValueError, NotImplementedError) as exc:
             self._port = None
             raise TransportDisconnected(f"{self.owner}: cannot open {c.port}: {_reason(exc)}") from exc
         self._buffer.clear()

@@ -11,8 +11,9 @@ from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, Tra
 from bridge.model import Quality, Reading
 from bridge.transports.base import reopen
 from simulators.pfeiffer_tpg import TPGSimulator
-from simulators.serving import TcpServer
+from simulators.serving import PtyServer, TcpServer
 from tests.conftest import TPGLink
+from tests.helpers.rfc2217_server import Rfc2217Server
 
 
 def by_channel(readings: list[Reading]) -> dict[str, Reading]:
@@ -249,3 +250,16 @@ def test_too_many_stale_lines_is_a_protocol_error_naming_the_frame(tpg: TPGLink)
         assert inst.read()[0].instrument == "gauge"  # and the next poll is clean again
     finally:
         inst.close()
+
+
+def test_reads_through_an_rfc2217_serial_server() -> None:
+    sim = TPGSimulator("TPG362", seed=3)
+    sim.set_pressure(1, 2.2e-7)
+    with PtyServer(sim) as line, Rfc2217Server(line.port) as server:
+        link = TPGLink(sim, server.url, "rfc2217", line)
+        inst = link.instrument(channels=[1])
+        try:
+            (reading,) = inst.read()
+        finally:
+            inst.close()
+    assert (reading.value, reading.units) == (pytest.approx(2.2e-7), "mbar")
