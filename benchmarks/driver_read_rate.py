@@ -72,9 +72,14 @@ def _tpg(transport: str) -> Iterator[Setup]:
     server: PtyServer | TcpServer = PtyServer(sim) if transport == "pty" else TcpServer(lambda: sim)
     with server:
         url = server.port if isinstance(server, PtyServer) else server.url
-        config: dict[str, object] = {"name": "tpg", "driver": "pfeiffer_tpg", "transport": {"kind": "serial", "port": url},
-                  "options": {"channels": [1], "settle": 0.05}}
-        raw: Callable[[], RawExchange] = lambda: TPGRaw(str(url))
+        config: dict[str, object] = {
+            "name": "tpg", "driver": "pfeiffer_tpg", "transport": {"kind": "serial", "port": url},
+            "options": {"channels": [1], "settle": 0.05},
+        }
+
+        def raw() -> RawExchange:
+            return TPGRaw(str(url))
+
         yield raw, config
 
 
