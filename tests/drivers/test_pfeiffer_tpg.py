@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from bridge.drivers.pfeiffer_tpg import PfeifferTPG
+from bridge.drivers.pfeiffer_tpg import PfeifferTPG, codec
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
 from bridge.transports.base import reopen
@@ -263,3 +263,14 @@ def test_reads_through_an_rfc2217_serial_server() -> None:
         finally:
             inst.close()
     assert (reading.value, reading.units) == (pytest.approx(2.2e-7), "mbar")
+
+
+def test_a_bad_frame_is_named_with_the_instrument_and_the_frame(tpg: TPGLink) -> None:
+    inst = tpg.instrument(channels=[1])
+    assert isinstance(inst.driver, PfeifferTPG)
+    try:
+        with pytest.raises(ProtocolError, match=r"^gauge: unknown TPG unit code in frame b'0,"):
+            inst.driver._parse(codec.parse_unit, b"0,+1.0000E-03\r\n")
+        assert inst.read()[0].instrument == "gauge"
+    finally:
+        inst.close()

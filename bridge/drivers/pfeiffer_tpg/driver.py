@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Sequence
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, field_validator
 
@@ -24,6 +24,7 @@ from bridge.transports.serial import SerialTransport
 log = logging.getLogger("bridge.drivers.pfeiffer_tpg")
 
 GaugeNumber = Annotated[int, Field(ge=1, le=6)]
+T = TypeVar("T")
 
 
 class TPGOptions(DriverOptions):
@@ -78,13 +79,13 @@ class PfeifferTPG(Driver[SerialTransport, TPGOptions]):
                 raise ProtocolError(
                     f"{self.instrument}: PRX answered {len(self._all)} gauges, gauge {gauge} missing")
             return self._all[index]
-        return codec.parse_pressure(self.query(f"PR{gauge}"), self.units)
+        return self._parse(codec.parse_pressure, self.query(f"PR{gauge}"), self.units)
 
     def read_unit(self) -> str:
-        return codec.parse_unit(self.query("UNI"))
+        return self._parse(codec.parse_unit, self.query("UNI"))
 
     def error_word(self) -> list[str]:
-        return codec.decode_error_word(self.query("ERR"))
+        return self._parse(codec.decode_error_word, self.query("ERR"))
 
     # ---------------------------------------------------------- driver hooks
 
@@ -101,10 +102,18 @@ class PfeifferTPG(Driver[SerialTransport, TPGOptions]):
             at = (started + time.time()) / 2
             self._all = [
                 Measurement(m.value, m.quality, m.units, m.detail, at)
-                for m in codec.parse_all_pressures(frame, self.units)
+                for m in self._parse(codec.parse_all_pressures, frame, self.units)
             ]
 
     # ---------------------------------------------------------- dialogue
+
+    def _parse(self, parse: Callable[..., T], frame: bytes, *args: str) -> T:
+        """Run a codec parser; a bad frame names this instrument and forces a resync."""
+        try:
+            return parse(frame, *args)
+        except ProtocolError as exc:
+            self._needs_resync = True
+            raise ProtocolError(f"{self.instrument}: {exc}") from exc
 
     def resync(self) -> None:
         """Stop a power-up or COM stream and drop whatever is in flight."""
