@@ -146,3 +146,24 @@ def _serve(server: PtyServer | TcpServer) -> None:
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+#: one module per simulator, each exposing a click ``command``; mounted under ``simulate``
+SIMULATOR_COMMANDS = (
+    "simulators.mks_937b_cli",
+    "simulators.impac_cli",
+    "simulators.eurotherm_cli",
+    "simulators.modbus_cli",
+    "simulators.scpi_psu_cli",
+    "simulators.text_device_cli",
+)
+
+
+def _mount() -> None:
+    import importlib
+
+    for module in SIMULATOR_COMMANDS:
+        simulate.add_command(importlib.import_module(module).command)
+
+
+_mount()

@@ -18,7 +18,15 @@ from bridge.errors import DriverRegistryError
 log = logging.getLogger("bridge.drivers")
 
 ENTRY_POINT_GROUP = "chamber_bridge.drivers"
-BUILTIN_MODULES = ("bridge.drivers.pfeiffer_tpg",)
+BUILTIN_MODULES = (
+    "bridge.drivers.pfeiffer_tpg",
+    "bridge.drivers.mks_937b",
+    "bridge.drivers.impac",
+    "bridge.drivers.eurotherm",
+    "bridge.drivers.modbus",
+    "bridge.drivers.scpi_psu",
+    "bridge.drivers.text_query",
+)
 
 DriverClass = type[Driver[Any, Any]]
 T = TypeVar("T", bound=DriverClass)

@@ -128,11 +128,13 @@ class ModbusTransport:
         response = self._execute(function, address, count, unit,
                                  lambda u: call(address, count=count, device_id=u))
         registers = list(response.registers)
-        if len(registers) < count:
+        # A reply of another length is not ours: most likely a late reply to an earlier request
+        # on a shared line, which must not be taken for this one.
+        if len(registers) != count:
             raise ProtocolError(
                 f"{self.owner}: {function} {address} (count {count}) from {self.describe()} "
                 f"returned {len(registers)} registers: {registers}")
-        return registers[:count]
+        return registers
 
     def read_bits(self, table: BitTable, address: int, count: int,
                   unit: int | None = None) -> list[bool]:
@@ -147,7 +149,7 @@ class ModbusTransport:
         response = self._execute(function, address, count, unit,
                                  lambda u: call(address, count=count, device_id=u))
         bits = [bool(b) for b in response.bits]
-        if len(bits) < count:
+        if not count <= len(bits) <= 8 * -(-count // 8):  # padded to whole bytes, no more
             raise ProtocolError(f"{self.owner}: {function} {address} (count {count}) from "
                                 f"{self.describe()} returned {len(bits)} bits")
         return bits[:count]

@@ -1,4 +1,8 @@
-"""Real pymodbus servers for transport tests: TCP on 127.0.0.1, RTU on a pair of bridged ptys.
+"""Real pymodbus servers for tests: TCP on 127.0.0.1, RTU on a pair of bridged ptys.
+
+The servers themselves live in ``simulators.modbus_device`` (the Modbus simulators run on them
+too); this module keeps the fixed register set of the transport tests, the names those tests
+use, and the plumbing the Modbus driver tests share (:class:`ModbusLink`, :func:`wait_until`).
 
 Each server runs its own asyncio loop in a daemon thread and is built from ``SimDevice`` (the
 datastore API of pymodbus >= 3.12; the older ``ModbusServerContext`` family warns about v4).
@@ -13,21 +17,24 @@ with a real device that ignores a request).
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
-import select
+import signal
 import socket
-import threading
-import tty
-from collections.abc import Callable
-from typing import cast
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, Literal, cast
 
-from pymodbus import FramerType
-from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-READY_TIMEOUT = 5.0
+from bridge.config import InstrumentConfig, ModbusRtuTransportConfig, ModbusTcpTransportConfig
+from bridge.instrument import Instrument, connect_instrument
+from bridge.transports.modbus import ModbusTransport
+from simulators import modbus_device
+from simulators.modbus_device import DeviceServer, NullModem, RegisterDevice
 
 # The device the tests read: distinct tables (coils, discrete inputs, holding, input registers).
 HOLDING = [0, 2345, 250, 1000, 0xFFFF, 7, 8, 9, 10, 11]  # 1: Eurotherm PV 234.5
@@ -52,149 +59,110 @@ def make_device(unit: int = 1) -> SimDevice:
     ))
 
 
-class ModbusServerThread:
+class ModbusServerThread(modbus_device.ModbusServerThread):
     """A pymodbus TCP server (``serial_port=None``) or RTU server on ``serial_port``."""
 
     def __init__(self, device_factory: Callable[[], SimDevice] = make_device, *,
                  port: int | None = None, serial_port: str | None = None,
                  baudrate: int = 9600) -> None:
-        self.device_factory = device_factory
-        self.host = "127.0.0.1"
-        self.port = port or 0
-        self.serial_port = serial_port
-        self.baudrate = baudrate
-        self.silent = False
-        self._thread: threading.Thread | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop_event: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
+        super().__init__(device_factory, port=port or 0, serial_port=serial_port, baudrate=baudrate)
 
-    def _trace_packet(self, sending: bool, data: bytes) -> bytes:
-        return b"" if sending and self.silent else data
 
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop_event = asyncio.Event()
-        server: ModbusTcpServer | ModbusSerialServer
+#: Two pty pairs joined by a copying thread: a virtual null-modem cable.
+PtyBridge = NullModem
+
+
+# ---------------------------------------------------------------- driver tests
+
+#: A reply takes milliseconds; a second leaves room for a loaded machine.
+TIMEOUT = 1.0
+#: For tests that expect silence: each one waits this long.
+SHORT = 0.3
+
+
+def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
+    """Poll ``condition`` until it holds or ``timeout`` passes (generous: the machine is shared)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() >= deadline:
+            return condition()
+        time.sleep(0.005)
+    return True
+
+
+@dataclass
+class ModbusLink:
+    """Simulated devices on a real server, and how a config reaches them (``kind``: tcp or rtu)."""
+
+    server: DeviceServer
+    kind: Literal["tcp", "rtu"]
+
+    def transport_config(self, unit: int = 1, timeout: float = TIMEOUT) -> dict[str, Any]:
+        if self.kind == "tcp":
+            return {"kind": "modbus_tcp", "host": self.server.host, "port": self.server.port,
+                    "unit": unit, "timeout": timeout}
+        return {"kind": "modbus_rtu", "port": self.server.host_port, "baudrate": 9600, "unit": unit,
+                "timeout": timeout}
+
+    def instrument(self, driver: str, options: dict[str, Any], *, name: str = "dev", unit: int = 1,
+                   timeout: float = TIMEOUT) -> Instrument:
+        config = InstrumentConfig.model_validate({
+            "name": name, "driver": driver, "transport": self.transport_config(unit, timeout),
+            "options": options})
+        return connect_instrument(config)
+
+    def transport(self, name: str = "line", unit: int = 1, timeout: float = TIMEOUT) -> ModbusTransport:
+        """An open transport of its own (several drivers sharing one line use one)."""
+        raw = self.transport_config(unit, timeout)
+        config = ModbusTcpTransportConfig(**raw) if self.kind == "tcp" else ModbusRtuTransportConfig(**raw)
+        transport = ModbusTransport(config, name)
+        transport.open()
+        return transport
+
+    def settle(self) -> None:
+        """Wait until every reply the server sent has reached the host side of the line.
+
+        After a timeout the late reply is still on its way; a serial host drops unread input
+        before its next request, so it must be there by then, not arrive during that request.
+        """
+        assert wait_until(self.server.delivered), "a late reply never reached the host"
+
+
+@contextmanager
+def serve(devices: RegisterDevice | list[RegisterDevice], kind: str) -> Iterator[ModbusLink]:
+    """Serve ``devices`` (one server, one line) over Modbus TCP (``kind="tcp"``) or RTU on a pty
+    null modem (``"rtu"``)."""
+    if kind not in ("tcp", "rtu"):
+        raise ValueError(f"kind {kind!r} is tcp or rtu")
+    transport = cast(Literal["tcp", "rtu"], kind)
+    with DeviceServer(devices, transport=transport, baudrate=9600) as server:
+        yield ModbusLink(server, transport)
+
+
+@contextmanager
+def simulator_process(module: str, *args: str) -> Iterator[str]:
+    """Run a simulator command (``simulators.<module>.command``) in its own process, as
+    ``chamber-bridge simulate`` would; yields the one line it prints, and on exit stops it with
+    SIGINT and checks that it exits 0."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", f"from simulators.{module} import command; command()", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline().strip()
+        assert line, process.stderr.read() if process.stderr else "no output"
+        yield line
+    finally:
+        process.send_signal(signal.SIGINT)
         try:
-            if self.serial_port is None:
-                server = ModbusTcpServer(self.device_factory(), address=(self.host, self.port),
-                                         trace_packet=self._trace_packet)
-            else:
-                server = ModbusSerialServer(self.device_factory(), framer=FramerType.RTU,
-                                            port=self.serial_port, baudrate=self.baudrate,
-                                            trace_packet=self._trace_packet)
-            await server.serve_forever(background=True)
-            if self.serial_port is None:
-                # the bound port, when asked for port 0; kept so that start() after stop() reuses it
-                listener = cast(asyncio.Server, server.transport)  # what create_server returned
-                self.port = int(listener.sockets[0].getsockname()[1])
-        except BaseException as exc:
-            self._error = exc
-            self._ready.set()
-            return
-        self._ready.set()
-        try:
-            await self._stop_event.wait()
-        finally:
-            await server.shutdown()  # type: ignore[no-untyped-call]
-
-    def start(self) -> None:
-        if self._thread is not None:
-            raise RuntimeError("server already running")
-        self._ready.clear()
-        self._error = None
-        self._thread = threading.Thread(target=asyncio.run, args=(self._main(),),
-                                        name="modbus-server", daemon=True)
-        self._thread.start()
-        if not self._ready.wait(READY_TIMEOUT):
-            self.stop()
-            raise RuntimeError("pymodbus server did not start")
-        if self._error is not None:
-            error, self._error = self._error, None
-            self._thread.join(READY_TIMEOUT)
-            self._thread = None
-            raise RuntimeError(f"pymodbus server did not start: {error!r}") from error
-
-    def stop(self) -> None:
-        """Close the listener and every client connection; the port can be reused at once."""
-        thread, self._thread = self._thread, None
-        if thread is None:
-            return
-        loop, event = self._loop, self._stop_event
-        if loop is not None and event is not None:
-            with contextlib.suppress(RuntimeError):  # loop already finished
-                loop.call_soon_threadsafe(event.set)
-        thread.join(READY_TIMEOUT)
-        if thread.is_alive():
-            raise RuntimeError("pymodbus server thread did not stop")
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
-
-    def __enter__(self) -> ModbusServerThread:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+            code = process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise
+        assert code == 0, process.stderr.read() if process.stderr else code
 
 
-class PtyBridge:
-    """Two pty pairs whose masters are joined by a copying thread: a virtual null-modem cable.
-
-    ``server_port`` and ``client_port`` are the two slave paths, each openable by pyserial or
-    pymodbus independently. The slaves are made raw at once (a fresh pty echoes and rewrites CR)
-    and kept open here, so a master never sees EIO while nobody else has its slave open.
-    """
-
-    def __init__(self) -> None:
-        self._fds: list[int] = []
-        self._thread: threading.Thread | None = None
-        self._wake_r, self._wake_w = os.pipe()
-        self._fds += [self._wake_r, self._wake_w]
-        self._server_master, self.server_slave_fd = os.openpty()
-        self._client_master, self.client_slave_fd = os.openpty()
-        self._fds += [self._server_master, self.server_slave_fd,
-                      self._client_master, self.client_slave_fd]
-        for fd in (self.server_slave_fd, self.client_slave_fd):
-            tty.setraw(fd)
-        self.server_port = os.ttyname(self.server_slave_fd)
-        self.client_port = os.ttyname(self.client_slave_fd)
-
-    def _copy(self) -> None:
-        peer = {self._server_master: self._client_master, self._client_master: self._server_master}
-        while True:
-            readable, _, _ = select.select([self._wake_r, *peer], [], [])
-            if self._wake_r in readable:
-                return
-            for fd in readable:
-                try:
-                    data = os.read(fd, 4096)
-                except OSError:  # EIO: no slave open (cannot happen while we hold them)
-                    continue
-                if data:
-                    os.write(peer[fd], data)
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._copy, name="pty-bridge", daemon=True)
-        self._thread.start()
-
-    def stop(self) -> None:
-        if self._thread is not None:
-            os.write(self._wake_w, b"x")
-            self._thread.join(READY_TIMEOUT)
-            self._thread = None
-        for fd in self._fds:
-            with contextlib.suppress(OSError):
-                os.close(fd)
-        self._fds = []
-
-    def __enter__(self) -> PtyBridge:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """``chamber-bridge ARGS`` in its own process."""
+    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=timeout)

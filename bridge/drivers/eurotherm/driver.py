@@ -1,0 +1,145 @@
+"""Eurotherm 2400/3200/3500 temperature controllers over Modbus RTU or TCP (protocols.md 6).
+
+Every poll reads the instrument status word (integer region, address 75) and the loop's process
+value, working setpoint and output power (IEEE float region by default, or display-resolution
+integers), in as few requests as ``BlockReader`` can plan: two per poll. The status word
+decides whether the PV can be trusted (sensor break, PV out of range), so it is read in every
+poll, never taken from an earlier one. A parameter the model does not have (exception 02)
+fails only its channel. The driver never writes: setpoints live in EEPROM with a limited
+write life.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+from pydantic import Field, ValidationInfo, field_validator
+
+from bridge.drivers.base import Channel, Driver, DriverOptions
+from bridge.drivers.eurotherm import codec
+from bridge.drivers.modbus.driver import BlockReader, Fetched
+from bridge.drivers.registry import register_driver
+from bridge.model import Measurement, Quality
+from bridge.transports.modbus import ModbusTransport
+
+#: PV, output power and working setpoint sit at parameters 1, 3 or 4, and 5: a read may span the
+#: parameters in between (2 registers each in the IEEE region); should one of them be absent on a
+#: model, the refused block is split per channel by BlockReader.
+MAX_GAP = 4
+
+
+class EurothermOptions(DriverOptions):
+    #: the register map differs by family (3200 address 3 is the manual output, not OP)
+    family: codec.Family
+    #: control loop; loop 2 exists on a 3500 (3504) only, at loop-1 address + 1024
+    loop: Literal[1, 2] = 1
+    #: read floats from the IEEE region (0x8000 + 2 * address); False: scaled 16-bit integers
+    use_ieee: bool = True
+    #: decimals shown for PV and setpoint on the controller's display; required without IEEE
+    decimals: int | None = Field(default=None, ge=0, le=3, validate_default=True)
+    #: decimals of the output power in the integer region (0.1 % on the models seen) [U]
+    power_decimals: int = Field(default=1, ge=0, le=3)
+    #: unit of PV and setpoint (the controller does not tell over Modbus)
+    units: str = "degC"
+
+    @field_validator("family", mode="before")
+    @classmethod
+    def _family_as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) and not isinstance(v, bool) else v
+
+    @field_validator("loop")
+    @classmethod
+    def _loop_exists(cls, v: int, info: ValidationInfo) -> int:
+        family = info.data.get("family")
+        if family is not None and v > codec.FAMILIES[family].loops:
+            raise ValueError(f"a {family} has one loop; loop 2 exists on the 3500 only")
+        return v
+
+    @field_validator("decimals")
+    @classmethod
+    def _decimals_with_integers(cls, v: int | None, info: ValidationInfo) -> int | None:
+        use_ieee = info.data.get("use_ieee", True)
+        if v is None and not use_ieee:
+            raise ValueError("use_ieee: false needs decimals, the display resolution set on the controller")
+        if v is not None and use_ieee:
+            raise ValueError("decimals only apply with use_ieee: false (IEEE floats carry their own)")
+        return v
+
+
+def _stored(name: str) -> Callable[[Eurotherm], Measurement]:
+    return lambda driver: driver.measurements[name]
+
+
+@register_driver("eurotherm")
+class Eurotherm(Driver[ModbusTransport, EurothermOptions]):
+    """PV (judged by the status word), working setpoint and output power of one loop."""
+
+    transports = ("modbus_tcp", "modbus_rtu")
+    Options = EurothermOptions
+    summary = "Eurotherm 2400/3200/3500 controllers: PV, working setpoint, output power, status word"
+
+    def __init__(self, transport: ModbusTransport, options: EurothermOptions, instrument: str, *,
+                 unit: int | None = None) -> None:
+        super().__init__(transport, options, instrument)
+        self.family = codec.FAMILIES[options.family]
+        loop = options.loop
+        parameters = (codec.PV, codec.WORKING_SETPOINT, self.family.output_power)
+        self.status_span = codec.value_span(codec.STATUS_WORD, use_ieee=False)
+        self.value_spans = [codec.value_span(codec.loop_address(p, loop), use_ieee=options.use_ieee)
+                            for p in parameters]
+        self.reader = BlockReader(transport, instrument, max_gap=MAX_GAP, unit=unit)
+        self.measurements: dict[str, Measurement] = {}
+
+    @classmethod
+    def channel_table(cls, options: EurothermOptions) -> Sequence[Channel[Eurotherm]]:
+        family = codec.FAMILIES[options.family]
+        loop = f"loop {options.loop}"
+        return [
+            Channel("pv", options.units, _stored("pv"), f"process value (PV), {loop}; status word checked"),
+            Channel("working_setpoint", options.units, _stored("working_setpoint"),
+                    f"working setpoint (wSP, read only), {loop}"),
+            Channel("output_power", "%", _stored("output_power"),
+                    f"output power ({family.output_mnemonic}, address {family.output_power}), {loop}"),
+        ]
+
+    # ---------------------------------------------------------- driver hooks
+
+    def connect(self) -> None:
+        # One short request proves the controller answers at this address before polling.
+        self.reader.read([self.status_span])
+
+    def begin_poll(self) -> None:
+        status, *values = self.reader.read([self.status_span, *self.value_spans])
+        word = None if status.values is None else codec.status_word([int(v) for v in status.values])
+        pv, setpoint, power = values
+        self.measurements = {
+            "pv": self._pv(pv, status, word),
+            "working_setpoint": self._plain(setpoint, word, self.options.units),
+            "output_power": self._plain(power, word, "%", power=True),
+        }
+
+    # ---------------------------------------------------------- helpers
+
+    def _decimals(self, power: bool = False) -> int:
+        if self.options.use_ieee:
+            return 0
+        return self.options.power_decimals if power else self.options.decimals or 0
+
+    def _pv(self, pv: Fetched, status: Fetched, word: int | None) -> Measurement:
+        units = self.options.units
+        if word is None:
+            # Without the status word a sensor break cannot be ruled out: the PV is not trusted.
+            return Measurement(None, Quality.INVALID, units, f"status word {status.refusal}", pv.at)
+        return pv.measurement(
+            lambda regs, at: codec.pv_measurement(self._value(regs), word, units, at), units)
+
+    def _plain(self, fetched: Fetched, word: int | None, units: str, power: bool = False) -> Measurement:
+        """Working setpoint or output power: the status names its set bits but judges only the PV."""
+        return fetched.measurement(
+            lambda regs, at: codec.plain_measurement(self._value(regs, power), word, units, at), units)
+
+    def _value(self, registers: Sequence[int] | Sequence[bool], power: bool = False) -> float:
+        return codec.decode_value([int(r) for r in registers], use_ieee=self.options.use_ieee,
+                                  decimals=self._decimals(power))
+

@@ -1,0 +1,261 @@
+"""Any Modbus device, from a register map in the config (Modbus TCP or RTU).
+
+Dialogue: the channels' registers are merged into as few reads as the protocol allows (see
+``codec.plan_blocks``). A device that refuses a read as such (exception 01, 02 or 03: no such
+function, no such address, a quantity it does not take) fails only the channels of that read:
+the read is repeated channel by channel, the refused channels get quality ``invalid`` with the
+exception named, the others their values. That block is read channel by channel from then on
+(until the instrument is reconnected), so a missing register costs a few requests per poll, not
+a refused read and a retry every poll.
+Anything else (silence, a lost link, device failure or busy) fails the whole instrument: the
+error is raised for the poller, which owns retries.
+
+:class:`BlockReader` is that dialogue on its own, shared with the ``eurotherm`` driver.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
+
+from bridge.config import NAME_PATTERN
+from bridge.drivers.base import Channel, Driver, DriverOptions
+from bridge.drivers.modbus import codec
+from bridge.drivers.registry import register_driver
+from bridge.errors import BridgeError, DeviceError
+from bridge.model import Measurement, Quality
+from bridge.transports.modbus import BitTable, ModbusTransport, RegisterTable, exception_name
+
+log = logging.getLogger("bridge.drivers.modbus")
+
+#: Exception codes that refuse the request itself (function, address, quantity), not the device
+#: as a whole: 01 illegal function, 02 illegal data address, 03 illegal data value.
+REFUSALS = frozenset({0x01, 0x02, 0x03})
+
+_BIT_TABLES: dict[codec.Table, BitTable] = {"coil": "coils", "discrete": "discrete"}
+_REGISTER_TABLES: dict[codec.Table, RegisterTable] = {"holding": "holding", "input": "input"}
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What one span got in one poll: its values, or the refusal; ``at`` = mid-exchange."""
+
+    values: list[int] | list[bool] | None
+    at: float
+    refused: DeviceError | None = None
+
+    @property
+    def refusal(self) -> str:
+        """``refused: illegal data address (0x02)`` for a refused span, else empty."""
+        if self.refused is None:
+            return ""
+        code = self.refused.code
+        return f"refused: {exception_name(code) if isinstance(code, int) else code}"
+
+    def measurement(self, decode: Callable[[Sequence[int] | Sequence[bool], float], Measurement],
+                    units: str) -> Measurement:
+        """``decode(values, at)``, or the refusal as quality ``invalid`` (no value)."""
+        if self.values is None:
+            return Measurement(None, Quality.INVALID, units, self.refusal, self.at)
+        return decode(self.values, self.at)
+
+
+class BlockReader:
+    """Reads spans of registers or bits in planned blocks; a refused block is split per span.
+
+    ``unit`` overrides the transport's configured unit (several devices on one RTU line share
+    one transport); None uses the transport's own.
+    """
+
+    def __init__(self, transport: ModbusTransport, instrument: str, *, max_gap: int = 0,
+                 max_registers: int = codec.MAX_REGISTERS_PER_READ, unit: int | None = None) -> None:
+        self.transport = transport
+        self.instrument = instrument
+        self.max_gap = max_gap
+        self.max_registers = max_registers
+        self.unit = unit
+        #: spans of blocks the device refused: read one by one from now on
+        self._single: set[codec.Span] = set()
+
+    def read(self, spans: Sequence[codec.Span]) -> list[Fetched]:
+        """One result per span, in order; raises what is not a refusal of a request."""
+        single = {i for i, span in enumerate(spans) if span in self._single}
+        results: dict[int, Fetched] = {}
+        for block in codec.plan_blocks(spans, max_gap=self.max_gap, max_registers=self.max_registers,
+                                       single=single):
+            fetched = self._fetch(block.table, block.address, block.count)
+            if fetched.values is not None:
+                for i in block.members:
+                    results[i] = Fetched(block.part(fetched.values, spans[i]), fetched.at)
+                continue
+            members = sorted({spans[i] for i in block.members})
+            if len(members) == 1:
+                by_span = {members[0]: fetched}
+            else:
+                log.info("%s; reading its %d values one by one from now on", fetched.refused, len(members))
+                self._single.update(members)
+                by_span = {span: self._fetch(span.table, span.address, span.count) for span in members}
+            for i in block.members:
+                results[i] = by_span[spans[i]]
+        return [results[i] for i in range(len(spans))]
+
+    def _fetch(self, table: codec.Table, address: int, count: int) -> Fetched:
+        """One read; a refusal of the request comes back without values, anything else raises."""
+        started = time.time()
+        values: list[int] | list[bool]
+        try:
+            if table in _BIT_TABLES:
+                values = self.transport.read_bits(_BIT_TABLES[table], address, count, unit=self.unit)
+            else:
+                values = self.transport.read_registers(_REGISTER_TABLES[table], address, count, unit=self.unit)
+        except BridgeError as exc:
+            named = self._named(exc)
+            if isinstance(named, DeviceError) and named.code in REFUSALS:
+                return Fetched(None, (started + time.time()) / 2, named)
+            if named is exc:
+                raise
+            raise named from exc
+        return Fetched(values, (started + time.time()) / 2)
+
+    def _named(self, exc: BridgeError) -> BridgeError:
+        """The error with this instrument's name in front: a transport shared by the devices of
+        one line names its own owner, and the poller's log must say which device failed."""
+        text = str(exc)
+        if text.startswith(f"{self.instrument}: "):
+            return exc
+        if isinstance(exc, DeviceError):
+            return DeviceError(f"{self.instrument}: {text}", exc.code)
+        return type(exc)(f"{self.instrument}: {text}")
+
+
+# ---------------------------------------------------------------- options
+
+
+class RegisterChannel(BaseModel):
+    """One entry of the register map."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=NAME_PATTERN)
+    table: codec.Table
+    #: default: ``bool`` for coil/discrete, ``uint16`` (the raw register) for holding/input
+    type: codec.ValueType | None = Field(default=None, validate_default=True)
+    address: Annotated[int, Field(ge=0, le=codec.MAX_ADDRESS)]
+    word_order: codec.Order = "big"
+    byte_order: codec.Order = "big"
+    scale: float = Field(default=1.0, allow_inf_nan=False)
+    offset: float = Field(default=0.0, allow_inf_nan=False)
+    units: str = ""
+
+    @field_validator("type")
+    @classmethod
+    def _type_fits_table(cls, v: codec.ValueType | None, info: ValidationInfo) -> codec.ValueType:
+        table = info.data.get("table")
+        if table is None:
+            return v or "uint16"
+        bits = codec.is_bit_table(table)
+        if v is None:
+            return "bool" if bits else "uint16"
+        if bits and v != "bool":
+            raise ValueError(f"a {table} holds one bit: type must be bool, not {v}")
+        if not bits and v == "bool":
+            raise ValueError(f"{table} registers hold numbers ({', '.join(codec.REGISTER_TYPES)}); "
+                             "bits are read from coil or discrete")
+        return v
+
+    @field_validator("address")
+    @classmethod
+    def _fits_address_space(cls, v: int, info: ValidationInfo) -> int:
+        value_type = info.data.get("type")
+        if value_type is not None and v + codec.register_count(value_type) - 1 > codec.MAX_ADDRESS:
+            raise ValueError(f"a {value_type} at {v} runs past the last address {codec.MAX_ADDRESS}")
+        return v
+
+    @field_validator("scale")
+    @classmethod
+    def _nonzero_scale(cls, v: float) -> float:
+        if v == 0:
+            raise ValueError("scale 0 would turn every reading into the offset")
+        return v
+
+    @model_validator(mode="after")
+    def _bits_are_not_scaled(self) -> RegisterChannel:
+        if self.type == "bool":
+            misplaced = sorted({"word_order", "byte_order", "scale", "offset"} & self.model_fields_set)
+            if misplaced:
+                raise ValueError(f"{', '.join(misplaced)} apply to registers, not to a {self.table} bit")
+        return self
+
+    @property
+    def spec(self) -> codec.RegisterSpec:
+        assert self.type is not None  # filled in by the validator
+        return codec.RegisterSpec(self.table, self.address, self.type, self.word_order, self.byte_order,
+                                  self.scale, self.offset, self.units)
+
+
+class ModbusOptions(DriverOptions):
+    channels: list[RegisterChannel] = Field(min_length=1)
+    #: unused addresses a read may span to join two blocks (0: only adjacent or overlapping)
+    max_gap: int = Field(default=0, ge=0, le=codec.MAX_REGISTERS_PER_READ - 1)
+    #: largest register read; some devices take fewer than the protocol's 125
+    max_registers: int = Field(default=codec.MAX_REGISTERS_PER_READ, ge=1, le=codec.MAX_REGISTERS_PER_READ)
+
+    @field_validator("channels")
+    @classmethod
+    def _unique_names(cls, v: list[RegisterChannel]) -> list[RegisterChannel]:
+        seen: set[str] = set()
+        for channel in v:
+            if channel.name in seen:
+                raise ValueError(f"channel name {channel.name!r} is used twice")
+            seen.add(channel.name)
+        return v
+
+
+# ---------------------------------------------------------------- driver
+
+
+def _stored(index: int) -> Callable[[ModbusRegisters], Measurement]:
+    return lambda driver: driver.measurements[index]
+
+
+@register_driver("modbus")
+class ModbusRegisters(Driver[ModbusTransport, ModbusOptions]):
+    """One channel per register-map entry, fetched in merged block reads every poll."""
+
+    transports = ("modbus_tcp", "modbus_rtu")
+    Options = ModbusOptions
+    summary = "any Modbus device from a register map (int16..float64, word/byte order, scale, offset)"
+
+    def __init__(self, transport: ModbusTransport, options: ModbusOptions, instrument: str, *,
+                 unit: int | None = None) -> None:
+        super().__init__(transport, options, instrument)
+        self.specs = [channel.spec for channel in options.channels]
+        self.reader = BlockReader(transport, instrument, max_gap=options.max_gap,
+                                  max_registers=options.max_registers, unit=unit)
+        self.measurements: list[Measurement] = []
+
+    @classmethod
+    def channel_table(cls, options: ModbusOptions) -> Sequence[Channel[ModbusRegisters]]:
+        return [Channel(ch.name, ch.units, _stored(i), _describe(ch)) for i, ch in enumerate(options.channels)]
+
+    def begin_poll(self) -> None:
+        fetched = self.reader.read([spec.span for spec in self.specs])
+        self.measurements = [f.measurement(spec.measurement, spec.units) for f, spec in zip(fetched, self.specs,
+                                                                                             strict=True)]
+
+
+def _describe(ch: RegisterChannel) -> str:
+    text = f"{ch.table} {ch.address} {ch.type}"
+    if ch.type != "bool" and codec.register_count(ch.type or "uint16") > 1:
+        text += f" word {ch.word_order}"
+    if ch.type != "bool" and ch.byte_order != "big":
+        text += f" byte {ch.byte_order}"
+    if ch.scale != 1 or ch.offset != 0:
+        text += f" *{ch.scale:g}{ch.offset:+g}"
+    return text
+

@@ -1,0 +1,389 @@
+"""The eurotherm driver over real Modbus TCP and RTU (pty, 9600 baud) against the simulator:
+every family, both regions, status bits, absent parameters, silence, unknown unit, slow replies,
+disconnects, and two controllers with their own unit ids on one RTU line."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bridge.config import load_config, parse_config
+from bridge.drivers.eurotherm import Eurotherm, EurothermOptions
+from bridge.errors import ConfigError, DeviceError, TransportDisconnected, TransportTimeout
+from bridge.instrument import Instrument
+from bridge.model import Quality, Reading
+from bridge.transports.base import reopen
+from simulators.eurotherm import EurothermSimulator
+from simulators.modbus_device import Request
+from tests.helpers.modbus_server import SHORT, TIMEOUT, ModbusLink, run_cli, serve, simulator_process
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "examples" / "eurotherm.yaml"
+
+
+def by_channel(readings: list[Reading]) -> dict[str, Reading]:
+    return {r.channel: r for r in readings}
+
+
+def controller(family: str = "2400", unit: int = 1, pv: float | None = 234.5, setpoint: float = 250.0
+               ) -> EurothermSimulator:
+    sim = EurothermSimulator(family, unit, setpoint=setpoint, seed=1)
+    for loop in range(1, sim.loops + 1):
+        sim.set_pv(pv, loop)
+    return sim
+
+
+@pytest.fixture(params=["tcp", "rtu"])
+def kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+def link(kind: str) -> Iterator[ModbusLink]:
+    """A 2408 at unit 1, PV held at 234.5, setpoint 250."""
+    with serve(controller(), kind) as link:
+        yield link
+
+
+def pv_of(readings: dict[str, Reading]) -> float:
+    value = readings["pv"].value
+    assert value is not None, readings["pv"]
+    return value
+
+
+def sim_of(link: ModbusLink, unit: int = 1) -> EurothermSimulator:
+    sim = link.server.device(unit)
+    assert isinstance(sim, EurothermSimulator)
+    return sim
+
+
+def connect(link: ModbusLink, family: str = "2400", *, unit: int = 1, name: str = "cell",
+            timeout: float = TIMEOUT, **options: object) -> Instrument:
+    return link.instrument("eurotherm", {"family": family, **options}, unit=unit, name=name, timeout=timeout)
+
+
+def poll(link: ModbusLink, family: str = "2400", *, unit: int = 1, name: str = "cell", **options: object
+         ) -> dict[str, Reading]:
+    inst = connect(link, family, unit=unit, name=name, **options)
+    try:
+        return by_channel(inst.read())
+    finally:
+        inst.close()
+
+
+def test_reads_pv_setpoint_and_power_in_two_requests(link: ModbusLink) -> None:
+    inst = connect(link)
+    try:
+        link.server.requests.clear()
+        before = time.time()
+        readings = by_channel(inst.read())
+        after = time.time()
+    finally:
+        inst.close()
+    pv, sp, op = readings["pv"], readings["working_setpoint"], readings["output_power"]
+    assert (pv.value, pv.quality, pv.units, pv.detail) == (234.5, Quality.OK, "degC", "")
+    assert (sp.value, sp.units) == (250.0, "degC")
+    assert op.units == "%" and op.quality is Quality.OK and 0.0 < (op.value or 0) <= 100.0
+    # the status word, then parameters 1..5 as IEEE floats in one block (protocols.md 6.3)
+    assert [(r.function, r.address, r.count) for r in link.server.requests] == [(3, 75, 1), (3, 0x8002, 10)]
+    assert before <= pv.timestamp == sp.timestamp == op.timestamp <= after
+    assert sim_of(link).writes == [] and sim_of(link).eeprom_writes == 0, "the driver never writes"
+
+
+@pytest.mark.parametrize(("family", "op_register"), [("2400", 0x8006), ("3200", 0x8008), ("3500", 0x8006)])
+def test_each_family_reads_its_own_output_power(kind: str, family: str, op_register: int) -> None:
+    sim = controller(family)
+    with serve(sim, kind) as link:
+        sim.loop().output = 0.0
+        readings = poll(link, family)
+        power = sim.output_power()
+    assert readings["output_power"].value == pytest.approx(power, abs=0.01)
+    if family == "3200":
+        assert sim.value("MAN.OP") == 0.0 != power, "3200 address 3 is the manual output, not the power"
+    assert readings["pv"].value == 234.5 and op_register == 0x8000 + 2 * (4 if family == "3200" else 3)
+
+
+def test_loop_two_of_a_3504(kind: str) -> None:
+    sim = controller("3500")
+    sim.set_pv(812.25, loop=2)
+    sim.set_setpoint(820.0, loop=2)
+    with serve(sim, kind) as link:
+        link.server.requests.clear()
+        readings = poll(link, "3500", loop=2)
+        # connect (status), then the poll: status, loop 2's parameters 1025..1029 as floats
+        assert [(r.address, r.count) for r in link.server.requests] == [(75, 1), (75, 1), (0x8000 + 2 * 1025, 10)]
+    assert readings["pv"].value == 812.25 and readings["working_setpoint"].value == 820.0
+
+
+def test_scaled_integers_with_the_display_resolution(link: ModbusLink) -> None:
+    link.server.requests.clear()
+    readings = poll(link, use_ieee=False, decimals=1)
+    assert [(r.address, r.count) for r in link.server.requests] == [(75, 1), (1, 5), (75, 1)]
+    assert readings["pv"].value == pytest.approx(234.5)
+    assert readings["working_setpoint"].value == pytest.approx(250.0)
+    sim_of(link).decimals = 2  # resolution changed on the front panel: integers now 10x larger
+    assert poll(link, use_ieee=False, decimals=2)["pv"].value == pytest.approx(234.5)
+    assert poll(link, use_ieee=False, decimals=1)["pv"].value == pytest.approx(2345.0), "why IEEE is the default"
+    assert poll(link)["pv"].value == 234.5
+
+
+def test_sensor_break_is_a_sensor_error_without_value(link: ModbusLink) -> None:
+    sim_of(link).sensor_break = True
+    readings = poll(link)
+    pv = readings["pv"]
+    assert (pv.value, pv.quality, pv.detail) == (None, Quality.SENSOR_ERROR, "sensor break")
+    assert readings["working_setpoint"].value == 250.0
+    assert (readings["output_power"].value, readings["output_power"].detail) == (0.0, "sensor break")
+
+
+def test_pv_out_of_range_is_invalid_without_value(link: ModbusLink) -> None:
+    sim_of(link).pv_out_of_range = True
+    pv = poll(link)["pv"]
+    assert (pv.value, pv.quality, pv.detail) == (None, Quality.INVALID, "PV out of range")
+    sim_of(link).pv_out_of_range = False
+    sim_of(link).set_pv(1500.0)  # beyond the thermocouple's range: the controller flags it itself
+    assert poll(link)["pv"].quality is Quality.INVALID
+
+
+def test_other_status_bits_are_named_in_the_detail(link: ModbusLink) -> None:
+    sim_of(link).status_bits = 1 << 0 | 1 << 7
+    readings = poll(link)
+    assert (readings["pv"].value, readings["pv"].quality) == (234.5, Quality.OK)
+    assert readings["pv"].detail == "alarm 1, heater fail"
+    assert readings["output_power"].detail == "alarm 1, heater fail"
+
+
+def test_an_absent_parameter_fails_only_its_channel(link: ModbusLink) -> None:
+    sim_of(link).set_absent(3)  # no OP on this model
+    inst = connect(link)
+    try:
+        first = by_channel(inst.read())
+        link.server.requests.clear()
+        second = by_channel(inst.read())
+    finally:
+        inst.close()
+    for readings in (first, second):
+        op = readings["output_power"]
+        assert (op.value, op.quality, op.detail) == (None, Quality.INVALID, "refused: illegal data address (0x02)")
+        assert readings["pv"].value == 234.5 and readings["working_setpoint"].value == 250.0
+    # from then on the refused block is read parameter by parameter
+    assert [(r.address, r.count) for r in link.server.requests] == [(75, 1), (0x8002, 2), (0x8006, 2), (0x800A, 2)]
+
+
+def test_without_the_status_word_the_pv_is_not_trusted(link: ModbusLink) -> None:
+    sim_of(link).set_absent(75)
+    readings = poll(link)
+    pv = readings["pv"]
+    assert (pv.value, pv.quality) == (None, Quality.INVALID)
+    assert pv.detail == "status word refused: illegal data address (0x02)"
+    assert readings["working_setpoint"].value == 250.0
+
+
+def test_device_busy_fails_the_instrument(link: ModbusLink) -> None:
+    inst = connect(link)
+    try:
+        sim_of(link).exception_code = 6
+        with pytest.raises(DeviceError, match=r"^cell: .*server device busy") as caught:
+            inst.read()
+        assert caught.value.code == 6
+    finally:
+        inst.close()
+
+
+def test_a_silent_controller_fails_at_connect_and_at_read(link: ModbusLink) -> None:
+    sim_of(link).silent = True  # EI-Bisynch instead of Modbus, wrong baud, wrong parity
+    with pytest.raises(TransportTimeout, match=r"^cell: no reply .*75"):
+        connect(link, timeout=SHORT)
+    sim_of(link).silent = False
+    inst = connect(link, timeout=SHORT)
+    try:
+        sim_of(link).silent = True
+        with pytest.raises(TransportTimeout):
+            inst.read()
+        sim_of(link).silent = False
+        link.settle()
+        assert by_channel(inst.read())["pv"].value == 234.5
+    finally:
+        inst.close()
+
+
+def test_an_unknown_unit_id_gets_silence(link: ModbusLink) -> None:
+    with pytest.raises(TransportTimeout, match="unit 2"):
+        connect(link, unit=2, timeout=SHORT)
+    assert Request(2, 3, 75, 1) in link.server.requests
+
+
+def test_slow_replies(link: ModbusLink) -> None:
+    inst = connect(link)
+    try:
+        sim_of(link).reply_delay = 0.1
+        assert by_channel(inst.read())["pv"].value == 234.5
+        sim_of(link).reply_delay = 1.5  # beyond the 1 s timeout: late, not lost
+        with pytest.raises(TransportTimeout):
+            inst.read()
+        sim_of(link).reply_delay = 0.0
+        sim_of(link).set_pv(240.0)
+        link.settle()
+        readings = by_channel(inst.read())
+    finally:
+        inst.close()
+    assert readings["pv"].value == 240.0 and readings["working_setpoint"].value == 250.0
+
+
+def test_disconnect(link: ModbusLink) -> None:
+    inst = connect(link)
+    try:
+        inst.read()
+        link.server.unplug()
+        with pytest.raises((TransportDisconnected, TransportTimeout), match=r"^cell: "):
+            inst.read()
+        if link.kind == "tcp":
+            reopen(inst.transport)
+            inst.driver.connect()
+            assert by_channel(inst.read())["pv"].value == 234.5
+    finally:
+        inst.close()
+
+
+def test_the_pv_follows_the_loop(kind: str) -> None:
+    sim = controller(pv=None, setpoint=400.0)
+    sim.loop().tau = 5.0  # a fast heater, so that a few polls see it move
+    with serve(sim, kind) as link:
+        inst = connect(link)
+        try:
+            first = by_channel(inst.read())
+            assert first["output_power"].value == 100.0
+            later = first
+            deadline = time.monotonic() + 10
+            while pv_of(later) < pv_of(first) + 20:
+                assert time.monotonic() < deadline, "the PV does not rise"
+                later = by_channel(inst.read())
+        finally:
+            inst.close()
+    assert all(r.quality is Quality.OK for r in later.values())
+
+
+def test_a_chamber_model_drives_the_pv(link: ModbusLink) -> None:
+    cell = {"temperature": 987.5}
+    sim_of(link).set_pv(None)
+    sim_of(link).set_pv_source(lambda: cell["temperature"])
+    sim_of(link).noise = 0.0
+    assert poll(link)["pv"].value == 987.5
+    assert sim_of(link).output_power() == 0.0  # above the 250 degC setpoint: heater off
+
+
+# ---------------------------------------------------------------- two controllers on one RS-485 line
+
+
+@pytest.fixture
+def line() -> Iterator[ModbusLink]:
+    """A 2408 (unit 1) and a 3216 (unit 2) on one RTU line at 9600 baud."""
+    first, second = controller("2400", 1, pv=1000.5, setpoint=1010.0), controller("3200", 2, pv=455.0)
+    with serve([first, second], "rtu") as link:
+        yield link
+
+
+def test_two_controllers_share_one_rtu_line_and_one_transport(line: ModbusLink) -> None:
+    transport = line.transport("rs485", timeout=SHORT)
+    try:
+        gallium = Eurotherm(transport, EurothermOptions(family="2400"), "cell_ga", unit=1)
+        arsenic = Eurotherm(transport, EurothermOptions(family="3200"), "cell_as", unit=2)
+        missing = Eurotherm(transport, EurothermOptions(family="2400"), "cell_in", unit=3)
+        sim_of(line, 2).sensor_break = True
+        for _ in range(3):
+            ga, as_ = by_channel(gallium.read()), by_channel(arsenic.read())
+            assert (ga["pv"].value, ga["working_setpoint"].value) == (1000.5, 1010.0)
+            assert (as_["pv"].value, as_["pv"].quality) == (None, Quality.SENSOR_ERROR)
+            assert as_["working_setpoint"].value == 250.0
+        with pytest.raises(TransportTimeout, match=r"^cell_in: "):
+            missing.read()
+        line.settle()
+        assert by_channel(gallium.read())["pv"].value == 1000.5, "the line works on after the silence"
+    finally:
+        transport.close()
+    units = {r.unit for r in line.server.requests}
+    assert units == {1, 2, 3}
+    assert sim_of(line, 1).writes == [] and sim_of(line, 2).writes == []
+
+
+def test_two_instruments_configured_on_one_port(line: ModbusLink) -> None:
+    # what `chamber-bridge read` does: each instrument opens the line in turn
+    ga = poll(line, "2400", unit=1, name="cell_ga")
+    as_ = poll(line, "3200", unit=2, name="cell_as")
+    assert ga["pv"].value == 1000.5 and as_["pv"].value == 455.0
+    assert ga["pv"].instrument == "cell_ga" and as_["pv"].instrument == "cell_as"
+
+
+# ---------------------------------------------------------------- config and command line
+
+
+def test_options_problems_are_named_by_key_path() -> None:
+    options: list[dict[str, object]] = [
+        {"family": "2400", "loop": 2},
+        {"family": "2200"},
+        {"family": "3200", "use_ieee": False},
+        {"family": "3200", "decimals": 1},
+        {},
+        {"family": 3500, "loop": 2, "setpoint": 3},
+    ]
+    raw = {"site": "s", "bridge": {"instruments": [
+        {"name": f"c{i}", "driver": "eurotherm", "transport": {"kind": "modbus_tcp", "host": "h"}, "options": o}
+        for i, o in enumerate(options)]}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    problems = {p.path: p.message for p in caught.value.problems}
+    assert "loop 2 exists on the 3500 only" in problems["bridge.instruments[0].options.loop"]
+    assert "bridge.instruments[1].options.family" in problems
+    assert "needs decimals" in problems["bridge.instruments[2].options.decimals"]
+    assert "only apply with use_ieee: false" in problems["bridge.instruments[3].options.decimals"]
+    assert problems["bridge.instruments[4].options.family"] == "Field required"
+    assert problems["bridge.instruments[5].options.setpoint"] == "unknown key"
+    assert len(problems) == 6
+    assert EurothermOptions.model_validate({"family": 3500, "loop": 2}).family == "3500"
+
+
+def test_channel_table() -> None:
+    table = Eurotherm.channel_table(EurothermOptions(family="3200", units="K"))
+    assert [(c.name, c.units) for c in table] == [("pv", "K"), ("working_setpoint", "K"), ("output_power", "%")]
+    assert "WRK.OP, address 4" in table[2].description
+
+
+def test_example_config_is_valid() -> None:
+    config = load_config(EXAMPLE)
+    assert [(i.driver, i.transport.kind, getattr(i.transport, "unit", None)) for i in config.bridge.instruments] == [
+        ("eurotherm", "modbus_tcp", 1), ("eurotherm", "modbus_tcp", 2)]
+
+
+def test_simulate_command_and_read_of_the_example_config(tmp_path: Path) -> None:
+    with simulator_process("eurotherm_cli", "--tcp", "127.0.0.1:0", "--unit", "1", "--unit", "2",
+                           "--pv", "321.5", "--setpoint", "330", "--sensor-break") as where:
+        host, port = where.rsplit(":", 1)
+        raw = yaml.safe_load(EXAMPLE.read_text())
+        for inst in raw["bridge"]["instruments"]:
+            inst["transport"].update(host=host, port=int(port))
+        config = tmp_path / "eurotherm.yaml"
+        config.write_text(yaml.safe_dump(raw))
+        result = run_cli("read", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    readings = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [(r["instrument"], r["channel"]) for r in readings] == [
+        (name, channel) for name in ("cell_ga", "cell_as") for channel in ("pv", "working_setpoint", "output_power")]
+    assert readings[0]["quality"] == "sensor_error" and readings[0]["value"] is None
+    assert readings[1]["value"] == 330.0 and readings[4]["value"] == 330.0
+
+
+def test_simulate_command_on_an_rtu_pty(tmp_path: Path) -> None:
+    with simulator_process("eurotherm_cli", "--family", "3500", "--pv", "99.5") as where:
+        assert where.startswith("/dev/")
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({"site": "s", "bridge": {"instruments": [
+            {"name": "heater", "driver": "eurotherm",
+             "transport": {"kind": "modbus_rtu", "port": where, "baudrate": 9600, "unit": 1},
+             "options": {"family": "3500", "loop": 2}}]}}))
+        result = run_cli("read", str(config), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.splitlines()[0])["value"] == 99.5

@@ -1,0 +1,211 @@
+"""The generic ``scpi`` query-table driver through real pyvisa-py (TCPIP SOCKET, ASRL on a pty)
+against the PSU simulator and a text device, every fault mode, and through pyvisa-sim."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.drivers.text_query import ScpiText
+from bridge.errors import ProtocolError, TransportDisconnected, TransportTimeout
+from bridge.model import Quality, Reading
+from bridge.transports.base import reopen
+from simulators.scpi_psu import ScpiPsuSimulator
+from simulators.text_device import TextDevice
+from tests.helpers.text_query import (
+    Served,
+    example_with,
+    psu_sim,
+    read_json,
+    read_when_in_step,
+    run_cli,
+    serve,
+    sim_instrument,
+)
+
+KEYSIGHT_TABLE: list[dict[str, Any]] = [
+    {"name": "voltage", "command": "MEAS:VOLT? (@1)", "units": "V"},
+    {"name": "current_ma", "command": "MEAS:CURR? (@1)", "scale": 1000, "units": "mA"},
+    {"name": "output", "command": "OUTP? (@1)"},
+]
+RIGOL_TABLE: list[dict[str, Any]] = [
+    {"name": "voltage", "command": ":MEAS:VOLT? CH1", "units": "V"},
+    {"name": "current_ma", "command": ":MEAS:CURR? CH1", "scale": 1000, "units": "mA"},
+    {"name": "power", "command": ":MEAS:ALL? CH1", "parse": "regex", "regex": r"^[^,]*,[^,]*,\s*(\S+)$",
+     "units": "W"},
+]
+
+
+def values(readings: list[Reading]) -> dict[str, float | None]:
+    return {r.channel: r.value for r in readings}
+
+
+@pytest.fixture
+def rigol() -> Iterator[Served]:
+    with serve(psu_sim("rigol"), "tcp") as served:
+        yield served
+
+
+def sim_of(served: Served) -> ScpiPsuSimulator:
+    assert isinstance(served.device, ScpiPsuSimulator)
+    return served.device
+
+
+def test_reads_a_query_table(rigol: Served) -> None:
+    inst = rigol.visa("scpi", name="cell_supply", queries=RIGOL_TABLE)
+    try:
+        readings = inst.read()
+        assert isinstance(inst.driver, ScpiText)
+        assert inst.driver.identity == sim_of(rigol).model.idn
+    finally:
+        inst.close()
+    assert [(r.channel, r.units, r.quality) for r in readings] == [
+        ("voltage", "V", Quality.OK), ("current_ma", "mA", Quality.OK), ("power", "W", Quality.OK)]
+    assert values(readings) == {"voltage": pytest.approx(5.0), "current_ma": pytest.approx(500.0),
+                                "power": pytest.approx(2.5)}
+
+
+def test_reads_through_asrl_on_a_pty() -> None:
+    with serve(psu_sim("keysight"), "pty") as served:
+        inst = served.visa("scpi", queries=KEYSIGHT_TABLE)
+        try:
+            got = values(inst.read())
+        finally:
+            inst.close()
+    assert got == {"voltage": pytest.approx(5.0), "current_ma": pytest.approx(500.0), "output": 1.0}
+
+
+def test_pyvisa_sim_dialogue() -> None:
+    inst = sim_instrument("TCPIP::127.0.0.1::5025::SOCKET", "scpi", queries=KEYSIGHT_TABLE)
+    try:
+        got = values(inst.read())
+    finally:
+        inst.close()
+    assert got == {"voltage": pytest.approx(4.9991), "current_ma": pytest.approx(123.4), "output": 1.0}
+
+
+def test_reply_that_is_not_a_number_is_a_protocol_error_quoting_it(rigol: Served) -> None:
+    inst = rigol.visa("scpi", name="cell_supply", queries=[{"name": "ident", "command": "*IDN?"}])
+    try:
+        with pytest.raises(ProtocolError, match=r"^cell_supply: ident \('\*IDN\?'\): reply 'RIGOL TECHNOLOGIES,"
+                                                r"DP832,[^']*' is not a number$"):
+            inst.read()
+    finally:
+        inst.close()
+
+
+def test_regex_that_does_not_match_quotes_the_reply(rigol: Served) -> None:
+    table = [{"name": "state", "command": ":OUTP? CH1", "parse": "regex", "regex": r"(\d+)"}]
+    inst = rigol.visa("scpi", name="cell_supply", queries=table)
+    try:
+        with pytest.raises(ProtocolError, match=r"^cell_supply: state \(':OUTP\? CH1'\): reply 'ON' does not match"):
+            inst.read()
+    finally:
+        inst.close()
+
+
+def test_silence_is_a_timeout_then_recovers(rigol: Served) -> None:
+    sim = sim_of(rigol)
+    inst = rigol.visa("scpi", name="cell_supply", timeout=0.3, queries=RIGOL_TABLE)
+    try:
+        sim.silent = True
+        with pytest.raises(TransportTimeout, match=r"^cell_supply: no reply to ':MEAS:VOLT\? CH1'"):
+            inst.read()
+        sim.silent = False
+        assert values(inst.read())["voltage"] == pytest.approx(5.0)
+    finally:
+        inst.close()
+
+
+def test_late_replies_are_not_taken_for_later_ones(rigol: Served) -> None:
+    sim = sim_of(rigol)
+    inst = rigol.visa("scpi", timeout=0.3, queries=RIGOL_TABLE)
+    try:
+        sim.reply_delay = 1.0  # every reply (and resync answer) arrives after the driver gave up on it
+        with pytest.raises(TransportTimeout):
+            inst.read()
+        sim.reply_delay = 0.0
+        got = values(read_when_in_step(inst))  # no late reply is ever taken for a later one
+    finally:
+        inst.close()
+    assert got == {"voltage": pytest.approx(5.0), "current_ma": pytest.approx(500.0), "power": pytest.approx(2.5)}
+
+
+def test_slow_first_reply_after_connect(rigol: Served) -> None:
+    sim_of(rigol).first_reply_delay = 1.0
+    inst = rigol.visa("scpi", timeout=0.3, first_reply_timeout=20, queries=RIGOL_TABLE)
+    try:
+        assert values(inst.read())["voltage"] == pytest.approx(5.0)
+    finally:
+        inst.close()
+
+
+def test_without_sync_command_nothing_else_is_sent(rigol: Served) -> None:
+    sim = sim_of(rigol)
+    inst = rigol.visa("scpi", sync_command=None, queries=RIGOL_TABLE[:1])
+    try:
+        assert values(inst.read())["voltage"] == pytest.approx(5.0)
+        assert isinstance(inst.driver, ScpiText) and inst.driver.identity is None
+    finally:
+        inst.close()
+    assert sim.received_commands() == [":MEAS:VOLT? CH1"]
+
+
+def test_split_replies_are_reassembled(rigol: Served) -> None:
+    sim_of(rigol).split_replies = True
+    inst = rigol.visa("scpi", queries=RIGOL_TABLE)
+    try:
+        assert values(inst.read())["power"] == pytest.approx(2.5)
+    finally:
+        inst.close()
+
+
+def test_connection_dropped_then_reconnect(rigol: Served) -> None:
+    sim = sim_of(rigol)
+    inst = rigol.visa("scpi", timeout=0.5, queries=RIGOL_TABLE[:1])
+    try:
+        sim.drop_next = True
+        with pytest.raises(TransportDisconnected, match="closed the connection"):
+            inst.read()
+        reopen(inst.transport)
+        inst.driver.connect()
+        assert values(inst.read())["voltage"] == pytest.approx(5.0)
+    finally:
+        inst.close()
+
+
+def test_scpi_overload_codes_from_a_meter() -> None:
+    meter = TextDevice({"*IDN?": "ACME,DMM1,0,1.0", "MEAS?": "{V:+.8E}", "NAN?": "9.91E+37"}, {"V": 9.9e37},
+                       terminator=b"\n")
+    table = [{"name": "v", "command": "MEAS?", "units": "V"}, {"name": "nan", "command": "NAN?"}]
+    with serve(meter, "tcp") as served:
+        inst = served.visa("scpi", name="dmm", queries=table)
+        try:
+            over, nan = inst.read()
+            meter.set_value("V", -1.25)
+            ok, _ = inst.read()
+        finally:
+            inst.close()
+    assert (over.value, over.quality, over.units) == (None, Quality.OVER_RANGE, "V")
+    assert (nan.value, nan.quality) == (None, Quality.INVALID)
+    assert (ok.value, ok.quality) == (pytest.approx(-1.25), Quality.OK)
+
+
+def test_unreachable_instrument_names_it(rigol: Served) -> None:
+    rigol.server.stop()
+    with pytest.raises(TransportDisconnected, match=r"^psu: cannot open TCPIP::"):
+        rigol.visa("scpi", queries=RIGOL_TABLE)
+
+
+def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
+    with run_cli("simulators.scpi_psu_cli", "--dialect", "rigol", "--tcp", "127.0.0.1:0", "--set", "1=5,0.5,on",
+                 "--load", "1=20") as cli:
+        port = cli.where.rsplit(":", 1)[1]
+        config = example_with("scpi.yaml", tmp_path, resource=f"TCPIP::127.0.0.1::{port}::SOCKET")
+        got = {r["channel"]: (r["value"], r["units"]) for r in read_json(config)}
+    assert got["voltage"] == (pytest.approx(5.0, rel=1e-2), "V")
+    assert got["current_ma"] == (pytest.approx(250.0, rel=1e-2), "mA")
+    assert got["power"] == (pytest.approx(1.25, rel=1e-2), "W")

@@ -1,0 +1,220 @@
+"""The ``serial_ascii`` query-table driver over a real pty and real TCP (``socket://``) against the
+text device simulator, in every fault mode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.errors import ProtocolError, TransportDisconnected, TransportTimeout
+from bridge.model import Quality, Reading
+from simulators.text_device import TextDevice
+from tests.helpers.text_query import Served, connect, example_with, read_json, run_cli, serve
+
+TABLE: list[dict[str, Any]] = [
+    {"name": "temperature", "command": "T?", "parse": "regex", "regex": r"T=([-+0-9.]+)C", "units": "degC"},
+    {"name": "humidity", "command": "H?", "parse": "regex", "regex": r"H=([-+0-9.]+)%", "units": "%"},
+    {"name": "counts", "command": "N?", "scale": 0.5, "offset": 1.0, "units": "arb"},
+]
+
+
+def values(readings: list[Reading]) -> dict[str, float | None]:
+    return {r.channel: r.value for r in readings}
+
+
+def station() -> TextDevice:
+    """A temperature / humidity station; its counter answers a bare number."""
+    return TextDevice({"T?": "T={T:.2f}C", "H?": "H={H:.1f}%", "N?": "{N:d}", "ID?": "WS-2 station"},
+                      {"T": 23.51, "H": 40.0, "N": 17})
+
+
+@pytest.fixture(params=["pty", "tcp"])
+def dev(request: pytest.FixtureRequest) -> Iterator[Served]:
+    with serve(station(), request.param) as served:
+        yield served
+
+
+def device_of(served: Served) -> TextDevice:
+    assert isinstance(served.device, TextDevice)
+    return served.device
+
+
+def test_reads_the_query_table(dev: Served) -> None:
+    inst = dev.serial("serial_ascii", name="weather", queries=TABLE)
+    try:
+        readings = inst.read()
+    finally:
+        inst.close()
+    assert [(r.instrument, r.channel, r.units, r.quality) for r in readings] == [
+        ("weather", "temperature", "degC", Quality.OK), ("weather", "humidity", "%", Quality.OK),
+        ("weather", "counts", "arb", Quality.OK)]
+    assert values(readings) == {"temperature": pytest.approx(23.51), "humidity": pytest.approx(40.0),
+                                "counts": pytest.approx(9.5)}
+    sent = b"".join(data for direction, data in device_of(dev).log if direction == "rx")
+    assert sent == b"T?\rH?\rN?\r", "each command once, with exactly the terminator"
+
+
+def test_values_follow_the_device(dev: Served) -> None:
+    inst = dev.serial("serial_ascii", queries=TABLE[:1])
+    try:
+        device_of(dev).set_source("T", lambda: -12.5)
+        (reading,) = inst.read()
+    finally:
+        inst.close()
+    assert reading.value == pytest.approx(-12.5)
+
+
+def test_reply_that_does_not_parse_is_a_protocol_error_quoting_it(dev: Served) -> None:
+    device = device_of(dev)
+    inst = dev.serial("serial_ascii", name="weather", queries=TABLE)
+    try:
+        device.set_reply("T?", "T=----C")  # the sensor's "no reading"
+        with pytest.raises(ProtocolError,
+                           match=r"^weather: temperature \('T\?'\): captured '----' of reply 'T=----C' is not a"):
+            inst.read()
+        device.set_reply("N?", "overflow")
+        device.set_reply("T?", "T={T:.2f}C")
+        with pytest.raises(ProtocolError, match=r"^weather: counts \('N\?'\): reply 'overflow' is not a number$"):
+            inst.read()
+        device.set_reply("N?", "{N:d}")
+        assert values(inst.read())["counts"] == pytest.approx(9.5)
+    finally:
+        inst.close()
+
+
+def test_silence_is_a_timeout_naming_the_instrument_then_recovers(dev: Served) -> None:
+    device = device_of(dev)
+    inst = dev.serial("serial_ascii", name="weather", timeout=0.3, queries=TABLE)
+    try:
+        device.silent = True
+        with pytest.raises(TransportTimeout, match=r"^weather: no reply ending in b'\\r'"):
+            inst.read()
+        device.silent = False
+        assert values(inst.read())["temperature"] == pytest.approx(23.51)
+    finally:
+        inst.close()
+
+
+def test_late_reply_is_not_taken_for_the_next_one(dev: Served) -> None:
+    device = device_of(dev)
+    inst = dev.serial("serial_ascii", timeout=0.3, queries=TABLE[1:2])
+    try:
+        device.reply_delay = 0.6  # "H=40.0%" arrives after the driver gave up
+        with pytest.raises(TransportTimeout):
+            inst.read()
+        device.reply_delay = 0.0
+        device.set_value("H", 55.0)
+        assert dev.wait_sent(), "the late reply is on the line"
+        (humidity,) = inst.read()
+    finally:
+        inst.close()
+    assert humidity.value == pytest.approx(55.0)
+
+
+def test_late_reply_still_in_flight_is_left_to_settle(dev: Served) -> None:
+    device = device_of(dev)
+    inst = dev.serial("serial_ascii", timeout=0.3, settle=1.0, queries=TABLE[1:2])
+    try:
+        device.reply_delay = 0.5
+        with pytest.raises(TransportTimeout):
+            inst.read()
+        device.reply_delay = 0.0
+        device.set_value("H", 55.0)
+        (humidity,) = inst.read()  # at once: the settle time catches the late reply
+    finally:
+        inst.close()
+    assert humidity.value == pytest.approx(55.0)
+
+
+def test_echo_of_the_command_is_skipped(dev: Served) -> None:
+    device_of(dev).echo = True
+    inst = dev.serial("serial_ascii", queries=TABLE)
+    try:
+        assert values(inst.read())["counts"] == pytest.approx(9.5)
+    finally:
+        inst.close()
+
+
+def test_garbage_and_split_replies_are_tolerated(dev: Served) -> None:
+    device = device_of(dev)
+    inst = dev.serial("serial_ascii", queries=TABLE)
+    try:
+        device.garbage = b"\xff\xfe\x00"
+        device.split_replies = True
+        assert values(inst.read())["temperature"] == pytest.approx(23.51)
+    finally:
+        inst.close()
+
+
+def test_unknown_command_answered_with_an_error_word(dev: Served) -> None:
+    device_of(dev).unknown_reply = "ERR"
+    inst = dev.serial("serial_ascii", name="weather", queries=[{"name": "p", "command": "P?"}])
+    try:
+        with pytest.raises(ProtocolError, match=r"^weather: p \('P\?'\): reply 'ERR' is not a number$"):
+            inst.read()
+    finally:
+        inst.close()
+
+
+def test_crlf_replies_and_lf_commands() -> None:
+    device = TextDevice({"R": "{x:.3f}"}, {"x": 1.25}, terminator=b"\n", reply_terminator=b"\r\n")
+    with serve(device, "pty") as served:
+        inst = served.serial("serial_ascii", terminator="\n", reply_terminator="\r\n",
+                             queries=[{"name": "r", "command": "R"}])
+        try:
+            assert values(inst.read()) == {"r": pytest.approx(1.25)}
+            assert values(inst.read()) == {"r": pytest.approx(1.25)}
+        finally:
+            inst.close()
+
+
+def test_overload_code_is_over_range_without_value() -> None:
+    device = TextDevice({"V?": "+9.9E+37"}, {})
+    with serve(device, "pty") as served:
+        inst = served.serial("serial_ascii", queries=[{"name": "v", "command": "V?", "units": "V"}])
+        try:
+            (reading,) = inst.read()
+        finally:
+            inst.close()
+    assert (reading.value, reading.quality, reading.units) == (None, Quality.OVER_RANGE, "V")
+
+
+def test_unplugged_device_is_a_disconnect(dev: Served) -> None:
+    inst = dev.serial("serial_ascii", timeout=0.3, queries=TABLE[:1])
+    try:
+        inst.read()
+        dev.unplug()
+        with pytest.raises((TransportDisconnected, TransportTimeout)):
+            for _ in range(3):
+                inst.read()
+    finally:
+        inst.close()
+
+
+def test_unreachable_port_names_it(dev: Served) -> None:
+    dev.server.stop()
+    with pytest.raises(TransportDisconnected, match=r"^dev: cannot open"):
+        dev.serial("serial_ascii", queries=TABLE)
+
+
+def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
+    with run_cli("simulators.text_device_cli", "--tcp", "127.0.0.1:0", "--value", "T=-3.25") as cli:
+        assert cli.where.startswith("socket://127.0.0.1:")
+        config = example_with("serial_ascii.yaml", tmp_path, port=cli.where)
+        got = {r["channel"]: (r["value"], r["units"], r["quality"]) for r in read_json(config)}
+    assert got == {"temperature": (pytest.approx(-3.25), "degC", "ok"),
+                   "temperature_k": (pytest.approx(269.9), "K", "ok")}
+
+
+def test_cli_serves_on_a_pty_by_default() -> None:
+    with run_cli("simulators.text_device_cli", "--query", "F?=F={F:.1f}", "--value", "F=2.5") as cli:
+        assert cli.where.startswith("/dev/")
+        inst = connect("flow", "serial_ascii", {"kind": "serial", "port": cli.where, "timeout": 1.0},
+                       {"queries": [{"name": "f", "command": "F?", "parse": "regex", "regex": r"F=(\S+)"}]})
+        try:
+            assert values(inst.read()) == {"f": pytest.approx(2.5)}
+        finally:
+            inst.close()
