@@ -6,6 +6,8 @@ disconnects) that a friendly mock would hide. ``bridge`` never imports this pack
 ``chamber-bridge simulate`` command do.
 
 Layout: :mod:`simulators.serving` carries bytes (pty pairs, TCP) for any byte-stream device;
+:mod:`simulators.byte_device` holds what every byte-stream simulator shares (link, log, line
+splitting, transport faults), :mod:`simulators.gauges` the gauge controllers' pressure channels;
 one module per instrument holds the protocol state machine (e.g. :mod:`simulators.pfeiffer_tpg`);
-:mod:`simulators.cli` runs them standalone.
+:mod:`simulators.cli` runs them standalone, each ``*_cli`` module on :mod:`simulators.cli_common`.
 """

@@ -53,15 +53,14 @@ Choices where the sources are silent or disagree (protocols.md marks them [U]):
 from __future__ import annotations
 
 import math
-import random
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
 
-from simulators.serving import Clock, Link
+from simulators.byte_device import SimulatedByteDevice
+from simulators.serving import Clock
 
 CR = 0x0D
 LF = 0x0A
@@ -70,9 +69,6 @@ OK = b"ok\r"
 
 #: A host sending more than this without CR is talking nonsense; the line is dropped.
 MAX_LINE = 32
-
-#: ``log`` keeps at most this many entries (the CLI may serve for days).
-LOG_LIMIT = 10_000
 
 GLOBAL_NO_REPLY = 98
 GLOBAL_WITH_REPLY = 99
@@ -158,7 +154,7 @@ class _Invalid(Exception):
     """A command this pyrometer does not accept: ``no`` or silence, depending on firmware."""
 
 
-class ImpacSimulator:
+class ImpacSimulator(SimulatedByteDevice):
     """One IMPAC pyrometer at one address; a :class:`~simulators.serving.ByteDevice`.
 
     ``model`` (:data:`MODELS`, spelled loosely: ``"IGA 12"``, ``"isr12lo"``) sets the firmware
@@ -191,12 +187,10 @@ class ImpacSimulator:
             raise ValueError(f"unknown model {model!r}; expected one of {', '.join(m.name for m in MODELS.values())}")
         if unit not in ("C", "F"):
             raise ValueError(f"unit must be 'C' or 'F', not {unit!r}")
+        super().__init__(clock=clock, seed=seed)
         self.address = address
         self.model = MODELS[key]
         self._unit: Unit = unit
-        self._clock = clock
-        self._rng = random.Random(seed)
-        self._lock = threading.RLock()
         self._t0 = clock()
         self._powered_at = self._t0
         low = self.model.range_c[0]
@@ -209,7 +203,7 @@ class ImpacSimulator:
         self._exposure = 0
         self._laser = False
 
-        # ---- behaviour and fault knobs: plain attributes, flip them at any time ----
+        # ---- behaviour and fault knobs (besides the shared ones): plain attributes, flip them at any time ----
         #: Newer firmware answers ``no`` to invalid commands; older firmware says nothing.
         self.answers_no = self.model.answers_no
         #: Setting commands answer ``"ok"`` or echo the request (``"echo"``) [U].
@@ -222,65 +216,23 @@ class ImpacSimulator:
         self.target_emissivity: float | None = None
         #: Kelvin of noise on the heating curve (not on pinned or sourced temperatures).
         self.noise = 0.2
-        #: Ignore all input and say nothing (dead pyrometer, unplugged head, wrong address).
-        self.silent = False
-        #: Bytes put in front of the next reply, once (line noise at the RS-485 turnaround).
-        self.garbage = b""
-        #: Bytes sent whenever a host connects (noise from a USB adapter or a power glitch).
-        self.garbage_at_connect = b""
-        #: Let the link cut every reply into 1-3 byte pieces a few ms apart.
-        self.split_replies = False
         #: Cut replies: ``"head"`` loses the first half (receiver late), ``"tail"`` the second
         #: half with the CR (line dropped mid-reply).
         self.truncate: Literal["head", "tail"] | None = None
-        #: Seconds before each reply goes out (the manual promises 5 ms).
-        self.reply_delay = 0.0
         #: ``"parity"`` or ``"baud"``: replies garbled as a host at the wrong settings sees them.
         self.line_mismatch: Literal["parity", "baud"] | None = None
         #: Send every request heard back (a 2-wire RS-485 adapter without echo suppression);
         #: on a shared line switch it on for one device only.
         self.echo = False
 
-        #: The conversation, device's view: ("rx", bytes from host) / ("tx", bytes to host).
-        self.log: list[tuple[str, bytes]] = []
-
-        self._link: Link | None = None
-        self._buffer = bytearray()
-
     # ================================================================== ByteDevice
 
-    def connected(self, link: Link) -> None:
-        with self._lock:
-            self._link = link
-            self._buffer.clear()
-            if self.garbage_at_connect and not self.silent:
-                self._send(self.garbage_at_connect)
-
-    def disconnected(self) -> None:
-        with self._lock:
-            if self._link is not None and not self._link.closed:
-                return  # an older connection of a shared simulator ended; ours is alive
-            self._link = None
-            self._buffer.clear()
-
-    def received(self, data: bytes) -> None:
-        with self._lock:
-            self._record("rx", data)
-            for byte in data:
-                if byte == CR:
-                    line = bytes(self._buffer)
-                    self._buffer.clear()
-                    if line:
-                        self._line(line)
-                elif byte == LF:
-                    continue
-                elif len(self._buffer) < MAX_LINE:
-                    self._buffer.append(byte)
-                else:
-                    self._buffer.clear()  # runaway line: nobody can tell where it started
-
-    def tick(self, now: float) -> None:
-        """Nothing is time-driven on the wire: a pyrometer only ever answers."""
+    def _heard(self, data: bytes) -> None:
+        # Lines are cut even when silent: the echo comes from the adapter, not the pyrometer.
+        # A runaway line is dropped: nobody can tell where it started.
+        for line in self._lines(data, bytes([CR]), limit=MAX_LINE, skip=bytes([LF]), runaway="restart"):
+            if line:
+                self._line(line)
 
     # ================================================================== knobs for tests
 
@@ -350,11 +302,6 @@ class ImpacSimulator:
             self._buffer.clear()
             self._laser = False
             self._powered_at = self._clock()
-
-    def sent(self) -> bytes:
-        """Everything sent to the host so far, concatenated (from :attr:`log`)."""
-        with self._lock:
-            return b"".join(data for direction, data in self.log if direction == "tx")
 
     # ================================================================== protocol
 
@@ -471,25 +418,11 @@ class ImpacSimulator:
 
     # ================================================================== output
 
-    def _reply(self, data: bytes) -> None:
+    def _distort(self, data: bytes) -> bytes:
         if self.truncate == "head":
             data = data[len(data) // 2 :]
         elif self.truncate == "tail":
             data = data[: max(1, len(data) // 2)]
         if self.line_mismatch is not None:
             data = garble(data, self.line_mismatch)
-        if self.garbage:
-            data = self.garbage + data
-            self.garbage = b""
-        self._send(data, delay=self.reply_delay)
-
-    def _send(self, data: bytes, *, delay: float = 0.0) -> None:
-        if self._link is None:
-            return
-        self._record("tx", data)
-        self._link.send(data, split=self.split_replies, delay=delay)
-
-    def _record(self, direction: str, data: bytes) -> None:
-        self.log.append((direction, data))
-        if len(self.log) > LOG_LIMIT:
-            del self.log[: LOG_LIMIT // 2]
+        return data

@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import click
 
+from simulators.cli_common import Line, line_options, seed_option, serve_devices
 from simulators.impac import MODELS, SPECIAL_NAMES, ImpacSimulator
-from simulators.rs485 import SharedLine
-from simulators.serving import ByteDevice, PtyServer, TcpServer
 
 
 @click.command("impac")
-@click.option("--pty", "use_pty", is_flag=True, help="Serve on a new pty (the default).")
-@click.option("--tcp", metavar="HOST:PORT", help="Serve on TCP instead (port 0 picks a free port).")
+@line_options()
 @click.option("--address", "addresses", type=click.IntRange(0, 97), multiple=True,
               help="Pyrometer address (default 0); repeat for several pyrometers on one line.")
 @click.option("--model", type=click.Choice([m.name for m in MODELS.values()], case_sensitive=False),
@@ -30,13 +28,9 @@ from simulators.serving import ByteDevice, PtyServer, TcpServer
 @click.option("--warm-up", type=click.FloatRange(min=0.0), default=0.0, help="Seconds of 77770 after start.")
 @click.option("--legacy-firmware", is_flag=True, help="Say nothing to invalid commands instead of 'no'.")
 @click.option("--mismatch", type=click.Choice(["parity", "baud"]), help="Garble replies as wrong line settings do.")
-@click.option("--split", is_flag=True, help="Send every reply in 1-3 byte pieces.")
-@click.option("--silent", is_flag=True, help="Answer nothing at all.")
-@click.option("--delay", type=click.FloatRange(min=0.0), default=0.0, help="Seconds per reply.")
-@click.option("--seed", type=int, help="Repeatable noise.")
+@seed_option
 def command(
-    use_pty: bool,
-    tcp: str | None,
+    line: Line,
     addresses: tuple[int, ...],
     model: str,
     temperatures: tuple[float, ...],
@@ -46,17 +40,9 @@ def command(
     warm_up: float,
     legacy_firmware: bool,
     mismatch: str | None,
-    split: bool,
-    silent: bool,
-    delay: float,
     seed: int | None,
 ) -> None:
     """LumaSense/Advanced Energy IMPAC pyrometer(s) (UPP protocol)."""
-    # Imported here: simulators.cli mounts this command, so importing it at the top would be circular.
-    from simulators.cli import _parse_host_port, _serve
-
-    if use_pty and tcp:
-        raise click.UsageError("--pty and --tcp are exclusive")
     addresses = addresses or (0,)
     if len(set(addresses)) != len(addresses):
         raise click.UsageError("an --address is given twice; addresses on one line must differ")
@@ -77,19 +63,8 @@ def command(
         sim.warm_up = warm_up
         sim.answers_no = sim.answers_no and not legacy_firmware
         sim.line_mismatch = "parity" if mismatch == "parity" else "baud" if mismatch == "baud" else None
-        sim.split_replies = split
-        sim.silent = silent
-        sim.reply_delay = delay
         sims.append(sim)
-    # One line: its pyrometers' state (ε, unit) outlives a client's reconnect.
-    device: ByteDevice = sims[0] if len(sims) == 1 else SharedLine(sims)
-    server: PtyServer | TcpServer
-    if tcp:
-        host, port = _parse_host_port(tcp)
-        server = TcpServer(lambda: device, host, port)
-    else:
-        server = PtyServer(device)
-    _serve(server)
+    serve_devices(sims, line)
 
 
 if __name__ == "__main__":

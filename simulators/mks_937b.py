@@ -46,14 +46,13 @@ Choices where the sources are silent or disagree (protocols.md marks them [U]):
 from __future__ import annotations
 
 import math
-import random
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from simulators.serving import Clock, Link
+from simulators.gauges import GaugeController, PumpDownChannel
+from simulators.serving import Clock
 
 TERMINATOR = b";FF"
 UNIVERSAL = 254
@@ -61,9 +60,6 @@ BROADCAST = 255
 
 #: Bytes kept while waiting for ``;FF``; a host sending more is talking nonsense.
 MAX_MESSAGE = 128
-
-#: ``log`` keeps at most this many entries (the CLI may serve for days).
-LOG_LIMIT = 10_000
 
 #: NAK codes the simulator emits (a subset of the 9xx family table).
 NAK_NO_GAUGE = 151
@@ -115,8 +111,6 @@ GAUGES: dict[str, GaugeType] = {
 
 DEFAULT_GAUGES = ("CC", "PR", "CC", "PR", "CM", "NC")
 
-PressureSource = Callable[[], float]
-
 
 def format_pressure(value: float, digits: int = 3) -> str:
     """``1.1e-9`` -> ``"1.10E-9"`` (unpadded exponent, as the manual's ``7.602E+2``)."""
@@ -145,20 +139,15 @@ class _Nak(Exception):
         self.code = code
 
 
-@dataclass
-class _Channel:
+@dataclass(kw_only=True)
+class _Channel(PumpDownChannel):
     gauge: GaugeType
-    start_mbar: float
-    base_mbar: float
-    tau: float
     on: bool = True
     wait_until: float = float("-inf")
     forced: str | None = None
-    pinned: float | None = None
-    source: PressureSource | None = None
 
 
-class MKS937BSimulator:
+class MKS937BSimulator(GaugeController):
     """One 937B at ``address``; a :class:`~simulators.serving.ByteDevice`.
 
     ``unit`` is the power-on unit (``TORR``, ``MBAR``, ``PASCAL``, ``MICRON``). ``gauges`` names the
@@ -190,24 +179,15 @@ class MKS937BSimulator:
         unknown = [g for g in gauges if g not in GAUGES]
         if unknown:
             raise ValueError(f"unknown gauge type(s) {unknown}; known: {', '.join(GAUGES)}")
+        super().__init__(clock=clock, seed=seed)
         self.address = address
         self.serial_number = serial_number
         self._unit = parse_unit(unit)
-        self._clock = clock
-        self._rng = random.Random(seed)
-        self._lock = threading.RLock()
-        self._t0 = clock()
         self._channels = [
-            _Channel(GAUGES[g], start_mbar, base_mbar, tau=40.0 * (1 + 0.3 * i)) for i, g in enumerate(gauges)
+            _Channel(start_mbar, base_mbar, tau=40.0 * (1 + 0.3 * i), gauge=GAUGES[g]) for i, g in enumerate(gauges)
         ]
 
-        # ---- fault knobs: plain attributes, flip them at any time ----
-        #: Ignore all input and say nothing (dead unit, wrong baud rate).
-        self.silent = False
-        #: Bytes put in front of the next reply, once (line noise at turnaround).
-        self.garbage = b""
-        #: Bytes sent whenever a host connects (noise from an adapter being plugged in).
-        self.garbage_at_connect = b""
+        # ---- fault knobs (besides the shared ones): plain attributes, flip them at any time ----
         #: Characters lost from the start of each reply (RS-485 without RSD: "@253ACK764;FF" -> "64;FF").
         self.truncate = 0
         #: How many more replies lose characters; None = every reply while :attr:`truncate` is set.
@@ -217,10 +197,6 @@ class MKS937BSimulator:
         self.echo = False
         #: Send replies without their ``;FF`` (a glitch eating the terminator).
         self.unterminated = False
-        #: Let the link cut every reply into 1-3 byte pieces a few ms apart.
-        self.split_replies = False
-        #: Seconds before each reply goes out.
-        self.reply_delay = 0.0
         #: NAK every command with this code (e.g. 160: unit set to another protocol); None = off.
         self.nak_all: int | None = None
         #: NAKs without code (``@253NAK;FF``, the 905 manual's form).
@@ -229,53 +205,18 @@ class MKS937BSimulator:
         self.no_gauge_spelling = "NOGAUGE"
         #: Seconds a cold/hot cathode shows ``WAIT`` after ``CPn!ON``.
         self.ignition_delay = 0.0
-        #: Relative standard deviation of the noise on pump-down readings.
-        self.noise = 0.01
-
-        #: The conversation, device's view: ("rx", bytes from host) / ("tx", bytes to host).
-        self.log: list[tuple[str, bytes]] = []
-
-        self._link: Link | None = None
-        self._buffer = bytearray()
 
     # ================================================================== ByteDevice
 
-    def connected(self, link: Link) -> None:
-        with self._lock:
-            self._link = link
-            self._buffer.clear()
-            if self.garbage_at_connect and not self.silent:
-                self._send(self.garbage_at_connect)
-
-    def disconnected(self) -> None:
-        with self._lock:
-            if self._link is not None and not self._link.closed:
-                return  # an older connection of a shared simulator ended; ours is alive
-            self._link = None
-            self._buffer.clear()
-
-    def received(self, data: bytes) -> None:
-        with self._lock:
-            self._record("rx", data)
-            if self.echo and data:
-                self._send(data)
-            if self.silent:
-                return
-            self._buffer += data
-            while True:
-                end = self._buffer.find(TERMINATOR)
-                if end < 0:
-                    break
-                message = bytes(self._buffer[:end])
-                del self._buffer[: end + len(TERMINATOR)]
-                start = message.rfind(b"@")
-                if start >= 0:
-                    self._message(message[start + 1 :])
-            if len(self._buffer) > MAX_MESSAGE:
-                del self._buffer[: len(self._buffer) - MAX_MESSAGE]
-
-    def tick(self, now: float) -> None:
-        """Nothing is time-driven on the wire: the 937B only ever answers."""
+    def _heard(self, data: bytes) -> None:
+        if self.echo:
+            self._send(data)
+        if self.silent:
+            return
+        for message in self._lines(data, TERMINATOR, limit=MAX_MESSAGE, runaway="tail"):
+            start = message.rfind(b"@")
+            if start >= 0:
+                self._message(message[start + 1 :])
 
     # ================================================================== knobs for tests
 
@@ -287,18 +228,6 @@ class MKS937BSimulator:
         """Change the unit as if on the front panel: no wire traffic, readings jump scale."""
         with self._lock:
             self._unit = parse_unit(unit)
-
-    def set_pressure(self, channel: int, mbar: float | None) -> None:
-        """Pin a channel at exactly ``mbar`` (no noise, no drift); None releases the pin."""
-        with self._lock:
-            self._channel(channel).pinned = mbar
-
-    def set_pressure_source(self, channel: int, source: PressureSource | None) -> None:
-        """Let ``source()`` (mbar) drive a channel, e.g. a chamber model; clears any pin."""
-        with self._lock:
-            ch = self._channel(channel)
-            ch.pinned = None
-            ch.source = source
 
     def set_status(self, channel: int, status: str | None) -> None:
         """Make a channel read ``status`` (``WAIT``, ``MISCONN``, ``RP_OFF``...) instead of a pressure.
@@ -317,20 +246,10 @@ class MKS937BSimulator:
             ch.on = on
             ch.wait_until = float("-inf")
 
-    def pressure(self, channel: int) -> float:
-        """The true pressure at a channel in mbar (what the gauge would read in range)."""
-        with self._lock:
-            return self._pressure(self._channel(channel))
-
     def reading(self, channel: int) -> str:
         """What ``PRn?`` answers now: a number in the current unit or a status string."""
         with self._lock:
             return self._reading(self._channel(channel))
-
-    def sent(self) -> bytes:
-        """Everything sent to the host so far, concatenated (from :attr:`log`)."""
-        with self._lock:
-            return b"".join(data for direction, data in self.log if direction == "tx")
 
     # ================================================================== protocol
 
@@ -441,16 +360,6 @@ class MKS937BSimulator:
             raise _Nak(NAK_INVALID_CHANNEL)
         return self._channels[channel - 1]
 
-    def _pressure(self, ch: _Channel) -> float:
-        if ch.pinned is not None:
-            return ch.pinned
-        if ch.source is not None:
-            return ch.source()
-        elapsed = max(0.0, self._clock() - self._t0)
-        log_base = math.log10(ch.base_mbar)
-        log_p = log_base + (math.log10(ch.start_mbar) - log_base) * math.exp(-elapsed / ch.tau)
-        return float(10**log_p * (1.0 + self._rng.gauss(0.0, self.noise)))
-
     def _reading(self, ch: _Channel) -> str:
         if ch.forced is not None:
             return ch.forced
@@ -471,28 +380,14 @@ class MKS937BSimulator:
 
     # ================================================================== output
 
-    def _reply(self, data: bytes) -> None:
+    def _distort(self, data: bytes) -> bytes:
         if self.truncate and self.truncate_replies != 0:
             data = data[self.truncate :]
             if self.truncate_replies is not None:
                 self.truncate_replies -= 1
         if self.unterminated:
             data = data.removesuffix(TERMINATOR)
-        if self.garbage:
-            data = self.garbage + data
-            self.garbage = b""
-        self._send(data, delay=self.reply_delay)
-
-    def _send(self, data: bytes, *, delay: float = 0.0) -> None:
-        if self._link is None or not data:
-            return
-        self._record("tx", data)
-        self._link.send(data, split=self.split_replies, delay=delay)
-
-    def _record(self, direction: str, data: bytes) -> None:
-        self.log.append((direction, data))
-        if len(self.log) > LOG_LIMIT:
-            del self.log[: LOG_LIMIT // 2]
+        return data
 
 
 def _read_only(param: str | None) -> None:

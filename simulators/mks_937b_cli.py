@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import click
 
+from simulators.cli_common import Line, line_options, seed_option, serve_devices
 from simulators.mks_937b import DEFAULT_GAUGES, GAUGES, UNITS, MKS937BSimulator
-from simulators.rs485 import SharedLine
-from simulators.serving import ByteDevice, PtyServer, TcpServer
 
 
 @click.command("mks_937b")
-@click.option("--pty", "use_pty", is_flag=True, help="Serve on a new pty (the default).")
-@click.option("--tcp", metavar="HOST:PORT", help="Serve on TCP instead (port 0 picks a free port).")
+@line_options()
 @click.option(
     "--address",
     "addresses",
@@ -48,13 +46,9 @@ from simulators.serving import ByteDevice, PtyServer, TcpServer
               show_default=True, help="How a channel without gauge reads.")
 @click.option("--echo", is_flag=True, help="Echo every request, as a 2-wire RS-485 adapter does.")
 @click.option("--truncate", type=click.IntRange(min=0), default=0, help="Characters lost from each reply.")
-@click.option("--split", is_flag=True, help="Send every reply in 1-3 byte pieces.")
-@click.option("--silent", is_flag=True, help="Answer nothing at all.")
-@click.option("--delay", type=click.FloatRange(min=0.0), default=0.0, help="Seconds per reply.")
-@click.option("--seed", type=int, help="Repeatable noise.")
+@seed_option
 def command(
-    use_pty: bool,
-    tcp: str | None,
+    line: Line,
     addresses: tuple[int, ...],
     unit: str,
     gauges: str | None,
@@ -62,17 +56,9 @@ def command(
     no_gauge_spelling: str,
     echo: bool,
     truncate: int,
-    split: bool,
-    silent: bool,
-    delay: float,
     seed: int | None,
 ) -> None:
     """MKS 937B gauge controller(s) (@aaa...;FF protocol)."""
-    # Imported here: simulators.cli imports this module to mount the command.
-    from simulators.cli import _parse_host_port, _serve
-
-    if use_pty and tcp:
-        raise click.UsageError("--pty and --tcp are exclusive")
     addresses = addresses or (253,)
     if len(set(addresses)) != len(addresses):
         raise click.BadParameter("an address is given twice", param_hint="--address")
@@ -89,20 +75,9 @@ def command(
             sim.set_status(channel, status)
         sim.no_gauge_spelling = no_gauge_spelling
         sim.truncate = truncate
-        sim.split_replies = split
-        sim.silent = silent
-        sim.reply_delay = delay
         sims.append(sim)
     sims[0].echo = echo  # the adapter echoes once, whatever the number of units
-    device: ByteDevice = sims[0] if len(sims) == 1 else SharedLine(sims)
-    # One line: the controllers' state (unit, gauges off) outlives a client's reconnect.
-    server: PtyServer | TcpServer
-    if tcp:
-        host, port = _parse_host_port(tcp)
-        server = TcpServer(lambda: device, host, port)
-    else:
-        server = PtyServer(device)
-    _serve(server)
+    serve_devices(sims, line)
 
 
 def _parse_status(text: str) -> tuple[int, str]:

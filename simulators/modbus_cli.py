@@ -7,8 +7,8 @@ instrument reads, so a register map can be commissioned before the device is at 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Sequence
+from typing import Any
 
 import click
 from pydantic import ValidationError
@@ -16,7 +16,8 @@ from pydantic import ValidationError
 from bridge.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig, load_config
 from bridge.drivers.modbus.driver import ModbusOptions
 from bridge.errors import ConfigError
-from simulators.modbus_device import DeviceServer, MappedDevice, RegisterDevice, parse_host_port, serve_until_signal
+from simulators.cli_common import delay_option, options, serve_until_signal, silent_option, tcp_address, where_options
+from simulators.modbus_device import DeviceServer, MappedDevice, RegisterDevice
 
 #: A chamber PLC (the example config's map): every type, both word orders, scaled values, bits.
 DEMO_CHANNELS: list[dict[str, Any]] = [
@@ -96,42 +97,28 @@ def _name_value(text: str) -> tuple[str, float]:
         raise click.BadParameter(f"{text!r}: expected NAME=NUMBER", param_hint="--set") from None
 
 
-F = TypeVar("F", bound=Callable[..., None])
-
-
-def line_options(function: F) -> F:
-    """The options every Modbus simulator command shares: where it serves, and line faults."""
-    for option in reversed([
-        click.option("--pty", "use_pty", is_flag=True, help="Serve Modbus RTU on a new pty (the default)."),
-        click.option("--tcp", metavar="HOST:PORT", help="Serve Modbus TCP instead (port 0 picks a free port)."),
-        click.option("--baudrate", type=int, default=9600, show_default=True, help="RTU line speed."),
-        click.option("--delay", type=click.FloatRange(min=0.0), default=0.0, help="Seconds before each reply."),
-        click.option("--silent", is_flag=True, help="Answer nothing at all."),
-    ]):
-        function = option(function)
-    return function
+#: The options every Modbus simulator command shares: where it serves, and line faults.
+line_options = options(
+    where_options(pty_help="Serve Modbus RTU on a new pty (the default).",
+                  tcp_help="Serve Modbus TCP instead (port 0 picks a free port)."),
+    click.option("--baudrate", type=int, default=9600, show_default=True, help="RTU line speed."),
+    delay_option,
+    silent_option,
+)
 
 
 def serve(devices: Sequence[RegisterDevice], *, use_pty: bool, tcp: str | None, baudrate: int, delay: float,
           silent: bool) -> None:
     """Apply the line options to ``devices``, serve them, print where, run until a signal."""
-    if use_pty and tcp:
-        raise click.UsageError("--pty and --tcp are exclusive")
+    address = tcp_address(use_pty, tcp)
     for device in devices:
         device.reply_delay = delay
         device.silent = silent
-    if tcp:
-        try:
-            host, port = parse_host_port(tcp)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--tcp") from exc
-        server = DeviceServer(devices, transport="tcp", host=host, port=port)
-    else:
+    if address is None:
         server = DeviceServer(devices, transport="rtu", baudrate=baudrate)
-    try:
-        serve_until_signal(server, click.echo)
-    except (OSError, RuntimeError) as exc:
-        raise click.ClickException(f"cannot serve: {exc}") from exc
+    else:
+        server = DeviceServer(devices, transport="tcp", host=address[0], port=address[1])
+    serve_until_signal(server, lambda: server.host_port)
 
 
 @click.command("modbus")

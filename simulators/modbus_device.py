@@ -43,14 +43,12 @@ import logging
 import math
 import os
 import select
-import signal
-import sys
 import threading
 import time
 import tty
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from types import FrameType, TracebackType
+from types import TracebackType
 from typing import Literal, Self, cast
 
 from pymodbus import FramerType
@@ -725,41 +723,8 @@ class DeviceServer(ModbusServerThread):
         return self.null_modem is None or self.null_modem.delivered >= sent
 
 
-# ---------------------------------------------------------------------- command-line helpers
-
-
-def parse_host_port(text: str, default_host: str = "127.0.0.1") -> tuple[str, int]:
-    """``"127.0.0.1:1502"`` -> (host, port); ValueError on anything else."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not port.isdigit() or int(port) > 65535:
-        raise ValueError(f"{text!r}: expected HOST:PORT")
-    return host or default_host, int(port)
-
-
-def serve_until_signal(server: DeviceServer, announce: Callable[[str], None]) -> None:
-    """Start, announce where a host connects, serve until SIGINT/SIGTERM, stop."""
-    stop = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        stop.set()
-
-    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        server.start()
-        try:
-            announce(server.host_port)
-            sys.stdout.flush()
-            while not stop.wait(0.5):
-                pass
-        finally:
-            server.stop()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-
 __all__ = [
     "DeviceServer", "MappedDevice", "ModbusServerThread", "NullModem", "Point", "RegisterDevice", "Request",
-    "Write", "parse_host_port", "serve_until_signal",
+    "Write",
 ]
 

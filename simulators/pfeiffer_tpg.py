@@ -42,15 +42,14 @@ Choices where the sources are silent or disagree (protocols.md marks them [U]):
 from __future__ import annotations
 
 import math
-import random
 import re
-import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum, IntFlag
 
-from simulators.serving import Clock, Link
+from simulators.gauges import GaugeController, PumpDownChannel
+from simulators.serving import Clock
 
 ACK = b"\x06\r\n"
 NAK = b"\x15\r\n"
@@ -64,8 +63,8 @@ SPACE = 0x20
 #: A host sending more than this without CR is talking nonsense; the line is NAKed at CR.
 MAX_LINE = 64
 
-#: ``log`` keeps at most this many entries (the CLI may stream for days).
-LOG_LIMIT = 10_000
+#: ETX (discard the partial command) and ENQ (send the armed data string), wherever they come.
+_CONTROL = re.compile(rb"([\x03\x05])")
 
 
 class Status(IntEnum):
@@ -234,22 +233,16 @@ class _Rejected(Exception):
 
 
 Producer = Callable[[], str]
-PressureSource = Callable[[], float]
 
 
-@dataclass
-class _Channel:
+@dataclass(kw_only=True)
+class _Channel(PumpDownChannel):
     gauge: Gauge
-    start_mbar: float
-    base_mbar: float
-    tau: float
     on: bool = True
     forced: Status | None = None
-    pinned: float | None = None
-    source: PressureSource | None = None
 
 
-class TPGSimulator:
+class TPGSimulator(GaugeController):
     """One TPG controller; a :class:`~simulators.serving.ByteDevice`.
 
     ``model`` picks the family (26x answers ``AYT`` with NAK, knows units 0-2 only) and the
@@ -292,41 +285,21 @@ class TPGSimulator:
         unknown = [g for g in names if g not in GAUGES]
         if unknown:
             raise ValueError(f"unknown gauge type(s) {unknown}; known: {', '.join(GAUGES)}")
+        super().__init__(clock=clock, seed=seed)
         self._unit = self._check_unit(parse_unit(str(unit)))
-        self._clock = clock
-        self._rng = random.Random(seed)
-        self._lock = threading.RLock()
-        self._t0 = clock()
         self._channels = [
-            _Channel(GAUGES[g], start_mbar, base_mbar, tau=40.0 * (1 + 0.5 * i))
+            _Channel(start_mbar, base_mbar, tau=40.0 * (1 + 0.5 * i), gauge=GAUGES[g])
             for i, g in enumerate(names)
         ]
 
-        # ---- fault knobs: plain attributes, flip them at any time ----
+        # ---- fault knobs (besides the shared ones): plain attributes, flip them at any time ----
         #: Stream PRX lines at connect and at :meth:`power_cycle` until the host sends a byte.
         self.power_up_streaming = False
         #: Period of the power-up stream (the real one is 1 s; tests use less).
         self.stream_interval = 1.0
-        #: Ignore all input and say nothing (dead controller, wrong baud rate on RS-232).
-        self.silent = False
-        #: Bytes put in front of the next reply, once (line noise, a glitch at turnaround).
-        self.garbage = b""
-        #: Bytes sent whenever a host connects (noise from a USB adapter or a power glitch).
-        self.garbage_at_connect = b""
-        #: Let the link cut every message into 1-3 byte pieces a few ms apart.
-        self.split_replies = False
-        #: Seconds before each reply (ACK/NAK/data) goes out; streams are not delayed.
-        self.reply_delay = 0.0
         #: NAK every command (e.g. the 36x set to the PV protocol instead of mnemonics).
         self.nak_all = False
-        #: Relative standard deviation of the noise on pump-down readings.
-        self.noise = 0.01
 
-        #: The conversation, device's view: ("rx", bytes from host) / ("tx", bytes to host).
-        self.log: list[tuple[str, bytes]] = []
-
-        self._link: Link | None = None
-        self._buffer = bytearray()
         self._pending: Producer | None = None
         self._errors = ErrorFlag(0)
         self._stream_period: float | None = None
@@ -335,47 +308,29 @@ class TPGSimulator:
 
     # ================================================================== ByteDevice
 
-    def connected(self, link: Link) -> None:
-        with self._lock:
-            self._link = link
-            self._buffer.clear()
-            if self.silent:
-                return
-            if self.garbage_at_connect:
-                self._send(self.garbage_at_connect)
-            if self.power_up_streaming:
-                self._start_stream(self.stream_interval, truncated=True)
+    def _on_connect(self) -> None:
+        if self.power_up_streaming and not self.silent:
+            self._start_stream(self.stream_interval, truncated=True)
 
-    def disconnected(self) -> None:
-        with self._lock:
-            if self._link is not None and not self._link.closed:
-                return  # an older connection of a shared simulator ended; ours is alive
-            self._link = None
-            self._buffer.clear()
-            self._stream_period = None
+    def _on_disconnect(self) -> None:
+        self._stream_period = None
 
-    def received(self, data: bytes) -> None:
-        with self._lock:
-            self._record("rx", data)
-            if self.silent or not data:
-                return
-            # Any character from the host ends a stream (manual, power-up stream and COM).
-            self._stream_period = None
-            for byte in data:
-                if byte == ETX:
-                    self._buffer.clear()
-                elif byte == ENQ:
-                    self._buffer.clear()
-                    self._enquiry()
-                elif byte == CR:
-                    line = bytes(self._buffer)
-                    self._buffer.clear()
+    def _heard(self, data: bytes) -> None:
+        if self.silent or not data:
+            return
+        # Any character from the host ends a stream (manual, power-up stream and COM).
+        self._stream_period = None
+        for part in _CONTROL.split(data):
+            if part == bytes([ETX]):
+                self._buffer.clear()
+            elif part == bytes([ENQ]):
+                self._buffer.clear()  # ENQ in the middle of a command discards it
+                self._enquiry()
+            else:
+                # One byte more than MAX_LINE is kept: enough to NAK the line at CR.
+                for line in self._lines(part, bytes([CR]), limit=MAX_LINE + 1, skip=bytes([LF, SPACE])):
                     if line:
                         self._command(line)
-                elif byte in (LF, SPACE):
-                    continue
-                elif len(self._buffer) <= MAX_LINE:
-                    self._buffer.append(byte)
 
     def tick(self, now: float) -> None:
         with self._lock:
@@ -401,18 +356,6 @@ class TPGSimulator:
         """Change the unit as if on the front panel: no wire traffic, readings jump scale."""
         with self._lock:
             self._unit = self._check_unit(parse_unit(str(unit)))
-
-    def set_pressure(self, channel: int, mbar: float | None) -> None:
-        """Pin a channel at exactly ``mbar`` (no noise, no drift); None releases the pin."""
-        with self._lock:
-            self._channel(channel).pinned = mbar
-
-    def set_pressure_source(self, channel: int, source: PressureSource | None) -> None:
-        """Let ``source()`` (mbar) drive a channel, e.g. a chamber model; clears any pin."""
-        with self._lock:
-            ch = self._channel(channel)
-            ch.pinned = None
-            ch.source = source
 
     def set_status(self, channel: int, status: int | Status | None) -> None:
         """Force a status digit on a channel (filler in the number field); None = normal again.
@@ -443,11 +386,6 @@ class TPGSimulator:
             if self._link is not None and self.power_up_streaming and not self.silent:
                 self._start_stream(self.stream_interval, truncated=True)
 
-    def pressure(self, channel: int) -> float:
-        """The true pressure at a channel in mbar (what the gauge would read if status were 0)."""
-        with self._lock:
-            return self._pressure(self._channel(channel))
-
     def status(self, channel: int) -> Status:
         """The status digit the channel reports now."""
         with self._lock:
@@ -457,11 +395,6 @@ class TPGSimulator:
     def streaming(self) -> bool:
         with self._lock:
             return self._stream_period is not None
-
-    def sent(self) -> bytes:
-        """Everything sent to the host so far, concatenated (from :attr:`log`)."""
-        with self._lock:
-            return b"".join(data for direction, data in self.log if direction == "tx")
 
     # ================================================================== protocol
 
@@ -585,16 +518,6 @@ class TPGSimulator:
             raise ValueError(f"{self.model.name} has no unit {unit.name} ({unit.value})")
         return unit
 
-    def _pressure(self, ch: _Channel) -> float:
-        if ch.pinned is not None:
-            return ch.pinned
-        if ch.source is not None:
-            return ch.source()
-        elapsed = max(0.0, self._clock() - self._t0)
-        log_base = math.log10(ch.base_mbar)
-        log_p = log_base + (math.log10(ch.start_mbar) - log_base) * math.exp(-elapsed / ch.tau)
-        return float(10**log_p * (1.0 + self._rng.gauss(0.0, self.noise)))
-
     def _status(self, ch: _Channel) -> Status:
         return self._measure(ch)[0]
 
@@ -674,23 +597,6 @@ class TPGSimulator:
             line = line[self._rng.randint(1, len(line) - 3) :]
         self._send(line)
         self._next_line = self._clock() + period
-
-    def _reply(self, data: bytes) -> None:
-        if self.garbage:
-            data = self.garbage + data
-            self.garbage = b""
-        self._send(data, delay=self.reply_delay)
-
-    def _send(self, data: bytes, *, delay: float = 0.0) -> None:
-        if self._link is None:
-            return
-        self._record("tx", data)
-        self._link.send(data, split=self.split_replies, delay=delay)
-
-    def _record(self, direction: str, data: bytes) -> None:
-        self.log.append((direction, data))
-        if len(self.log) > LOG_LIMIT:
-            del self.log[: LOG_LIMIT // 2]
 
 
 def _no_params(params: list[str]) -> None:

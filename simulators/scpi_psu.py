@@ -39,23 +39,19 @@ the *RST state (0 V, limit at the rating, outputs off), and identity strings (il
 
 from __future__ import annotations
 
-import random
 import re
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from simulators.serving import Clock, Link
+from simulators.byte_device import SimulatedByteDevice
+from simulators.serving import Clock
 
 LF = 0x0A
 CR = 0x0D
 
 #: A host sending more than this without LF is talking nonsense; the rest of the line is cut.
 MAX_LINE = 1024
-
-#: ``log`` keeps at most this many entries (the CLI may run for days).
-LOG_LIMIT = 10_000
 
 DIALECTS = ("keysight", "rigol")
 
@@ -144,7 +140,7 @@ class _Channel:
 Handler = Callable[[str, int | None], str | None]
 
 
-class ScpiPsuSimulator:
+class ScpiPsuSimulator(SimulatedByteDevice):
     """One SCPI power supply; a :class:`~simulators.serving.ByteDevice`.
 
     ``dialect`` picks the command set and the default model (E36312A, DP832); ``model`` names
@@ -170,28 +166,18 @@ class ScpiPsuSimulator:
             raise ValueError(f"{name} speaks the {MODELS[name].dialect} dialect, not {dialect}")
         if error_capacity < 1:
             raise ValueError("error_capacity must be at least 1")
+        super().__init__(clock=clock, seed=seed)
         self.dialect = dialect
         self.model = MODELS[name]
         self.error_capacity = error_capacity
-        self._clock = clock
-        self._rng = random.Random(seed)
-        self._lock = threading.RLock()
         self._channels = [_Channel(r, amps=r.amps) for r in self.model.ratings]
         self._selected = 1
         self._errors: list[tuple[int, str]] = []
         self._esr = 0
 
-        # ---- fault knobs: plain attributes, flip them at any time ----
-        #: Ignore all input and say nothing (dead LAN stack, wrong port).
-        self.silent = False
+        # ---- fault knobs (besides the shared ones): plain attributes, flip them at any time ----
         #: Extra seconds before the first reply after each connect (LAN stacks waking up).
         self.first_reply_delay = 0.0
-        #: Seconds before every reply goes out.
-        self.reply_delay = 0.0
-        #: Let the link cut every reply into 1-3 byte pieces a few ms apart.
-        self.split_replies = False
-        #: Bytes put in front of the next reply, once (noise on an RS-232 line).
-        self.garbage = b""
         #: Hang up when the next command line arrives, once: a TCP server closes the connection
         #: (a LAN stack resetting); on a pty the device just goes quiet until the port is reopened.
         self.drop_next = False
@@ -200,47 +186,20 @@ class ScpiPsuSimulator:
         #: Relative standard deviation of the noise on measured values.
         self.noise = 1e-4
 
-        #: The conversation, device's view: ("rx", bytes from host) / ("tx", bytes to host).
-        self.log: list[tuple[str, bytes]] = []
-
-        self._link: Link | None = None
-        self._buffer = bytearray()
         self._first_reply = True
         self._busy_until = float("-inf")
 
     # ================================================================== ByteDevice
 
-    def connected(self, link: Link) -> None:
-        with self._lock:
-            self._link = link
-            self._buffer.clear()
-            self._first_reply = True
-            self._busy_until = float("-inf")
+    def _on_connect(self) -> None:
+        self._first_reply = True
+        self._busy_until = float("-inf")
 
-    def disconnected(self) -> None:
-        with self._lock:
-            if self._link is not None and not self._link.closed:
-                return  # an older connection of a shared simulator ended; ours is alive
-            self._link = None
-            self._buffer.clear()
-
-    def received(self, data: bytes) -> None:
-        with self._lock:
-            self._record("rx", data)
-            if self.silent:
-                return
-            for byte in data:
-                if byte == LF:
-                    line = bytes(self._buffer)
-                    self._buffer.clear()
-                    self._line(line)
-                elif byte == CR:
-                    continue
-                elif len(self._buffer) < MAX_LINE:
-                    self._buffer.append(byte)
-
-    def tick(self, now: float) -> None:
-        """Nothing is time-driven: a SCPI supply only speaks when asked."""
+    def _heard(self, data: bytes) -> None:
+        if self.silent:
+            return
+        for line in self._lines(data, bytes([LF]), limit=MAX_LINE, skip=bytes([CR])):
+            self._line(line)
 
     # ================================================================== knobs for tests
 
@@ -327,7 +286,7 @@ class ScpiPsuSimulator:
             if reply is not None:
                 replies.append(reply)
         if replies:
-            self._reply(";".join(replies))
+            self._respond(";".join(replies))
 
     def _execute(self, segment: str) -> str | None:
         header, _, args = segment.partition(" ")
@@ -583,28 +542,11 @@ class ScpiPsuSimulator:
         code, message = self._errors.pop(0) if self._errors else NO_ERROR
         return f'{self._integer(code)},"{message}"'
 
-    def _reply(self, text: str) -> None:
-        delay = self.reply_delay
-        if self._first_reply:
-            delay += self.first_reply_delay
-            self._first_reply = False
-        self._busy_until = self._clock() + delay + self.min_command_gap
-        data = (text + "\n").encode("ascii")
-        if self.garbage:
-            data = self.garbage + data
-            self.garbage = b""
-        self._send(data, delay=delay)
-
-    def _send(self, data: bytes, *, delay: float = 0.0) -> None:
-        if self._link is None:
-            return
-        self._record("tx", data)
-        self._link.send(data, split=self.split_replies, delay=delay)
-
-    def _record(self, direction: str, data: bytes) -> None:
-        self.log.append((direction, data))
-        if len(self.log) > LOG_LIMIT:
-            del self.log[: LOG_LIMIT // 2]
+    def _respond(self, text: str) -> None:
+        extra = self.first_reply_delay if self._first_reply else 0.0
+        self._first_reply = False
+        self._busy_until = self._clock() + (self.reply_delay + extra) + self.min_command_gap
+        self._reply((text + "\n").encode("ascii"), delay=extra)
 
 
 def _parse_state(text: str) -> bool:

@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import click
 
+from simulators.cli_common import Line, line_options, seed_option, serve_devices
 from simulators.scpi_psu import DIALECTS, MODELS, ScpiPsuSimulator
 
 
 @click.command("scpi_psu")
-@click.option("--pty", "use_pty", is_flag=True, help="Serve on a new pty (an ASRL resource) instead of TCP.")
-@click.option("--tcp", metavar="HOST:PORT", default="127.0.0.1:0", show_default=True,
-              help="Where to listen (port 0 picks a free port; real supplies use 5025 Keysight, 5555 Rigol).")
+@line_options(pty_help="Serve on a new pty (an ASRL resource) instead of TCP.",
+               tcp_help="Where to listen (port 0 picks a free port; real supplies use 5025 Keysight, 5555 Rigol).",
+               tcp_default="127.0.0.1:0")
 @click.option("--dialect", type=click.Choice(DIALECTS), default="keysight", show_default=True)
 @click.option("--model", type=click.Choice(sorted(MODELS), case_sensitive=False),
               help="Model of that dialect (default E36312A / DP832).")
@@ -26,27 +27,17 @@ from simulators.scpi_psu import DIALECTS, MODELS, ScpiPsuSimulator
               help="Resistive load on a channel (default 10 ohm; 'open' for none). Repeatable.")
 @click.option("--first-reply-delay", type=click.FloatRange(min=0.0), default=0.0,
               help="Extra seconds before the first reply after each connect.")
-@click.option("--delay", type=click.FloatRange(min=0.0), default=0.0, help="Seconds per reply.")
-@click.option("--split", is_flag=True, help="Send every reply in 1-3 byte pieces.")
-@click.option("--silent", is_flag=True, help="Answer nothing at all.")
-@click.option("--seed", type=int, help="Repeatable measurement noise.")
+@seed_option
 def command(
-    use_pty: bool,
-    tcp: str,
+    line: Line,
     dialect: str,
     model: str | None,
     settings: tuple[str, ...],
     loads: tuple[str, ...],
     first_reply_delay: float,
-    delay: float,
-    split: bool,
-    silent: bool,
     seed: int | None,
 ) -> None:
     """SCPI power supply, Keysight E36300 or Rigol DP800 dialect."""
-    from simulators.cli import _parse_host_port, _serve  # here: simulators.cli imports this module
-    from simulators.serving import PtyServer, TcpServer
-
     try:
         sim = ScpiPsuSimulator(dialect, model, seed=seed)
     except ValueError as exc:
@@ -60,16 +51,7 @@ def command(
         channel, ohms = _parse_load(text, sim.channels)
         sim.set_load(channel, ohms)
     sim.first_reply_delay = first_reply_delay
-    sim.reply_delay = delay
-    sim.split_replies = split
-    sim.silent = silent
-    server: PtyServer | TcpServer
-    if use_pty:
-        server = PtyServer(sim)
-    else:
-        host, port = _parse_host_port(tcp)
-        server = TcpServer(lambda: sim, host, port)
-    _serve(server)
+    serve_devices([sim], line)
 
 
 def _channel(text: str, channels: int, option: str) -> int:

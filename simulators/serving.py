@@ -290,10 +290,55 @@ def _start_thread(target: Callable[[], None], name: str) -> threading.Thread:
     return thread
 
 
+class _Server:
+    """What both servers share: the link faults, a thread with a waker, the ``with`` statement."""
+
+    def __init__(self, *, split: bool, delay: float, tick: float) -> None:
+        self.tick = tick
+        self._split = split
+        self._delay = delay
+        self._waker: _Waker | None = None
+        self._thread: threading.Thread | None = None
+        self._stop = threading.Event()
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def _check_not_started(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError(f"{type(self).__name__} already started")
+
+    def _start_serving(self, target: Callable[[], None], name: str) -> None:
+        self._waker = _Waker()
+        self._thread = _start_thread(target, name)
+
+    def _close_waker(self) -> None:
+        if self._waker is not None:
+            self._waker.close()
+            self._waker = None
+
+    def _new_link(self, write: Writer) -> Link:
+        return Link(write, split=self._split, delay=self._delay)
+
+
 # ---------------------------------------------------------------------------------------- pty
 
 
-class PtyServer:
+class PtyServer(_Server):
     """Serves one device on a pseudo-terminal; open :attr:`port` with pyserial like a real port.
 
     The slave is put in raw mode at once (a fresh pty echoes and turns CR into LF) and then closed
@@ -318,16 +363,11 @@ class PtyServer:
         tick: float = TICK,
         open_settle: float = 0.1,
     ) -> None:
+        super().__init__(split=split, delay=delay, tick=tick)
         self.device = device
-        self.tick = tick
         self.open_settle = open_settle
-        self._split = split
-        self._delay = delay
         self._master: int | None = None
         self._port: str | None = None
-        self._waker: _Waker | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self._unplug = threading.Event()
         self._connected = threading.Event()
         self._finished = threading.Event()
@@ -356,8 +396,7 @@ class PtyServer:
         return self._connected.wait(timeout)
 
     def start(self) -> Self:
-        if self._thread is not None:
-            raise RuntimeError("PtyServer already started")
+        self._check_not_started()
         master, slave = os.openpty()
         try:
             tty.setraw(slave)
@@ -369,8 +408,7 @@ class PtyServer:
         # input flush that pyserial does when it opens the port.
         fcntl.ioctl(master, termios.TIOCPKT, struct.pack("i", 1))
         self._master = master
-        self._waker = _Waker()
-        self._thread = _start_thread(self._run, f"pty-server {self._port}")
+        self._start_serving(self._run, f"pty-server {self._port}")
         return self
 
     def unplug(self) -> None:
@@ -382,20 +420,7 @@ class PtyServer:
         """Stop serving and release the pty; safe to call twice or after :meth:`unplug`."""
         self._stop.set()
         self._wake_and_wait()
-        if self._waker is not None:
-            self._waker.close()
-            self._waker = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._close_waker()
 
     # ------------------------------------------------------------------ thread
 
@@ -470,7 +495,7 @@ class PtyServer:
             self._finished.set()
 
     def _begin(self, now: float) -> _Session:
-        link = Link(self._write, split=self._split, delay=self._delay)
+        link = self._new_link(self._write)
         self._link = link
         session = _Session(self.device, link, self.tick)
         _guard(self.device.connected, link)
@@ -523,7 +548,7 @@ class _TcpConnection:
         self.thread: threading.Thread | None = None
 
 
-class TcpServer:
+class TcpServer(_Server):
     """Serves byte devices on a TCP port, like a LAN gauge controller or a serial device server.
 
     ``device_factory`` is called once per accepted connection: return a new device for
@@ -553,18 +578,13 @@ class TcpServer:
         tick: float = TICK,
         connect_settle: float = 0.1,
     ) -> None:
+        super().__init__(split=split, delay=delay, tick=tick)
         self.device_factory = device_factory
         self.host = host
-        self.tick = tick
         self.connect_settle = connect_settle
         self._requested_port = port
-        self._split = split
-        self._delay = delay
         self._listener: socket.socket | None = None
         self._port: int | None = None
-        self._waker: _Waker | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
         self._accept_finished = threading.Event()
         self._lock = threading.Lock()
         self._connections: list[_TcpConnection] = []
@@ -603,8 +623,7 @@ class TcpServer:
             )
 
     def start(self) -> Self:
-        if self._thread is not None:
-            raise RuntimeError("TcpServer already started")
+        self._check_not_started()
         listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -616,8 +635,7 @@ class TcpServer:
         listener.setblocking(False)
         self._listener = listener
         self._port = listener.getsockname()[1]
-        self._waker = _Waker()
-        self._thread = _start_thread(self._accept_loop, f"tcp-server {self.url}")
+        self._start_serving(self._accept_loop, f"tcp-server {self.url}")
         return self
 
     def drop_connections(self, *, reset: bool = False) -> None:
@@ -642,20 +660,7 @@ class TcpServer:
             self._accept_finished.wait(JOIN_TIMEOUT)
             self._thread.join(JOIN_TIMEOUT)
         self.drop_connections()
-        if self._waker is not None:
-            self._waker.close()
-            self._waker = None
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
+        self._close_waker()
 
     # ------------------------------------------------------------------ threads
 
@@ -694,7 +699,7 @@ class TcpServer:
             log.exception("device factory failed; refusing connection from %s", peer)
             sock.close()
             return
-        link = Link(_socket_writer(sock), split=self._split, delay=self._delay)
+        link = self._new_link(_socket_writer(sock))
         conn = _TcpConnection(sock, device, link, self.tick)
         conn.thread = threading.Thread(
             target=self._connection_loop, args=(conn,), name=f"tcp-conn {peer}", daemon=True

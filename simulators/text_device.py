@@ -23,18 +23,14 @@ from __future__ import annotations
 
 import logging
 import string
-import threading
 from collections.abc import Callable, Mapping
 
-from simulators.serving import Link
+from simulators.byte_device import SimulatedByteDevice
 
 log = logging.getLogger("simulators.text_device")
 
 #: A host sending more than this without a terminator is talking nonsense; the rest is cut.
 MAX_LINE = 256
-
-#: ``log`` keeps at most this many entries.
-LOG_LIMIT = 10_000
 
 #: The default instrument: a thermometer with an identity query.
 THERMOMETER_QUERIES: dict[str, str] = {"T?": "T={T:.2f}C", "ID?": "TT-100 thermometer"}
@@ -51,7 +47,7 @@ def template_fields(template: str) -> set[str]:
         raise ValueError(f"bad reply template {template!r}: {exc}") from exc
 
 
-class TextDevice:
+class TextDevice(SimulatedByteDevice):
     """One text instrument; a :class:`~simulators.serving.ByteDevice`.
 
     ``queries`` maps a command (without terminator) to its reply template; ``values`` gives the
@@ -71,9 +67,9 @@ class TextDevice:
     ) -> None:
         if not terminator:
             raise ValueError("the terminator must not be empty")
+        super().__init__()
         self.terminator = terminator
         self.reply_terminator = reply_terminator or terminator
-        self._lock = threading.RLock()
         self._values: dict[str, float] = dict(THERMOMETER_VALUES if values is None and queries is None
                                               else values or {})
         self._sources: dict[str, ValueSource] = {}
@@ -81,58 +77,19 @@ class TextDevice:
         for command, template in (THERMOMETER_QUERIES if queries is None else queries).items():
             self.set_reply(command, template)
 
-        # ---- fault knobs: plain attributes, flip them at any time ----
-        #: Ignore all input and say nothing (dead device, wrong baud rate).
-        self.silent = False
-        #: Bytes put in front of the next reply, once (line noise).
-        self.garbage = b""
-        #: Let the link cut every reply into 1-3 byte pieces a few ms apart.
-        self.split_replies = False
-        #: Seconds before each reply goes out.
-        self.reply_delay = 0.0
+        # ---- fault knobs (besides the shared ones): plain attributes, flip them at any time ----
         #: Send every received command back before the reply (2-wire RS-485 echo).
         self.echo = False
         #: Reply text for unknown commands; None = say nothing (the host times out).
         self.unknown_reply: str | None = None
 
-        #: The conversation, device's view: ("rx", bytes from host) / ("tx", bytes to host).
-        self.log: list[tuple[str, bytes]] = []
-
-        self._link: Link | None = None
-        self._buffer = bytearray()
-
     # ================================================================== ByteDevice
 
-    def connected(self, link: Link) -> None:
-        with self._lock:
-            self._link = link
-            self._buffer.clear()
-
-    def disconnected(self) -> None:
-        with self._lock:
-            if self._link is not None and not self._link.closed:
-                return  # an older connection of a shared simulator ended; ours is alive
-            self._link = None
-            self._buffer.clear()
-
-    def received(self, data: bytes) -> None:
-        with self._lock:
-            self._record("rx", data)
-            if self.silent:
-                return
-            self._buffer += data
-            while True:
-                index = self._buffer.find(self.terminator)
-                if index < 0:
-                    break
-                line = bytes(self._buffer[:index])
-                del self._buffer[: index + len(self.terminator)]
-                self._command(line)
-            if len(self._buffer) > MAX_LINE:
-                del self._buffer[:-MAX_LINE]
-
-    def tick(self, now: float) -> None:
-        """Nothing is time-driven: the device only speaks when asked."""
+    def _heard(self, data: bytes) -> None:
+        if self.silent:
+            return
+        for line in self._lines(data, self.terminator, limit=MAX_LINE, runaway="tail"):
+            self._command(line)
 
     # ================================================================== knobs for tests
 
@@ -180,7 +137,7 @@ class TextDevice:
         template = self._queries.get(command)
         if template is None:
             if self.unknown_reply is not None:
-                self._reply(self.unknown_reply)
+                self._say(self.unknown_reply)
             return
         try:
             text = template.format_map({name: self.value(name) for name in template_fields(template)})
@@ -188,22 +145,7 @@ class TextDevice:
             # A template naming a value nobody set: the device stays silent, the log says why.
             log.warning("cannot answer %r with %r: %s", command, template, exc)
             return
-        self._reply(text)
+        self._say(text)
 
-    def _reply(self, text: str) -> None:
-        data = text.encode("ascii", "replace") + self.reply_terminator
-        if self.garbage:
-            data = self.garbage + data
-            self.garbage = b""
-        self._send(data, delay=self.reply_delay)
-
-    def _send(self, data: bytes, *, delay: float = 0.0) -> None:
-        if self._link is None:
-            return
-        self._record("tx", data)
-        self._link.send(data, split=self.split_replies, delay=delay)
-
-    def _record(self, direction: str, data: bytes) -> None:
-        self.log.append((direction, data))
-        if len(self.log) > LOG_LIMIT:
-            del self.log[: LOG_LIMIT // 2]
+    def _say(self, text: str) -> None:
+        self._reply(text.encode("ascii", "replace") + self.reply_terminator)

@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import click
 
+from simulators.cli_common import Line, line_options, serve_devices
 from simulators.text_device import TextDevice
 
 TERMINATORS = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}
 
 
 @click.command("text_device")
-@click.option("--pty", "use_pty", is_flag=True, help="Serve on a new pty (the default).")
-@click.option("--tcp", metavar="HOST:PORT", help="Serve on TCP instead (port 0 picks a free port).")
+@line_options()
 @click.option("--query", "queries", metavar="COMMAND=TEMPLATE", multiple=True,
               help="A command and its reply template, e.g. 'T?=T={T:.2f}C'. Repeatable.")
 @click.option("--value", "values", metavar="NAME=NUMBER", multiple=True,
@@ -27,28 +27,16 @@ TERMINATORS = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}
               help="Ends every reply (default: the command terminator).")
 @click.option("--unknown-reply", metavar="TEXT", help="Answer unknown commands with TEXT (default: silence).")
 @click.option("--echo", is_flag=True, help="Echo every command before the reply (2-wire RS-485).")
-@click.option("--split", is_flag=True, help="Send every reply in 1-3 byte pieces.")
-@click.option("--silent", is_flag=True, help="Answer nothing at all.")
-@click.option("--delay", type=click.FloatRange(min=0.0), default=0.0, help="Seconds per reply.")
 def command(
-    use_pty: bool,
-    tcp: str | None,
+    line: Line,
     queries: tuple[str, ...],
     values: tuple[str, ...],
     terminator: str,
     reply_terminator: str | None,
     unknown_reply: str | None,
     echo: bool,
-    split: bool,
-    silent: bool,
-    delay: float,
 ) -> None:
     """Generic serial text instrument (default: a thermometer, T? -> T=23.51C)."""
-    from simulators.cli import _parse_host_port, _serve  # here: simulators.cli imports this module
-    from simulators.serving import PtyServer, TcpServer
-
-    if use_pty and tcp:
-        raise click.UsageError("--pty and --tcp are exclusive")
     table = dict(_pair(text, "--query") for text in queries) if queries else None
     numbers: dict[str, float] = {}
     for text in values:
@@ -65,16 +53,7 @@ def command(
             device.set_value(name, value)
     device.unknown_reply = unknown_reply
     device.echo = echo
-    device.split_replies = split
-    device.silent = silent
-    device.reply_delay = delay
-    server: PtyServer | TcpServer
-    if tcp:
-        host, port = _parse_host_port(tcp)
-        server = TcpServer(lambda: device, host, port)
-    else:
-        server = PtyServer(device)
-    _serve(server)
+    serve_devices([device], line)
 
 
 def _pair(text: str, option: str) -> tuple[str, str]:

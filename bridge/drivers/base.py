@@ -9,19 +9,45 @@ never opens one: the poller owns the bus and its recovery.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, ClassVar, Generic, TypeVar
+from collections.abc import Callable, Hashable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from typing import Annotated, Any, ClassVar, Generic, TypeVar, TypeVarTuple
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
+from bridge.errors import BridgeError, DeviceError
 from bridge.model import Measurement, Reading
+
+H = TypeVar("H", bound=Hashable)
+Args = TypeVarTuple("Args")
 
 
 class DriverOptions(BaseModel):
     """Base of every driver's ``options:`` model; unknown option keys are errors."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def distinct(message: str) -> AfterValidator:
+    """Validator of a list option whose entries must differ, as in
+    ``channels: Annotated[list[int], distinct("a channel is listed twice")]``."""
+
+    def check(values: list[H]) -> list[H]:
+        if len(set(values)) != len(values):
+            raise ValueError(message)
+        return values
+
+    return AfterValidator(check)
+
+
+def _nonzero_scale(value: float) -> float:
+    if value == 0:
+        raise ValueError("scale 0 would turn every reading into the offset")
+    return value
+
+
+#: the ``scale`` of ``value * scale + offset`` options: any number but 0
+Scale = Annotated[float, AfterValidator(_nonzero_scale)]
 
 
 D = TypeVar("D", bound="Driver[Any, Any]")
@@ -39,6 +65,30 @@ class Channel(Generic[D]):
     units: str
     read: Callable[[D], Measurement]
     description: str = ""
+
+
+def reads(method: Callable[[D, *Args], Measurement], *args: *Args) -> Callable[[D], Measurement]:
+    """A channel's ``read``: ``method(driver, *args)``, as in ``reads(cls.pressure, 3)``."""
+    return lambda driver: method(driver, *args)
+
+
+def at_middle(exchange: Callable[[], Iterable[Measurement]]) -> list[Measurement]:
+    """Run one exchange that answers for several channels; stamp its measurements at its middle."""
+    started = time.time()
+    measurements = exchange()
+    at = (started + time.time()) / 2
+    return [replace(m, at=at) for m in measurements]
+
+
+def named(instrument: str, exc: BridgeError) -> BridgeError:
+    """``exc`` with ``instrument: `` in front of its message (same type, same code); ``exc`` itself
+    when it names the instrument already. The poller's log must say which device failed."""
+    text = str(exc)
+    if text.startswith(f"{instrument}: "):
+        return exc
+    if isinstance(exc, DeviceError):
+        return DeviceError(f"{instrument}: {text}", exc.code)
+    return type(exc)(f"{instrument}: {text}")
 
 
 TransportT = TypeVar("TransportT")

@@ -19,6 +19,7 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer.rtu import FramerRTU
 
 from bridge.drivers.modbus.codec import RegisterSpec
+from simulators.cli_common import parse_host_port
 from simulators.eurotherm_cli import command as eurotherm_command
 from simulators.modbus_cli import command as modbus_command
 from simulators.modbus_device import (
@@ -29,7 +30,6 @@ from simulators.modbus_device import (
     RegisterDevice,
     Request,
     Write,
-    parse_host_port,
 )
 from tests.helpers.modbus_server import wait_until
 

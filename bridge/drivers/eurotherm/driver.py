@@ -11,14 +11,14 @@ write life.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from bridge.drivers.base import Channel, Driver, DriverOptions
+from bridge.drivers.base import Channel, DriverOptions, reads
 from bridge.drivers.eurotherm import codec
-from bridge.drivers.modbus.driver import BlockReader, Fetched
+from bridge.drivers.modbus.driver import BlockReader, Fetched, ModbusDriver
 from bridge.drivers.registry import register_driver
 from bridge.model import Measurement, Quality
 from bridge.transports.modbus import ModbusTransport
@@ -67,39 +67,32 @@ class EurothermOptions(DriverOptions):
         return v
 
 
-def _stored(name: str) -> Callable[[Eurotherm], Measurement]:
-    return lambda driver: driver.measurements[name]
-
-
 @register_driver("eurotherm")
-class Eurotherm(Driver[ModbusTransport, EurothermOptions]):
+class Eurotherm(ModbusDriver[EurothermOptions]):
     """PV (judged by the status word), working setpoint and output power of one loop."""
 
-    transports = ("modbus_tcp", "modbus_rtu")
     Options = EurothermOptions
     summary = "Eurotherm 2400/3200/3500 controllers: PV, working setpoint, output power, status word"
 
     def __init__(self, transport: ModbusTransport, options: EurothermOptions, instrument: str, *,
                  unit: int | None = None) -> None:
-        super().__init__(transport, options, instrument)
+        super().__init__(transport, options, instrument, unit=unit)
         self.family = codec.FAMILIES[options.family]
         loop = options.loop
         parameters = (codec.PV, codec.WORKING_SETPOINT, self.family.output_power)
         self.status_span = codec.value_span(codec.STATUS_WORD, use_ieee=False)
         self.value_spans = [codec.value_span(codec.loop_address(p, loop), use_ieee=options.use_ieee)
                             for p in parameters]
-        self.reader = BlockReader(transport, instrument, max_gap=MAX_GAP, unit=unit)
-        self.measurements: dict[str, Measurement] = {}
 
     @classmethod
     def channel_table(cls, options: EurothermOptions) -> Sequence[Channel[Eurotherm]]:
         family = codec.FAMILIES[options.family]
         loop = f"loop {options.loop}"
         return [
-            Channel("pv", options.units, _stored("pv"), f"process value (PV), {loop}; status word checked"),
-            Channel("working_setpoint", options.units, _stored("working_setpoint"),
+            Channel("pv", options.units, reads(cls.stored, "pv"), f"process value (PV), {loop}; status word checked"),
+            Channel("working_setpoint", options.units, reads(cls.stored, "working_setpoint"),
                     f"working setpoint (wSP, read only), {loop}"),
-            Channel("output_power", "%", _stored("output_power"),
+            Channel("output_power", "%", reads(cls.stored, "output_power"),
                     f"output power ({family.output_mnemonic}, address {family.output_power}), {loop}"),
         ]
 
@@ -109,11 +102,14 @@ class Eurotherm(Driver[ModbusTransport, EurothermOptions]):
         # One short request proves the controller answers at this address before polling.
         self.reader.read([self.status_span])
 
-    def begin_poll(self) -> None:
+    def block_reader(self, unit: int | None) -> BlockReader:
+        return BlockReader(self.transport, self.instrument, max_gap=MAX_GAP, unit=unit)
+
+    def poll(self) -> dict[str, Measurement]:
         status, *values = self.reader.read([self.status_span, *self.value_spans])
         word = None if status.values is None else codec.status_word([int(v) for v in status.values])
         pv, setpoint, power = values
-        self.measurements = {
+        return {
             "pv": self._pv(pv, status, word),
             "working_setpoint": self._plain(setpoint, word, self.options.units),
             "output_power": self._plain(power, word, "%", power=True),

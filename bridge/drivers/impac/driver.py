@@ -10,16 +10,16 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 from collections.abc import Callable, Sequence
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, field_validator
 
-from bridge.drivers.base import Channel, Driver, DriverOptions
+from bridge.drivers.base import Channel, Driver, DriverOptions, at_middle, named
 from bridge.drivers.impac import codec
 from bridge.drivers.registry import register_driver
-from bridge.errors import BridgeError, DeviceError, ProtocolError, TransportError, TransportTimeout
+from bridge.drivers.serial_session import SerialSession
+from bridge.errors import DeviceError, ProtocolError, TransportError, TransportTimeout
 from bridge.model import Measurement
 from bridge.transports.serial import SerialTransport
 
@@ -73,7 +73,7 @@ class Impac(Driver[SerialTransport, ImpacOptions]):
         self.units = codec.FAHRENHEIT if options.unit == "F" else codec.CELSIUS
         #: the model answered AAfh at connect (older ones stay silent or say "no")
         self.unit_readable = False
-        self._needs_resync = True
+        self.session = SerialSession(transport, instrument, options.settle, log)
         self._ratio: tuple[Measurement, Measurement] | None = None
 
     @classmethod
@@ -99,10 +99,7 @@ class Impac(Driver[SerialTransport, ImpacOptions]):
 
     def ratio_temperatures(self) -> tuple[Measurement, Measurement]:
         """(one-channel, ratio) temperature from one AAek exchange, stamped at its middle."""
-        started = time.time()
-        pair = self.query("ek", lambda frame: codec.parse_ratio(frame, self.units))
-        at = (started + time.time()) / 2
-        one, ratio = (Measurement(m.value, m.quality, m.units, m.detail, at) for m in pair)
+        one, ratio = at_middle(lambda: self.query("ek", lambda frame: codec.parse_ratio(frame, self.units)))
         return one, ratio
 
     def emissivity(self) -> Measurement:
@@ -127,7 +124,7 @@ class Impac(Driver[SerialTransport, ImpacOptions]):
     # ---------------------------------------------------------- driver hooks
 
     def connect(self) -> None:
-        self.resync()
+        self.session.resync()
         self.units = self._detect_unit()
 
     def begin_poll(self) -> None:
@@ -153,14 +150,6 @@ class Impac(Driver[SerialTransport, ImpacOptions]):
         return self._ratio
 
     # ---------------------------------------------------------- dialogue
-
-    def resync(self) -> None:
-        """Let a late or partial reply arrive and drop it, with anything else in flight."""
-        junk = self.transport.drain(self.options.settle)
-        junk += self.transport.flush_input()
-        if junk:
-            log.debug("%s: dropped %d stale bytes at resync: %r", self.instrument, len(junk), junk[:80])
-        self._needs_resync = False
 
     def query(self, command: str, parse: Callable[[bytes], T], param: str = "") -> T:
         """One read exchange; ``parse`` turns the reply frame into the result."""
@@ -200,19 +189,13 @@ class Impac(Driver[SerialTransport, ImpacOptions]):
                 "(command or parameter not accepted by this model)", codec.REFUSAL)
 
     def _exchange(self, request: bytes, receive: Callable[[], T]) -> T:
-        if self._needs_resync:
-            self.resync()
+        # Strictly request/response: anything waiting now is stale, and with no address in the
+        # replies it could belong to another pyrometer on the line. A clean "no" (DeviceError)
+        # leaves the line in step.
         try:
-            # Strictly request/response: anything waiting now is stale, and with no address in
-            # the replies it could belong to another pyrometer on the line.
-            stale = self.transport.flush_input()
-            if stale:
-                log.debug("%s: dropped %d unsolicited bytes before %s", self.instrument, len(stale),
-                          codec.show(request))
-            self.transport.write(request)
-            return receive()
-        except DeviceError:
-            raise  # a clean "no": the line is in step
+            with self.session.exchange(codec.show(request), in_step=(DeviceError,)):
+                self.transport.write(request)
+                return receive()
         except TransportTimeout as exc:
             self._recover()
             raise TransportTimeout(
@@ -220,15 +203,10 @@ class Impac(Driver[SerialTransport, ImpacOptions]):
                 "a baud/parity mismatch, or an unknown command on older firmware)") from exc
         except ProtocolError as exc:
             self._recover()
-            message = str(exc)
-            raise ProtocolError(message if message.startswith(f"{self.instrument}:")
-                                else f"{self.instrument}: {message}") from exc
-        except BridgeError:
-            self._needs_resync = True
-            raise
+            raise ProtocolError(str(named(self.instrument, exc))) from exc
 
     def _recover(self) -> None:
         """Drop a late or partial reply now, before another exchange on the line can take it."""
-        self._needs_resync = True
+        self.session.invalidate()
         with contextlib.suppress(TransportError):
-            self.resync()
+            self.session.resync()

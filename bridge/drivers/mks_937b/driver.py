@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
-from typing import Annotated, Literal, TypeVar
+from collections.abc import Callable
+from typing import Annotated, TypeVar
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from bridge.drivers.base import Channel, Driver, DriverOptions
+from bridge.drivers.base import distinct
+from bridge.drivers.gauge_controller import GaugeController, GaugeControllerOptions
 from bridge.drivers.mks_937b import codec
 from bridge.drivers.registry import register_driver
-from bridge.errors import BridgeError, DeviceError, ProtocolError, TransportTimeout
+from bridge.drivers.serial_session import SerialSession
+from bridge.errors import DeviceError, ProtocolError, TransportTimeout
 from bridge.model import Measurement
 from bridge.transports.serial import SerialTransport
 
@@ -33,15 +35,14 @@ ChannelNumber = Annotated[int, Field(ge=1, le=6)]
 SLOTS = ("A1", "A2", "B1", "B2", "C1", "C2")
 
 
-class MKS937BOptions(DriverOptions):
+class MKS937BOptions(GaugeControllerOptions):
     #: pressure channels to read: PR1..PR6 = slots A1, A2, B1, B2, C1, C2 (900-series: their PRn)
-    channels: list[ChannelNumber] = Field(default=[1, 2, 3, 4, 5, 6], min_length=1, max_length=6)
+    channels: Annotated[list[ChannelNumber], distinct("a channel is listed twice")] = Field(
+        default=[1, 2, 3, 4, 5, 6], min_length=1, max_length=6)
     #: RS-485 address 1-253, or 254 = "any unit answers" (one unit on the line only). The
     #: factory default is not confirmed for the 937B (253 in pymeasure and on 900-series, 254 in
     #: PyExpLabSys) [U]; 253 is taken, and 254 reaches a unit whose address is unknown.
     address: int = Field(default=253, ge=1, le=254)
-    #: "per_channel" sends PRn? per channel; "all" reads every channel with one PRZ? (937B only)
-    mode: Literal["per_channel", "all"] = "per_channel"
     #: exchanges repeated after a reply that arrived truncated or garbled (never after silence)
     retries: int = Field(default=1, ge=0, le=5)
     #: seconds to let a late reply die down before dropping it, after a failed exchange
@@ -49,79 +50,40 @@ class MKS937BOptions(DriverOptions):
     #: frames that are not ours (echo, other units, fragments) tolerated per exchange
     max_skipped_frames: int = Field(default=8, ge=0, le=100)
 
-    @field_validator("channels")
-    @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("a channel is listed twice")
-        return v
-
-
-def _channel_reader(channel: int) -> Callable[[MKS937B], Measurement]:
-    return lambda driver: driver.pressure(channel)
-
 
 @register_driver("mks_937b")
-class MKS937B(Driver[SerialTransport, MKS937BOptions]):
-    """Pressure per channel, in the unit set on the controller (read with ``U?`` every poll)."""
+class MKS937B(GaugeController[MKS937BOptions]):
+    """Pressure per channel, in the unit set on the controller (read with ``U?`` every poll).
 
-    transports = ("serial",)
+    ``mode: per_channel`` sends PRn? per channel; ``mode: all`` reads every channel with one
+    PRZ? (937B only).
+    """
+
     Options = MKS937BOptions
     summary = "MKS 937B gauge controller and 900-series transducers (@aaa...;FF protocol)"
+    UNITS = "controller unit (Torr|mbar|Pa|micron)"
+    ALL_QUERY = "PRZ?"
 
     def __init__(self, transport: SerialTransport, options: MKS937BOptions, instrument: str) -> None:
         super().__init__(transport, options, instrument)
-        self.units = ""
-        self._needs_resync = True
-        self._all: list[Measurement] = []
+        self.session = SerialSession(transport, instrument, options.settle, log)
 
     @classmethod
-    def channel_table(cls, options: MKS937BOptions) -> Sequence[Channel[MKS937B]]:
-        return [
-            Channel(f"pressure_{n}", "controller unit (Torr|mbar|Pa|micron)", _channel_reader(n),
-                    f"PR{n} (937B slot {SLOTS[n - 1]})")
-            for n in options.channels
-        ]
+    def describe(cls, channel: int) -> str:
+        return f"PR{channel} (937B slot {SLOTS[channel - 1]})"
 
-    # ---------------------------------------------------------- quantities
+    # ---------------------------------------------------------- the controller's protocol
 
-    def pressure(self, channel: int) -> Measurement:
-        if self.options.mode == "all":
-            index = channel - 1
-            if index >= len(self._all):
-                raise ProtocolError(
-                    f"{self.instrument}: PRZ? answered {len(self._all)} channels, channel {channel} missing")
-            return self._all[index]
+    def read_pressure(self, channel: int) -> Measurement:
         return self._decode(f"PR{channel}", lambda body: codec.parse_pressure(body, self.units))
+
+    def read_all_pressures(self) -> list[Measurement]:
+        return self._decode("PRZ", lambda body: codec.parse_all_pressures(body, self.units))
 
     def read_unit(self) -> str:
         return self._decode("U", codec.parse_unit)
 
-    # ---------------------------------------------------------- driver hooks
-
-    def connect(self) -> None:
-        self.resync()
-        self.units = self.read_unit()
-
-    def begin_poll(self) -> None:
-        # The unit can be changed on the front panel (or by U!) at any time; values follow it.
-        self.units = self.read_unit()
-        if self.options.mode == "all":
-            started = time.time()
-            reply, frame = self.exchange("PRZ")
-            at = (started + time.time()) / 2
-            measurements = self._parse(frame, lambda: codec.parse_all_pressures(reply.body, self.units))
-            self._all = [Measurement(m.value, m.quality, m.units, m.detail, at) for m in measurements]
-
     # ---------------------------------------------------------- dialogue
-
-    def resync(self) -> None:
-        """Let a late reply arrive, then drop it with anything else in flight."""
-        junk = self.transport.drain(self.options.settle)
-        junk += self.transport.flush_input()
-        if junk:
-            log.debug("%s: dropped %d stale bytes at resync: %r", self.instrument, len(junk), junk[:80])
-        self._needs_resync = False
 
     def query(self, command: str) -> str:
         """``PR1`` -> the ACK'd response text (``"1.10E-9"``); a NAK raises :class:`DeviceError`."""
@@ -139,20 +101,11 @@ class MKS937B(Driver[SerialTransport, MKS937BOptions]):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _exchange_once(self, command: str, param: str | None) -> tuple[codec.Reply, bytes]:
-        if self._needs_resync:
-            self.resync()
         request = codec.encode(self.options.address, command, param)
         label = request[4:-3].decode("ascii")  # "PR1?" for messages
-        try:
-            # Strictly request/response: anything that arrived while idle is stale.
-            stale = self.transport.flush_input()
-            if stale:
-                log.debug("%s: dropped %d unsolicited bytes before %s", self.instrument, len(stale), label)
+        with self.session.exchange(label):
             self.transport.write(request)
             reply, frame = self._await_reply(request, label)
-        except BridgeError:
-            self._needs_resync = True
-            raise
         if not reply.ack:
             raise DeviceError(
                 f"{self.instrument}: {label} refused with {codec.nak_reason(reply.nak_code)} "
@@ -194,11 +147,4 @@ class MKS937B(Driver[SerialTransport, MKS937BOptions]):
     def _decode(self, command: str, parse: Callable[[str], T]) -> T:
         """Query ``command`` and parse its response; a parse failure quotes the frame."""
         reply, frame = self.exchange(command)
-        return self._parse(frame, lambda: parse(reply.body))
-
-    def _parse(self, frame: bytes, parse: Callable[[], T]) -> T:
-        try:
-            return parse()
-        except ProtocolError as exc:
-            self._needs_resync = True
-            raise ProtocolError(f"{self.instrument}: {exc} (frame {frame!r})") from exc
+        return self.session.parse(lambda: parse(reply.body), frame)

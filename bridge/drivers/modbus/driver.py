@@ -10,7 +10,8 @@ a refused read and a retry every poll.
 Anything else (silence, a lost link, device failure or busy) fails the whole instrument: the
 error is raised for the poller, which owns retries.
 
-:class:`BlockReader` is that dialogue on its own, shared with the ``eurotherm`` driver.
+:class:`BlockReader` is that dialogue on its own; :class:`ModbusDriver`, the skeleton of a driver
+that reads all its channels with it once per poll, is shared with the ``eurotherm`` driver.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from functools import cached_property
+from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
 from bridge.config import NAME_PATTERN
-from bridge.drivers.base import Channel, Driver, DriverOptions
+from bridge.drivers.base import Channel, Driver, DriverOptions, Scale, named, reads
 from bridge.drivers.modbus import codec
 from bridge.drivers.registry import register_driver
 from bridge.errors import BridgeError, DeviceError
@@ -114,23 +116,45 @@ class BlockReader:
             else:
                 values = self.transport.read_registers(_REGISTER_TABLES[table], address, count, unit=self.unit)
         except BridgeError as exc:
-            named = self._named(exc)
-            if isinstance(named, DeviceError) and named.code in REFUSALS:
-                return Fetched(None, (started + time.time()) / 2, named)
-            if named is exc:
+            # A transport shared by the devices of one line names its own owner: name ours.
+            error = named(self.instrument, exc)
+            if isinstance(error, DeviceError) and error.code in REFUSALS:
+                return Fetched(None, (started + time.time()) / 2, error)
+            if error is exc:
                 raise
-            raise named from exc
+            raise error from exc
         return Fetched(values, (started + time.time()) / 2)
 
-    def _named(self, exc: BridgeError) -> BridgeError:
-        """The error with this instrument's name in front: a transport shared by the devices of
-        one line names its own owner, and the poller's log must say which device failed."""
-        text = str(exc)
-        if text.startswith(f"{self.instrument}: "):
-            return exc
-        if isinstance(exc, DeviceError):
-            return DeviceError(f"{self.instrument}: {text}", exc.code)
-        return type(exc)(f"{self.instrument}: {text}")
+
+OptionsT = TypeVar("OptionsT", bound=DriverOptions)
+
+
+class ModbusDriver(Driver[ModbusTransport, OptionsT]):
+    """Base of the Modbus drivers: :meth:`poll` fetches every channel at once through
+    :attr:`reader` and keeps the measurements by channel name; each channel then takes its own
+    (:meth:`stored`). ``unit`` overrides the transport's device address (several devices on one
+    RTU line share one transport); None uses the transport's own."""
+
+    transports = ("modbus_tcp", "modbus_rtu")
+
+    def __init__(self, transport: ModbusTransport, options: OptionsT, instrument: str, *,
+                 unit: int | None = None) -> None:
+        super().__init__(transport, options, instrument)
+        self.reader = self.block_reader(unit)
+        self.measurements: dict[str, Measurement] = {}
+
+    def block_reader(self, unit: int | None) -> BlockReader:
+        """How this driver's reads are merged; override to span gaps or cap the read size."""
+        return BlockReader(self.transport, self.instrument, unit=unit)
+
+    def begin_poll(self) -> None:
+        self.measurements = self.poll()
+
+    def poll(self) -> dict[str, Measurement]:
+        raise NotImplementedError
+
+    def stored(self, channel: str) -> Measurement:
+        return self.measurements[channel]
 
 
 # ---------------------------------------------------------------- options
@@ -148,7 +172,7 @@ class RegisterChannel(BaseModel):
     address: Annotated[int, Field(ge=0, le=codec.MAX_ADDRESS)]
     word_order: codec.Order = "big"
     byte_order: codec.Order = "big"
-    scale: float = Field(default=1.0, allow_inf_nan=False)
+    scale: Scale = Field(default=1.0, allow_inf_nan=False)
     offset: float = Field(default=0.0, allow_inf_nan=False)
     units: str = ""
 
@@ -176,13 +200,6 @@ class RegisterChannel(BaseModel):
             raise ValueError(f"a {value_type} at {v} runs past the last address {codec.MAX_ADDRESS}")
         return v
 
-    @field_validator("scale")
-    @classmethod
-    def _nonzero_scale(cls, v: float) -> float:
-        if v == 0:
-            raise ValueError("scale 0 would turn every reading into the offset")
-        return v
-
     @model_validator(mode="after")
     def _bits_are_not_scaled(self) -> RegisterChannel:
         if self.type == "bool":
@@ -191,7 +208,7 @@ class RegisterChannel(BaseModel):
                 raise ValueError(f"{', '.join(misplaced)} apply to registers, not to a {self.table} bit")
         return self
 
-    @property
+    @cached_property
     def spec(self) -> codec.RegisterSpec:
         assert self.type is not None  # filled in by the validator
         return codec.RegisterSpec(self.table, self.address, self.type, self.word_order, self.byte_order,
@@ -219,34 +236,25 @@ class ModbusOptions(DriverOptions):
 # ---------------------------------------------------------------- driver
 
 
-def _stored(index: int) -> Callable[[ModbusRegisters], Measurement]:
-    return lambda driver: driver.measurements[index]
-
-
 @register_driver("modbus")
-class ModbusRegisters(Driver[ModbusTransport, ModbusOptions]):
+class ModbusRegisters(ModbusDriver[ModbusOptions]):
     """One channel per register-map entry, fetched in merged block reads every poll."""
 
-    transports = ("modbus_tcp", "modbus_rtu")
     Options = ModbusOptions
     summary = "any Modbus device from a register map (int16..float64, word/byte order, scale, offset)"
 
-    def __init__(self, transport: ModbusTransport, options: ModbusOptions, instrument: str, *,
-                 unit: int | None = None) -> None:
-        super().__init__(transport, options, instrument)
-        self.specs = [channel.spec for channel in options.channels]
-        self.reader = BlockReader(transport, instrument, max_gap=options.max_gap,
-                                  max_registers=options.max_registers, unit=unit)
-        self.measurements: list[Measurement] = []
-
     @classmethod
     def channel_table(cls, options: ModbusOptions) -> Sequence[Channel[ModbusRegisters]]:
-        return [Channel(ch.name, ch.units, _stored(i), _describe(ch)) for i, ch in enumerate(options.channels)]
+        return [Channel(ch.name, ch.units, reads(cls.stored, ch.name), _describe(ch)) for ch in options.channels]
 
-    def begin_poll(self) -> None:
-        fetched = self.reader.read([spec.span for spec in self.specs])
-        self.measurements = [f.measurement(spec.measurement, spec.units) for f, spec in zip(fetched, self.specs,
-                                                                                             strict=True)]
+    def block_reader(self, unit: int | None) -> BlockReader:
+        return BlockReader(self.transport, self.instrument, max_gap=self.options.max_gap,
+                           max_registers=self.options.max_registers, unit=unit)
+
+    def poll(self) -> dict[str, Measurement]:
+        spans = [ch.spec.span for ch in self.options.channels]
+        return {ch.name: f.measurement(ch.spec.measurement, ch.spec.units)
+                for ch, f in zip(self.options.channels, self.reader.read(spans), strict=True)}
 
 
 def _describe(ch: RegisterChannel) -> str:

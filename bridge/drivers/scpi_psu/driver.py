@@ -16,12 +16,12 @@ reported as a :class:`DeviceError` carrying the instrument's error code.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field
 
-from bridge.drivers.base import Channel, Driver
+from bridge.drivers.base import Channel, Driver, distinct, reads
 from bridge.drivers.registry import register_driver
 from bridge.drivers.scpi_psu import codec
 from bridge.drivers.scpi_psu.codec import Dialect, Quantity, ScpiError
@@ -39,16 +39,10 @@ class PsuOptions(VisaSessionOptions):
     #: command set; "auto" picks it from the maker in ``*IDN?`` (unknown makers: keysight)
     dialect: Literal["auto", "keysight", "rigol"] = "auto"
     #: output channels to read
-    channels: list[ChannelNumber] = Field(default=[1], min_length=1, max_length=8)
+    channels: Annotated[list[ChannelNumber], distinct("a channel is listed twice")] = Field(
+        default=[1], min_length=1, max_length=8)
     #: error-queue entries read per drain at most (a Keysight queue holds 20)
     max_errors: int = Field(default=32, ge=1, le=1000)
-
-    @field_validator("channels")
-    @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError("a channel is listed twice")
-        return v
 
 
 _DESCRIPTIONS: dict[Quantity, str] = {
@@ -58,10 +52,6 @@ _DESCRIPTIONS: dict[Quantity, str] = {
     Quantity.CURRENT_SETPOINT: "programmed current limit",
     Quantity.OUTPUT: "output state, 1 = on",
 }
-
-
-def _reader(quantity: Quantity, channel: int) -> Callable[[ScpiPsu], Measurement]:
-    return lambda driver: driver.measure(quantity, channel)
 
 
 @register_driver("scpi_psu")
@@ -84,7 +74,7 @@ class ScpiPsu(Driver[VisaTransport, PsuOptions]):
     @classmethod
     def channel_table(cls, options: PsuOptions) -> Sequence[Channel[ScpiPsu]]:
         return [
-            Channel(f"{q.value}_{n}", codec.UNITS[q], _reader(q, n), f"channel {n} {_DESCRIPTIONS[q]}")
+            Channel(f"{q.value}_{n}", codec.UNITS[q], reads(cls.measure, q, n), f"channel {n} {_DESCRIPTIONS[q]}")
             for n in options.channels
             for q in Quantity
         ]

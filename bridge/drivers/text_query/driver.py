@@ -17,17 +17,18 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from functools import cached_property
 from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bridge.drivers.base import Channel, Driver, DriverOptions
+from bridge.drivers.base import Channel, Driver, DriverOptions, Scale, reads
 from bridge.drivers.registry import register_driver
+from bridge.drivers.serial_session import SerialSession
 from bridge.drivers.text_query import codec
 from bridge.drivers.text_query.session import VisaSession, VisaSessionOptions
-from bridge.errors import BridgeError, ProtocolError
+from bridge.errors import ProtocolError
 from bridge.model import Measurement
 from bridge.transports.serial import SerialTransport
 from bridge.transports.visa import VisaTransport
@@ -48,7 +49,7 @@ class Query(BaseModel):
     parse: Literal["number", "regex"] = "number"
     #: with ``parse: regex``: searched in the reply; exactly one group holds the number
     regex: str | None = None
-    scale: float = 1.0
+    scale: Scale = 1.0
     offset: float = 0.0
     units: str = ""
     description: str = ""
@@ -58,13 +59,6 @@ class Query(BaseModel):
     def _ascii(cls, v: str) -> str:
         if not v.isascii() or any(ord(c) < 0x20 for c in v):
             raise ValueError("the command must be printable ASCII; the terminator is added by the driver")
-        return v
-
-    @field_validator("scale")
-    @classmethod
-    def _nonzero(cls, v: float) -> float:
-        if v == 0:
-            raise ValueError("scale 0 would turn every reading into the offset")
         return v
 
     @model_validator(mode="after")
@@ -128,10 +122,6 @@ class SerialAsciiOptions(QueryTableOptions):
         return v
 
 
-def _query_reader(index: int) -> Callable[[_QueryTableDriver[Any, Any]], Measurement]:
-    return lambda driver: driver.measure(index)
-
-
 TransportT = TypeVar("TransportT")
 OptionsT = TypeVar("OptionsT", bound=QueryTableOptions)
 
@@ -141,7 +131,7 @@ class _QueryTableDriver(Driver[TransportT, OptionsT]):
 
     @classmethod
     def channel_table(cls, options: QueryTableOptions) -> Sequence[Channel[_QueryTableDriver[Any, Any]]]:
-        return [Channel(q.name, q.units, _query_reader(i), q.description or q.command)
+        return [Channel(q.name, q.units, reads(cls.measure, i), q.description or q.command)
                 for i, q in enumerate(options.queries)]
 
     def measure(self, index: int) -> Measurement:
@@ -202,34 +192,19 @@ class SerialAscii(_QueryTableDriver[SerialTransport, SerialAsciiOptions]):
         super().__init__(transport, options, instrument)
         self.terminator = options.terminator.encode("ascii")
         self.reply_terminator = (options.reply_terminator or options.terminator).encode("ascii")
-        self._needs_settle = True
+        self.session = SerialSession(transport, instrument, options.settle, log)
 
     def connect(self) -> None:
-        self._settle()
-
-    def _settle(self) -> None:
-        junk = self.transport.drain(self.options.settle) + self.transport.flush_input()
-        if junk:
-            log.debug("%s: dropped %d stale bytes: %r", self.instrument, len(junk), junk[:80])
-        self._needs_settle = False
+        self.session.resync()
 
     def reply_failed(self) -> None:
-        self._needs_settle = True
+        self.session.invalidate()
 
     def ask(self, command: str) -> str:
-        if self._needs_settle:
-            self._settle()
-        try:
-            stale = self.transport.flush_input()
-            if stale:
-                log.debug("%s: dropped %d unsolicited bytes before %r", self.instrument, len(stale), command)
+        with self.session.exchange(repr(command)):
             self.transport.write(codec.encode_command(command, self.terminator))
             for _ in range(self.MAX_SKIPPED + 1):
                 reply = codec.decode_reply(self.transport.read_until(self.reply_terminator))
                 if reply and reply != command:
                     return reply
-        except BridgeError:
-            self._needs_settle = True
-            raise
-        self._needs_settle = True
-        raise ProtocolError(f"{self.instrument}: only echoes or blank lines in reply to {command!r}")
+            raise ProtocolError(f"{self.instrument}: only echoes or blank lines in reply to {command!r}")
