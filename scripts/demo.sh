@@ -13,9 +13,11 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || {
 cb=.venv/bin/chamber-bridge
 
 log=$(mktemp)
+work=$(mktemp -d)
+sims=()
+trap 'kill "${sims[@]}" 2>/dev/null; wait "${sims[@]}" 2>/dev/null; rm -rf "$log" "$work"' EXIT
 PYTHONUNBUFFERED=1 "$cb" simulate pfeiffer_tpg --tcp 127.0.0.1:18000 --status 2=off >"$log" 2>&1 &
-sim=$!
-trap 'kill "$sim" 2>/dev/null; wait "$sim" 2>/dev/null; rm -f "$log"' EXIT
+sims+=($!)
 for _ in $(seq 100); do grep -q 'socket://' "$log" && break; sleep 0.1; done
 grep -q 'socket://' "$log" || { cat "$log"; echo "simulator did not start" >&2; exit 1; }
 echo "simulator: $(head -n 1 "$log")"
@@ -25,3 +27,10 @@ echo "--- one poll, as a table (gauge 2 is switched off on the simulator):"
 "$cb" read configs/demo.yaml
 echo "--- the same as JSON, one object per reading:"
 "$cb" read configs/demo.yaml --json
+
+echo "--- a whole simulated MBE chamber (gauges, pyrometer, Eurotherm cells, heater supply):"
+PYTHONUNBUFFERED=1 "$cb" simulate chamber --write-config "$work/chamber.yaml" >"$work/chamber.log" 2>&1 &
+sims+=($!)
+for _ in $(seq 100); do [ -f "$work/chamber.yaml" ] && break; sleep 0.1; done
+[ -f "$work/chamber.yaml" ] || { cat "$work/chamber.log"; echo "chamber simulator did not start" >&2; exit 1; }
+"$cb" read "$work/chamber.yaml"
