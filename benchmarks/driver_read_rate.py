@@ -68,11 +68,14 @@ class ModbusReplay:
         self.client = ModbusTcpClient(host, port=port, timeout=1, retries=0)
         self.client.connect()  # type: ignore[no-untyped-call]
         self.requests = requests
+        self.calls: dict[int, Callable[..., Any]] = {
+            1: self.client.read_coils, 2: self.client.read_discrete_inputs,
+            3: self.client.read_holding_registers, 4: self.client.read_input_registers,
+        }
 
     def __call__(self) -> None:
         for unit, function, address, count in self.requests:
-            call = self.client.read_holding_registers if function == 3 else self.client.read_input_registers
-            call(address, count=count, device_id=unit)
+            self.calls[function](address, count=count, device_id=unit)
 
     def close(self) -> None:
         self.client.close()  # type: ignore[no-untyped-call]

@@ -83,13 +83,22 @@ class BlockReader:
         self.unit = unit
         #: spans of blocks the device refused: read one by one from now on
         self._single: set[codec.Span] = set()
+        #: the plan is the same every poll until a refusal splits a block: made once per change
+        self._plans: dict[tuple[tuple[codec.Span, ...], frozenset[int]], list[codec.Block]] = {}
+
+    def _plan(self, spans: Sequence[codec.Span]) -> list[codec.Block]:
+        single = frozenset(i for i, span in enumerate(spans) if span in self._single)
+        key = (tuple(spans), single)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = list(codec.plan_blocks(
+                spans, max_gap=self.max_gap, max_registers=self.max_registers, single=set(single)))
+        return plan
 
     def read(self, spans: Sequence[codec.Span]) -> list[Fetched]:
         """One result per span, in order; raises what is not a refusal of a request."""
-        single = {i for i, span in enumerate(spans) if span in self._single}
         results: dict[int, Fetched] = {}
-        for block in codec.plan_blocks(spans, max_gap=self.max_gap, max_registers=self.max_registers,
-                                       single=single):
+        for block in self._plan(spans):
             fetched = self._fetch(block.table, block.address, block.count)
             if fetched.values is not None:
                 for i in block.members:
