@@ -183,5 +183,70 @@ def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> No
         sys.exit(EXIT_RUNTIME)
 
 
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.pass_context
+def poll(ctx: click.Context, config: str) -> None:
+    """Run the bridge until SIGINT/SIGTERM, then flush and publish offline status."""
+    import signal
+    import threading
+
+    from bridge.service import BridgeService
+
+    cfg = _load(ctx, config)
+    if not cfg.bridge.instruments:
+        fail(f"{config}: no instruments configured (bridge.instruments is empty)", EXIT_USAGE)
+    logging.getLogger("bridge").setLevel(logging.DEBUG if ctx.obj["debug"] else logging.INFO)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stop.set())
+    with reported_errors(ctx.obj["debug"]):
+        service = BridgeService(cfg)
+        service.start()
+        try:
+            stop.wait()
+        finally:
+            service.stop()
+
+
+def _run_request(ctx: click.Context, config: str, action: str, params: dict[str, object], timeout: float) -> None:
+    from bridge.publish.request import request
+
+    cfg = _load(ctx, config)
+    with reported_errors(ctx.obj["debug"]):
+        reply = request(cfg.mqtt, cfg.site, action, params, timeout)
+    if not reply.ok:
+        fail(f"the bridge of {cfg.site} refused: {reply.message}")
+    click.echo(f"{reply.message} (seq {reply.seq})")
+
+
+@cli.command("start-run")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--name", required=True, help="Stream name of the run (Atomscale stream_name).")
+@click.option("--sample", help="Physical sample grown in this run.")
+@click.option("--instrument-id", help="Synthesis source (instrument) id.")
+@click.option("--project", help="Project id.")
+@click.option("--tag", "tags", multiple=True, help="Tag for the stream; repeatable.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the bridge.")
+@click.pass_context
+def start_run(ctx: click.Context, config: str, name: str, sample: str | None, instrument_id: str | None,
+              project: str | None, tags: tuple[str, ...], timeout: float) -> None:
+    """Ask the site's bridge to open a run; exit 0 once it has logged the marker."""
+    _run_request(ctx, config, "start_run", {
+        "stream_name": name, "physical_sample": sample, "synth_source_id": instrument_id,
+        "project_id": project, "tags": list(tags)}, timeout)
+
+
+@cli.command("stop-run")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--status", "exit_status", type=click.Choice(["success", "abort", "fail"]), default="success",
+              show_default=True, help="Exit status of the run.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the bridge.")
+@click.pass_context
+def stop_run(ctx: click.Context, config: str, exit_status: str, timeout: float) -> None:
+    """Ask the site's bridge to close the open run; exit 0 once it has logged the marker."""
+    _run_request(ctx, config, "stop_run", {"exit_status": exit_status}, timeout)
+
+
 def main() -> None:
     cli(prog_name="chamber-bridge")

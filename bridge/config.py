@@ -146,6 +146,8 @@ class MqttConfig(StrictModel):
     password: None = None
     tls: TlsConfig | None = None
     keepalive: Annotated[int, Field(ge=2, le=600)] = 15
+    #: MQTT protocol version: "5" (reason codes on every ack) or "3.1.1"
+    protocol: Literal["5", "3.1.1"] = "5"
 
     @field_validator("password", mode="before")
     @classmethod
@@ -362,6 +364,10 @@ def parse_config(raw: Any, source: str = "", lines: dict[str, int] | None = None
     except ValidationError as exc:
         problems.extend(problems_from(exc))
     problems.extend(_driver_problems(raw))
+    if config is not None:
+        from bridge.polling.bus import bus_problems
+
+        problems.extend(bus_problems(config.bridge.instruments))
     if problems or config is None:
         raise ConfigError(_order(problems, lines), source)
     return config

@@ -13,7 +13,9 @@ from bridge.config import InstrumentConfig
 from bridge.instrument import Instrument, connect_instrument
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import PtyServer, TcpServer
+from tests.helpers.clock import FakeClock
 from tests.helpers.mosquitto import MosquittoBroker
+from tests.helpers.served import ServedLink, serve_on
 
 
 @pytest.fixture
@@ -28,8 +30,14 @@ def mosquitto(tmp_path: Path) -> Iterator[MosquittoBroker]:
         broker.kill()
 
 
+@pytest.fixture
+def clock() -> FakeClock:
+    """A fake ``time.monotonic`` at 1000 s, for simulators tested as pure state machines."""
+    return FakeClock()
+
+
 @dataclass
-class TPGLink:
+class TPGLink(ServedLink):
     """A simulated TPG reachable over a real transport: ``port`` is what a config would say."""
 
     sim: TPGSimulator
@@ -45,12 +53,6 @@ class TPGLink:
         })
         return connect_instrument(config)
 
-    def unplug(self) -> None:
-        if isinstance(self.server, PtyServer):
-            self.server.unplug()
-        else:
-            self.server.drop_connections()
-
 
 def _tpg_sim(model: str = "TPG362") -> TPGSimulator:
     sim = TPGSimulator(model, seed=1)
@@ -62,20 +64,13 @@ def _tpg_sim(model: str = "TPG362") -> TPGSimulator:
 def tpg(request: pytest.FixtureRequest) -> Iterator[TPGLink]:
     """A TPG 362 simulator over a pty pair and over TCP (reached through ``socket://``)."""
     sim = _tpg_sim()
-    server: PtyServer | TcpServer
-    if request.param == "pty":
-        server = PtyServer(sim)
-        with server:
-            yield TPGLink(sim, server.port, "pty", server)
-    else:
-        server = TcpServer(lambda: sim)
-        with server:
-            yield TPGLink(sim, server.url, "tcp", server)
+    with serve_on(request.param, sim) as (server, port):
+        yield TPGLink(sim, port, request.param, server)
 
 
 @pytest.fixture
 def tpg_tcp() -> Iterator[TPGLink]:
     """A TPG 362 on TCP only, for tests that run the CLI in another process."""
     sim = _tpg_sim()
-    with TcpServer(lambda: sim) as server:
-        yield TPGLink(sim, server.url, "tcp", server)
+    with serve_on("tcp", sim) as (server, port):
+        yield TPGLink(sim, port, "tcp", server)

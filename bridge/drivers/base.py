@@ -119,8 +119,10 @@ class Driver(Generic[TransportT, OptionsT]):
         raise NotImplementedError
 
     @classmethod
-    def from_config(cls, transport: TransportT, options: dict[str, Any], instrument: str) -> Driver[Any, Any]:
-        return cls(transport, cls.Options.model_validate(options), instrument)  # type: ignore[arg-type]
+    def from_config(cls, transport: TransportT, options: dict[str, Any], instrument: str,
+                    **kwargs: Any) -> Driver[Any, Any]:
+        """``kwargs`` go to the constructor (``unit=`` for a Modbus device on a shared line)."""
+        return cls(transport, cls.Options.model_validate(options), instrument, **kwargs)  # type: ignore[arg-type]
 
     @property
     def channels(self) -> Sequence[Channel[Any]]:

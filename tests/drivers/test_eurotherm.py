@@ -4,7 +4,6 @@ disconnects, and two controllers with their own unit ids on one RTU line."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,16 +16,13 @@ from bridge.drivers.eurotherm import Eurotherm, EurothermOptions
 from bridge.errors import ConfigError, DeviceError, TransportDisconnected, TransportTimeout
 from bridge.instrument import Instrument
 from bridge.model import Quality, Reading
-from bridge.transports.base import reopen
 from simulators.eurotherm import EurothermSimulator
 from simulators.modbus_device import Request
-from tests.helpers.modbus_server import SHORT, TIMEOUT, ModbusLink, run_cli, serve, simulator_process
+from tests.helpers.cli import EXAMPLES, example_with, read_json, simulator_command
+from tests.helpers.drivers import by_channel, read_and_close, reconnect
+from tests.helpers.modbus_server import SHORT, TIMEOUT, ModbusLink, serve
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "examples" / "eurotherm.yaml"
-
-
-def by_channel(readings: list[Reading]) -> dict[str, Reading]:
-    return {r.channel: r for r in readings}
+EXAMPLE = EXAMPLES / "eurotherm.yaml"
 
 
 def controller(family: str = "2400", unit: int = 1, pv: float | None = 234.5, setpoint: float = 250.0
@@ -68,11 +64,7 @@ def connect(link: ModbusLink, family: str = "2400", *, unit: int = 1, name: str 
 
 def poll(link: ModbusLink, family: str = "2400", *, unit: int = 1, name: str = "cell", **options: object
          ) -> dict[str, Reading]:
-    inst = connect(link, family, unit=unit, name=name, **options)
-    try:
-        return by_channel(inst.read())
-    finally:
-        inst.close()
+    return by_channel(read_and_close(connect(link, family, unit=unit, name=name, **options)))
 
 
 def test_reads_pv_setpoint_and_power_in_two_requests(link: ModbusLink) -> None:
@@ -242,8 +234,7 @@ def test_disconnect(link: ModbusLink) -> None:
         with pytest.raises((TransportDisconnected, TransportTimeout), match=r"^cell: "):
             inst.read()
         if link.kind == "tcp":
-            reopen(inst.transport)
-            inst.driver.connect()
+            reconnect(inst)
             assert by_channel(inst.read())["pv"].value == 234.5
     finally:
         inst.close()
@@ -359,17 +350,10 @@ def test_example_config_is_valid() -> None:
 
 
 def test_simulate_command_and_read_of_the_example_config(tmp_path: Path) -> None:
-    with simulator_process("eurotherm_cli", "--tcp", "127.0.0.1:0", "--unit", "1", "--unit", "2",
-                           "--pv", "321.5", "--setpoint", "330", "--sensor-break") as where:
-        host, port = where.rsplit(":", 1)
-        raw = yaml.safe_load(EXAMPLE.read_text())
-        for inst in raw["bridge"]["instruments"]:
-            inst["transport"].update(host=host, port=int(port))
-        config = tmp_path / "eurotherm.yaml"
-        config.write_text(yaml.safe_dump(raw))
-        result = run_cli("read", str(config), "--json")
-    assert result.returncode == 0, result.stderr
-    readings = [json.loads(line) for line in result.stdout.splitlines()]
+    with simulator_command("eurotherm_cli", "--tcp", "127.0.0.1:0", "--unit", "1", "--unit", "2",
+                           "--pv", "321.5", "--setpoint", "330", "--sensor-break") as cli:
+        host, port = cli.where.rsplit(":", 1)
+        readings = read_json(example_with("eurotherm.yaml", tmp_path, host=host, port=int(port)))
     assert [(r["instrument"], r["channel"]) for r in readings] == [
         (name, channel) for name in ("cell_ga", "cell_as") for channel in ("pv", "working_setpoint", "output_power")]
     assert readings[0]["quality"] == "sensor_error" and readings[0]["value"] is None
@@ -377,13 +361,12 @@ def test_simulate_command_and_read_of_the_example_config(tmp_path: Path) -> None
 
 
 def test_simulate_command_on_an_rtu_pty(tmp_path: Path) -> None:
-    with simulator_process("eurotherm_cli", "--family", "3500", "--pv", "99.5") as where:
-        assert where.startswith("/dev/")
+    with simulator_command("eurotherm_cli", "--family", "3500", "--pv", "99.5") as cli:
+        assert cli.where.startswith("/dev/")
         config = tmp_path / "c.yaml"
         config.write_text(yaml.safe_dump({"site": "s", "bridge": {"instruments": [
             {"name": "heater", "driver": "eurotherm",
-             "transport": {"kind": "modbus_rtu", "port": where, "baudrate": 9600, "unit": 1},
+             "transport": {"kind": "modbus_rtu", "port": cli.where, "baudrate": 9600, "unit": 1},
              "options": {"family": "3500", "loop": 2}}]}}))
-        result = run_cli("read", str(config), "--json")
-    assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.splitlines()[0])["value"] == 99.5
+        readings = read_json(config)
+    assert readings[0]["value"] == 99.5

@@ -2,40 +2,28 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from bridge.drivers.impac import Impac, codec
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.instrument import Instrument, connect_instrument
 from bridge.model import Quality, Reading
-from bridge.transports.base import reopen
 from simulators.impac import ImpacSimulator
 from simulators.rs485 import SharedLine
-from simulators.serving import PtyServer, TcpServer
+from simulators.serving import PtyServer
+from tests.helpers.cli import example_with, read_json, simulate
+from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.impac import ImpacLink, impac_config
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers.served import serve_on
 
 
 def serve(sim: ImpacSimulator, kind: str) -> Iterator[ImpacLink]:
-    server: PtyServer | TcpServer
-    if kind == "pty":
-        server = PtyServer(sim)
-        with server:
-            yield ImpacLink(sim, server.port, kind, server)
-    else:
-        server = TcpServer(lambda: sim)
-        with server:
-            yield ImpacLink(sim, server.url, kind, server)
+    with serve_on(kind, sim) as (server, port):
+        yield ImpacLink(sim, port, kind, server)
 
 
 @pytest.fixture(params=["pty", "tcp"])
@@ -62,16 +50,8 @@ def ratio(request: pytest.FixtureRequest) -> Iterator[ImpacLink]:
     yield from serve(sim, request.param)
 
 
-def by_channel(readings: list[Reading]) -> dict[str, Reading]:
-    return {r.channel: r for r in readings}
-
-
 def read_once(link: ImpacLink, **options: object) -> dict[str, Reading]:
-    inst = link.instrument(**options)
-    try:
-        return by_channel(inst.read())
-    finally:
-        inst.close()
+    return by_channel(read_and_close(link.instrument(**options)))
 
 
 def driver(inst: Instrument) -> Impac:
@@ -324,71 +304,42 @@ def test_split_replies_are_reassembled(impac: ImpacLink) -> None:
     assert readings["emissivity"].value == pytest.approx(1.0)
 
 
-def test_reply_missing_its_head_is_a_protocol_error_then_recovers(impac: ImpacLink) -> None:
-    inst = impac.instrument(name="pyro", track_unit=False)
-    try:
-        impac.sim.truncate = "head"
-        with pytest.raises(ProtocolError, match=r"^pyro: expected 5 digits of temperature in IMPAC reply b'63\\r'"):
-            inst.read()
-        impac.sim.truncate = None
-        assert inst.read()[0].value == pytest.approx(256.3)
-    finally:
-        inst.close()
-
-
-def test_reply_missing_its_tail_times_out_then_recovers(impac: ImpacLink) -> None:
-    inst = impac.instrument(name="pyro", track_unit=False)
-    try:
-        impac.sim.truncate = "tail"
-        with pytest.raises(TransportTimeout, match=r"^pyro: no reply.*got b'025'"):
-            inst.read()
-        impac.sim.truncate = None
-        impac.sim.set_temperature(300.0)
-        assert inst.read()[0].value == pytest.approx(300.0)  # "025" dropped, not glued to this reply
-    finally:
-        inst.close()
-
-
 def test_slow_replies_within_timeout(impac: ImpacLink) -> None:
     impac.sim.reply_delay = 0.1
     assert read_once(impac)["temperature"].value == pytest.approx(256.3)
 
 
-def test_reply_after_the_timeout_is_dropped_not_taken_for_the_next(impac: ImpacLink) -> None:
-    # Reply 1 s late against a 0.3 s timeout; the driver listens 2 s after the failure, so the
-    # late reply lands in that window with a wide margin on a loaded machine.
-    inst = impac.instrument(name="pyro", timeout=0.3, settle=2.0, track_unit=False)
+@pytest.mark.parametrize(
+    ("knob", "value", "options", "error", "match", "temperature"),
+    [
+        pytest.param("truncate", "head", {}, ProtocolError,
+                     r"^pyro: expected 5 digits of temperature in IMPAC reply b'63\\r'", 256.3,
+                     id="reply-missing-its-head-is-a-protocol-error"),
+        # "025" is dropped, not glued to the next reply: a new temperature shows it
+        pytest.param("truncate", "tail", {}, TransportTimeout, r"^pyro: no reply.*got b'025'", 300.0,
+                     id="reply-missing-its-tail-times-out"),
+        # Reply 1 s late against a 0.3 s timeout; the driver listens 2 s after the failure, so the
+        # late reply lands in that window with a wide margin on a loaded machine.
+        pytest.param("reply_delay", 1.0, {"timeout": 0.3, "settle": 2.0}, TransportTimeout, r"^pyro: ", 300.0,
+                     id="reply-after-the-timeout-is-dropped-not-taken-for-the-next"),
+        pytest.param("line_mismatch", "parity", {}, ProtocolError, r"^pyro: .*b'\\x002\\x00\\x00\\x00\\r'.*8E1", 256.3,
+                     id="parity-mismatch-is-a-protocol-error-naming-8e1"),
+        pytest.param("line_mismatch", "baud", {}, TransportTimeout, r"^pyro: no reply.*got b'\\x", 256.3,
+                     id="baud-mismatch-is-garbage-without-terminator"),
+    ],
+)
+def test_a_line_fault_fails_the_poll_then_the_next_poll_is_clean(
+        impac: ImpacLink, knob: str, value: object, options: dict[str, float], error: type[Exception], match: str,
+        temperature: float) -> None:
+    inst = impac.instrument(name="pyro", track_unit=False, **options)
     try:
-        impac.sim.reply_delay = 1.0
-        with pytest.raises(TransportTimeout, match=r"^pyro: "):
+        normal = getattr(impac.sim, knob)
+        setattr(impac.sim, knob, value)
+        with pytest.raises(error, match=match):
             inst.read()
-        impac.sim.reply_delay = 0.0
-        impac.sim.set_temperature(300.0)
-        assert inst.read()[0].value == pytest.approx(300.0)
-    finally:
-        inst.close()
-
-
-def test_parity_mismatch_is_a_protocol_error_naming_8e1(impac: ImpacLink) -> None:
-    inst = impac.instrument(name="pyro", track_unit=False)
-    try:
-        impac.sim.line_mismatch = "parity"
-        with pytest.raises(ProtocolError, match=r"^pyro: .*b'\\x002\\x00\\x00\\x00\\r'.*8E1"):
-            inst.read()
-        impac.sim.line_mismatch = None
-        assert inst.read()[0].value == pytest.approx(256.3)
-    finally:
-        inst.close()
-
-
-def test_baud_mismatch_is_garbage_without_terminator(impac: ImpacLink) -> None:
-    inst = impac.instrument(name="pyro", track_unit=False)
-    try:
-        impac.sim.line_mismatch = "baud"
-        with pytest.raises(TransportTimeout, match=r"^pyro: no reply.*got b'\\x"):
-            inst.read()
-        impac.sim.line_mismatch = None
-        assert inst.read()[0].value == pytest.approx(256.3)
+        setattr(impac.sim, knob, normal)
+        impac.sim.set_temperature(temperature)  # 256.3: as it was
+        assert inst.read()[0].value == pytest.approx(temperature)
     finally:
         inst.close()
 
@@ -416,11 +367,9 @@ def test_adapter_echo_is_skipped(impac: ImpacLink) -> None:
 def test_silence_times_out_naming_the_instrument_then_recovers(impac: ImpacLink) -> None:
     inst = impac.instrument(name="substrate_pyrometer")
     try:
-        impac.sim.silent = True
-        with pytest.raises(TransportTimeout, match=r"^substrate_pyrometer: no reply.*01fh"):
-            inst.read()
-        impac.sim.silent = False
-        assert inst.read()[0].value == pytest.approx(256.3)
+        after = fails_then_recovers(inst, impac.sim, TransportTimeout, r"^substrate_pyrometer: no reply.*01fh",
+                                    silent=True)
+        assert after[0].value == pytest.approx(256.3)
     finally:
         inst.close()
 
@@ -438,14 +387,9 @@ def test_wrong_address_is_silence(impac: ImpacLink) -> None:
 def test_unplugged_link_is_a_disconnect(impac: ImpacLink) -> None:
     inst = impac.instrument()
     try:
-        inst.read()
-        impac.unplug()
-        with pytest.raises((TransportDisconnected, TransportTimeout)):
-            for _ in range(3):
-                inst.read()
+        unplug_fails(inst, impac)
         if impac.kind == "tcp":  # a serial device server comes back: reopen and read again
-            reopen(inst.transport)
-            inst.driver.connect()
+            reconnect(inst)
             assert inst.read()[0].value == pytest.approx(256.3)
     finally:
         inst.close()
@@ -529,33 +473,13 @@ def test_silent_pyrometer_does_not_disturb_the_other(line: tuple[ImpacSimulator,
 
 
 def test_simulate_command_serves_a_line_that_read_reaches(tmp_path: Path) -> None:
-    sim = subprocess.Popen(
-        [sys.executable, "-m", "bridge", "simulate", "impac", "--tcp", "127.0.0.1:0",
-         "--address", "1", "--address", "2", "--temperature", "612.5", "--temperature", "845", "--seed", "1"],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        assert sim.stdout is not None
-        url = sim.stdout.readline().strip()
-        assert url.startswith("socket://127.0.0.1:")
-        config = yaml.safe_load((ROOT / "configs/examples/impac.yaml").read_text())
-        for inst in config["bridge"]["instruments"]:
-            inst["transport"]["port"] = url
-        path = tmp_path / "impac.yaml"
-        path.write_text(yaml.safe_dump(config))
-        result = subprocess.run([sys.executable, "-m", "bridge", "read", str(path), "--json"], cwd=ROOT,
-                                capture_output=True, text=True, timeout=60)
-        assert result.returncode == 0, result.stderr
-        readings = {(r["instrument"], r["channel"]): r for r in map(json.loads, result.stdout.splitlines())}
-        assert readings[("substrate_pyrometer", "temperature")]["value"] == pytest.approx(612.5)
-        assert readings[("substrate_pyrometer", "temperature")]["units"] == "°C"
-        assert readings[("substrate_pyrometer", "emissivity")]["value"] == pytest.approx(1.0)
-        assert readings[("substrate_pyrometer", "exposure_time")]["quality"] == "invalid"
-        assert readings[("viewport_pyrometer", "temperature")]["value"] == pytest.approx(845.0)
-    finally:
-        sim.send_signal(signal.SIGTERM)
-        try:
-            rc = sim.wait(timeout=20)
-        finally:
-            if sim.poll() is None:
-                os.kill(sim.pid, signal.SIGKILL)
-    assert rc == 0
+    with simulate("impac", "--tcp", "127.0.0.1:0", "--address", "1", "--address", "2",
+                  "--temperature", "612.5", "--temperature", "845", "--seed", "1", stop=signal.SIGTERM) as sim:
+        assert sim.where.startswith("socket://127.0.0.1:")
+        got = read_json(example_with("impac.yaml", tmp_path, port=sim.where))
+    readings = {(r["instrument"], r["channel"]): r for r in got}
+    assert readings[("substrate_pyrometer", "temperature")]["value"] == pytest.approx(612.5)
+    assert readings[("substrate_pyrometer", "temperature")]["units"] == "°C"
+    assert readings[("substrate_pyrometer", "emissivity")]["value"] == pytest.approx(1.0)
+    assert readings[("substrate_pyrometer", "exposure_time")]["quality"] == "invalid"
+    assert readings[("viewport_pyrometer", "temperature")]["value"] == pytest.approx(845.0)

@@ -14,7 +14,7 @@ from pydantic import ValidationError
 from bridge.drivers.mks_937b import MKS937B, MKS937BOptions
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
-from bridge.transports.base import reopen
+from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.mks_937b import TORR, MKSLink, make_sims, one_bus, serve
 
 
@@ -32,10 +32,6 @@ def line(request: pytest.FixtureRequest) -> Iterator[MKSLink]:
         yield link
 
 
-def by_channel(readings: list[Reading]) -> dict[str, Reading]:
-    return {r.channel: r for r in readings}
-
-
 def requests(link: MKSLink) -> bytes:
     return b"".join(data for sim in link.sims[:1] for direction, data in sim.log if direction == "rx")
 
@@ -46,11 +42,7 @@ def requests(link: MKSLink) -> bytes:
 def test_reads_six_channels_with_units_and_statuses(mks: MKSLink) -> None:
     for ch, torr in ((1, 1.1e-9), (2, 2.5e-3), (3, 3.0e-7), (4, 4.0e-1), (5, 760.2)):
         mks.sim.set_pressure(ch, torr * TORR)
-    inst = mks.instrument()
-    try:
-        readings = inst.read()
-    finally:
-        inst.close()
+    readings = read_and_close(mks.instrument())
     assert [r.channel for r in readings] == [f"pressure_{n}" for n in range(1, 7)]
     assert [r.value for r in readings] == [pytest.approx(1.1e-9), pytest.approx(2.5e-3), pytest.approx(3.0e-7),
                                            pytest.approx(4.0e-1), pytest.approx(760.2), None]
@@ -88,11 +80,7 @@ def test_all_mode_reads_six_channels_in_one_prz_exchange(mks: MKSLink) -> None:
 
 def test_channel_subset_in_all_mode(mks: MKSLink) -> None:
     mks.sim.set_pressure(4, 7e-2 * TORR)
-    inst = mks.instrument(mode="all", channels=[4])
-    try:
-        (reading,) = inst.read()
-    finally:
-        inst.close()
+    (reading,) = read_and_close(mks.instrument(mode="all", channels=[4]))
     assert (reading.channel, reading.value) == ("pressure_4", pytest.approx(7e-2))
 
 
@@ -107,11 +95,7 @@ def test_channel_subset_in_all_mode(mks: MKSLink) -> None:
 def test_status_strings_become_qualities_without_value(mks: MKSLink, status: str, quality: Quality) -> None:
     mks.sim.set_pressure(2, 3e-2 * TORR)
     mks.sim.set_status(1, status)
-    inst = mks.instrument(channels=[1, 2])
-    try:
-        readings = by_channel(inst.read())
-    finally:
-        inst.close()
+    readings = by_channel(read_and_close(mks.instrument(channels=[1, 2])))
     p1 = readings["pressure_1"]
     assert (p1.value, p1.quality, p1.detail, p1.units) == (None, quality, status, "Torr")
     assert readings["pressure_2"].value == pytest.approx(3e-2)
@@ -119,11 +103,7 @@ def test_status_strings_become_qualities_without_value(mks: MKSLink, status: str
 
 def test_unknown_status_word_is_invalid_not_a_number(mks: MKSLink) -> None:
     mks.sim.set_status(1, "HV_FAIL")
-    inst = mks.instrument(channels=[1])
-    try:
-        (reading,) = inst.read()
-    finally:
-        inst.close()
+    (reading,) = read_and_close(mks.instrument(channels=[1]))
     assert (reading.value, reading.quality, reading.detail) == (None, Quality.INVALID, "unknown status HV_FAIL")
 
 
@@ -132,11 +112,7 @@ def test_out_of_range_and_no_gauge_spelling_from_the_gauges_themselves(mks: MKSL
     mks.sim.set_pressure(2, 1e-6)  # Pirani below its range
     mks.sim.set_pressure(4, 2000.0)  # Pirani above atmosphere
     mks.sim.no_gauge_spelling = "NO_GAUGE"
-    inst = mks.instrument(channels=[1, 2, 4, 6])
-    try:
-        readings = inst.read()
-    finally:
-        inst.close()
+    readings = read_and_close(mks.instrument(channels=[1, 2, 4, 6]))
     assert [(r.quality, r.detail) for r in readings] == [
         (Quality.UNDER_RANGE, "LO<E-11"), (Quality.UNDER_RANGE, "LO<E-04"), (Quality.OVER_RANGE, "ATM"),
         (Quality.NO_SENSOR, "NO_GAUGE")]
@@ -183,11 +159,7 @@ def test_unit_change_is_followed_every_poll(mks: MKSLink) -> None:
 def test_split_replies_are_reassembled(mks: MKSLink) -> None:
     mks.sim.split_replies = True
     mks.sim.set_pressure(1, 9.87e-9 * TORR)
-    inst = mks.instrument(channels=[1], mode="all")
-    try:
-        (reading,) = inst.read()
-    finally:
-        inst.close()
+    (reading,) = read_and_close(mks.instrument(channels=[1], mode="all"))
     assert reading.value == pytest.approx(9.87e-9)
 
 
@@ -220,28 +192,21 @@ def test_a_truncated_reply_is_retried(mks: MKSLink) -> None:
     assert requests(mks).count(b"@253U?;FF") == 2, "the exchange that lost its head was repeated"
 
 
-def test_truncated_replies_every_time_are_a_protocol_error_naming_the_fragment(mks: MKSLink) -> None:
+@pytest.mark.parametrize(
+    ("fault", "spoilt"),
+    [
+        pytest.param({"truncate": 2}, r"truncated or garbled: b'53ACKTORR;FF'",  # RSD off: every reply loses "@2"
+                     id="truncated-every-time-names-the-fragment"),
+        pytest.param({"unterminated": True}, r"unterminated: b'@253ACKTORR'", id="reply-without-terminator"),
+    ],
+)
+def test_spoilt_replies_are_a_protocol_error_then_the_next_poll_is_clean(
+        mks: MKSLink, fault: dict[str, object], spoilt: str) -> None:
     inst = mks.instrument(channels=[1])
     try:
-        mks.sim.truncate = 2  # RSD off: every reply loses "@2"
-        with pytest.raises(ProtocolError, match=r"^gauge: no complete reply to U\? from address 253 "
-                                                r"\(truncated or garbled: b'53ACKTORR;FF'\)"):
-            inst.read()
-        mks.sim.truncate = 0
-        assert inst.read()[0].quality in (Quality.OK, Quality.UNDER_RANGE)  # and the next poll is clean
-    finally:
-        inst.close()
-
-
-def test_reply_without_terminator_is_a_protocol_error_then_recovers(mks: MKSLink) -> None:
-    inst = mks.instrument(channels=[1])
-    try:
-        mks.sim.unterminated = True
-        with pytest.raises(ProtocolError, match=r"^gauge: no complete reply to U\? from address 253 "
-                                                r"\(unterminated: b'@253ACKTORR'\)"):
-            inst.read()
-        mks.sim.unterminated = False
-        assert inst.read()[0].quality in (Quality.OK, Quality.UNDER_RANGE)
+        after = fails_then_recovers(inst, mks.sim, ProtocolError,
+                                    rf"^gauge: no complete reply to U\? from address 253 \({spoilt}\)", **fault)
+        assert after[0].quality in (Quality.OK, Quality.UNDER_RANGE)
     finally:
         inst.close()
 
@@ -252,11 +217,7 @@ def test_echo_of_the_request_is_skipped(mks: MKSLink) -> None:
     inst = mks.instrument(channels=[1, 2])
     try:
         readings = inst.read()
-        all_mode = mks.instrument(name="all", channels=[1], mode="all")
-        try:
-            (prz,) = all_mode.read()
-        finally:
-            all_mode.close()
+        (prz,) = read_and_close(mks.instrument(name="all", channels=[1], mode="all"))
     finally:
         inst.close()
     assert readings[0].value == pytest.approx(2.2e-8)
@@ -267,11 +228,8 @@ def test_silence_times_out_naming_the_instrument_then_recovers(mks: MKSLink) -> 
     mks.sim.set_pressure(1, 3.3e-3 * TORR)
     inst = mks.instrument(name="main_gauge", channels=[1])
     try:
-        mks.sim.silent = True
-        with pytest.raises(TransportTimeout, match=r"^main_gauge: no reply to U\? from address 253 within 0.5 s"):
-            inst.read()
-        mks.sim.silent = False
-        (reading,) = inst.read()
+        (reading,) = fails_then_recovers(inst, mks.sim, TransportTimeout,
+                                         r"^main_gauge: no reply to U\? from address 253 within 0.5 s", silent=True)
     finally:
         inst.close()
     assert reading.value == pytest.approx(3.3e-3)
@@ -284,11 +242,7 @@ def test_wrong_address_is_silence(mks: MKSLink) -> None:
 
 def test_universal_address_reaches_a_unit_of_unknown_address(mks: MKSLink) -> None:
     mks.sim.set_pressure(1, 4.4e-6 * TORR)
-    inst = mks.instrument(address=254, channels=[1])
-    try:
-        (reading,) = inst.read()
-    finally:
-        inst.close()
+    (reading,) = read_and_close(mks.instrument(address=254, channels=[1]))
     assert reading.value == pytest.approx(4.4e-6)
     assert b"@254PR1?;FF" in requests(mks)
 
@@ -296,11 +250,7 @@ def test_universal_address_reaches_a_unit_of_unknown_address(mks: MKSLink) -> No
 def test_slow_replies_within_timeout(mks: MKSLink) -> None:
     mks.sim.reply_delay = 0.1
     mks.sim.set_pressure(1, 6.0e-8 * TORR)
-    inst = mks.instrument(channels=[1])
-    try:
-        (reading,) = inst.read()
-    finally:
-        inst.close()
+    (reading,) = read_and_close(mks.instrument(channels=[1]))
     assert reading.value == pytest.approx(6.0e-8)
 
 
@@ -374,14 +324,9 @@ def test_too_many_foreign_frames_is_a_protocol_error_then_retried(mks: MKSLink) 
 def test_unplugged_link_is_a_disconnect(mks: MKSLink) -> None:
     inst = mks.instrument(channels=[1])
     try:
-        inst.read()
-        mks.unplug()
-        with pytest.raises((TransportDisconnected, TransportTimeout)):
-            for _ in range(3):
-                inst.read()
+        unplug_fails(inst, mks)
         if mks.kind == "tcp":  # a serial device server comes back: reopen and read again
-            reopen(inst.transport)
-            inst.driver.connect()
+            reconnect(inst)
             assert inst.read()[0].instrument == "gauge"
     finally:
         inst.close()
@@ -427,11 +372,7 @@ def test_two_controllers_on_one_line_read_one_after_the_other(line: MKSLink) -> 
     # What `chamber-bridge read` does: open the port, read one instrument, close, next.
     _pin_distinct(line)
     for name, address, scale, units in (("growth", 1, 1e-3, "Torr"), ("loadlock", 2, 3e-4 * TORR, "mbar")):
-        inst = line.instrument(name, address=address, channels=[1, 2, 3, 4])
-        try:
-            _check(inst.read(), name, scale, units)
-        finally:
-            inst.close()
+        _check(read_and_close(line.instrument(name, address=address, channels=[1, 2, 3, 4])), name, scale, units)
 
 
 def test_shared_line_with_echo_and_a_silent_neighbour(line: MKSLink) -> None:
@@ -466,11 +407,7 @@ def test_late_reply_of_one_unit_is_not_taken_by_the_other(line: MKSLink) -> None
 def test_foreign_reply_before_ours_is_skipped(line: MKSLink) -> None:
     _pin_distinct(line)
     line.sims[0].garbage = b"@002ACK9.99E+2;FF"  # a complete reply of unit 2 arrives first
-    inst = line.instrument("growth", address=1, channels=[1])
-    try:
-        _check(inst.read(), "growth", 1e-3, "Torr")
-    finally:
-        inst.close()
+    _check(read_and_close(line.instrument("growth", address=1, channels=[1])), "growth", 1e-3, "Torr")
 
 
 # ---------------------------------------------------------------------- options

@@ -4,7 +4,6 @@ slow replies, disconnects."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,13 +20,11 @@ from bridge.model import Quality, Reading
 from bridge.transports.base import reopen
 from simulators.modbus_cli import DEMO_CHANNELS, DEMO_OPTIONS, DEMO_VALUES, demo_device
 from simulators.modbus_device import MappedDevice, Request
-from tests.helpers.modbus_server import SHORT, ModbusLink, run_cli, serve, simulator_process
+from tests.helpers.cli import EXAMPLES, example_with, read_json, simulator_command
+from tests.helpers.drivers import by_channel, read_and_close
+from tests.helpers.modbus_server import SHORT, ModbusLink, serve
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "configs" / "examples" / "modbus.yaml"
-
-
-def by_channel(readings: list[Reading]) -> dict[str, Reading]:
-    return {r.channel: r for r in readings}
+EXAMPLE = EXAMPLES / "modbus.yaml"
 
 
 @pytest.fixture(params=["tcp", "rtu"])
@@ -44,11 +41,7 @@ def device(link: ModbusLink) -> MappedDevice:
 
 
 def poll(link: ModbusLink, options: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Reading]:
-    inst = link.instrument("modbus", options or DEMO_OPTIONS, **kwargs)
-    try:
-        return by_channel(inst.read())
-    finally:
-        inst.close()
+    return by_channel(read_and_close(link.instrument("modbus", options or DEMO_OPTIONS, **kwargs)))
 
 
 def requests(link: ModbusLink) -> list[tuple[int, int, int]]:
@@ -304,15 +297,10 @@ def test_example_config_is_the_simulators_map() -> None:
 
 
 def test_simulate_command_and_read_of_the_example_config(tmp_path: Path) -> None:
-    with simulator_process("modbus_cli", "--tcp", "127.0.0.1:0", "--wander", "0", "--absent", "gas_flow") as where:
-        host, port = where.rsplit(":", 1)
-        raw = yaml.safe_load(EXAMPLE.read_text())
-        raw["bridge"]["instruments"][0]["transport"].update(host=host, port=int(port))
-        config = tmp_path / "modbus.yaml"
-        config.write_text(yaml.safe_dump(raw))
-        result = run_cli("read", str(config), "--json")
-    assert result.returncode == 0, result.stderr
-    readings = {r["channel"]: r for r in map(json.loads, result.stdout.splitlines())}
+    with simulator_command("modbus_cli", "--tcp", "127.0.0.1:0", "--wander", "0", "--absent", "gas_flow") as cli:
+        host, port = cli.where.rsplit(":", 1)
+        config = example_with("modbus.yaml", tmp_path, host=host, port=int(port))
+        readings = {r["channel"]: r for r in read_json(config)}
     assert readings["heater_setpoint"]["value"] == 650.0 and readings["heater_setpoint"]["quality"] == "ok"
     assert readings["gas_flow"] == {**readings["gas_flow"], "value": None, "quality": "invalid",
                                     "detail": "refused: illegal data address (0x02)"}
@@ -320,16 +308,14 @@ def test_simulate_command_and_read_of_the_example_config(tmp_path: Path) -> None
 
 
 def test_simulate_command_serves_a_configs_map_on_a_pty(tmp_path: Path) -> None:
-    with simulator_process("modbus_cli", "--config", str(EXAMPLE), "--set", "cooling_flow=4.5",
-                           "--wander", "0") as where:
-        assert where.startswith("/dev/")
+    with simulator_command("modbus_cli", "--config", str(EXAMPLE), "--set", "cooling_flow=4.5",
+                           "--wander", "0") as cli:
+        assert cli.where.startswith("/dev/")
         raw = yaml.safe_load(EXAMPLE.read_text())
-        raw["bridge"]["instruments"][0]["transport"] = {"kind": "modbus_rtu", "port": where, "timeout": 1.0}
+        raw["bridge"]["instruments"][0]["transport"] = {"kind": "modbus_rtu", "port": cli.where, "timeout": 1.0}
         config = tmp_path / "modbus.yaml"
         config.write_text(yaml.safe_dump(raw))
-        result = run_cli("read", str(config), "--json")
-    assert result.returncode == 0, result.stderr
-    readings = {r["channel"]: r for r in map(json.loads, result.stdout.splitlines())}
+        readings = {r["channel"]: r for r in read_json(config)}
     assert readings["cooling_flow"]["value"] == 4.5
     assert all(r["quality"] == "ok" for r in readings.values())
 

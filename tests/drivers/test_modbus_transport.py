@@ -10,7 +10,7 @@ import pytest
 from bridge.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from bridge.errors import DeviceError, TransportDisconnected, TransportTimeout
 from bridge.transports import open_transport
-from bridge.transports.base import Transport, reopen
+from bridge.transports.base import Transport
 from bridge.transports.modbus import ModbusTransport
 from tests.helpers.modbus_server import (
     COILS,
@@ -19,8 +19,9 @@ from tests.helpers.modbus_server import (
     INPUT,
     ModbusServerThread,
     PtyBridge,
-    free_port,
 )
+from tests.helpers.net import free_port
+from tests.helpers.transports import opened, restart_under
 
 TIMEOUT = 0.3
 
@@ -39,12 +40,8 @@ def tcp_transport(port: int, unit: int = 1) -> ModbusTransport:
 
 @pytest.fixture
 def transport(server: ModbusServerThread) -> Iterator[ModbusTransport]:
-    t = tcp_transport(server.port)
-    t.open()
-    try:
+    with opened(tcp_transport(server.port)) as t:
         yield t
-    finally:
-        t.close()
 
 
 def test_open_transport_builds_a_modbus_transport() -> None:
@@ -101,13 +98,18 @@ def test_write_to_undefined_address_is_a_device_error(transport: ModbusTransport
     assert "write register 500" in str(caught.value)
 
 
-def test_silent_server_is_a_timeout(server: ModbusServerThread,
-                                    transport: ModbusTransport) -> None:
+def silence_is_a_timeout(server: ModbusServerThread, transport: ModbusTransport, match: str) -> None:
+    """A read from a server that swallows its replies times out; once it answers, reads work again."""
     server.silent = True
-    with pytest.raises(TransportTimeout, match=r"^plc1: no reply from 127\.0\.0\.1:\d+"):
+    with pytest.raises(TransportTimeout, match=match):
         transport.read_registers("holding", 0, 1)
     server.silent = False
     assert transport.read_registers("holding", 0, 1) == [HOLDING[0]]
+
+
+def test_silent_server_is_a_timeout(server: ModbusServerThread,
+                                    transport: ModbusTransport) -> None:
+    silence_is_a_timeout(server, transport, r"^plc1: no reply from 127\.0\.0\.1:\d+")
 
 
 def test_open_without_server_is_disconnected() -> None:
@@ -123,16 +125,9 @@ def test_open_without_server_is_disconnected() -> None:
 def test_server_killed_mid_session_then_reopen_after_restart(
         server: ModbusServerThread, transport: ModbusTransport) -> None:
     assert transport.read_registers("holding", 0, 1) == [HOLDING[0]]
-    server.stop()
-    with pytest.raises((TransportDisconnected, TransportTimeout)) as caught:
-        transport.read_registers("holding", 0, 1)
+    caught = restart_under(server, transport, lambda: transport.read_registers("holding", 0, 1),
+                           refused="Connection refused")
     assert str(caught.value).startswith("plc1: ")
-    # while the server is down, reopening fails the same way as a first open
-    with pytest.raises(TransportDisconnected, match="Connection refused"):
-        reopen(transport)
-    assert not transport.is_open
-    server.start()  # same port
-    reopen(transport)
     assert transport.is_open
     assert transport.read_registers("holding", 0, 2) == HOLDING[:2]
 
@@ -165,8 +160,7 @@ def test_rtu_reads_and_writes_over_a_serial_line(
     assert config.baudrate == 9600
     t = ModbusTransport(config, owner="eurotherm1")
     assert t.describe() == bridge.client_port
-    t.open()
-    try:
+    with opened(t):
         # the line is set to the config's 9600 baud, not pymodbus' 19200 default
         assert termios.tcgetattr(bridge.client_slave_fd)[4] == termios.B9600
         assert t.read_registers("holding", 1, 1) == [2345]  # PV 234.5 with one decimal
@@ -177,23 +171,13 @@ def test_rtu_reads_and_writes_over_a_serial_line(
             t.read_registers("input", 50, 2)
         assert caught.value.code == 2
         assert str(caught.value).startswith("eurotherm1: read input registers 50")
-    finally:
-        t.close()
 
 
 def test_rtu_silent_device_is_a_timeout(rtu_link: tuple[PtyBridge, ModbusServerThread]) -> None:
     bridge, srv = rtu_link
     config = ModbusRtuTransportConfig(kind="modbus_rtu", port=bridge.client_port, timeout=TIMEOUT)
-    t = ModbusTransport(config, owner="eurotherm1")
-    t.open()
-    try:
-        srv.silent = True
-        with pytest.raises(TransportTimeout, match=r"^eurotherm1: no reply"):
-            t.read_registers("holding", 0, 1)
-        srv.silent = False
-        assert t.read_registers("holding", 0, 1) == [HOLDING[0]]
-    finally:
-        t.close()
+    with opened(ModbusTransport(config, owner="eurotherm1")) as t:
+        silence_is_a_timeout(srv, t, r"^eurotherm1: no reply")
 
 
 def test_rtu_missing_port_is_disconnected() -> None:

@@ -8,16 +8,12 @@ import pytest
 
 from bridge.drivers.pfeiffer_tpg import PfeifferTPG, codec
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
-from bridge.model import Quality, Reading
-from bridge.transports.base import reopen
+from bridge.model import Quality
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import PtyServer, TcpServer
 from tests.conftest import TPGLink
+from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.rfc2217_server import Rfc2217Server
-
-
-def by_channel(readings: list[Reading]) -> dict[str, Reading]:
-    return {r.channel: r for r in readings}
 
 
 def test_reads_pressures_with_units(tpg: TPGLink) -> None:
@@ -75,11 +71,7 @@ def test_prx_mode_reads_six_gauges_in_one_exchange() -> None:
 def test_status_digits_become_qualities_without_value(tpg: TPGLink, status: int, quality: Quality) -> None:
     tpg.sim.set_pressure(2, 3e-2)  # gauge 2 is a Pirani (TPR): in its range
     tpg.sim.set_status(1, status)
-    inst = tpg.instrument()
-    try:
-        readings = by_channel(inst.read())
-    finally:
-        inst.close()
+    readings = by_channel(read_and_close(tpg.instrument()))
     assert readings["pressure_1"].quality is quality
     assert readings["pressure_1"].value is None
     assert readings["pressure_2"].value == pytest.approx(3e-2)
@@ -87,11 +79,7 @@ def test_status_digits_become_qualities_without_value(tpg: TPGLink, status: int,
 
 def test_gauge_switched_off_with_sen(tpg: TPGLink) -> None:
     tpg.sim.set_gauge_on(1, False)
-    inst = tpg.instrument(channels=[1])
-    try:
-        (reading,) = inst.read()
-    finally:
-        inst.close()
+    (reading,) = read_and_close(tpg.instrument(channels=[1]))
     assert (reading.value, reading.quality) == (None, Quality.SENSOR_OFF)
 
 
@@ -141,11 +129,7 @@ def test_stale_stream_lines_are_skipped(tpg: TPGLink) -> None:
 def test_split_replies_are_reassembled(tpg: TPGLink) -> None:
     tpg.sim.split_replies = True
     tpg.sim.set_pressure(1, 9.87e-9)
-    inst = tpg.instrument(channels=[1])
-    try:
-        (reading,) = inst.read()
-    finally:
-        inst.close()
+    (reading,) = read_and_close(tpg.instrument(channels=[1]))
     assert reading.value == pytest.approx(9.87e-9)
 
 
@@ -168,11 +152,8 @@ def test_silence_times_out_naming_the_instrument_then_recovers(tpg: TPGLink) -> 
     tpg.sim.set_pressure(1, 3.3e-3)
     inst = tpg.instrument(name="main_gauge", channels=[1])
     try:
-        tpg.sim.silent = True
-        with pytest.raises(TransportTimeout, match=r"^main_gauge: no reply"):
-            inst.read()
-        tpg.sim.silent = False
-        (reading,) = inst.read()  # resynchronised: no late reply mistaken for this one
+        # resynchronised after the silence: no late reply mistaken for the next reading
+        (reading,) = fails_then_recovers(inst, tpg.sim, TransportTimeout, r"^main_gauge: no reply", silent=True)
     finally:
         inst.close()
     assert reading.value == pytest.approx(3.3e-3)
@@ -181,11 +162,7 @@ def test_silence_times_out_naming_the_instrument_then_recovers(tpg: TPGLink) -> 
 def test_slow_replies_within_timeout(tpg: TPGLink) -> None:
     tpg.sim.reply_delay = 0.1
     tpg.sim.set_pressure(1, 6.0e-8)
-    inst = tpg.instrument(channels=[1])
-    try:
-        (reading,) = inst.read()
-    finally:
-        inst.close()
+    (reading,) = read_and_close(tpg.instrument(channels=[1]))
     assert reading.value == pytest.approx(6.0e-8)
 
 
@@ -210,14 +187,9 @@ def test_nak_for_every_command_is_a_device_error(tpg: TPGLink) -> None:
 def test_unplugged_link_is_a_disconnect(tpg: TPGLink) -> None:
     inst = tpg.instrument(channels=[1])
     try:
-        inst.read()
-        tpg.unplug()
-        with pytest.raises((TransportDisconnected, TransportTimeout)):
-            for _ in range(3):
-                inst.read()
+        unplug_fails(inst, tpg)
         if tpg.kind == "tcp":  # the LAN port comes back: reopen and read again
-            reopen(inst.transport)
-            inst.driver.connect()
+            reconnect(inst)
             assert inst.read()[0].instrument == "gauge"
     finally:
         inst.close()
@@ -257,11 +229,7 @@ def test_reads_through_an_rfc2217_serial_server() -> None:
     sim.set_pressure(1, 2.2e-7)
     with PtyServer(sim) as line, Rfc2217Server(line.port) as server:
         link = TPGLink(sim, server.url, "rfc2217", line)
-        inst = link.instrument(channels=[1])
-        try:
-            (reading,) = inst.read()
-        finally:
-            inst.close()
+        (reading,) = read_and_close(link.instrument(channels=[1]))
     assert (reading.value, reading.units) == (pytest.approx(2.2e-7), "mbar")
 
 

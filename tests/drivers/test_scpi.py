@@ -11,20 +11,11 @@ import pytest
 
 from bridge.drivers.text_query import ScpiText
 from bridge.errors import ProtocolError, TransportDisconnected, TransportTimeout
-from bridge.model import Quality, Reading
-from bridge.transports.base import reopen
-from simulators.scpi_psu import ScpiPsuSimulator
+from bridge.model import Quality
 from simulators.text_device import TextDevice
-from tests.helpers.text_query import (
-    Served,
-    example_with,
-    psu_sim,
-    read_json,
-    read_when_in_step,
-    run_cli,
-    serve,
-    sim_instrument,
-)
+from tests.helpers.cli import example_with, read_json, simulator_command
+from tests.helpers.drivers import fails_then_recovers, read_and_close, reconnect, values
+from tests.helpers.text_query import Served, psu_sim, read_after_late_replies, serve, sim_instrument, sim_of
 
 KEYSIGHT_TABLE: list[dict[str, Any]] = [
     {"name": "voltage", "command": "MEAS:VOLT? (@1)", "units": "V"},
@@ -39,19 +30,10 @@ RIGOL_TABLE: list[dict[str, Any]] = [
 ]
 
 
-def values(readings: list[Reading]) -> dict[str, float | None]:
-    return {r.channel: r.value for r in readings}
-
-
 @pytest.fixture
 def rigol() -> Iterator[Served]:
     with serve(psu_sim("rigol"), "tcp") as served:
         yield served
-
-
-def sim_of(served: Served) -> ScpiPsuSimulator:
-    assert isinstance(served.device, ScpiPsuSimulator)
-    return served.device
 
 
 def test_reads_a_query_table(rigol: Served) -> None:
@@ -70,20 +52,12 @@ def test_reads_a_query_table(rigol: Served) -> None:
 
 def test_reads_through_asrl_on_a_pty() -> None:
     with serve(psu_sim("keysight"), "pty") as served:
-        inst = served.visa("scpi", queries=KEYSIGHT_TABLE)
-        try:
-            got = values(inst.read())
-        finally:
-            inst.close()
+        got = values(read_and_close(served.visa("scpi", queries=KEYSIGHT_TABLE)))
     assert got == {"voltage": pytest.approx(5.0), "current_ma": pytest.approx(500.0), "output": 1.0}
 
 
 def test_pyvisa_sim_dialogue() -> None:
-    inst = sim_instrument("TCPIP::127.0.0.1::5025::SOCKET", "scpi", queries=KEYSIGHT_TABLE)
-    try:
-        got = values(inst.read())
-    finally:
-        inst.close()
+    got = values(read_and_close(sim_instrument("TCPIP::127.0.0.1::5025::SOCKET", "scpi", queries=KEYSIGHT_TABLE)))
     assert got == {"voltage": pytest.approx(4.9991), "current_ma": pytest.approx(123.4), "output": 1.0}
 
 
@@ -108,27 +82,19 @@ def test_regex_that_does_not_match_quotes_the_reply(rigol: Served) -> None:
 
 
 def test_silence_is_a_timeout_then_recovers(rigol: Served) -> None:
-    sim = sim_of(rigol)
     inst = rigol.visa("scpi", name="cell_supply", timeout=0.3, queries=RIGOL_TABLE)
     try:
-        sim.silent = True
-        with pytest.raises(TransportTimeout, match=r"^cell_supply: no reply to ':MEAS:VOLT\? CH1'"):
-            inst.read()
-        sim.silent = False
-        assert values(inst.read())["voltage"] == pytest.approx(5.0)
+        after = fails_then_recovers(inst, sim_of(rigol), TransportTimeout,
+                                    r"^cell_supply: no reply to ':MEAS:VOLT\? CH1'", silent=True)
+        assert values(after)["voltage"] == pytest.approx(5.0)
     finally:
         inst.close()
 
 
 def test_late_replies_are_not_taken_for_later_ones(rigol: Served) -> None:
-    sim = sim_of(rigol)
     inst = rigol.visa("scpi", timeout=0.3, queries=RIGOL_TABLE)
     try:
-        sim.reply_delay = 1.0  # every reply (and resync answer) arrives after the driver gave up on it
-        with pytest.raises(TransportTimeout):
-            inst.read()
-        sim.reply_delay = 0.0
-        got = values(read_when_in_step(inst))  # no late reply is ever taken for a later one
+        got = values(read_after_late_replies(inst, sim_of(rigol)))
     finally:
         inst.close()
     assert got == {"voltage": pytest.approx(5.0), "current_ma": pytest.approx(500.0), "power": pytest.approx(2.5)}
@@ -156,11 +122,7 @@ def test_without_sync_command_nothing_else_is_sent(rigol: Served) -> None:
 
 def test_split_replies_are_reassembled(rigol: Served) -> None:
     sim_of(rigol).split_replies = True
-    inst = rigol.visa("scpi", queries=RIGOL_TABLE)
-    try:
-        assert values(inst.read())["power"] == pytest.approx(2.5)
-    finally:
-        inst.close()
+    assert values(read_and_close(rigol.visa("scpi", queries=RIGOL_TABLE)))["power"] == pytest.approx(2.5)
 
 
 def test_connection_dropped_then_reconnect(rigol: Served) -> None:
@@ -170,8 +132,7 @@ def test_connection_dropped_then_reconnect(rigol: Served) -> None:
         sim.drop_next = True
         with pytest.raises(TransportDisconnected, match="closed the connection"):
             inst.read()
-        reopen(inst.transport)
-        inst.driver.connect()
+        reconnect(inst)
         assert values(inst.read())["voltage"] == pytest.approx(5.0)
     finally:
         inst.close()
@@ -201,8 +162,8 @@ def test_unreachable_instrument_names_it(rigol: Served) -> None:
 
 
 def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
-    with run_cli("simulators.scpi_psu_cli", "--dialect", "rigol", "--tcp", "127.0.0.1:0", "--set", "1=5,0.5,on",
-                 "--load", "1=20") as cli:
+    with simulator_command("scpi_psu_cli", "--dialect", "rigol", "--tcp", "127.0.0.1:0", "--set", "1=5,0.5,on",
+                           "--load", "1=20") as cli:
         port = cli.where.rsplit(":", 1)[1]
         config = example_with("scpi.yaml", tmp_path, resource=f"TCPIP::127.0.0.1::{port}::SOCKET")
         got = {r["channel"]: (r["value"], r["units"]) for r in read_json(config)}

@@ -13,25 +13,12 @@ from bridge.drivers.scpi_psu import ScpiPsu
 from bridge.drivers.scpi_psu.codec import Dialect, ScpiError
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.instrument import Instrument
-from bridge.model import Quality, Reading
-from bridge.transports.base import reopen
-from simulators.scpi_psu import ScpiPsuSimulator
-from tests.helpers.text_query import (
-    Served,
-    example_with,
-    psu_sim,
-    read_json,
-    read_when_in_step,
-    run_cli,
-    serve,
-    sim_instrument,
-)
+from bridge.model import Quality
+from tests.helpers.cli import example_with, read_json, simulator_command
+from tests.helpers.drivers import fails_then_recovers, read_and_close, reconnect, unplug_fails, values
+from tests.helpers.text_query import Served, psu_sim, read_after_late_replies, serve, sim_instrument, sim_of
 
 QUANTITIES = ("voltage", "current", "voltage_setpoint", "current_setpoint", "output")
-
-
-def values(readings: list[Reading]) -> dict[str, float | None]:
-    return {r.channel: r.value for r in readings}
 
 
 @pytest.fixture(params=["keysight", "rigol"])
@@ -50,11 +37,6 @@ def keysight() -> Iterator[Served]:
 def driver_of(inst: Instrument) -> ScpiPsu:
     assert isinstance(inst.driver, ScpiPsu)
     return inst.driver
-
-
-def sim_of(served: Served) -> ScpiPsuSimulator:
-    assert isinstance(served.device, ScpiPsuSimulator)
-    return served.device
 
 
 # ------------------------------------------------------------------ normal readings
@@ -89,11 +71,7 @@ def test_reads_every_quantity_of_every_channel(psu: Served) -> None:
 def test_channel_in_constant_current_mode(psu: Served) -> None:
     sim = sim_of(psu)
     sim.set_load(2, 5.0)  # 12 V would drive 2.4 A: the 0.2 A limit holds, the voltage sags to 1 V
-    inst = psu.visa("scpi_psu", channels=[2])
-    try:
-        got = values(inst.read())
-    finally:
-        inst.close()
+    got = values(read_and_close(psu.visa("scpi_psu", channels=[2])))
     assert sim.mode(2) == "CC"
     assert got["current_2"] == pytest.approx(got["current_setpoint_2"])
     assert got["voltage_2"] == pytest.approx(1.0)
@@ -115,11 +93,7 @@ def test_settings_changed_on_the_front_panel_are_followed(psu: Served) -> None:
 
 def test_only_queries_go_out_each_ending_in_one_lf(psu: Served) -> None:
     sim = sim_of(psu)
-    inst = psu.visa("scpi_psu", channels=[1, 2])
-    try:
-        inst.read()
-    finally:
-        inst.close()
+    read_and_close(psu.visa("scpi_psu", channels=[1, 2]))
     commands = sim.received_commands()
     assert commands, "the supply was spoken to"
     assert all(c.endswith("?") or "? " in c for c in commands), f"a command without reply went out: {commands}"
@@ -142,11 +116,7 @@ def test_explicit_dialect_is_used(keysight: Served) -> None:
 
 def test_reads_through_asrl_on_a_pty() -> None:
     with serve(psu_sim("rigol"), "pty") as served:
-        inst = served.visa("scpi_psu", channels=[1, 2])
-        try:
-            got = values(inst.read())
-        finally:
-            inst.close()
+        got = values(read_and_close(served.visa("scpi_psu", channels=[1, 2])))
     assert (got["voltage_1"], got["current_2"], got["output_2"]) == (pytest.approx(5.0), pytest.approx(0.2), 1.0)
 
 
@@ -229,11 +199,7 @@ def test_channel_the_supply_lacks_is_a_device_error(keysight: Served) -> None:
 def test_slow_first_reply_after_connect(keysight: Served) -> None:
     sim = sim_of(keysight)
     sim.first_reply_delay = 1.0  # three transport timeouts long
-    inst = keysight.visa("scpi_psu", timeout=0.3, first_reply_timeout=20, channels=[1])
-    try:
-        got = values(inst.read())
-    finally:
-        inst.close()
+    got = values(read_and_close(keysight.visa("scpi_psu", timeout=0.3, first_reply_timeout=20, channels=[1])))
     assert got["voltage_1"] == pytest.approx(5.0)
 
 
@@ -244,28 +210,19 @@ def test_first_reply_later_than_allowed_is_a_timeout(keysight: Served) -> None:
 
 
 def test_silence_is_a_timeout_then_recovers(psu: Served) -> None:
-    sim = sim_of(psu)
     inst = psu.visa("scpi_psu", name="heater_psu", timeout=0.3, channels=[1])
     try:
-        sim.silent = True
-        with pytest.raises(TransportTimeout, match=r"^heater_psu: no reply to "):
-            inst.read()
-        sim.silent = False
-        got = values(inst.read())
+        got = values(fails_then_recovers(inst, sim_of(psu), TransportTimeout, r"^heater_psu: no reply to ",
+                                         silent=True))
     finally:
         inst.close()
     assert got["voltage_1"] == pytest.approx(5.0)
 
 
 def test_late_replies_are_not_taken_for_later_ones(psu: Served) -> None:
-    sim = sim_of(psu)
     inst = psu.visa("scpi_psu", timeout=0.3, channels=[1, 2])
     try:
-        sim.reply_delay = 1.0  # every reply (and resync answer) arrives after the driver gave up on it
-        with pytest.raises(TransportTimeout):
-            inst.read()
-        sim.reply_delay = 0.0
-        got = values(read_when_in_step(inst))  # no late reply is ever taken for a later one
+        got = values(read_after_late_replies(inst, sim_of(psu)))
     finally:
         inst.close()
     assert got["voltage_1"] == pytest.approx(5.0)
@@ -276,22 +233,14 @@ def test_late_replies_are_not_taken_for_later_ones(psu: Served) -> None:
 def test_split_replies_are_reassembled(psu: Served) -> None:
     sim = sim_of(psu)
     sim.split_replies = True
-    inst = psu.visa("scpi_psu", channels=[1])
-    try:
-        got = values(inst.read())
-    finally:
-        inst.close()
+    got = values(read_and_close(psu.visa("scpi_psu", channels=[1])))
     assert got["voltage_setpoint_1"] == pytest.approx(5.0)
 
 
 def test_query_delay_paces_a_supply_that_loses_quick_commands(keysight: Served) -> None:
     sim = sim_of(keysight)
     sim.min_command_gap = 0.05
-    inst = keysight.visa("scpi_psu", query_delay=0.15, channels=[1])
-    try:
-        got = values(inst.read())
-    finally:
-        inst.close()
+    got = values(read_and_close(keysight.visa("scpi_psu", query_delay=0.15, channels=[1])))
     assert got["current_1"] == pytest.approx(0.5)
 
 
@@ -315,8 +264,7 @@ def test_connection_dropped_by_the_supply_then_reconnect(psu: Served) -> None:
         sim.drop_next = True
         with pytest.raises(TransportDisconnected, match=r"^psu: .* closed the connection"):
             inst.read()
-        reopen(inst.transport)
-        inst.driver.connect()
+        reconnect(inst)
         assert values(inst.read())["voltage_1"] == pytest.approx(5.0)
     finally:
         inst.close()
@@ -325,10 +273,7 @@ def test_connection_dropped_by_the_supply_then_reconnect(psu: Served) -> None:
 def test_network_drop_is_a_disconnect(psu: Served) -> None:
     inst = psu.visa("scpi_psu", timeout=0.5, channels=[1])
     try:
-        inst.read()
-        psu.unplug()
-        with pytest.raises((TransportDisconnected, TransportTimeout)):
-            inst.read()
+        unplug_fails(inst, psu, attempts=1)
     finally:
         inst.close()
 
@@ -362,8 +307,8 @@ def test_pyvisa_sim_dialogue(resource: str, expected: dict[str, float]) -> None:
 
 
 def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
-    with run_cli("simulators.scpi_psu_cli", "--tcp", "127.0.0.1:0", "--set", "1=5,0.5,on",
-                 "--load", "2=open") as cli:
+    with simulator_command("scpi_psu_cli", "--tcp", "127.0.0.1:0", "--set", "1=5,0.5,on",
+                           "--load", "2=open") as cli:
         assert cli.where.startswith("socket://127.0.0.1:")
         port = cli.where.rsplit(":", 1)[1]
         config = example_with("scpi_psu.yaml", tmp_path, resource=f"TCPIP::127.0.0.1::{port}::SOCKET")

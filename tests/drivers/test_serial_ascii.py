@@ -10,19 +10,17 @@ from typing import Any
 import pytest
 
 from bridge.errors import ProtocolError, TransportDisconnected, TransportTimeout
-from bridge.model import Quality, Reading
+from bridge.model import Quality
 from simulators.text_device import TextDevice
-from tests.helpers.text_query import Served, connect, example_with, read_json, run_cli, serve
+from tests.helpers.cli import example_with, read_json, simulator_command
+from tests.helpers.drivers import fails_then_recovers, read_and_close, unplug_fails, values
+from tests.helpers.text_query import Served, connect, serve
 
 TABLE: list[dict[str, Any]] = [
     {"name": "temperature", "command": "T?", "parse": "regex", "regex": r"T=([-+0-9.]+)C", "units": "degC"},
     {"name": "humidity", "command": "H?", "parse": "regex", "regex": r"H=([-+0-9.]+)%", "units": "%"},
     {"name": "counts", "command": "N?", "scale": 0.5, "offset": 1.0, "units": "arb"},
 ]
-
-
-def values(readings: list[Reading]) -> dict[str, float | None]:
-    return {r.channel: r.value for r in readings}
 
 
 def station() -> TextDevice:
@@ -43,11 +41,7 @@ def device_of(served: Served) -> TextDevice:
 
 
 def test_reads_the_query_table(dev: Served) -> None:
-    inst = dev.serial("serial_ascii", name="weather", queries=TABLE)
-    try:
-        readings = inst.read()
-    finally:
-        inst.close()
+    readings = read_and_close(dev.serial("serial_ascii", name="weather", queries=TABLE))
     assert [(r.instrument, r.channel, r.units, r.quality) for r in readings] == [
         ("weather", "temperature", "degC", Quality.OK), ("weather", "humidity", "%", Quality.OK),
         ("weather", "counts", "arb", Quality.OK)]
@@ -86,14 +80,11 @@ def test_reply_that_does_not_parse_is_a_protocol_error_quoting_it(dev: Served) -
 
 
 def test_silence_is_a_timeout_naming_the_instrument_then_recovers(dev: Served) -> None:
-    device = device_of(dev)
     inst = dev.serial("serial_ascii", name="weather", timeout=0.3, queries=TABLE)
     try:
-        device.silent = True
-        with pytest.raises(TransportTimeout, match=r"^weather: no reply ending in b'\\r'"):
-            inst.read()
-        device.silent = False
-        assert values(inst.read())["temperature"] == pytest.approx(23.51)
+        after = fails_then_recovers(inst, device_of(dev), TransportTimeout, r"^weather: no reply ending in b'\\r'",
+                                    silent=True)
+        assert values(after)["temperature"] == pytest.approx(23.51)
     finally:
         inst.close()
 
@@ -131,11 +122,7 @@ def test_late_reply_still_in_flight_is_left_to_settle(dev: Served) -> None:
 
 def test_echo_of_the_command_is_skipped(dev: Served) -> None:
     device_of(dev).echo = True
-    inst = dev.serial("serial_ascii", queries=TABLE)
-    try:
-        assert values(inst.read())["counts"] == pytest.approx(9.5)
-    finally:
-        inst.close()
+    assert values(read_and_close(dev.serial("serial_ascii", queries=TABLE)))["counts"] == pytest.approx(9.5)
 
 
 def test_garbage_and_split_replies_are_tolerated(dev: Served) -> None:
@@ -185,11 +172,7 @@ def test_overload_code_is_over_range_without_value() -> None:
 def test_unplugged_device_is_a_disconnect(dev: Served) -> None:
     inst = dev.serial("serial_ascii", timeout=0.3, queries=TABLE[:1])
     try:
-        inst.read()
-        dev.unplug()
-        with pytest.raises((TransportDisconnected, TransportTimeout)):
-            for _ in range(3):
-                inst.read()
+        unplug_fails(inst, dev)
     finally:
         inst.close()
 
@@ -201,7 +184,7 @@ def test_unreachable_port_names_it(dev: Served) -> None:
 
 
 def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
-    with run_cli("simulators.text_device_cli", "--tcp", "127.0.0.1:0", "--value", "T=-3.25") as cli:
+    with simulator_command("text_device_cli", "--tcp", "127.0.0.1:0", "--value", "T=-3.25") as cli:
         assert cli.where.startswith("socket://127.0.0.1:")
         config = example_with("serial_ascii.yaml", tmp_path, port=cli.where)
         got = {r["channel"]: (r["value"], r["units"], r["quality"]) for r in read_json(config)}
@@ -210,7 +193,7 @@ def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
 
 
 def test_cli_serves_on_a_pty_by_default() -> None:
-    with run_cli("simulators.text_device_cli", "--query", "F?=F={F:.1f}", "--value", "F=2.5") as cli:
+    with simulator_command("text_device_cli", "--query", "F?=F={F:.1f}", "--value", "F=2.5") as cli:
         assert cli.where.startswith("/dev/")
         inst = connect("flow", "serial_ascii", {"kind": "serial", "port": cli.where, "timeout": 1.0},
                        {"queries": [{"name": "f", "command": "F?", "parse": "regex", "regex": r"F=(\S+)"}]})

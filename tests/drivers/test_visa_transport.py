@@ -11,8 +11,9 @@ from bridge.errors import TransportDisconnected, TransportTimeout
 from bridge.transports import open_transport
 from bridge.transports.base import Transport, reopen
 from bridge.transports.visa import VisaTransport
-from tests.helpers.modbus_server import free_port
+from tests.helpers.net import free_port
 from tests.helpers.scpi_server import IDN, ScpiServer
+from tests.helpers.transports import opened, restart_under
 
 TIMEOUT = 0.3
 
@@ -31,12 +32,8 @@ def server() -> Iterator[ScpiServer]:
 
 @pytest.fixture
 def transport(server: ScpiServer) -> Iterator[VisaTransport]:
-    t = socket_transport(server.port)
-    t.open()
-    try:
+    with opened(socket_transport(server.port)) as t:
         yield t
-    finally:
-        t.close()
 
 
 def test_open_transport_builds_a_visa_transport() -> None:
@@ -97,14 +94,7 @@ def test_open_without_server_is_disconnected() -> None:
 
 def test_reopen_after_server_restart(server: ScpiServer, transport: VisaTransport) -> None:
     assert transport.query("*IDN?") == IDN
-    server.stop()
-    with pytest.raises((TransportDisconnected, TransportTimeout)):
-        transport.query("*IDN?")
-    with pytest.raises(TransportDisconnected, match="cannot open"):
-        reopen(transport)
-    assert not transport.is_open
-    server.start()  # same port
-    reopen(transport)
+    restart_under(server, transport, lambda: transport.query("*IDN?"), refused="cannot open")
     assert transport.query("*IDN?") == IDN
 
 
@@ -128,13 +118,9 @@ def sim_transport(resource: str, owner: str) -> VisaTransport:
 
 
 def test_pyvisa_sim_default_dialogue() -> None:
-    t = sim_transport("ASRL1::INSTR", "siggen1")
-    t.open()
-    try:
+    with opened(sim_transport("ASRL1::INSTR", "siggen1")) as t:
         assert t.query("?IDN") == "LSG Serial #1234"
         assert t.query("?FREQ") == "100.00"
-    finally:
-        t.close()
     assert not t.is_open
 
 

@@ -9,23 +9,10 @@ from bridge.config import InstrumentConfig
 from bridge.instrument import Instrument, connect_instrument
 from simulators.impac import ImpacSimulator
 from simulators.serving import PtyServer, TcpServer
+from tests.helpers.served import ServedLink
 
 #: short enough to keep silence tests quick, long enough for a loaded 2-core machine
 TIMEOUT = 0.5
-
-
-class FakeClock:
-    """A settable ``time.monotonic`` stand-in for the simulator's curves and warm-up."""
-
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
 
 
 def line_parity(port: str) -> str:
@@ -51,7 +38,7 @@ def impac_config(port: str, name: str = "pyrometer", timeout: float = TIMEOUT, *
 
 
 @dataclass
-class ImpacLink:
+class ImpacLink(ServedLink):
     """A simulated pyrometer (or line of them) on a real transport: ``port`` is what a config says."""
 
     sim: ImpacSimulator
@@ -62,12 +49,6 @@ class ImpacLink:
     def instrument(self, name: str = "pyrometer", timeout: float = TIMEOUT, **options: Any) -> Instrument:
         options.setdefault("address", self.sim.address)
         return connect_instrument(impac_config(self.port, name, timeout, **options))
-
-    def unplug(self) -> None:
-        if isinstance(self.server, PtyServer):
-            self.server.unplug()
-        else:
-            self.server.drop_connections()
 
     def requests(self) -> list[bytes]:
         """The lines the pyrometer heard, in order (from its log)."""

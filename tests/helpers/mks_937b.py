@@ -21,13 +21,14 @@ from bridge.transports.serial import SerialTransport
 from simulators.mks_937b import MKS937BSimulator
 from simulators.rs485 import SharedLine
 from simulators.serving import ByteDevice, PtyServer, TcpServer
+from tests.helpers.served import ServedLink, serve_on
 
 #: mbar per Torr, to pin simulator pressures (mbar) at round Torr readings
 TORR = 1.33322368
 
 
 @dataclass
-class MKSLink:
+class MKSLink(ServedLink):
     sims: list[MKS937BSimulator]
     port: str
     kind: str
@@ -47,12 +48,6 @@ class MKSLink:
     def instrument(self, name: str = "gauge", timeout: float = 0.5, **options: Any) -> Instrument:
         return connect_instrument(self.config(name, timeout, **options))
 
-    def unplug(self) -> None:
-        if isinstance(self.server, PtyServer):
-            self.server.unplug()
-        else:
-            self.server.drop_connections()
-
 
 def make_sims(addresses: Sequence[int] = (253,)) -> list[MKS937BSimulator]:
     return [MKS937BSimulator(address, seed=n + 1) for n, address in enumerate(addresses)]
@@ -62,12 +57,8 @@ def make_sims(addresses: Sequence[int] = (253,)) -> list[MKS937BSimulator]:
 def serve(kind: str, sims: list[MKS937BSimulator]) -> Iterator[MKSLink]:
     """The controllers on one line, over a pty (``kind="pty"``) or TCP (``socket://``)."""
     device: ByteDevice = sims[0] if len(sims) == 1 else SharedLine(sims)
-    if kind == "pty":
-        with PtyServer(device) as pty:
-            yield MKSLink(sims, pty.port, kind, pty)
-    else:
-        with TcpServer(lambda: device) as tcp:
-            yield MKSLink(sims, tcp.url, kind, tcp)
+    with serve_on(kind, device) as (server, port):
+        yield MKSLink(sims, port, kind, server)
 
 
 @contextmanager

@@ -2,7 +2,7 @@
 
 The servers themselves live in ``simulators.modbus_device`` (the Modbus simulators run on them
 too); this module keeps the fixed register set of the transport tests, the names those tests
-use, and the plumbing the Modbus driver tests share (:class:`ModbusLink`, :func:`wait_until`).
+use, and the plumbing the Modbus tests share (:class:`ModbusLink`, :func:`serve`, :func:`exchange`).
 
 Each server runs its own asyncio loop in a daemon thread and is built from ``SimDevice`` (the
 datastore API of pymodbus >= 3.12; the older ``ModbusServerContext`` family warns about v4).
@@ -17,17 +17,13 @@ with a real device that ignores a request).
 
 from __future__ import annotations
 
-import os
-import signal
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
+import serial
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from bridge.config import InstrumentConfig, ModbusRtuTransportConfig, ModbusTcpTransportConfig
@@ -35,18 +31,13 @@ from bridge.instrument import Instrument, connect_instrument
 from bridge.transports.modbus import ModbusTransport
 from simulators import modbus_device
 from simulators.modbus_device import DeviceServer, NullModem, RegisterDevice
+from tests.helpers.polling import wait_until
 
 # The device the tests read: distinct tables (coils, discrete inputs, holding, input registers).
 HOLDING = [0, 2345, 250, 1000, 0xFFFF, 7, 8, 9, 10, 11]  # 1: Eurotherm PV 234.5
 INPUT = [101, 202, 303]
 COILS = [True, False, True, True, False, False, False, True]
 DISCRETE = [False, True, False, False, True, True, False, False]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def make_device(unit: int = 1) -> SimDevice:
@@ -78,16 +69,6 @@ PtyBridge = NullModem
 TIMEOUT = 1.0
 #: For tests that expect silence: each one waits this long.
 SHORT = 0.3
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> bool:
-    """Poll ``condition`` until it holds or ``timeout`` passes (generous: the machine is shared)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() >= deadline:
-            return condition()
-        time.sleep(0.005)
-    return True
 
 
 @dataclass
@@ -139,30 +120,13 @@ def serve(devices: RegisterDevice | list[RegisterDevice], kind: str) -> Iterator
         yield ModbusLink(server, transport)
 
 
-@contextmanager
-def simulator_process(module: str, *args: str) -> Iterator[str]:
-    """Run a simulator command (``simulators.<module>.command``) in its own process, as
-    ``chamber-bridge simulate`` would; yields the one line it prints, and on exit stops it with
-    SIGINT and checks that it exits 0."""
-    process = subprocess.Popen(
-        [sys.executable, "-c", f"from simulators.{module} import command; command()", *args],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline().strip()
-        assert line, process.stderr.read() if process.stderr else "no output"
-        yield line
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            code = process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-            raise
-        assert code == 0, process.stderr.read() if process.stderr else code
-
-
-def run_cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """``chamber-bridge ARGS`` in its own process."""
-    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=timeout)
+def exchange(port: serial.Serial, request: bytes, expected: int, wait: float = 2.0) -> bytes:
+    """Raw bytes on a serial line: drop what is waiting, send ``request``, and collect up to
+    ``expected`` bytes of reply within ``wait`` seconds (fewer, or none, if that is all there is)."""
+    port.reset_input_buffer()
+    port.write(request)
+    reply = b""
+    deadline = time.monotonic() + wait
+    while len(reply) < expected and time.monotonic() < deadline:
+        reply += port.read(expected - len(reply))
+    return reply

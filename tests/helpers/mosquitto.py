@@ -14,13 +14,9 @@ import subprocess
 import time
 from pathlib import Path
 
+from tests.helpers.net import free_port
+
 READY_TIMEOUT = 10.0
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def mosquitto_binary() -> str:

@@ -7,19 +7,13 @@ lab would write and connecting it with :func:`bridge.instrument.connect_instrume
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
+import pytest
 
 import simulators
 from bridge.config import InstrumentConfig
@@ -28,10 +22,11 @@ from bridge.instrument import Instrument, connect_instrument
 from bridge.model import Reading
 from simulators.scpi_psu import ScpiPsuSimulator
 from simulators.serving import ByteDevice, PtyServer, TcpServer
+from tests.helpers.polling import wait_until
+from tests.helpers.served import ServedLink, serve_on
 
 #: pyvisa-sim description of a Keysight and a Rigol supply (resources on 5025 and 5555)
 PSU_YAML = Path(simulators.__file__).parent / "visa_sim" / "psu.yaml"
-EXAMPLES = Path(__file__).resolve().parents[2] / "configs" / "examples"
 
 #: generous for a loaded 2-core machine; fault tests pass their own shorter timeouts
 TIMEOUT = 1.0
@@ -52,8 +47,14 @@ def psu_sim(dialect: str) -> ScpiPsuSimulator:
     return sim
 
 
+def sim_of(served: Served) -> ScpiPsuSimulator:
+    """The supply behind ``served`` (served by :func:`psu_sim`)."""
+    assert isinstance(served.device, ScpiPsuSimulator)
+    return served.device
+
+
 @dataclass
-class Served:
+class Served(ServedLink):
     """A simulator reachable over a real transport; ``kind`` is "tcp" or "pty"."""
 
     device: ByteDevice
@@ -79,26 +80,17 @@ class Served:
 
     def wait_sent(self, timeout: float = 5.0) -> bool:
         """Block until the device's queued (delayed) output has been handed to the transport."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def sent() -> bool:
             links = self.server.links if isinstance(self.server, TcpServer) else [self.server.link]
-            if all(link is None or link.pending == 0 for link in links):
-                return True
-            time.sleep(0.01)
-        return False
+            return all(link is None or link.pending == 0 for link in links)
 
-    def unplug(self) -> None:
-        if isinstance(self.server, PtyServer):
-            self.server.unplug()
-        else:
-            self.server.drop_connections()
+        return wait_until(sent, timeout)
 
 
 @contextmanager
 def serve(device: ByteDevice, kind: str) -> Iterator[Served]:
     """One device (its state shared by every connection) on a pty or on TCP."""
-    server: PtyServer | TcpServer = PtyServer(device) if kind == "pty" else TcpServer(lambda: device)
-    with server:
+    with serve_on(kind, device) as (server, _port):
         yield Served(device, server, kind)
 
 
@@ -118,48 +110,18 @@ def read_when_in_step(inst: Instrument, attempts: int = 20) -> list[Reading]:
     return inst.read()
 
 
+def read_after_late_replies(inst: Instrument, sim: ScpiPsuSimulator) -> list[Reading]:
+    """A poll whose every reply (and resync answer) arrives after the driver gave up on it must time
+    out; then, replies on time again, the first poll that succeeds: no late reply is ever taken for a
+    later one."""
+    sim.reply_delay = 1.0
+    with pytest.raises(TransportTimeout):
+        inst.read()
+    sim.reply_delay = 0.0
+    return read_when_in_step(inst)
+
+
 def sim_instrument(resource: str, driver: str, name: str = "psu", **options: Any) -> Instrument:
     """An instrument on the pyvisa-sim backend described by :data:`PSU_YAML`."""
     return connect(name, driver, {"kind": "visa", "resource": resource, "backend": f"{PSU_YAML}@sim",
                                   "timeout": 0.3}, options)
-
-
-@dataclass
-class CliSimulator:
-    process: subprocess.Popen[str]
-    where: str
-
-
-@contextmanager
-def run_cli(module: str, *args: str) -> Iterator[CliSimulator]:
-    """Run ``python -m module args``, read the one line saying where it listens; SIGINT at the end."""
-    process = subprocess.Popen([sys.executable, "-m", module, *args], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert process.stdout is not None
-        yield CliSimulator(process, process.stdout.readline().strip())
-    finally:
-        process.send_signal(signal.SIGINT)
-        try:
-            process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
-def example_with(example: str, tmp_path: Path, **transport: Any) -> Path:
-    """The example config with the first instrument's transport keys replaced (a free port)."""
-    config = yaml.safe_load((EXAMPLES / example).read_text())
-    config["bridge"]["instruments"][0]["transport"].update(transport)
-    config["bridge"]["state_dir"] = str(tmp_path / "state")
-    path = tmp_path / example
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def read_json(config: Path) -> list[dict[str, Any]]:
-    """``chamber-bridge read CONFIG --json`` in a real process; the readings, one dict each."""
-    result = subprocess.run([sys.executable, "-m", "bridge", "read", str(config), "--json"],
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in result.stdout.splitlines()]

@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from tests.conftest import TPGLink
-
-CLI = [sys.executable, "-m", "bridge"]
-
-
-def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, timeout=timeout)
+from tests.helpers.cli import read_json, run_cli, simulate
 
 
 def write_config(path: Path, instruments: list[dict[str, object]]) -> Path:
@@ -35,9 +26,7 @@ def test_read_json_prints_values_units_and_qualities(tpg_tcp: TPGLink, tmp_path:
     tpg_tcp.sim.set_pressure(1, 1.23e-7)
     tpg_tcp.sim.set_pressure(2, 5.0e-2)
     config = write_config(tmp_path / "c.yaml", [tpg_instrument(tpg_tcp.port)])
-    result = run("read", str(config), "--json")
-    assert result.returncode == 0, result.stderr
-    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    lines = read_json(config)
     assert [(r["instrument"], r["channel"], r["units"], r["quality"]) for r in lines] == [
         ("main_gauge", "pressure_1", "mbar", "ok"), ("main_gauge", "pressure_2", "mbar", "ok")]
     assert lines[0]["value"] == pytest.approx(1.23e-7)
@@ -48,11 +37,9 @@ def test_read_json_prints_values_units_and_qualities(tpg_tcp: TPGLink, tmp_path:
 def test_read_gauge_off_prints_quality_and_no_value(tpg_tcp: TPGLink, tmp_path: Path) -> None:
     tpg_tcp.sim.set_gauge_on(1, False)
     config = write_config(tmp_path / "c.yaml", [tpg_instrument(tpg_tcp.port)])
-    result = run("read", str(config), "--json")
-    assert result.returncode == 0, result.stderr
-    first = json.loads(result.stdout.splitlines()[0])
+    first = read_json(config)[0]
     assert (first["channel"], first["quality"], first["value"]) == ("pressure_1", "sensor_off", None)
-    human = run("read", str(config))
+    human = run_cli("read", str(config))
     assert human.returncode == 0
     header, first_row = human.stdout.splitlines()[:2]
     assert header.split() == ["instrument", "channel", "value", "units", "quality"]
@@ -62,7 +49,7 @@ def test_read_gauge_off_prints_quality_and_no_value(tpg_tcp: TPGLink, tmp_path: 
 def test_read_with_simulator_stopped_exits_1_with_one_line(tpg_tcp: TPGLink, tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", [tpg_instrument(tpg_tcp.port)])
     tpg_tcp.server.stop()
-    result = run("read", str(config))
+    result = run_cli("read", str(config))
     assert result.returncode == 1
     assert result.stdout == ""
     (line,) = result.stderr.splitlines()
@@ -76,7 +63,7 @@ def test_read_silent_instrument_names_it_and_still_reads_the_others(tpg_tcp: TPG
         {"name": "echo", "driver": "loopback_echo", "transport": {"kind": "serial", "port": "loop://"}},
     ])
     tpg_tcp.sim.silent = True
-    result = run("read", str(config), "--json")
+    result = run_cli("read", str(config), "--json")
     assert result.returncode == 1
     assert [json.loads(line)["instrument"] for line in result.stdout.splitlines()] == ["echo"]
     (line,) = result.stderr.splitlines()
@@ -86,10 +73,10 @@ def test_read_silent_instrument_names_it_and_still_reads_the_others(tpg_tcp: TPG
 def test_read_one_instrument_by_name(tpg_tcp: TPGLink, tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", [
         tpg_instrument(tpg_tcp.port, "g1"), tpg_instrument("socket://127.0.0.1:1", "g2")])
-    result = run("read", str(config), "--instrument", "g1", "--json")
+    result = run_cli("read", str(config), "--instrument", "g1", "--json")
     assert result.returncode == 0, result.stderr
     assert {json.loads(line)["instrument"] for line in result.stdout.splitlines()} == {"g1"}
-    missing = run("read", str(config), "--instrument", "nope")
+    missing = run_cli("read", str(config), "--instrument", "nope")
     assert missing.returncode == 2
     assert "no instrument named 'nope' (known: g1, g2)" in missing.stderr
 
@@ -108,7 +95,7 @@ def test_check_reports_three_mistakes_by_key_path(tmp_path: Path) -> None:
         "      driver: pfeifer_tpg\n"
         "      transport: {kind: serial, port: /dev/ttyUSB1}\n"
     )
-    result = run("check", str(config))
+    result = run_cli("check", str(config))
     assert result.returncode == 2
     lines = result.stderr.splitlines()
     assert len(lines) == 3, lines
@@ -120,20 +107,20 @@ def test_check_reports_three_mistakes_by_key_path(tmp_path: Path) -> None:
 
 def test_check_good_config_and_shipped_configs() -> None:
     for config in sorted(Path("configs").glob("*.yaml")):
-        result = run("check", str(config))
+        result = run_cli("check", str(config))
         assert result.returncode == 0, f"{config}: {result.stderr}"
 
 
 def test_usage_errors_exit_2() -> None:
-    assert run("read").returncode == 2
-    assert run("no-such-command").returncode == 2
-    missing = run("check", "/nonexistent.yaml")
+    assert run_cli("read").returncode == 2
+    assert run_cli("no-such-command").returncode == 2
+    missing = run_cli("check", "/nonexistent.yaml")
     assert missing.returncode == 2
     assert missing.stderr.strip() == "/nonexistent.yaml: cannot read config: No such file or directory"
 
 
 def test_drivers_lists_builtin_and_entry_point_drivers() -> None:
-    result = run("drivers", "--json")
+    result = run_cli("drivers", "--json")
     assert result.returncode == 0
     drivers = {d["driver"]: d for d in map(json.loads, result.stdout.splitlines())}
     assert drivers["pfeiffer_tpg"]["origin"] == "built-in"
@@ -149,25 +136,13 @@ def test_entry_point_driver_reads_through_the_cli(tmp_path: Path) -> None:
     config = write_config(tmp_path / "c.yaml", [
         {"name": "echo", "driver": "loopback_echo", "transport": {"kind": "serial", "port": "loop://"},
          "options": {"value": 17.25}}])
-    result = run("read", str(config), "--json")
-    assert result.returncode == 0, result.stderr
-    (reading,) = map(json.loads, result.stdout.splitlines())
+    (reading,) = read_json(config)
     assert (reading["channel"], reading["value"], reading["units"], reading["quality"]) == ("echo", 17.25, "arb", "ok")
 
 
 def test_simulate_prints_where_it_listens_and_read_reaches_it(tmp_path: Path) -> None:
-    sim = subprocess.Popen([*CLI, "simulate", "pfeiffer_tpg", "--tcp", "127.0.0.1:0", "--status", "2=off"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert sim.stdout is not None
-        line = sim.stdout.readline()
-        url = next(word for word in line.split() if word.startswith("socket://"))
+    with simulate("pfeiffer_tpg", "--tcp", "127.0.0.1:0", "--status", "2=off", timeout=10) as sim:
+        url = next(word for word in sim.where.split() if word.startswith("socket://"))
         config = write_config(tmp_path / "c.yaml", [tpg_instrument(url)])
-        result = run("read", str(config), "--json")
-        assert result.returncode == 0, result.stderr
-        readings = [json.loads(r) for r in result.stdout.splitlines()]
+        readings = read_json(config)
         assert readings[1]["quality"] == "sensor_off" and readings[1]["value"] is None
-    finally:
-        sim.send_signal(signal.SIGINT)
-        assert sim.wait(timeout=10) == 0

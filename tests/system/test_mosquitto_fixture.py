@@ -9,6 +9,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from tests.helpers.mosquitto import MosquittoBroker
+from tests.helpers.polling import wait_until
 
 
 def _client(broker: MosquittoBroker, client_id: str, inbox: queue.Queue[bytes] | None = None) -> mqtt.Client:
@@ -21,10 +22,7 @@ def _client(broker: MosquittoBroker, client_id: str, inbox: queue.Queue[bytes] |
 
 
 def _wait_connected(client: mqtt.Client) -> None:
-    deadline = time.monotonic() + 10
-    while not client.is_connected():
-        assert time.monotonic() < deadline, "client did not (re)connect"
-        time.sleep(0.02)
+    assert wait_until(client.is_connected, timeout=10), "client did not (re)connect"
 
 
 def test_qos1_round_trip_survives_clean_restart(mosquitto: MosquittoBroker) -> None:
@@ -57,10 +55,7 @@ def test_kill_and_restart_on_same_port(mosquitto: MosquittoBroker) -> None:
     port = mosquitto.port
     mosquitto.kill()
     assert not mosquitto.running
-    deadline = time.monotonic() + 10
-    while client.is_connected():
-        assert time.monotonic() < deadline
-        time.sleep(0.02)
+    assert wait_until(lambda: not client.is_connected(), timeout=10)
     mosquitto.start()
     assert mosquitto.port == port
     client.reconnect_delay_set(0.05, 0.5)

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,8 +12,7 @@ import yaml
 from bridge.config import parse_config
 from bridge.instrument import connect_instrument
 from simulators.chamber import SimulatedChamber
-
-CLI = [sys.executable, "-m", "bridge"]
+from tests.helpers.cli import read_json, run_cli, simulate
 
 
 @pytest.fixture
@@ -39,9 +33,7 @@ def read_one(chamber: SimulatedChamber, name: str, channel: str) -> float | None
 def test_read_reaches_every_instrument_at_once(chamber: SimulatedChamber, tmp_path: Path) -> None:
     path = tmp_path / "chamber.yaml"
     path.write_text(yaml.safe_dump(chamber.config()))
-    result = subprocess.run([*CLI, "read", str(path), "--json"], capture_output=True, text=True, timeout=60)
-    assert result.returncode == 0, result.stderr
-    readings = [json.loads(line) for line in result.stdout.splitlines()]
+    readings = read_json(path)
     assert {r["instrument"] for r in readings} == {
         "main_gauge", "ion_gauge", "pyrometer", "cell_ga", "cell_al", "heater_psu"}
     by_key = {(r["instrument"], r["channel"]): r for r in readings}
@@ -81,20 +73,13 @@ def test_hot_cell_with_open_shutter_raises_the_pressure_the_gauges_see(chamber: 
 
 def test_simulate_chamber_command_writes_a_ready_config(tmp_path: Path) -> None:
     config = tmp_path / "sim.yaml"
-    process = subprocess.Popen([*CLI, "simulate", "chamber", "--write-config", str(config), "--seed", "3"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                               env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    try:
-        assert process.stdout is not None
-        lines = [process.stdout.readline().strip() for _ in range(6)]
+    with simulate("chamber", "--write-config", str(config), "--seed", "3", lines=6, timeout=15) as sim:
+        lines = sim.lines
         assert lines[-1] == f"config {config}"
         assert {line.split()[0] for line in lines[:-1]} == {"main_gauge", "ion_gauge", "pyrometer", "heater_psu",
                                                             "cells"}
-        check = subprocess.run([*CLI, "check", str(config)], capture_output=True, text=True, timeout=30)
+        check = run_cli("check", str(config), timeout=30)
         assert check.returncode == 0, check.stderr
-        result = subprocess.run([*CLI, "read", str(config)], capture_output=True, text=True, timeout=60)
+        result = run_cli("read", str(config))
         assert result.returncode == 0, result.stderr
         assert len(result.stdout.splitlines()) > 10
-    finally:
-        process.send_signal(signal.SIGINT)
-        assert process.wait(timeout=15) == 0

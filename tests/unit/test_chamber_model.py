@@ -5,19 +5,12 @@ from __future__ import annotations
 import pytest
 
 from simulators.chamber_model import AMBIENT_C, ChamberModel
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers.clock import FakeClock
 
 
 @pytest.fixture
 def chamber() -> tuple[ChamberModel, FakeClock]:
-    clock = FakeClock()
+    clock = FakeClock(0.0)
     model = ChamberModel(clock=clock, seed=7, noise=0.0)
     model.add_cell("ga")
     return model, clock
@@ -56,7 +49,7 @@ def test_cell_output_heats_cell_and_open_shutter_raises_pressure(chamber: tuple[
 
 
 def test_integration_does_not_depend_on_how_often_it_is_asked() -> None:
-    a_clock, b_clock = FakeClock(), FakeClock()
+    a_clock, b_clock = FakeClock(0.0), FakeClock(0.0)
     a = ChamberModel(clock=a_clock, noise=0.0)
     b = ChamberModel(clock=b_clock, noise=0.0)
     for m in (a, b):

@@ -3,30 +3,14 @@ RTU frames of protocols.md 6.3 on a real pymodbus server over a pty, byte for by
 
 from __future__ import annotations
 
-import time
-
 import pytest
 import serial
 
 from bridge.drivers.modbus.codec import decode, encode
 from simulators.eurotherm import EurothermSimulator
 from simulators.modbus_device import ILLEGAL_ADDRESS, DeviceServer
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
+from tests.helpers import modbus_server
+from tests.helpers.clock import FakeClock
 
 
 def make(clock: FakeClock, family: str = "2400", setpoint: float = 25.0) -> EurothermSimulator:
@@ -189,13 +173,8 @@ def test_a_chamber_model_drives_the_pv_and_reads_the_power(clock: FakeClock) -> 
 
 
 def exchange(port: serial.Serial, request: str, expected: int, wait: float = 2.0) -> str:
-    port.reset_input_buffer()
-    port.write(bytes.fromhex(request))
-    reply = b""
-    deadline = time.monotonic() + wait
-    while len(reply) < expected and time.monotonic() < deadline:
-        reply += port.read(expected - len(reply))
-    return reply.hex(" ").upper()
+    """:func:`tests.helpers.modbus_server.exchange` in the hex notation of protocols.md."""
+    return modbus_server.exchange(port, bytes.fromhex(request), expected, wait).hex(" ").upper()
 
 
 def test_literal_rtu_frames_on_a_shared_line() -> None:

@@ -11,23 +11,8 @@ import pytest
 from simulators.impac import MODELS, ImpacSimulator, format_temperature, garble, model_key
 from simulators.rs485 import SharedLine
 from simulators.serving import MemoryLink
-from tests.helpers.impac import FakeClock
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-def attach(sim: ImpacSimulator, clock: FakeClock) -> MemoryLink:
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
-    return link
-
-
-def talk(sim: ImpacSimulator, link: MemoryLink, data: bytes) -> bytes:
-    sim.received(data)
-    return link.take()
+from tests.helpers.clock import FakeClock
+from tests.helpers.memory_link import attach, talk
 
 
 @pytest.fixture
@@ -40,6 +25,13 @@ def sim(clock: FakeClock) -> ImpacSimulator:
 @pytest.fixture
 def link(sim: ImpacSimulator, clock: FakeClock) -> MemoryLink:
     return attach(sim, clock)
+
+
+def at_00(clock: FakeClock, model: str, celsius: float) -> tuple[ImpacSimulator, MemoryLink]:
+    """A pyrometer of ``model`` at address 00, pinned at ``celsius``, attached to a host."""
+    sim = ImpacSimulator(0, model, seed=1, clock=clock)
+    sim.set_temperature(celsius)
+    return sim, attach(sim, clock)
 
 
 # ------------------------------------------------------------------------ addressing
@@ -76,8 +68,7 @@ def test_two_pyrometers_on_one_line_answer_only_their_own_address(clock: FakeClo
     first.set_temperature(100.0)
     second.set_temperature(200.0)
     line = SharedLine([first, second])
-    link = MemoryLink(clock=clock)
-    line.connected(link)
+    link = attach(line, clock)
     line.received(b"01ms\r")
     assert link.take() == b"01000\r"
     line.received(b"02ms\r")
@@ -143,25 +134,20 @@ def test_over_range_above_the_model_range(sim: ImpacSimulator, link: MemoryLink)
 
 
 def test_aiming_laser_blanks_the_isr_reading_only(clock: FakeClock) -> None:
-    isr = ImpacSimulator(0, "ISR 12-LO", seed=1, clock=clock)
-    isr.set_temperature(800.0)
-    link = attach(isr, clock)
+    isr, link = at_00(clock, "ISR 12-LO", 800.0)
     assert talk(isr, link, b"00la1\r") == b"ok\r"
     assert talk(isr, link, b"00la\r") == b"1\r"
     assert talk(isr, link, b"00ms\r") == b"80000\r"
     assert talk(isr, link, b"00ek\r") == b"8000080000\r"
     assert talk(isr, link, b"00la0\r") == b"ok\r"
     assert talk(isr, link, b"00ms\r") == b"08000\r"
-    iga = ImpacSimulator(0, "IGA 12", seed=1, clock=clock)
-    iga.set_temperature(800.0)
+    iga, iga_link = at_00(clock, "IGA 12", 800.0)
     iga.set_laser(True)
-    assert talk(iga, attach(iga, clock), b"00ms\r") == b"08000\r"
+    assert talk(iga, iga_link, b"00ms\r") == b"08000\r"
 
 
 def test_ratio_pyrometer_ek_and_emissivity_error_on_the_one_channel(clock: FakeClock) -> None:
-    sim = ImpacSimulator(0, "ISR 12-LO", seed=1, clock=clock)
-    sim.set_temperature(900.0)
-    link = attach(sim, clock)
+    sim, link = at_00(clock, "ISR 12-LO", 900.0)
     assert talk(sim, link, b"00ek\r") == b"0900009000\r"
     sim.target_emissivity = 0.5  # the set ε (1.0) is too high: the one-channel reads low
     reply = talk(sim, link, b"00ek\r")
@@ -209,9 +195,7 @@ def test_newer_firmware_says_no(sim: ImpacSimulator, link: MemoryLink, request_:
 
 
 def test_older_firmware_says_nothing_and_knows_no_fh(clock: FakeClock) -> None:
-    sim = ImpacSimulator(0, "IGA 320/23", seed=1, clock=clock)
-    sim.set_temperature(400.0)
-    link = attach(sim, clock)
+    sim, link = at_00(clock, "IGA 320/23", 400.0)
     assert talk(sim, link, b"00xx\r") == b""
     assert talk(sim, link, b"00fh\r") == b""
     assert talk(sim, link, b"00ms\r") == b"04000\r"

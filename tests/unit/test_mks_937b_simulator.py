@@ -6,12 +6,8 @@ change here is a change of the simulated instrument, not a refactor.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import serial
@@ -21,25 +17,11 @@ from simulators.mks_937b import MKS937BSimulator, format_pressure, parse_unit
 from simulators.mks_937b_cli import command
 from simulators.rs485 import SharedLine
 from simulators.serving import MemoryLink
+from tests.helpers.cli import simulator_command
+from tests.helpers.clock import FakeClock
+from tests.helpers.memory_link import attach, talk
 
-ROOT = Path(__file__).resolve().parents[2]
 NUMBER = rb"-?\d\.\d{2,3}E[+-]\d+"
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -49,14 +31,7 @@ def sim(clock: FakeClock) -> MKS937BSimulator:
 
 @pytest.fixture
 def link(sim: MKS937BSimulator, clock: FakeClock) -> MemoryLink:
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
-    return link
-
-
-def talk(sim: MKS937BSimulator, link: MemoryLink, data: bytes) -> bytes:
-    sim.received(data)
-    return link.take()
+    return attach(sim, clock)
 
 
 # ------------------------------------------------------------------------ framing and addressing
@@ -109,8 +84,7 @@ def test_shared_line_only_the_addressed_unit_answers(clock: FakeClock) -> None:
     one.set_pressure(1, 1.33322368e-6)
     two.set_pressure(1, 2 * 1.33322368e-6)
     line = SharedLine([one, two])
-    link = MemoryLink(clock=clock)
-    line.connected(link)
+    link = attach(line, clock)
     line.received(b"@002PR1?;FF")
     assert link.take() == b"@002ACK2.00E-6;FF"
     line.received(b"@001PR1?;FF")
@@ -218,10 +192,12 @@ def test_pump_down_evolves_and_source_drives(sim: MKS937BSimulator, link: Memory
 # ------------------------------------------------------------------------ faults
 
 
-def test_silent(sim: MKS937BSimulator, link: MemoryLink) -> None:
-    sim.silent = True
-    assert talk(sim, link, b"@253U?;FF") == b""
-    sim.silent = False
+@pytest.mark.parametrize(("knob", "faulty_reply"), [("silent", b""), ("unterminated", b"@253ACKTORR")])
+def test_knob_spoils_replies_until_switched_off(
+        sim: MKS937BSimulator, link: MemoryLink, knob: str, faulty_reply: bytes) -> None:
+    setattr(sim, knob, True)
+    assert talk(sim, link, b"@253U?;FF") == faulty_reply
+    setattr(sim, knob, False)
     assert talk(sim, link, b"@253U?;FF") == b"@253ACKTORR;FF"
 
 
@@ -235,13 +211,6 @@ def test_truncated_replies(sim: MKS937BSimulator, link: MemoryLink) -> None:
     assert talk(sim, link, b"@253AD?;FF") == b"3ACK253;FF"
 
 
-def test_unterminated_replies(sim: MKS937BSimulator, link: MemoryLink) -> None:
-    sim.unterminated = True
-    assert talk(sim, link, b"@253U?;FF") == b"@253ACKTORR"
-    sim.unterminated = False
-    assert talk(sim, link, b"@253U?;FF") == b"@253ACKTORR;FF"
-
-
 def test_echo_of_every_request(sim: MKS937BSimulator, link: MemoryLink) -> None:
     sim.echo = True
     assert talk(sim, link, b"@253U?;FF") == b"@253U?;FF@253ACKTORR;FF"
@@ -250,8 +219,7 @@ def test_echo_of_every_request(sim: MKS937BSimulator, link: MemoryLink) -> None:
 
 def test_garbage_once_and_at_connect(sim: MKS937BSimulator, clock: FakeClock) -> None:
     sim.garbage_at_connect = b"\xff\x00"
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
+    link = attach(sim, clock)
     assert link.take() == b"\xff\x00"
     sim.garbage = b"\x80@2"
     assert talk(sim, link, b"@253U?;FF") == b"\x80@2@253ACKTORR;FF"
@@ -268,8 +236,7 @@ def test_nak_all_and_bare_nak(sim: MKS937BSimulator, link: MemoryLink) -> None:
 
 
 def test_slow_and_split_replies(sim: MKS937BSimulator, clock: FakeClock) -> None:
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
+    link = attach(sim, clock)
     sim.reply_delay = 0.5
     sim.split_replies = True
     sim.received(b"@253U?;FF")
@@ -319,33 +286,12 @@ def test_bad_construction(kwargs: dict[str, object]) -> None:
 # ------------------------------------------------------------------------ `simulate mks_937b`
 
 
-def _simulate(*args: str) -> subprocess.Popen[bytes]:
-    """The command as a real process (run directly: simulators/cli.py mounts it as a subcommand)."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    return subprocess.Popen(
-        [sys.executable, "-c", "from simulators.mks_937b_cli import command; command()", *args],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )
-
-
-def _stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> None:
-    try:
-        proc.send_signal(sig)
-        assert proc.wait(timeout=10) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-
-
 def test_cli_serves_two_controllers_on_one_tcp_line_until_sigterm() -> None:
-    proc = _simulate("--tcp", "127.0.0.1:0", "--address", "1", "--address", "2", "--unit", "mbar",
-                     "--status", "2=WAIT", "--seed", "1")
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().decode().strip()
-        assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", url), url
-        port = serial.serial_for_url(url, timeout=5.0)
+    with simulator_command("mks_937b_cli", "--tcp", "127.0.0.1:0", "--address", "1", "--address", "2",
+                           "--unit", "mbar", "--status", "2=WAIT", "--seed", "1",
+                           stop=signal.SIGTERM, timeout=10) as cli:
+        assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", cli.where), cli.where
+        port = serial.serial_for_url(cli.where, timeout=5.0)
         port.write(b"@002U?;FF")
         assert port.read_until(b";FF") == b"@002ACKMBAR;FF"
         port.write(b"@001PR2?;FF")
@@ -353,24 +299,17 @@ def test_cli_serves_two_controllers_on_one_tcp_line_until_sigterm() -> None:
         port.write(b"@003PR1?;FF@001AD?;FF")  # nobody at 3: only unit 1 answers
         assert port.read_until(b";FF") == b"@001ACK001;FF"
         port.close()
-    finally:
-        _stop(proc, signal.SIGTERM)
-    assert proc.stdout is not None and proc.stdout.read() == b""
+    assert cli.process.stdout is not None and cli.process.stdout.read() == ""
 
 
 def test_cli_serves_a_pty_until_sigint() -> None:
-    proc = _simulate("--pty", "--echo")
-    try:
-        assert proc.stdout is not None
-        path = proc.stdout.readline().decode().strip()
-        assert path.startswith("/dev/")
-        port = serial.Serial(path, timeout=5.0)
+    with simulator_command("mks_937b_cli", "--pty", "--echo", timeout=10) as cli:
+        assert cli.where.startswith("/dev/")
+        port = serial.Serial(cli.where, timeout=5.0)
         port.write(b"@253SN?;FF")
         assert port.read_until(b";FF") == b"@253SN?;FF"  # the echo first
         assert port.read_until(b";FF") == b"@253ACK937B12345;FF"
         port.close()
-    finally:
-        _stop(proc, signal.SIGINT)
 
 
 @pytest.mark.parametrize(

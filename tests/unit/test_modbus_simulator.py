@@ -31,15 +31,9 @@ from simulators.modbus_device import (
     Request,
     Write,
 )
-from tests.helpers.modbus_server import wait_until
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers.clock import FakeClock
+from tests.helpers.modbus_server import exchange
+from tests.helpers.polling import wait_until
 
 
 def small_device(unit: int = 1) -> RegisterDevice:
@@ -278,16 +272,6 @@ def test_devices_need_distinct_units() -> None:
 
 def frame(data: bytes) -> bytes:
     return data + FramerRTU.compute_CRC(data).to_bytes(2, "big")
-
-
-def exchange(port: serial.Serial, request: bytes, expected: int, wait: float = 2.0) -> bytes:
-    port.reset_input_buffer()
-    port.write(request)
-    reply = b""
-    deadline = time.monotonic() + wait
-    while len(reply) < expected and time.monotonic() < deadline:
-        reply += port.read(expected - len(reply))
-    return reply
 
 
 def test_rtu_bytes_on_the_null_modem() -> None:

@@ -10,23 +10,15 @@ import pytest
 
 from simulators.scpi_psu import MODELS, ScpiPsuSimulator
 from simulators.serving import MemoryLink
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.helpers.clock import FakeClock
+from tests.helpers.memory_link import attach
 
 
 def connect(dialect: str = "keysight", model: str | None = None) -> tuple[ScpiPsuSimulator, MemoryLink, FakeClock]:
     clock = FakeClock()
     sim = ScpiPsuSimulator(dialect, model, seed=1, clock=clock)
     sim.noise = 0.0
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
-    return sim, link, clock
+    return sim, attach(sim, clock), clock
 
 
 def talk(sim: ScpiPsuSimulator, link: MemoryLink, text: str) -> bytes:
@@ -216,8 +208,7 @@ def test_silent_says_nothing() -> None:
 def test_first_reply_after_connect_is_late() -> None:
     sim, link, clock = connect()
     sim.first_reply_delay = 5.0
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
+    link = attach(sim, clock)
     assert talk(sim, link, "*IDN?\n*OPC?\n") == b""
     clock.now += 5.0
     link.pump()
@@ -254,9 +245,7 @@ def test_noise_is_relative_and_seeded() -> None:
     for sim in (a, b):
         sim.set_voltage(1, 5.0)
         sim.set_output(1, True)
-    la, lb = MemoryLink(), MemoryLink()
-    a.connected(la)
-    b.connected(lb)
+    la, lb = attach(a), attach(b)
     ra, rb = talk(a, la, "MEAS:VOLT? (@1)\n"), talk(b, lb, "MEAS:VOLT? (@1)\n")
     assert ra == rb != b"+5.00000000E+00\n"
     assert float(ra) == pytest.approx(5.0, rel=1e-3)

@@ -6,15 +6,11 @@ slower, not red.
 
 from __future__ import annotations
 
-import os
 import re
 import signal
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import pytest
 import serial
@@ -23,23 +19,22 @@ from click.testing import CliRunner
 from simulators.cli import simulate
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import Link, MemoryLink, PtyServer, TcpServer
+from tests.helpers.cli import in_background
+from tests.helpers.polling import wait_until
 
-ROOT = Path(__file__).resolve().parents[2]
 ACK = b"\x06\r\n"
 PRX_2 = re.compile(rb"[0-6],[+-]\d\.\d{4}E[+-]\d{2},[0-6],[+-]\d\.\d{4}E[+-]\d{2}\r\n")
 
 
-def eventually(predicate: Callable[[], bool], timeout: float = 2.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(0.005)
-    return True
-
-
 def line(port: serial.SerialBase) -> bytes:
     return bytes(port.read_until(b"\r\n"))
+
+
+def unit_code(port: serial.SerialBase) -> bytes:
+    """Ask for the display unit (UNI, then ENQ): the ACK must come first, then the unit line."""
+    port.write(b"UNI\r\x05")
+    assert line(port) == ACK
+    return line(port)
 
 
 def server_threads() -> list[str]:
@@ -116,9 +111,7 @@ def test_split_replies_arrive_complete(client: serial.SerialBase, sim: TPGSimula
 
 def test_delayed_replies_arrive_complete(client: serial.SerialBase, sim: TPGSimulator) -> None:
     sim.reply_delay = 0.05
-    client.write(b"UNI\r\x05")
-    assert line(client) == ACK
-    assert line(client) == b"0\r\n"
+    assert unit_code(client) == b"0\r\n"
 
 
 def test_garbage_reaches_the_host(client: serial.SerialBase, sim: TPGSimulator) -> None:
@@ -133,12 +126,10 @@ def test_com_stream_then_etx(client: serial.SerialBase, sim: TPGSimulator) -> No
     assert PRX_2.fullmatch(line(client))
     assert PRX_2.fullmatch(line(client))
     client.write(b"\x03")
-    assert eventually(lambda: not sim.streaming)
+    assert wait_until(lambda: not sim.streaming)
     time.sleep(0.02)  # let a line already on its way land, then drop it like a driver would
     client.reset_input_buffer()
-    client.write(b"UNI\r\x05")
-    assert line(client) == ACK
-    assert line(client) == b"0\r\n"
+    assert unit_code(client) == b"0\r\n"
 
 
 # ------------------------------------------------------------------------ pty
@@ -147,9 +138,7 @@ def test_com_stream_then_etx(client: serial.SerialBase, sim: TPGSimulator) -> No
 def test_pty_is_raw(pty_server: PtyServer) -> None:
     # CR must reach the device as CR (a cooked pty would turn it into LF and echo it).
     port = open_pty(pty_server)
-    port.write(b"UNI\r\x05")
-    assert line(port) == ACK
-    assert line(port) == b"0\r\n"
+    assert unit_code(port) == b"0\r\n"
     port.close()
 
 
@@ -169,11 +158,9 @@ def test_pty_close_and_reopen(pty_server: PtyServer, sim: TPGSimulator) -> None:
     port.write(b"UNI,1\r")
     assert line(port) == ACK
     port.close()
-    assert eventually(lambda: not pty_server.connected)
+    assert wait_until(lambda: not pty_server.connected)
     port = open_pty(pty_server)
-    port.write(b"UNI\r\x05")
-    assert line(port) == ACK
-    assert line(port) == b"1\r\n"
+    assert unit_code(port) == b"1\r\n"
     port.close()
 
 
@@ -225,9 +212,7 @@ def test_tcp_drop_raises_then_reconnect_keeps_state(
         port.read(1)
     port.close()
     port = open_tcp(tcp_server)
-    port.write(b"UNI\r\x05")
-    assert line(port) == ACK
-    assert line(port) == b"2\r\n"
+    assert unit_code(port) == b"2\r\n"
     port.close()
 
 
@@ -245,13 +230,11 @@ def test_tcp_factory_gives_each_connection_its_own_device() -> None:
         b = open_tcp(server, 2)
         a.write(b"UNI,1\r")
         assert line(a) == ACK
-        b.write(b"UNI\r\x05")
-        assert line(b) == ACK
-        assert line(b) == b"0\r\n"
+        assert unit_code(b) == b"0\r\n"
         assert len(server.devices) == 2
         a.close()
         b.close()
-        assert eventually(lambda: not server.devices)
+        assert wait_until(lambda: not server.devices)
 
 
 def test_tcp_power_up_stream_and_connect_garbage(
@@ -337,49 +320,24 @@ def test_link_write_error_closes_it() -> None:
 
 
 def test_cli_serves_tcp_until_sigterm() -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators", "pfeiffer_tpg", "--tcp", "127.0.0.1:0",
-         "--model", "TPG262", "--unit", "Torr", "--status", "2=nosensor", "--seed", "1"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().decode().strip()
-        assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", url), url
-        port = serial.serial_for_url(url, timeout=2.0)
+    with in_background("-m", "simulators", "pfeiffer_tpg", "--tcp", "127.0.0.1:0", "--model", "TPG262",
+                       "--unit", "Torr", "--status", "2=nosensor", "--seed", "1",
+                       stop=signal.SIGTERM, timeout=5) as cli:
+        assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", cli.where), cli.where
+        port = serial.serial_for_url(cli.where, timeout=2.0)
         port.write(b"UNI\r\x05TID\r\x05")
         assert [line(port) for _ in range(4)] == [ACK, b"1\r\n", ACK, b"PKR,noSEn\r\n"]
         port.close()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def test_cli_serves_pty_until_sigint() -> None:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "simulators", "pfeiffer_tpg", "--pty"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
-        assert proc.stdout is not None
-        path = proc.stdout.readline().decode().strip()
-        assert path.startswith("/dev/")
-        port = serial.Serial(path, timeout=2.0)
+    with in_background("-m", "simulators", "pfeiffer_tpg", "--pty", timeout=5) as cli:
+        assert cli.where.startswith("/dev/")
+        port = serial.Serial(cli.where, timeout=2.0)
         port.write(b"AYT\r\x05")
         assert line(port) == ACK
         assert line(port).startswith(b"TPG362,")
         port.close()
-        proc.send_signal(signal.SIGINT)
-        assert proc.wait(timeout=5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.mark.parametrize(

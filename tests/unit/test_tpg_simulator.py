@@ -21,26 +21,11 @@ from simulators.pfeiffer_tpg import (
     parse_unit,
 )
 from simulators.serving import MemoryLink
+from tests.helpers.clock import FakeClock
+from tests.helpers.memory_link import attach, talk
 
 READING = rb"[0-6],[+-]\d\.\d{4}E[+-]\d{2}"
 PRX_2 = re.compile(rb"(" + READING + rb"),(" + READING + rb")\r\n")
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
 
 
 @pytest.fixture
@@ -50,23 +35,14 @@ def sim(clock: FakeClock) -> TPGSimulator:
 
 @pytest.fixture
 def link(sim: TPGSimulator, clock: FakeClock) -> MemoryLink:
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
-    return link
-
-
-def talk(sim: TPGSimulator, link: MemoryLink, data: bytes) -> bytes:
-    sim.received(data)
-    return link.take()
+    return attach(sim, clock)
 
 
 def connect(
     model: str, clock: FakeClock, gauges: list[str] | None = None
 ) -> tuple[TPGSimulator, MemoryLink]:
     sim = TPGSimulator(model, seed=2, clock=clock, gauges=gauges)
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
-    return sim, link
+    return sim, attach(sim, clock)
 
 
 # ------------------------------------------------------------------------ handshake
@@ -105,9 +81,7 @@ def test_command_and_enq_in_one_write(sim: TPGSimulator, link: MemoryLink) -> No
     assert talk(sim, link, b"PR1\r\n\x05") == b"\x06\r\n0,+3.0000E-08\r\n"
 
 
-def test_unknown_mnemonic_naks_and_enq_returns_syntax_error(
-    sim: TPGSimulator, link: MemoryLink
-) -> None:
+def test_unknown_mnemonic_naks_and_enq_returns_syntax_error(sim: TPGSimulator, link: MemoryLink) -> None:
     assert talk(sim, link, b"XYZ\r\n") == b"\x15\r\n"
     assert talk(sim, link, b"\x05") == b"0001\r\n"
     assert talk(sim, link, b"\x05") == b"0000\r\n"  # reading the word cleared it
@@ -269,8 +243,7 @@ def test_pirani_reads_underrange_at_uhv(sim: TPGSimulator, link: MemoryLink) -> 
     ],
 )
 def test_status_carries_filler_not_the_pressure(
-    sim: TPGSimulator, link: MemoryLink, status: Status, expected: bytes
-) -> None:
+        sim: TPGSimulator, link: MemoryLink, status: Status, expected: bytes) -> None:
     sim.set_pressure(1, 1.23e-7)
     sim.set_status(1, status)
     assert talk(sim, link, b"PR1\r\x05") == ACK + expected
@@ -327,9 +300,7 @@ def test_model_and_channels_must_agree() -> None:
 # ------------------------------------------------------------------------ streams
 
 
-def test_com_streams_after_ack_until_any_byte(
-    sim: TPGSimulator, link: MemoryLink, clock: FakeClock
-) -> None:
+def test_com_streams_after_ack_until_any_byte(sim: TPGSimulator, link: MemoryLink, clock: FakeClock) -> None:
     out = talk(sim, link, b"COM,0\r")
     assert out.startswith(ACK)
     assert PRX_2.fullmatch(out[len(ACK) :])
@@ -346,9 +317,7 @@ def test_com_streams_after_ack_until_any_byte(
     assert link.take() == b""
 
 
-def test_com_periods_and_bad_parameter(
-    sim: TPGSimulator, link: MemoryLink, clock: FakeClock
-) -> None:
+def test_com_periods_and_bad_parameter(sim: TPGSimulator, link: MemoryLink, clock: FakeClock) -> None:
     talk(sim, link, b"COM\r")
     sim.tick(clock.advance(0.5))
     assert link.take() == b""
@@ -357,9 +326,7 @@ def test_com_periods_and_bad_parameter(
     assert talk(sim, link, b"COM,3\r") == NAK
 
 
-def test_enq_stops_stream_and_reads_pending(
-    sim: TPGSimulator, link: MemoryLink, clock: FakeClock
-) -> None:
+def test_enq_stops_stream_and_reads_pending(sim: TPGSimulator, link: MemoryLink, clock: FakeClock) -> None:
     talk(sim, link, b"COM,1\r")
     assert PRX_2.fullmatch(talk(sim, link, b"\x05"))
     sim.tick(clock.advance(10))
@@ -370,8 +337,7 @@ def test_power_up_stream_starts_with_a_truncated_line(clock: FakeClock) -> None:
     sim = TPGSimulator(seed=3, clock=clock)
     sim.power_up_streaming = True
     sim.stream_interval = 0.2
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
+    link = attach(sim, clock)
     first = link.take()
     assert first.endswith(b"\r\n")
     assert not PRX_2.fullmatch(first)
@@ -386,9 +352,7 @@ def test_power_up_stream_starts_with_a_truncated_line(clock: FakeClock) -> None:
     assert link.take() == b""
 
 
-def test_power_cycle_restarts_the_power_up_stream(
-    sim: TPGSimulator, link: MemoryLink, clock: FakeClock
-) -> None:
+def test_power_cycle_restarts_the_power_up_stream(sim: TPGSimulator, link: MemoryLink, clock: FakeClock) -> None:
     talk(sim, link, b"PR1\r")
     talk(sim, link, b"XYZ\r")
     sim.power_cycle()
@@ -403,9 +367,7 @@ def test_power_cycle_restarts_the_power_up_stream(
     assert PRX_2.fullmatch(link.take())
 
 
-def test_disconnect_stops_the_stream(
-    sim: TPGSimulator, link: MemoryLink, clock: FakeClock
-) -> None:
+def test_disconnect_stops_the_stream(sim: TPGSimulator, link: MemoryLink, clock: FakeClock) -> None:
     talk(sim, link, b"COM,0\r")
     link.close()  # servers close the link before telling the device
     sim.disconnected()
@@ -438,8 +400,7 @@ def test_silent_suppresses_streams(clock: FakeClock) -> None:
     sim = TPGSimulator(seed=1, clock=clock)
     sim.power_up_streaming = True
     sim.silent = True
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
+    link = attach(sim, clock)
     sim.tick(clock.advance(5))
     assert link.take() == b""
 
@@ -454,15 +415,12 @@ def test_garbage_before_next_reply_once(sim: TPGSimulator, link: MemoryLink) -> 
 def test_garbage_at_connect(clock: FakeClock) -> None:
     sim = TPGSimulator(seed=1, clock=clock)
     sim.garbage_at_connect = b"\x00\xf8"
-    link = MemoryLink(clock=clock)
-    sim.connected(link)
+    link = attach(sim, clock)
     assert link.take() == b"\x00\xf8"
     assert talk(sim, link, b"UNI\r") == ACK
 
 
-def test_split_replies_arrive_in_small_pieces(
-    sim: TPGSimulator, link: MemoryLink, clock: FakeClock
-) -> None:
+def test_split_replies_arrive_in_small_pieces(sim: TPGSimulator, link: MemoryLink, clock: FakeClock) -> None:
     sim.set_pressure(1, 1.23e-7)
     sim.split_replies = True
     sim.received(b"PR1\r\x05")
@@ -474,9 +432,7 @@ def test_split_replies_arrive_in_small_pieces(
     assert all(1 <= len(p) <= 3 for p in pieces)
 
 
-def test_reply_delay_holds_replies_back(
-    sim: TPGSimulator, link: MemoryLink, clock: FakeClock
-) -> None:
+def test_reply_delay_holds_replies_back(sim: TPGSimulator, link: MemoryLink, clock: FakeClock) -> None:
     sim.reply_delay = 0.5
     sim.received(b"UNI\r")
     assert link.take() == b""

@@ -1,0 +1,313 @@
+"""One thread per bus, reading every instrument on it in turn, each on its own drift-free schedule.
+
+The thread always serves the instrument whose deadline (or, while it is unavailable, whose
+retry) comes first, so a failing instrument costs the others on its bus only the time of its own
+exchange (at most one timeout per attempt), and costs instruments on other buses nothing.
+
+Recovery, in the order it is needed:
+
+* a poll that fails (timeout, garbled or refused reply) is counted; the instrument is simply
+  read again at its next deadline, where its driver resynchronises;
+* after ``failures_before_unavailable`` consecutive failures it is unavailable: no longer read
+  on its schedule but retried with capped exponential backoff; a retry connects the driver
+  again (flush, stop a stream, identify) before reading; when nothing on the bus answers, the
+  retry starts from a fresh connection, which also clears a half-open TCP link;
+* a lost link (``TransportDisconnected``) closes the shared transport; the next turn, whoever's
+  it is, reopens it (``bridge.transports.base.reopen``), and every driver on the bus connects
+  again before its next read;
+* an instrument that cannot connect at start is unavailable at once and retried the same way.
+
+The thread owns the transport: it opens it at the first turn and closes it when it ends, so
+``stop()`` never closes a link under a read in progress.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from bridge.config import InstrumentConfig
+from bridge.drivers.base import Driver
+from bridge.drivers.registry import DriverRegistry, default_registry
+from bridge.errors import BridgeError, ConfigError, TransportDisconnected
+from bridge.model import Reading
+from bridge.polling.bus import build_driver, bus_key, bus_problems, shared_transport_config, transport_owner
+from bridge.polling.health import Health, InstrumentStatus, State
+from bridge.polling.schedule import Backoff, Clock, Grid, spread
+from bridge.transports import open_transport
+from bridge.transports.base import Transport, reopen
+
+log = logging.getLogger("bridge.poller")
+
+Sink = Callable[[list[Reading]], None]
+OnChange = Callable[[InstrumentStatus], None]
+TurnKind = Literal["poll", "connect", "retry"]
+Phase = Literal["open", "connect", "read"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReadTiming:
+    """One turn on the bus, for benchmarks and diagnostics (clock times, seconds).
+
+    ``kind``: ``poll`` on schedule, ``connect`` (a scheduled poll that first connected the
+    driver, at start or after the link was reopened), ``retry`` (an unavailable instrument).
+    ``deadline`` is the planned start: the served grid deadline, or the retry time.
+    """
+
+    instrument: str
+    kind: TurnKind
+    deadline: float
+    started: float
+    finished: float
+    ok: bool
+
+    @property
+    def lateness(self) -> float:
+        return self.started - self.deadline
+
+
+Observer = Callable[[ReadTiming], None]
+
+
+@dataclass
+class _Member:
+    config: InstrumentConfig
+    driver: Driver[Any, Any]
+    health: Health
+    grid: Grid
+    #: the driver must connect() before its next read (at start, after the link was reopened)
+    needs_connect: bool = True
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    def due(self) -> float:
+        return self.health.retry_at if self.health.state is State.DOWN else self.grid.deadline
+
+
+@dataclass
+class _Outcome:
+    readings: list[Reading] | None
+    error: BaseException | None
+    phase: Phase
+    connected: bool
+
+
+class BusPoller:
+    """Polls the instruments of one bus (see :func:`bridge.polling.bus.group_by_bus`) in a thread.
+
+    ``sink`` gets each successful poll's readings; ``on_change`` each status change worth
+    publishing (available or not, or an instrument that could not start); ``observer`` every
+    turn's timing. All three are called from the bus thread; an exception they raise is logged
+    and the bus goes on. ``clock`` is the monotonic clock of the schedule (readings carry Unix
+    time stamped by the drivers).
+    """
+
+    def __init__(self, instruments: Sequence[InstrumentConfig], sink: Sink, *,
+                 on_change: OnChange | None = None, observer: Observer | None = None,
+                 registry: DriverRegistry | None = None, failures_before_unavailable: int = 3,
+                 backoff: Backoff | None = None, clock: Clock = time.monotonic) -> None:
+        if not instruments:
+            raise ValueError("a bus needs at least one instrument")
+        keys = {bus_key(inst.transport) for inst in instruments}
+        if len(keys) != 1:
+            raise ValueError(f"instruments of several buses given to one BusPoller: {', '.join(sorted(keys))}")
+        problems = bus_problems(instruments)
+        if problems:
+            raise ConfigError(problems)
+        self.key = keys.pop()
+        bus_config = shared_transport_config(instruments)
+        self._owner = transport_owner(instruments)
+        self._bus_timeout = bus_config.timeout
+        self.transport = open_transport(bus_config, self._owner)
+        registry = registry or default_registry()
+        self._members = [
+            _Member(inst, build_driver(registry, inst, self.transport, bus_config),
+                    Health(inst.name, failures_before_unavailable, backoff), Grid(0.0, inst.interval))
+            for inst in instruments
+        ]
+        self._sink = sink
+        self._on_change = on_change
+        self._observer = observer
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._sink_failing = False
+
+    # ---------------------------------------------------------- control
+
+    @property
+    def names(self) -> list[str]:
+        return [m.name for m in self._members]
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def start(self, origin: float | None = None, offsets: Sequence[float] | None = None) -> None:
+        """Start polling: instrument n's grid starts at ``origin`` (clock time, default now) plus
+        ``offsets[n]`` (default: spread over the shortest interval, see :func:`spread`)."""
+        if self._thread is not None:
+            raise RuntimeError(f"bus {self.key} already started")
+        origin = self._clock() if origin is None else origin
+        if offsets is None:
+            offsets = spread([m.config.interval for m in self._members])
+        if len(offsets) != len(self._members):
+            raise ValueError(f"{len(offsets)} offsets for {len(self._members)} instruments")
+        for m, offset in zip(self._members, offsets, strict=True):
+            m.grid = Grid(origin + offset, m.config.interval)
+        self._thread = threading.Thread(target=self._run, name=f"poller {self.key}", daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Ask the thread to end after the turn in progress (see :meth:`join`)."""
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end (it closes the transport); False if it is still in a turn
+        after ``timeout`` (default: two transport timeouts and a second, well past one turn)."""
+        thread = self._thread
+        if thread is None:
+            self.transport.close()
+            return True
+        thread.join(2 * self._bus_timeout + 1.0 if timeout is None else timeout)
+        if thread.is_alive():
+            log.warning("bus %s: still busy after stop; its transport closes when the turn ends", self.key)
+            return False
+        return True
+
+    def stop(self, timeout: float | None = None) -> bool:
+        self.request_stop()
+        return self.join(timeout)
+
+    def status(self) -> list[InstrumentStatus]:
+        with self._lock:
+            return [m.health.status(m.grid.missed) for m in self._members]
+
+    # ---------------------------------------------------------- the thread
+
+    def _run(self) -> None:
+        try:
+            while not self._stop.is_set():
+                member = min(self._members, key=_Member.due)  # first of equals: config order
+                wait = member.due() - self._clock()
+                if wait > 0:
+                    self._stop.wait(wait)
+                    continue
+                self._turn(member)
+        except Exception:  # a bug of the poller itself: say so loudly, the thread is gone
+            log.exception("bus %s: poller thread failed; its instruments are no longer read", self.key)
+        finally:
+            _close_quietly(self.transport)
+
+    def _turn(self, m: _Member) -> None:
+        retry = m.health.state is State.DOWN
+        if retry:
+            deadline = m.health.retry_at
+            if not any(other.health.available for other in self._members):
+                self._drop_link()  # nothing on this bus answers: start from a fresh connection
+        else:
+            with self._lock:  # an instrument about to connect was not due: nothing missed
+                m.grid.catch_up(self._clock(), count=not m.needs_connect)
+            deadline = m.grid.deadline
+        started = self._clock()
+        outcome = self._exchange(m, connect=retry)
+        finished = self._clock()
+        kind: TurnKind = "retry" if retry else "connect" if outcome.connected else "poll"
+
+        with self._lock:
+            if outcome.readings is not None:
+                changed = m.health.succeeded(max((r.timestamp for r in outcome.readings), default=None))
+            else:
+                error = outcome.error
+                assert error is not None
+                at_start = m.health.state is State.STARTING and outcome.phase != "read"
+                changed = m.health.failed(_describe(m.name, self._owner, error), finished,
+                                          connecting=at_start)
+            if m.health.state is not State.DOWN:
+                # After a retry or a (re)connect the grid points passed were not due: not missed.
+                m.grid.advance(finished, count=kind == "poll")
+            status = m.health.status(m.grid.missed) if changed else None
+
+        if outcome.readings:
+            self._deliver(outcome.readings)
+        if status is not None and self._on_change is not None:
+            _call_guarded(self._on_change, status, "on_change")
+        if self._observer is not None:
+            _call_guarded(self._observer, ReadTiming(m.name, kind, deadline, started, finished,
+                                                     outcome.readings is not None), "observer")
+
+    def _exchange(self, m: _Member, *, connect: bool) -> _Outcome:
+        phase: Phase = "open"
+        connected = False
+        try:
+            if not self.transport.is_open:
+                for member in self._members:
+                    member.needs_connect = True
+                reopen(self.transport)
+            phase = "connect"
+            if connect or m.needs_connect:
+                m.needs_connect = True
+                connected = True
+                m.driver.connect()
+                m.needs_connect = False
+            phase = "read"
+            return _Outcome(m.driver.read(), None, phase, connected)
+        except TransportDisconnected as exc:
+            self._drop_link()
+            return _Outcome(None, exc, phase, connected)
+        except BridgeError as exc:
+            return _Outcome(None, exc, phase, connected)
+        except Exception as exc:  # a driver bug must cost its instrument, not the bus
+            log.debug("%s: unexpected error in %s", m.name, phase, exc_info=True)
+            return _Outcome(None, exc, phase, connected)
+
+    def _drop_link(self) -> None:
+        """Close the shared transport; the next turn reopens it and every driver reconnects."""
+        _close_quietly(self.transport)
+        for member in self._members:
+            member.needs_connect = True
+
+    def _deliver(self, readings: list[Reading]) -> None:
+        try:
+            self._sink(readings)
+        except Exception:
+            if not self._sink_failing:
+                log.exception("bus %s: the reading sink failed; readings of this bus are lost until it works",
+                              self.key)
+            self._sink_failing = True
+            return
+        if self._sink_failing:
+            log.info("bus %s: the reading sink works again", self.key)
+            self._sink_failing = False
+
+
+def _describe(name: str, owner: str, error: BaseException) -> str:
+    """The error as the status shows it: without the instrument's or the transport's name in
+    front (the status is the instrument's already); library bugs keep their type name."""
+    text = str(error)
+    for prefix in (f"{name}: ", f"{owner}: "):
+        text = text.removeprefix(prefix)
+    if not isinstance(error, BridgeError):
+        text = f"{type(error).__name__}: {text}" if text else type(error).__name__
+    return text
+
+
+def _close_quietly(transport: Transport) -> None:
+    try:
+        transport.close()
+    except Exception:  # closing a broken link may fail in any library-specific way
+        log.debug("closing %s failed", transport.describe(), exc_info=True)
+
+
+def _call_guarded(callback: Callable[[Any], None], argument: object, what: str) -> None:
+    try:
+        callback(argument)
+    except Exception:
+        log.exception("the poller's %s callback raised; polling goes on", what)

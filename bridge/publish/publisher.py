@@ -1,0 +1,256 @@
+"""Publishes the outbox to MQTT in seq order and trims it only on the uploader's ack.
+
+A PUBACK does not make a message safe (RELIABILITY.md), so the outbox keeps every entry until
+the uploader acknowledges it on ``{prefix}/{site}/ack``; after a reconnect, or when acks stop
+coming while entries are outstanding, publishing rewinds to the last acknowledged seq.
+Duplicates that this causes are expected and removed by the uploader.
+
+All work happens in one sender thread; paho's callbacks only set flags and queue messages
+(a callback must never block: paho holds its locks while calling them).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+
+from bridge.config import MqttConfig
+from bridge.errors import ProtocolError
+from bridge.publish import codec
+from bridge.publish.mqtt import CallbackErrors, connect_properties, guarded, make_client
+from bridge.publish.outbox import Outbox
+from bridge.publish.topics import Topics
+
+log = logging.getLogger("bridge.publish")
+
+CommandHandler = Callable[[codec.Command], tuple[bool, str, int | None]]
+StatusProvider = Callable[[], dict[str, Any]]
+
+
+@dataclass
+class PublisherSettings:
+    #: entries per data message
+    batch_size: int = 500
+    #: data messages published but not yet PUBACKed
+    max_in_flight: int = 4
+    #: with entries outstanding and no ack progress for this long, resend from the acked seq
+    ack_timeout: float = 10.0
+    #: retained status is refreshed at least this often
+    status_interval: float = 5.0
+    #: how long a clean shutdown waits for the uploader to acknowledge what is left
+    drain_timeout: float = 3.0
+
+
+class Publisher:
+    def __init__(self, config: MqttConfig, site: str, outbox: Outbox, *, status: StatusProvider,
+                 commands: CommandHandler, settings: PublisherSettings | None = None) -> None:
+        self.config = config
+        self.site = site
+        self.outbox = outbox
+        self.topics = Topics(config.topic_prefix, site)
+        self.settings = settings or PublisherSettings()
+        self._status = status
+        self._commands = commands
+        self.callback_errors = CallbackErrors()
+        self.loop_restarts = 0
+        self.client = make_client(config, f"chamber-bridge-{site}")
+        self.client.will_set(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
+        self.client.on_connect = guarded(self.callback_errors, "on_connect", self._on_connect)
+        self.client.on_disconnect = guarded(self.callback_errors, "on_disconnect", self._on_disconnect)
+        self.client.on_publish = guarded(self.callback_errors, "on_publish", self._on_publish)
+        self.client.on_message = guarded(self.callback_errors, "on_message", self._on_message)
+        self._inbox: queue.Queue[tuple[str, bytes]] = queue.Queue()
+        self._lock = threading.Lock()
+        self._connected = threading.Event()
+        self._rewind = True
+        self._in_flight: set[int] = set()
+        self._cursor = outbox.acked_seq
+        self._last_ack_progress = time.monotonic()
+        self._stop = threading.Event()
+        self._status_due = 0.0
+        self._status_dirty = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.published_batches = 0
+        self.resends = 0
+
+    # ---------------------------------------------------------- life
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def start(self) -> None:
+        self.client.connect_async(self.config.host, self.config.port, keepalive=self.config.keepalive,
+                                  clean_start=True, properties=connect_properties(self.config))
+        self.client.loop_start()
+        self._thread = threading.Thread(target=self._run, name="publisher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Give the uploader a moment to acknowledge the rest, then say offline and disconnect."""
+        deadline = time.monotonic() + self.settings.drain_timeout
+        while self.connected and self.outbox.depth() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self.connected:
+            info = self.client.publish(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):
+                log.warning("could not publish offline status before disconnecting")
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def status_changed(self) -> None:
+        """Publish the retained status soon (an instrument's availability changed)."""
+        self._status_dirty.set()
+
+    # ---------------------------------------------------------- paho callbacks (flags only)
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                    properties: Any) -> None:
+        if reason_code.is_failure:
+            log.error("broker %s:%s refused the connection: %s", self.config.host, self.config.port, reason_code)
+            return
+        client.subscribe([(self.topics.ack, 1), (self.topics.command, 1)])
+        with self._lock:
+            self._rewind = True
+            self._in_flight.clear()
+        self._connected.set()
+        self._status_dirty.set()
+        log.info("connected to %s:%s", self.config.host, self.config.port)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
+                       properties: Any) -> None:
+        if self._connected.is_set():
+            log.warning("lost the broker (%s); the outbox keeps everything", reason_code)
+        self._connected.clear()
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
+        with self._lock:
+            self._in_flight.discard(mid)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._inbox.put((message.topic, bytes(message.payload)))
+
+    # ---------------------------------------------------------- the sender thread
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                busy = self._step()
+            except Exception:  # the sender must survive anything one step throws
+                log.exception("publisher step failed; retrying")
+                busy = False
+            if not busy:
+                self._stop.wait(0.02)
+
+    def _step(self) -> bool:
+        self._watch_network_thread()
+        self._handle_inbox()
+        now = time.monotonic()
+        if self._status_dirty.is_set() or now >= self._status_due:
+            self._publish_status()
+        if not self.connected:
+            return False
+        return self._publish_pending(now)
+
+    def _publish_pending(self, now: float) -> bool:
+        acked = self.outbox.acked_seq
+        with self._lock:
+            if self._rewind or (self._cursor > acked and now - self._last_ack_progress > self.settings.ack_timeout):
+                if not self._rewind:
+                    self.resends += 1
+                    log.warning("no ack for %.0f s with entries %d..%d outstanding: resending",
+                                self.settings.ack_timeout, acked + 1, self._cursor)
+                self._cursor = acked
+                self._rewind = False
+                self._last_ack_progress = now
+            if len(self._in_flight) >= self.settings.max_in_flight:
+                return False
+            cursor = self._cursor
+        entries = self.outbox.pending(cursor, self.settings.batch_size)
+        if not entries:
+            return False
+        payload = codec.encode_batch(self.site, self.outbox.epoch, entries)
+        info = self.client.publish(self.topics.data, payload, qos=1)
+        if info.rc != mqtt.MQTT_ERR_SUCCESS:
+            return False  # not connected after all: the next connect rewinds anyway
+        with self._lock:
+            self._in_flight.add(info.mid)
+            self._cursor = entries[-1].seq
+        self.published_batches += 1
+        return True
+
+    def _handle_inbox(self) -> None:
+        while True:
+            try:
+                topic, payload = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                if topic == self.topics.ack:
+                    self._handle_ack(codec.decode_ack(payload))
+                elif topic == self.topics.command:
+                    self._handle_command(codec.decode_command(payload))
+            except ProtocolError as exc:
+                log.warning("ignored a bad message on %s: %s", topic, exc)
+
+    def _handle_ack(self, ack: codec.Ack) -> None:
+        if ack.epoch != self.outbox.epoch:
+            log.warning("ack for epoch %s ignored (this outbox is epoch %s)", ack.epoch, self.outbox.epoch)
+            return
+        before = self.outbox.acked_seq
+        self.outbox.acknowledge(ack.epoch, ack.seq)
+        if self.outbox.acked_seq > before:
+            with self._lock:
+                self._last_ack_progress = time.monotonic()
+                self._cursor = max(self._cursor, self.outbox.acked_seq)
+
+    def _handle_command(self, command: codec.Command) -> None:
+        ok, message, seq = self._commands(command)
+        self.client.publish(self.topics.command_reply, codec.encode_reply(command.request_id, ok, message, seq),
+                            qos=1)
+        self._status_dirty.set()
+
+    def _watch_network_thread(self) -> None:
+        """paho's loop thread can die (RELIABILITY.md); restart it rather than go quiet."""
+        thread = getattr(self.client, "_thread", None)
+        if thread is not None and thread.is_alive():
+            return
+        self.loop_restarts += 1
+        log.error("the MQTT network thread is gone; restarting it (restart %d)", self.loop_restarts)
+        self.client.loop_stop()
+        self.client.loop_start()
+
+    # ---------------------------------------------------------- status
+
+    def _status_payload(self, state: str, details: dict[str, Any] | None = None) -> bytes:
+        body: dict[str, Any] = {"v": codec.SCHEMA_VERSION, "site": self.site, "state": state, "time": time.time()}
+        if details is not None:
+            body.update(details)
+            body["publisher"] = {"callback_errors": self.callback_errors.count,
+                                 "last_callback_error": self.callback_errors.last,
+                                 "loop_restarts": self.loop_restarts, "resends": self.resends}
+        return json.dumps(body).encode()
+
+    def _publish_status(self) -> None:
+        """Retained status, and the retained run state dashboards show (the open run or none)."""
+        self._status_dirty.clear()
+        self._status_due = time.monotonic() + self.settings.status_interval
+        if not self.connected:
+            return
+        details = self._status()
+        self.client.publish(self.topics.status, self._status_payload("online", details), qos=1, retain=True)
+        run = {"v": codec.SCHEMA_VERSION, "site": self.site, "run": details.get("run")}
+        self.client.publish(self.topics.run, json.dumps(run).encode(), qos=1, retain=True)

@@ -1,0 +1,88 @@
+"""``chamber-bridge poll``: pollers -> outbox -> publisher, with runs and status.
+
+Every reading is written to the outbox before anything is published, so a broker outage, a
+network cut or this process dying costs nothing that was committed (DESIGN.md section 3).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+from bridge.clock_sync import ntp_synchronized
+from bridge.config import Config
+from bridge.model import Reading
+from bridge.poller import InstrumentStatus, Pollers
+from bridge.publish import codec
+from bridge.publish.outbox import Outbox
+from bridge.publish.publisher import Publisher, PublisherSettings
+from bridge.runs import Runs
+
+log = logging.getLogger("bridge.service")
+
+OUTBOX_FILE = "outbox.sqlite"
+#: how often the NTP state is asked again (it costs a subprocess)
+CLOCK_CHECK_INTERVAL = 60.0
+
+
+class BridgeService:
+    def __init__(self, config: Config, settings: PublisherSettings | None = None) -> None:
+        self.config = config
+        config.bridge.state_dir.mkdir(parents=True, exist_ok=True)
+        self.outbox = Outbox(config.bridge.state_dir / OUTBOX_FILE)
+        self.runs = Runs(self.outbox)
+        self.pollers = Pollers(config.bridge.instruments, sink=self._store, on_change=self._instrument_changed)
+        self.publisher = Publisher(config.mqtt, config.site, self.outbox, status=self.status,
+                                   commands=self.runs.handle, settings=settings)
+        self._clock: tuple[float, bool | None] = (0.0, None)
+        self.stopped = threading.Event()
+
+    def _store(self, readings: list[Reading]) -> None:
+        for reading in readings:
+            self.outbox.append("reading", codec.reading_body(reading), reading.timestamp)
+
+    def _instrument_changed(self, status: InstrumentStatus) -> None:
+        self.publisher.status_changed()
+
+    def _ntp(self) -> bool | None:
+        checked, value = self._clock
+        if time.monotonic() - checked > CLOCK_CHECK_INTERVAL:
+            value = ntp_synchronized()
+            self._clock = (time.monotonic(), value)
+        return value
+
+    def status(self) -> dict[str, Any]:
+        oldest = self.outbox.oldest_unacked_time()
+        overflow = self.outbox.overflow
+        return {
+            "instruments": [
+                {"name": s.name, "available": s.available, "last_error": s.last_error, "reads": s.reads,
+                 "failures": s.failures, "missed_deadlines": s.missed_deadlines}
+                for s in self.pollers.status()
+            ],
+            "outbox": {
+                "epoch": self.outbox.epoch, "depth": self.outbox.depth(), "acked_seq": self.outbox.acked_seq,
+                "last_seq": self.outbox.last_seq,
+                "oldest_unacked_age": None if oldest is None else max(0.0, time.time() - oldest),
+                "overflow": overflow.alarm, "refused_readings": overflow.refused,
+            },
+            "clock": {"ntp_synchronized": self._ntp()},
+            "run": self.runs.current,
+        }
+
+    def start(self) -> None:
+        self.runs.recover()
+        self.publisher.start()
+        self.pollers.start()
+        log.info("bridge %s polling %d instruments; outbox epoch %s", self.config.site,
+                 len(self.config.bridge.instruments), self.outbox.epoch)
+
+    def stop(self) -> None:
+        """Stop polling, commit what was read, let the uploader catch up briefly, say offline."""
+        self.pollers.stop()
+        self.outbox.flush()
+        self.publisher.stop()
+        self.outbox.close()
+        self.stopped.set()
