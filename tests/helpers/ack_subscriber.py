@@ -12,14 +12,15 @@ from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from bridge.publish.topics import Topics
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.publish import codec
+from bridge.publish.topics import Topics
 
 
 class AckingSubscriber:
-    def __init__(self, host: str, port: int, prefix: str, site: str, client_id: str = "test-uploader") -> None:
+    def __init__(self, host: str, port: int, prefix: str, site: str, client_id: str = "test-uploader",
+                 credentials: tuple[str, str] | None = None) -> None:
         self.topics = Topics(prefix, site)
         self.lock = threading.Lock()
         self.entries: dict[int, codec.LogEntry] = {}
@@ -33,7 +34,9 @@ class AckingSubscriber:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
-        self.client.reconnect_delay_set(0.1, 1)
+        self.client.reconnect_delay_set(0.1, 1)  # type: ignore[arg-type]  # paho takes floats too
+        if credentials is not None:
+            self.client.username_pw_set(*credentials)
         self.client.connect(host, port, keepalive=5)
         self.client.loop_start()
 

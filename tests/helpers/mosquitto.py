@@ -28,7 +28,10 @@ def mosquitto_binary() -> str:
 
 
 class MosquittoBroker:
-    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "") -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra_config: str = "",
+                 users: dict[str, str] | None = None) -> None:
+        """``users`` (name -> password) turns anonymous access off and writes a password file."""
+        self.users = users
         self.workdir = workdir
         self.port = port or free_port()
         self.host = "127.0.0.1"
@@ -41,7 +44,7 @@ class MosquittoBroker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         lines = [
             f"listener {self.port} 127.0.0.1",
-            "allow_anonymous true",
+            f"allow_anonymous {'true' if self.users is None else 'false'}",
             "persistence true",
             f"persistence_location {self.workdir}/",
             f"log_dest file {self.log_path}",
@@ -51,6 +54,16 @@ class MosquittoBroker:
         ]
         if os.geteuid() == 0:
             lines.append("user root")  # otherwise it drops to 'mosquitto', who cannot write here
+        if self.users is not None:
+            passwords = self.workdir / "passwd"
+            passwords.unlink(missing_ok=True)
+            passwd = str(Path(mosquitto_binary()).with_name("mosquitto_passwd"))
+            if not os.path.exists(passwd):
+                passwd = shutil.which("mosquitto_passwd") or "mosquitto_passwd"
+            for name, password in self.users.items():
+                create = [] if passwords.exists() else ["-c"]
+                subprocess.run([passwd, "-b", *create, str(passwords), name, password], check=True)
+            lines.append(f"password_file {passwords}")
         self.config_path.write_text("\n".join(lines) + "\n" + self.extra_config)
 
     def start(self) -> None:

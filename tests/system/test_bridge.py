@@ -40,10 +40,10 @@ def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
 
 
 def make_config(broker: MosquittoBroker, gauges: list[tuple[TPGSimulator, TcpServer]], state: Path,
-                interval: float = 0.05) -> dict[str, Any]:
+                interval: float = 0.05, **mqtt: Any) -> dict[str, Any]:
     return {
         "site": "chamber-t",
-        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": "lab", "keepalive": 5},
+        "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": "lab", "keepalive": 5, **mqtt},
         "bridge": {"state_dir": str(state), "instruments": [
             {"name": f"gauge{i}", "driver": "pfeiffer_tpg", "interval": interval,
              "transport": {"kind": "serial", "port": server.url, "timeout": 0.3},
@@ -71,9 +71,10 @@ def assert_contiguous(sub: AckingSubscriber) -> None:
     assert not sub.conflicts, f"seqs reused for different entries: {sub.conflicts[:5]}"
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_readings_arrive_in_seq_order_and_the_outbox_drains(
-        mosquitto: MosquittoBroker, subscriber: AckingSubscriber, gauges: Any, tmp_path: Path) -> None:
-    service = start_service(make_config(mosquitto, gauges, tmp_path / "state"))
+        mosquitto: MosquittoBroker, subscriber: AckingSubscriber, gauges: Any, tmp_path: Path, protocol: str) -> None:
+    service = start_service(make_config(mosquitto, gauges, tmp_path / "state", protocol=protocol))
     try:
         subscriber.wait_for(lambda: len(subscriber.entries) >= 60, what="60 readings")
     finally:
@@ -270,3 +271,34 @@ def test_start_run_with_no_bridge_exits_1_with_one_line(mosquitto: MosquittoBrok
                     "lab/nobody-home/command within 1 s")
 
 
+
+
+def test_username_and_password_from_a_file(gauges: Any, tmp_path: Path) -> None:
+    broker = MosquittoBroker(tmp_path / "broker", users={"bridge": "s3cret", "uploader": "0ther"})
+    broker.start()
+    secret = tmp_path / "mqtt-password"
+    secret.write_text("s3cret\n")
+    sub = AckingSubscriber(broker.host, broker.port, "lab", "chamber-t", credentials=("uploader", "0ther"))
+    try:
+        wrong = tmp_path / "wrong-password"
+        wrong.write_text("guess\n")
+        refused = start_service(make_config(broker, gauges, tmp_path / "refused", username="bridge",
+                                            password_file=str(wrong)))
+        try:
+            refused.outbox.flush()
+            sub.wait_for(lambda: (refused.outbox.last_seq or 0) > 20, what="polling while refused")
+            assert not refused.publisher.connected
+            assert not sub.entries, "nothing may pass a broker that refused the credentials"
+        finally:
+            refused.publisher.settings.drain_timeout = 0
+            refused.stop()
+        service = start_service(make_config(broker, gauges, tmp_path / "state", username="bridge",
+                                            password_file=str(secret)))
+        try:
+            sub.wait_for(lambda: len(sub.entries) >= 20, what="readings over an authenticated connection")
+        finally:
+            service.stop()
+    finally:
+        sub.close()
+        broker.kill()
+    assert_contiguous(sub)
