@@ -55,7 +55,7 @@ from types import TracebackType
 from typing import Any, Final
 
 from bridge.errors import BridgeError
-from bridge.publish.codec import ENTRY_KINDS, RUN_MARKERS, EntryKind, LogEntry, pack, unpack_body
+from bridge.publish.codec import ENTRY_KINDS, RUN_MARKERS, EntryKind, LogEntry, StoredEntry, pack, unpack_body
 
 log = logging.getLogger(__name__)
 
@@ -232,11 +232,18 @@ class Outbox:
 
     def pending(self, after_seq: int, limit: int) -> list[LogEntry]:
         """Up to ``limit`` committed entries with seq > ``after_seq``, in seq order."""
+        return [LogEntry(seq, kind, time, unpack_body(body))  # type: ignore[arg-type]
+                for seq, kind, time, body in self.pending_stored(after_seq, limit)]
+
+    def pending_stored(self, after_seq: int, limit: int) -> list[StoredEntry]:
+        """The same with bodies as stored (msgpack), for the publisher to splice into a batch."""
+        if self._last <= after_seq:
+            return []  # nothing committed beyond it: no query (the publisher asks every few ms)
         with self._reader_lock:
-            rows = self._reader.execute(
+            rows: list[StoredEntry] = self._reader.execute(
                 "SELECT seq, kind, time, body FROM entries WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit),
             ).fetchall()
-        return [LogEntry(seq, kind, time, unpack_body(body)) for seq, kind, time, body in rows]
+        return rows
 
     def acknowledge(self, epoch: str, seq: int) -> int:
         """Trim every entry up to ``seq`` of ``epoch`` and persist it as acknowledged; the rows trimmed.

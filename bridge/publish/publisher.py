@@ -179,16 +179,16 @@ class Publisher:
             if len(self._in_flight) >= self.settings.max_in_flight:
                 return False
             cursor = self._cursor
-        entries = self.outbox.pending(cursor, self.settings.batch_size)
+        entries = self.outbox.pending_stored(cursor, self.settings.batch_size)
         if not entries:
             return False
-        payload = codec.encode_batch(self.site, self.outbox.epoch, entries)
+        payload = codec.encode_stored_batch(self.site, self.outbox.epoch, entries)
         info = self.client.publish(self.topics.data, payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return False  # not connected after all: the next connect rewinds anyway
         with self._lock:
             self._in_flight.add(info.mid)
-            self._cursor = entries[-1].seq
+            self._cursor = entries[-1][0]
         self.published_batches += 1
         return True
 

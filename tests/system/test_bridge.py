@@ -234,9 +234,9 @@ def test_runs_are_markers_in_the_log_and_a_crash_closes_the_open_run(
         assert "is still open" in again.stderr
         subscriber.wait_for(lambda: any(e.kind == "run_start" for e in subscriber.entries.values()),
                             what="the run_start marker")
-        run = json.loads(subscriber.retained.get("lab/chamber-t/run", b"{}") or b"{}")
         subscriber.wait_for(lambda: json.loads(subscriber.retained.get("lab/chamber-t/run", b"{}") or b"{}")
                             .get("run") is not None, what="the retained run state")
+        run = json.loads(subscriber.retained["lab/chamber-t/run"])["run"]
     finally:
         bridge.kill()  # crash with the run open
         bridge.wait(timeout=10)
@@ -257,7 +257,7 @@ def test_runs_are_markers_in_the_log_and_a_crash_closes_the_open_run(
     assert stop.body["run_id"] == start.body["run_id"]
     assert stop.body["exit_status"] == "abort"
     assert stop.seq > start.seq
-    assert run is not None
+    assert (run["run_id"], run["stream_name"]) == (start.body["run_id"], "GaAs-042")
 
 
 def test_start_run_with_no_bridge_exits_1_with_one_line(mosquitto: MosquittoBroker, tmp_path: Path) -> None:

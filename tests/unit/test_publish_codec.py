@@ -235,3 +235,19 @@ def test_topics_of_a_site() -> None:
 def test_names_that_would_change_the_topic_tree_are_refused(prefix: str, site: str) -> None:
     with pytest.raises(ValueError, match="topic"):
         Topics(prefix, site)
+
+
+def test_a_batch_from_stored_bodies_is_byte_identical() -> None:
+    from bridge.publish import codec as c
+
+    entries = [
+        c.LogEntry(7, "reading", 1795250000.25, {"i": "g", "c": "p1", "v": 1.5e-7, "q": "ok", "t": 1795250000.2,
+                                                 "u": "mbar"}),
+        c.LogEntry(8, "run_start", 1795250001.0, {"run_id": "r1", "stream_name": "GaAs", "tags": ["a"]}),
+        c.LogEntry(9, "reading", 1795250002.5, {"i": "g", "c": "p1", "v": None, "q": "sensor_off", "t": 1.0,
+                                                "u": "mbar", "d": "off"}),
+    ]
+    stored = [(e.seq, e.kind, e.time, c.pack(e.body)) for e in entries]
+    assert c.encode_stored_batch("site-a", "ep", stored) == c.encode_batch("site-a", "ep", entries)
+    assert c.decode_batch(c.encode_stored_batch("site-a", "ep", stored)).entries == tuple(entries)
+    assert c.decode_batch(c.encode_stored_batch("site-a", "ep", [])).entries == ()
