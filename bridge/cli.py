@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from importlib.metadata import entry_points
 from typing import NoReturn
@@ -19,6 +19,7 @@ from typing import NoReturn
 import click
 
 from bridge import __version__
+from bridge.cli_runs import runs
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.model import Reading
@@ -188,25 +189,44 @@ def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> No
 @click.pass_context
 def poll(ctx: click.Context, config: str) -> None:
     """Run the bridge until SIGINT/SIGTERM, then flush and publish offline status."""
-    import signal
-    import threading
-
     from bridge.service import BridgeService
 
     cfg = _load(ctx, config)
     if not cfg.bridge.instruments:
         fail(f"{config}: no instruments configured (bridge.instruments is empty)", EXIT_USAGE)
     logging.getLogger("bridge").setLevel(logging.DEBUG if ctx.obj["debug"] else logging.INFO)
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stop.set())
     with reported_errors(ctx.obj["debug"]):
         service = BridgeService(cfg)
-        service.start()
-        try:
-            stop.wait()
-        finally:
-            service.stop()
+        _serve_until_signal(service.start, service.stop)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.pass_context
+def upload(ctx: click.Context, config: str) -> None:
+    """Run the uploader until SIGINT/SIGTERM: every site's data into one stream per run."""
+    cfg = _load(ctx, config)
+    logging.getLogger("bridge").setLevel(logging.DEBUG if ctx.obj["debug"] else logging.INFO)
+    with reported_errors(ctx.obj["debug"]):
+        from bridge.uploader.service import UploaderService
+
+        service = UploaderService(cfg)
+        _serve_until_signal(service.start, service.stop)
+
+
+def _serve_until_signal(start: Callable[[], None], stop: Callable[[], None]) -> None:
+    """Run a service until SIGINT or SIGTERM, then stop it cleanly."""
+    import signal
+    import threading
+
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.set())
+    start()
+    try:
+        stopping.wait()
+    finally:
+        stop()
 
 
 def _run_request(ctx: click.Context, config: str, action: str, params: dict[str, object], timeout: float) -> None:
@@ -246,6 +266,9 @@ def start_run(ctx: click.Context, config: str, name: str, sample: str | None, in
 def stop_run(ctx: click.Context, config: str, exit_status: str, timeout: float) -> None:
     """Ask the site's bridge to close the open run; exit 0 once it has logged the marker."""
     _run_request(ctx, config, "stop_run", {"exit_status": exit_status}, timeout)
+
+
+cli.add_command(runs)
 
 
 def main() -> None:

@@ -226,6 +226,14 @@ class UploaderSection(StrictModel):
     points_per_chunk: Annotated[int, Field(ge=1, le=100_000)] = 100
     keep_idle: bool = False
     sink: SinkConfig = LocalSinkConfig(kind="local")
+    #: the MQTT client id of the persistent session; one per uploader (two sharing one steal the session)
+    client_id: str = Field(default="chamber-bridge-uploader", min_length=1, max_length=64)
+    #: seconds the broker keeps the session (and queues data) while the uploader is away (MQTT v5)
+    session_expiry: Annotated[int, Field(ge=60, le=4_294_967_294)] = 7 * 24 * 3600
+    #: seconds a missing seq is waited for before the run is finalized with the gap recorded
+    finalize_grace: Annotated[float, Field(gt=0)] = 3600.0
+    #: entries the spool holds at most; past it the alarm is raised and intake pauses (nothing is acked)
+    max_spool_entries: Annotated[int, Field(ge=1000)] = 20_000_000
 
 
 class Config(StrictModel):

@@ -87,3 +87,13 @@ def connect_properties(config: MqttConfig, session_expiry: int | None = None) ->
     properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     properties.SessionExpiryInterval = session_expiry
     return properties
+
+
+def revive_network_thread(client: mqtt.Client) -> bool:
+    """Restart paho's loop thread if it died (RELIABILITY.md: it can, silently); True if it had to."""
+    thread = getattr(client, "_thread", None)
+    if thread is not None and thread.is_alive():
+        return False
+    client.loop_stop()
+    client.loop_start()
+    return True

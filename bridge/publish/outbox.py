@@ -40,7 +40,6 @@ backoff by the committer; :meth:`Outbox.flush` and :meth:`Outbox.append_marker` 
 from __future__ import annotations
 
 import enum
-import fcntl
 import json
 import logging
 import os
@@ -54,6 +53,8 @@ from time import time as wall_clock
 from types import TracebackType
 from typing import Any, Final
 
+from bridge.crashpoints import crash_point
+from bridge.durable import connect_durable, lock_exclusively
 from bridge.errors import BridgeError
 from bridge.publish.codec import ENTRY_KINDS, RUN_MARKERS, EntryKind, LogEntry, StoredEntry, pack, unpack_body
 
@@ -350,7 +351,9 @@ class Outbox:
                 self._db.executemany("INSERT INTO entries (seq, kind, time, body) VALUES (?, ?, ?, ?)", rows)
             if open_run_json is not None:
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'open_run'", (open_run_json,))
+            crash_point("outbox.before_commit")
             self._db.execute("COMMIT")
+            crash_point("outbox.after_commit")
         except sqlite3.Error as exc:
             self._rollback()
             if not self._failing:
@@ -395,35 +398,13 @@ class Outbox:
 
 
 def _lock_exclusively(path: Path) -> int:
-    """Hold an advisory lock beside the database: two bridges on one outbox would hand out the same seqs."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise OutboxError(f"the outbox {path} is in use by another process (is a second bridge running?)") from None
-    return fd
+        return lock_exclusively(path, f"the outbox {path} is in use by another process (is a second bridge running?)")
+    except BlockingIOError as exc:
+        raise OutboxError(str(exc)) from None
 
 
 def _connect(path: Path) -> sqlite3.Connection:
-    """Open (creating if new) the database: WAL, synchronous=FULL, schema and meta rows in one transaction."""
-    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-    try:
-        (mode,) = db.execute("PRAGMA journal_mode=WAL").fetchone()
-        if mode != "wal":
-            raise sqlite3.OperationalError(f"WAL mode is not available here (journal_mode is {mode})")
-        db.execute("PRAGMA synchronous=FULL")
-        # a large trim after a long outage can grow the WAL; give the space back after checkpoints
-        db.execute("PRAGMA journal_size_limit=16777216")
-        db.execute("BEGIN IMMEDIATE")
-        for statement in _SCHEMA:
-            db.execute(statement)
-        db.executemany("INSERT OR IGNORE INTO meta (key, value) VALUES (?, ?)", [
-            ("format", 1), ("epoch", uuid.uuid4().hex), ("acked_seq", 0), ("last_seq", 0), ("open_run", "null"),
-        ])
-        db.execute("COMMIT")
-    except sqlite3.Error:
-        db.close()
-        raise
-    return db
+    return connect_durable(path, _SCHEMA, [
+        ("format", 1), ("epoch", uuid.uuid4().hex), ("acked_seq", 0), ("last_seq", 0), ("open_run", "null"),
+    ])

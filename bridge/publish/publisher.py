@@ -25,7 +25,7 @@ import paho.mqtt.client as mqtt
 from bridge.config import MqttConfig
 from bridge.errors import ProtocolError
 from bridge.publish import codec
-from bridge.publish.mqtt import CallbackErrors, connect_properties, guarded, make_client
+from bridge.publish.mqtt import CallbackErrors, connect_properties, guarded, make_client, revive_network_thread
 from bridge.publish.outbox import Outbox
 from bridge.publish.topics import Topics
 
@@ -225,13 +225,9 @@ class Publisher:
 
     def _watch_network_thread(self) -> None:
         """paho's loop thread can die (RELIABILITY.md); restart it rather than go quiet."""
-        thread = getattr(self.client, "_thread", None)
-        if thread is not None and thread.is_alive():
-            return
-        self.loop_restarts += 1
-        log.error("the MQTT network thread is gone; restarting it (restart %d)", self.loop_restarts)
-        self.client.loop_stop()
-        self.client.loop_start()
+        if revive_network_thread(self.client):
+            self.loop_restarts += 1
+            log.error("the MQTT network thread was gone; restarted it (restart %d)", self.loop_restarts)
 
     # ---------------------------------------------------------- status
 

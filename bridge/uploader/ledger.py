@@ -1,0 +1,408 @@
+"""The ledger: which readings belong to which run, which chunks were cut, which the sink confirmed.
+
+It works through each source's log in seq order, only as far as the spool holds it without a
+hole (``contiguous``), so a run's chunks are cut from complete data and always cut the same
+way. Everything it decides (run boundaries, chunks, where each flow's cutter stands, the
+cursor) is committed in one transaction with the spool it read, so a crash resumes at the last
+commit and a chunk that was cut is never cut differently.
+
+Delivery state: a chunk is ``confirmed`` only after the sink said so; a run is ``finalized``
+only after every chunk is confirmed and the sink confirmed the finalize. The manifest sent with
+the finalize is stored first (state ``finalizing``), so a finalize repeated after a crash
+sends the same manifest.
+
+Holes: a seq missing for longer than ``grace`` seconds is given up on. The hole is recorded in
+the open run's gap list (the completeness report), the source's contiguous seq moves past it
+(so the bridge may trim it; it has had the grace period to resend) and anything of it that
+still arrives is dropped as late. A run left open by a bridge whose outbox was replaced (a new
+epoch for the same site) is closed as ``abort`` once that source has been quiet for ``grace``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final, NamedTuple
+
+from bridge.publish.codec import unpack_body
+from bridge.uploader.chunker import ChunkReading, CutChunk, FlowCutter, channel_name, chunk_body
+from bridge.uploader.sinks.base import ChunkBody, StreamInfo
+from bridge.uploader.spool import SpoolError, open_spool_db
+
+log = logging.getLogger(__name__)
+
+#: entries read per step of the pass (bounds memory and transaction length)
+PAGE: Final = 20_000
+MANIFEST_VERSION: Final = 1
+
+
+class Source(NamedTuple):
+    site: str
+    epoch: str
+    contiguous: int
+    max_seq: int
+    cursor: int
+    open_run: str | None
+    gap_since: float | None
+    first_seen: float
+    last_arrival: float
+
+
+class PendingChunk(NamedTuple):
+    run_id: str
+    site: str
+    epoch: str
+    data_id: str
+    flow: str
+    chunk_index: int
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(slots=True)
+class Progress:
+    """What a pass did, for the service: sources whose contiguous seq moved past a hole (to ack)."""
+
+    entries: int = 0
+    chunks: int = 0
+    runs_stopped: list[str] = field(default_factory=list)
+    skipped: dict[tuple[str, str], int] = field(default_factory=dict)
+
+
+class Ledger:
+    """The worker's side of the spool database. One thread uses it."""
+
+    def __init__(self, state_dir: Path, *, points_per_chunk: int = 100, keep_idle: bool = False,
+                 grace: float = 600.0) -> None:
+        self._db = open_spool_db(state_dir)
+        self.path = state_dir
+        self.points_per_chunk = points_per_chunk
+        self.keep_idle = keep_idle
+        self.grace = grace
+
+    # ------------------------------------------------------------ transactions
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except sqlite3.Error as exc:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise SpoolError(f"ledger commit failed in {self.path}: {exc}") from exc
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    # ------------------------------------------------------------ the pass: runs and chunks
+
+    def sources(self) -> list[Source]:
+        return [Source(*row) for row in self._db.execute(
+            "SELECT site, epoch, contiguous, max_seq, cursor, open_run, gap_since, first_seen, last_arrival"
+            " FROM sources ORDER BY first_seen")]
+
+    def advance(self, now: float | None = None) -> Progress:
+        """Work through every source as far as it is held; give up holes older than the grace period."""
+        now = time.time() if now is None else now
+        progress = Progress()
+        sources = self.sources()
+        for source in sources:
+            blocked = source.cursor >= source.contiguous and source.contiguous < source.max_seq
+            if blocked and source.gap_since is not None and now - source.gap_since > self.grace:
+                skipped_to = self._skip_hole(source)
+                progress.skipped[(source.site, source.epoch)] = skipped_to
+                source = source._replace(contiguous=skipped_to)
+            while source.cursor < source.contiguous:
+                source = self._step(source, progress)
+            if source.open_run is not None and self._superseded(source, sources, now):
+                self._close_abandoned(source, progress)
+        return progress
+
+    def _step(self, source: Source, progress: Progress) -> Source:
+        """One page of the pass for one source, in one transaction."""
+        rows = self._db.execute(
+            "SELECT seq, kind, time, flow, channel, t, body FROM entries WHERE site=? AND epoch=? AND seq>? AND seq<=?"
+            " ORDER BY seq LIMIT ?", (source.site, source.epoch, source.cursor, source.contiguous, PAGE)).fetchall()
+        last = rows[-1][0] if rows else source.contiguous
+        open_run = source.open_run
+        cutters = self._cutters(open_run)
+        chunks: list[tuple[str, CutChunk]] = []
+        idle: list[list[int]] = []
+        with self._transaction() as db:
+            for seq, kind, stamp, flow, channel, t, body in rows:
+                if kind == "reading":
+                    if open_run is None:
+                        if idle and idle[-1][1] == seq - 1:
+                            idle[-1][1] = seq
+                        else:
+                            idle.append([seq, seq])
+                        continue
+                    cutter = cutters.get(flow)
+                    if cutter is None:
+                        cutter = cutters[flow] = FlowCutter(flow)
+                    cut = cutter.add(seq, channel, t, self.points_per_chunk)
+                    if cut is not None:
+                        chunks.append((open_run, cut))
+                elif kind == "run_start":
+                    start = unpack_body(body)
+                    if open_run is not None:
+                        log.warning("%s: run %s started while run %s was open; closing that one as abort",
+                                    source.site, start.get("run_id"), open_run)
+                        self._stop_run(db, open_run, cutters, chunks, seq - 1, stamp,
+                                       {"exit_status": "abort", "reason": "a new run started before it was stopped"})
+                        progress.runs_stopped.append(open_run)
+                    open_run = str(start["run_id"])
+                    cutters = {}
+                    db.execute("INSERT OR IGNORE INTO runs (run_id, site, epoch, start_seq, start, started_at, state)"
+                               " VALUES (?, ?, ?, ?, ?, ?, 'open')",
+                               (open_run, source.site, source.epoch, seq, json.dumps(start), stamp))
+                else:  # run_stop
+                    stop = unpack_body(body)
+                    if open_run is None or stop.get("run_id") != open_run:
+                        log.warning("%s: stop marker (seq %d) for run %s, which is not open here; ignored",
+                                    source.site, seq, stop.get("run_id"))
+                        continue
+                    self._stop_run(db, open_run, cutters, chunks, seq, stamp, stop)
+                    progress.runs_stopped.append(open_run)
+                    open_run, cutters = None, {}
+            if open_run is not None:
+                db.executemany("INSERT OR REPLACE INTO flows (run_id, flow, cutter) VALUES (?, ?, ?)",
+                               [(open_run, f, json.dumps(c.to_json())) for f, c in cutters.items()])
+            db.executemany("INSERT INTO chunks (run_id, flow, chunk_index, first_seq, last_seq, points)"
+                           " VALUES (?, ?, ?, ?, ?, ?)", [(run, *cut) for run, cut in chunks])
+            if not self.keep_idle:
+                db.executemany("DELETE FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ?",
+                               [(source.site, source.epoch, a, b) for a, b in idle])
+            db.execute("UPDATE sources SET cursor=?, open_run=? WHERE site=? AND epoch=?",
+                       (last, open_run, source.site, source.epoch))
+        progress.entries += len(rows)
+        progress.chunks += len(chunks)
+        return source._replace(cursor=last, open_run=open_run)
+
+    def _cutters(self, run_id: str | None) -> dict[str, FlowCutter]:
+        if run_id is None:
+            return {}
+        return {flow: FlowCutter.from_json(json.loads(cutter)) for flow, cutter in self._db.execute(
+            "SELECT flow, cutter FROM flows WHERE run_id=?", (run_id,))}
+
+    def _stop_run(self, db: sqlite3.Connection, run_id: str, cutters: dict[str, FlowCutter],
+                  chunks: list[tuple[str, CutChunk]], stop_seq: int, stamp: float, stop: dict[str, Any]) -> None:
+        for cutter in cutters.values():
+            cut = cutter.finish()
+            if cut is not None:
+                chunks.append((run_id, cut))
+        db.executemany("INSERT OR REPLACE INTO flows (run_id, flow, cutter) VALUES (?, ?, ?)",
+                       [(run_id, f, json.dumps(c.to_json())) for f, c in cutters.items()])
+        db.execute("UPDATE runs SET stop_seq=?, stop=?, stopped_at=?, state='stopped' WHERE run_id=?",
+                   (stop_seq, json.dumps(stop), stamp, run_id))
+
+    def _skip_hole(self, source: Source) -> int:
+        """Give up the hole after ``contiguous``; record it; return the new contiguous seq."""
+        key = (source.site, source.epoch)
+        with self._transaction() as db:
+            (next_held,) = db.execute("SELECT min(seq) FROM entries WHERE site=? AND epoch=? AND seq>?",
+                                      (*key, source.contiguous)).fetchone()
+            first, last = source.contiguous + 1, next_held - 1
+            contiguous = next_held
+            for (seq,) in db.execute("SELECT seq FROM entries WHERE site=? AND epoch=? AND seq>? ORDER BY seq",
+                                     (*key, next_held)):
+                if seq != contiguous + 1:
+                    break
+                contiguous = seq
+            gap = {"site": source.site, "epoch": source.epoch, "from_seq": first, "to_seq": last,
+                   "cause": f"not received within the grace period ({self.grace:g} s)"}
+            if source.open_run is not None:
+                (gaps,) = db.execute("SELECT gaps FROM runs WHERE run_id=?", (source.open_run,)).fetchone()
+                db.execute("UPDATE runs SET gaps=? WHERE run_id=?",
+                           (json.dumps([*json.loads(gaps), gap]), source.open_run))
+            db.execute("UPDATE sources SET contiguous=?, cursor=max(cursor, ?), skipped=skipped+?,"
+                       " gap_since=CASE WHEN ? < max_seq THEN gap_since ELSE NULL END WHERE site=? AND epoch=?",
+                       (contiguous, last, last - first + 1, contiguous, *key))
+        log.error("%s epoch %s: seqs %d..%d never arrived within %g s; recorded as a gap%s", source.site,
+                  source.epoch, first, last, self.grace, f" of run {source.open_run}" if source.open_run else "")
+        return int(contiguous)
+
+    def _superseded(self, source: Source, sources: list[Source], now: float) -> bool:
+        newer = any(s.site == source.site and s.first_seen > source.first_seen for s in sources)
+        return newer and source.cursor >= source.max_seq and now - source.last_arrival > self.grace
+
+    def _close_abandoned(self, source: Source, progress: Progress) -> None:
+        assert source.open_run is not None
+        cutters = self._cutters(source.open_run)
+        chunks: list[tuple[str, CutChunk]] = []
+        with self._transaction() as db:
+            self._stop_run(db, source.open_run, cutters, chunks, source.cursor, time.time(), {
+                "run_id": source.open_run, "exit_status": "abort",
+                "reason": "the bridge's outbox was replaced (new epoch) while the run was open"})
+            db.executemany("INSERT INTO chunks (run_id, flow, chunk_index, first_seq, last_seq, points)"
+                           " VALUES (?, ?, ?, ?, ?, ?)", [(run, *cut) for run, cut in chunks])
+            db.execute("UPDATE sources SET open_run=NULL WHERE site=? AND epoch=?", (source.site, source.epoch))
+        log.error("%s: run %s of the old outbox epoch %s closed as abort", source.site, source.open_run, source.epoch)
+        progress.runs_stopped.append(source.open_run)
+
+    # ------------------------------------------------------------ delivery
+
+    def streams_to_initialize(self) -> list[StreamInfo]:
+        return [self._stream(run_id) for (run_id,) in self._db.execute(
+            "SELECT run_id FROM runs WHERE data_id IS NULL ORDER BY started_at")]
+
+    def _stream(self, run_id: str) -> StreamInfo:
+        site, start_json, started_at = self._db.execute(
+            "SELECT site, start, started_at FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        start = json.loads(start_json)
+        return StreamInfo(run_id=run_id, site=site, stream_name=str(start.get("stream_name") or run_id),
+                          physical_sample=start.get("physical_sample"), synth_source_id=start.get("synth_source_id"),
+                          project_id=start.get("project_id"), tags=tuple(start.get("tags") or ()),
+                          points_per_chunk=self.points_per_chunk, started_at=started_at)
+
+    def set_data_id(self, run_id: str, data_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET data_id=? WHERE run_id=?", (data_id, run_id))
+
+    def pending_chunks(self, limit: int = 200) -> list[PendingChunk]:
+        """Unconfirmed chunks of initialized streams, oldest run first, in seq order within a run."""
+        return [PendingChunk(*row) for row in self._db.execute(
+            "SELECT c.run_id, r.site, r.epoch, r.data_id, c.flow, c.chunk_index, c.first_seq, c.last_seq"
+            " FROM chunks c JOIN runs r ON r.run_id = c.run_id"
+            " WHERE c.confirmed=0 AND r.data_id IS NOT NULL ORDER BY r.started_at, c.first_seq LIMIT ?", (limit,))]
+
+    def backlog(self) -> int:
+        (n,) = self._db.execute("SELECT count(*) FROM chunks WHERE confirmed=0").fetchone()
+        return int(n)
+
+    def chunk(self, pending: PendingChunk) -> ChunkBody:
+        """Rebuild a chunk from the spool: the same bytes every time."""
+        rows = self._db.execute(
+            "SELECT channel, t, value, quality, units FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ?"
+            " AND flow=? ORDER BY seq",
+            (pending.site, pending.epoch, pending.first_seq, pending.last_seq, pending.flow))
+        return chunk_body(pending.data_id, pending.chunk_index, pending.flow, (ChunkReading(*row) for row in rows))
+
+    def confirm(self, chunks: list[PendingChunk]) -> None:
+        with self._transaction() as db:
+            db.executemany("UPDATE chunks SET confirmed=1 WHERE run_id=? AND flow=? AND chunk_index=?",
+                           [(c.run_id, c.flow, c.chunk_index) for c in chunks])
+
+    def count_retry(self, run_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET retries=retries+1 WHERE run_id=?", (run_id,))
+
+    # ------------------------------------------------------------ finalize
+
+    def runs_to_finalize(self) -> list[str]:
+        """Runs whose stop is processed, whose stream exists and whose chunks are all confirmed (or finalizing)."""
+        return [run_id for (run_id,) in self._db.execute(
+            "SELECT run_id FROM runs r WHERE (state='stopped' AND data_id IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM chunks c WHERE c.run_id=r.run_id AND c.confirmed=0)) OR state='finalizing'"
+            " ORDER BY started_at")]
+
+    def begin_finalize(self, run_id: str, clock: dict[str, Any], now: float | None = None) -> dict[str, Any]:
+        """Freeze the run's manifest (state ``finalizing``) and return it; a repeat returns the same one."""
+        state, report = self._db.execute("SELECT state, report FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if state == "finalizing":
+            manifest: dict[str, Any] = json.loads(report)
+            return manifest
+        manifest = self.manifest(run_id, finalized=True, clock=clock,
+                                 finalized_at=time.time() if now is None else now)
+        with self._transaction() as db:
+            db.execute("UPDATE runs SET state='finalizing', finalized_at=?, report=? WHERE run_id=?",
+                       (manifest["finalized_at"], json.dumps(manifest), run_id))
+        return manifest
+
+    def end_finalize(self, run_id: str) -> None:
+        """The sink confirmed the finalize: the run is done; its entries leave the spool."""
+        with self._transaction() as db:
+            site, epoch, start_seq, stop_seq = db.execute(
+                "SELECT site, epoch, start_seq, stop_seq FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            db.execute("UPDATE runs SET state='finalized' WHERE run_id=?", (run_id,))
+            db.execute("DELETE FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ?",
+                       (site, epoch, start_seq, stop_seq))
+            db.execute("DELETE FROM chunks WHERE run_id=?", (run_id,))
+            db.execute("DELETE FROM flows WHERE run_id=?", (run_id,))
+
+    def manifest(self, run_id: str, *, finalized: bool = False, clock: dict[str, Any] | None = None,
+                 finalized_at: float | None = None) -> dict[str, Any]:
+        """The store's manifest.json for a run: metadata and the completeness report (DESIGN.md section 5)."""
+        (site, epoch, start_seq, start_json, started_at, stop_seq, stop_json, stopped_at, data_id, gaps_json,
+         retries) = self._db.execute(
+            "SELECT site, epoch, start_seq, start, started_at, stop_seq, stop, stopped_at, data_id, gaps, retries"
+            " FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        start = json.loads(start_json)
+        stop = json.loads(stop_json) if stop_json else {}
+        end = stop_seq if stop_seq is not None else 2**62
+        channels: dict[str, dict[str, Any]] = {}
+        units_changed: list[str] = []
+        for flow, channel, units, distinct_units, good, bad in self._db.execute(
+                "SELECT flow, channel, min(CASE WHEN quality='ok' THEN units END), count(DISTINCT units),"
+                " sum(quality='ok'), sum(quality!='ok') FROM entries WHERE site=? AND epoch=? AND seq>? AND seq<?"
+                " AND kind='reading' GROUP BY flow, channel ORDER BY min(seq)", (site, epoch, start_seq, end)):
+            name = channel_name(flow, channel)
+            channels[name] = {"flow": flow, "units": units or "", "points": good, "bad_quality": bad, "chunks": 0}
+            if distinct_units > 1:
+                units_changed.append(name)
+        for flow, channel, count in self._db.execute(
+                "SELECT e.flow, e.channel, count(DISTINCT c.chunk_index) FROM chunks c JOIN entries e"
+                " ON e.site=? AND e.epoch=? AND e.seq BETWEEN c.first_seq AND c.last_seq AND e.flow=c.flow"
+                " WHERE c.run_id=? AND e.quality='ok' GROUP BY e.flow, e.channel", (site, epoch, run_id)):
+            channels[channel_name(flow, channel)]["chunks"] = count
+        flows = {flow: {"points": FlowCutter.from_json(json.loads(cutter)).total_points, "chunks": 0}
+                 for flow, cutter in self._db.execute("SELECT flow, cutter FROM flows WHERE run_id=? ORDER BY flow",
+                                                      (run_id,))}
+        for flow, count in self._db.execute("SELECT flow, count(*) FROM chunks WHERE run_id=? GROUP BY flow",
+                                            (run_id,)):
+            flows.setdefault(flow, {"points": 0, "chunks": 0})["chunks"] = count
+        gaps = json.loads(gaps_json)
+        readings = sum(c["points"] + c["bad_quality"] for c in channels.values())
+        bad = sum(c["bad_quality"] for c in channels.values())
+        return {
+            "v": MANIFEST_VERSION, "data_id": data_id, "stream_name": start.get("stream_name"), "site": site,
+            "run_id": run_id, "physical_sample": start.get("physical_sample"),
+            "synth_source_id": start.get("synth_source_id"), "project_id": start.get("project_id"),
+            "tags": list(start.get("tags") or ()), "points_per_chunk": self.points_per_chunk,
+            "started_at": started_at, "stopped_at": stopped_at, "exit_status": stop.get("exit_status"),
+            "finalized": finalized, "finalized_at": finalized_at, "channels": channels, "flows": flows, "gaps": gaps,
+            "report": {
+                "complete": not gaps, "finalized_because": "complete" if not gaps else "grace_expired",
+                "readings": readings, "bad_quality": bad, "chunks": sum(f["chunks"] for f in flows.values()),
+                "retries": retries, "clock": clock or {"ntp_synchronized": None},
+                "epoch": epoch, "first_seq": start_seq, "last_seq": stop_seq,
+                "stop_reason": stop.get("reason"), "units_changed": units_changed,
+            },
+        }
+
+    # ------------------------------------------------------------ status
+
+    def held(self) -> int:
+        """Entries in the spool: received, not yet part of a finalized run (or idle ones kept)."""
+        (n,) = self._db.execute("SELECT count(*) FROM entries").fetchone()
+        return int(n)
+
+    def missing(self, source: Source) -> int:
+        """Seqs between ``contiguous`` and ``max_seq`` not held: a hole the bridge has yet to fill."""
+        if source.max_seq <= source.contiguous:
+            return 0
+        (held,) = self._db.execute("SELECT count(*) FROM entries WHERE site=? AND epoch=? AND seq>?",
+                                   (source.site, source.epoch, source.contiguous)).fetchone()
+        return int(source.max_seq - source.contiguous - held)
+
+    def site_of(self, run_id: str) -> str:
+        (site,) = self._db.execute("SELECT site FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return str(site)
+
+    def open_runs(self) -> list[dict[str, Any]]:
+        return [{"run_id": run_id, "site": site, "stream_name": json.loads(start).get("stream_name"), "state": state}
+                for run_id, site, start, state in self._db.execute(
+                    "SELECT run_id, site, start, state FROM runs WHERE state != 'finalized' ORDER BY started_at")]
+
+    def close(self) -> None:
+        self._db.close()
