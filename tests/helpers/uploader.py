@@ -199,3 +199,19 @@ def iter_chunks(store: Path, data_id: str) -> Iterator[dict[str, Any]]:
     for paths in chunk_files(store, data_id).values():
         for path in paths:
             yield msgpack.unpackb(path.read_bytes())
+
+
+def assert_spool_drained(state_dir: Path, through_seq: int) -> None:
+    """Every run is finalized and nothing up to ``through_seq`` is left in the uploader's spool."""
+    import sqlite3
+
+    db = sqlite3.connect(f"file:{state_dir / 'spool.sqlite'}?mode=ro", uri=True)
+    try:
+        states = [state for (state,) in db.execute("SELECT state FROM runs")]
+        (left,) = db.execute("SELECT count(*) FROM entries WHERE seq <= ?", (through_seq,)).fetchone()
+        (chunks,) = db.execute("SELECT count(*) FROM chunks").fetchone()
+    finally:
+        db.close()
+    assert states and set(states) == {"finalized"}, f"runs not finalized: {states}"
+    assert left == 0, f"{left} entries up to seq {through_seq} are still in the spool"
+    assert chunks == 0, f"{chunks} chunk rows left in the ledger"

@@ -14,7 +14,15 @@ from bridge.uploader.service import UploaderService, UploaderSettings
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.helpers.mosquitto import MosquittoBroker
-from tests.helpers.uploader import RecordingBridge, assert_store_holds_run, chamber_config, finalized, tpg_gauges, wait_for
+from tests.helpers.uploader import (
+    RecordingBridge,
+    assert_spool_drained,
+    assert_store_holds_run,
+    chamber_config,
+    finalized,
+    tpg_gauges,
+    wait_for,
+)
 
 FAST_UPLOADER = UploaderSettings(status_interval=0.5, backoff_initial=0.1, backoff_cap=1.0)
 PPC = 10
@@ -63,5 +71,6 @@ def test_a_run_lands_in_the_store_exactly_once_in_order(
         uploader.stop()
         bridge.stop()
     doc = assert_store_holds_run(store, run_id, bridge.recorded.run(run_id), PPC)
+    assert_spool_drained(tmp_path / "uploader-state", stop_seq)
     assert doc["exit_status"] == "success" and doc["report"]["complete"] and doc["stream_name"] == "GaN-17"
     assert doc["physical_sample"] == "S-1" and doc["tags"] == ["t"]

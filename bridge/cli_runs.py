@@ -1,0 +1,294 @@
+"""``chamber-bridge runs list|show|export|plot``: runs read back from the local store.
+
+Each subcommand takes ``--store DIR`` (default ``./runs``, the config default of
+``uploader.sink.path``) or ``--config CONFIG`` (the store of a config whose sink is local).
+Only the reader is imported here; the export and plot modules pull in pyarrow and matplotlib
+(the ``server`` extra) when they run, so ``chamber-bridge --help`` and the Pi never load them.
+Exit codes follow the CLI contract: 2 when the store or the run named cannot be found (bad
+usage), 1 when a file is corrupt, an output cannot be written, or an extra is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from bridge.store.reader import (
+    Manifest,
+    RunData,
+    RunLookupError,
+    RunStore,
+    StoreError,
+    format_duration,
+    format_gap,
+    format_time,
+    load_run,
+)
+
+DEFAULT_STORE = Path("./runs")
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    from bridge.cli import fail  # not at import time: bridge.cli imports this module
+
+    fail(message, code)
+
+
+@contextmanager
+def _reported(ctx: click.Context) -> Iterator[None]:
+    """A store error as one line: exit 2 for a store or run that is not there, 1 otherwise."""
+    try:
+        yield
+    except StoreError as exc:
+        if (ctx.obj or {}).get("debug"):
+            raise
+        _fail(str(exc), EXIT_USAGE if isinstance(exc, RunLookupError) else EXIT_RUNTIME)
+
+
+def _store_options(func: F) -> F:
+    func = click.option("--config", "config", type=click.Path(dir_okay=False), metavar="CONFIG",
+                        help="Take the store from this config's uploader.sink.path (local sink).")(func)
+    func = click.option("--store", "store", type=click.Path(file_okay=False), metavar="DIR",
+                        help="The local run store [default: ./runs].")(func)
+    return func
+
+
+def _open_store(ctx: click.Context, store: str | None, config: str | None) -> RunStore:
+    if store is not None and config is not None:
+        _fail("give --store or --config, not both", EXIT_USAGE)
+    if config is None:
+        return RunStore(store if store is not None else DEFAULT_STORE)
+    from bridge.cli import reported_errors
+    from bridge.config import LocalSinkConfig, load_config
+
+    with reported_errors((ctx.obj or {}).get("debug", False)):
+        sink = load_config(config).uploader.sink
+    if not isinstance(sink, LocalSinkConfig):
+        _fail(f"{config}: uploader.sink is {sink.kind}, not local: its runs are not in a local store "
+              "(use --store DIR)", EXIT_USAGE)
+    return RunStore(sink.path)
+
+
+def _with_store(func: Callable[..., None]) -> Callable[..., None]:
+    """Turn ``--store``/``--config`` into a :class:`RunStore` argument and report store errors."""
+
+    def wrapper(ctx: click.Context, /, store: str | None, config: str | None, **kwargs: Any) -> None:
+        run_store = _open_store(ctx, store, config)
+        with _reported(ctx):
+            func(run_store, **kwargs)
+
+    wrapper.__name__, wrapper.__doc__ = func.__name__, func.__doc__
+    return _store_options(click.pass_context(wrapper))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def runs() -> None:
+    """Read runs back from the local store: list, show, export (CSV/Parquet), plot (PNG)."""
+
+
+# ---------------------------------------------------------------- list
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], right: Sequence[int] = ()) -> list[str]:
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: Sequence[str]) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths, strict=True))).rstrip()
+
+    return [line(header), *(line(r) for r in rows)]
+
+
+@runs.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object (the manifest) per run.")
+@_with_store
+def list_runs(store: RunStore, as_json: bool) -> None:
+    """One line per run, oldest first: id, stream, site, start, duration, points, state."""
+    manifests, broken = store.manifests()
+    if as_json:
+        for m in manifests:
+            click.echo(json.dumps(m.raw, ensure_ascii=False))
+    elif manifests:
+        rows = []
+        for m in manifests:
+            try:  # an open run's manifest counts nothing yet: count its chunk files
+                points = m.total_points if m.finalized else load_run(m).points
+            except StoreError as exc:
+                broken.append(exc)
+                continue
+            rows.append((m.short_id, m.stream_name, m.site or "-", format_time(m.started_at),
+                         format_duration(m.duration) if m.duration is not None else "open",
+                         str(points), m.exit_status or "-", m.state))
+        for text in _table(("id", "stream", "site", "started (UTC)", "duration", "points", "exit", "state"),
+                           rows, right=(5,)):
+            click.echo(text)
+    elif not broken:
+        click.echo(f"no runs in {store}", err=True)
+    for problem in broken:
+        click.echo(f"chamber-bridge: error: {problem}", err=True)
+    if broken:
+        sys.exit(EXIT_RUNTIME)
+
+
+# ---------------------------------------------------------------- show
+
+
+def _metadata(m: Manifest) -> list[tuple[str, str]]:
+    report = m.report
+    clock = report.get("clock") if isinstance(report.get("clock"), dict) else {}
+    ntp = clock.get("ntp_synchronized") if clock else None
+    stopped = format_time(m.stopped_at) + (f" UTC ({format_duration(m.duration)})" if m.stopped_at else "")
+    if m.finalized:
+        finalized = "yes" + (f", {format_time(m.finalized_at)} UTC" if m.finalized_at else "")
+        if report.get("finalized_because"):
+            finalized += f" ({report['finalized_because']})"
+    else:
+        finalized = "no (still streaming, or waiting for data)"
+    complete = {True: "yes", False: "no", None: "-"}[m.complete]
+    if m.complete is False and m.gaps:
+        complete += f": {len(m.gaps)} gap{'' if len(m.gaps) == 1 else 's'} (below)"
+    counts = ", ".join(f"{report[k]} {k.replace('_', ' ')}" for k in ("readings", "bad_quality", "chunks", "retries")
+                       if k in report)
+    return [
+        ("run", m.run_id or "-"), ("data id", m.data_id), ("stream", m.stream_name), ("site", m.site or "-"),
+        ("sample", m.physical_sample or "-"), ("instrument id", m.synth_source_id or "-"),
+        ("project", m.project_id or "-"), ("tags", ", ".join(m.tags) or "-"),
+        ("points/chunk", str(m.points_per_chunk or "-")),
+        ("started", f"{format_time(m.started_at)} UTC"), ("stopped", stopped),
+        ("exit status", m.exit_status or "-"), ("finalized", finalized), ("complete", complete),
+        ("report", counts or "-"),
+        ("clock", {True: "NTP synchronized", False: "not NTP synchronized", None: "sync unknown"}.get(ntp, str(ntp))),
+        *([("stop reason", str(report["stop_reason"]))] if report.get("stop_reason") else []),
+        ("store", str(m.run_dir)),
+    ]
+
+
+def _channel_rows(m: Manifest, data: RunData | None) -> list[tuple[str, ...]]:
+    """The manifest's counts; channels only the chunk files know (an open run's) from the files."""
+    rows: list[tuple[str, ...]] = []
+    on_disk = data.series if data is not None else {}
+    for name in sorted(set(m.channels) | set(on_disk)):
+        c = m.channels.get(name)
+        if c is not None:
+            rows.append((name, c.flow, c.units or "-", str(c.points), str(c.bad_quality), str(c.chunks)))
+        else:
+            assert data is not None
+            s = on_disk[name]
+            rows.append((name, s.flow, s.unit or "-", str(len(s)), "-", str(data.chunks_per_channel.get(name, 0))))
+    return rows
+
+
+@runs.command()
+@click.argument("run")
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@_with_store
+def show(store: RunStore, run: str, as_json: bool) -> None:
+    """A run's metadata and completeness report; checks its chunk files against the manifest.
+
+    RUN is the data id, a unique prefix of it, or the stream name if only one run has it."""
+    m = store.find(run)
+    if as_json:
+        click.echo(json.dumps(m.raw, ensure_ascii=False, indent=2))
+        return
+    metadata = _metadata(m)
+    width = max(len(k) for k, _ in metadata)
+    for key, value in metadata:
+        click.echo(f"{key:<{width}}  {value}")
+    try:  # every chunk is read; a corrupt one is reported after what the manifest says
+        data: RunData | None = load_run(m)
+        error: StoreError | None = None
+    except StoreError as exc:
+        data, error = None, exc
+    click.echo("")
+    header = ("channel", "flow", "units", "points", "bad quality", "chunks")
+    for text in _table(header, _channel_rows(m, data), right=(3, 4, 5)):
+        click.echo(text)
+    if not m.channels and data is not None and not m.finalized:
+        click.echo("(run open: points and chunks counted from the chunk files so far)")
+    changed = m.report.get("units_changed")
+    if changed and isinstance(changed, list):
+        click.echo(f"units changed during the run: {', '.join(map(str, changed))}")
+    if m.flows:
+        click.echo("")
+        for text in _table(("flow", "points", "chunks"),
+                           [(f.name, str(f.points), str(f.chunks)) for f in m.flows.values()], right=(1, 2)):
+            click.echo(text)
+    click.echo("")
+    click.echo(f"gaps: {len(m.gaps)}" if m.gaps else "gaps: none")
+    for gap in m.gaps:
+        click.echo(f"  {format_gap(gap)}")
+    if error is not None:
+        raise error
+    assert data is not None
+    if data.problems:
+        click.echo(f"files: {_files(data)}; they disagree with the manifest:")
+        for problem in data.problems:
+            click.echo(f"  {problem}")
+        sys.exit(EXIT_RUNTIME)
+    agree = "match the manifest" if m.finalized else "run still open"
+    click.echo(f"files: {_files(data)}, all readable; {agree}")
+
+
+def _files(data: RunData) -> str:
+    n = data.chunk_files
+    return f"{n} chunk file{'' if n == 1 else 's'}, {data.points} points"
+
+
+# ---------------------------------------------------------------- export, plot
+
+
+def _load(store: RunStore, run: str) -> RunData:
+    data = load_run(store.find(run))
+    for problem in data.problems:
+        click.echo(f"chamber-bridge: warning: run {data.manifest.short_id}: {problem}", err=True)
+    return data
+
+
+@runs.command()
+@click.argument("run")
+@click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
+@click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Output file ('-' for CSV on stdout) [default: STREAM-ID.csv|parquet here].")
+@_with_store
+def export(store: RunStore, run: str, fmt: str, out: str | None) -> None:
+    """A run as a table, one row per point: timestamp_iso, timestamp, channel, value, units.
+
+    Sorted by channel then time; values are written so they read back exactly. Parquet needs
+    the server extra (pyarrow)."""
+    from bridge.store import export as exporter
+
+    if out == "-" and fmt != "csv":
+        raise click.BadParameter("only CSV can go to stdout", param_hint="--out")
+    data = _load(store, run)
+    if out == "-":
+        exporter.write_csv(data, None)
+        return
+    path = Path(out) if out else exporter.default_name(data, fmt)
+    count = exporter.write_csv(data, path) if fmt == "csv" else exporter.write_parquet(data, path)
+    click.echo(f"{path}: {count} points of run {data.manifest.short_id} ({data.manifest.stream_name})")
+
+
+@runs.command()
+@click.argument("run")
+@click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
+              help="Image file, .png (150 dpi), .svg or .pdf [default: STREAM-ID.png here].")
+@_with_store
+def plot(store: RunStore, run: str, out: str | None) -> None:
+    """A run as a figure: one panel per unit, shared UTC time axis, gaps shaded. Needs the
+    server extra (matplotlib)."""
+    from bridge.store.export import default_name
+    from bridge.store.plot import plot_run
+
+    data = _load(store, run)
+    path = plot_run(data, Path(out) if out else default_name(data, "png"))
+    click.echo(f"{path}: {data.points} points of run {data.manifest.short_id} ({data.manifest.stream_name})")

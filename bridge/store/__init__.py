@@ -1,0 +1,36 @@
+"""The local run store read back: list, show, export and plot runs (``chamber-bridge runs``).
+
+Only the reader is imported here. The CSV/Parquet export and the plot live in their own modules
+and import pyarrow and matplotlib inside their functions, so the Pi (and ``chamber-bridge
+--help``) never load the lab-server extra.
+"""
+
+from bridge.store.reader import (
+    ChannelSummary,
+    FlowSummary,
+    Manifest,
+    MissingExtra,
+    RunData,
+    RunLookupError,
+    RunStore,
+    Series,
+    StoreCorrupt,
+    StoreError,
+    load_run,
+    read_manifest,
+)
+
+__all__ = [
+    "ChannelSummary",
+    "FlowSummary",
+    "Manifest",
+    "MissingExtra",
+    "RunData",
+    "RunLookupError",
+    "RunStore",
+    "Series",
+    "StoreCorrupt",
+    "StoreError",
+    "load_run",
+    "read_manifest",
+]

@@ -1,0 +1,135 @@
+"""A run as a table: CSV or Parquet, long format, one row per point.
+
+Long rather than wide: the flows of a run have their own timestamps (each instrument is polled
+on its own interval) and a bad-quality reading leaves its channel's point out, so a wide table
+would be mostly empty cells or invented alignment. One row per point keeps every value with its
+own timestamp and its own unit, loses nothing, and is what ``pandas.read_csv(...).pivot(...)``
+or a spreadsheet pivot table wants anyway.
+
+Columns (both formats): ``timestamp_iso`` (UTC), ``timestamp`` (Unix seconds, the bridge's
+clock), ``channel`` (``instrument/channel``), ``value``, ``units``. Rows are sorted by channel,
+then time (stable, so chunk order breaks ties). Numbers are written with Python's shortest
+round-trip representation, so ``float(cell)`` gives back exactly the stored double.
+
+In Parquet ``timestamp_iso`` is a real ``timestamp[us, UTC]`` column (Parquet has no use for a
+date string), ``timestamp`` and ``value`` are float64, and the units of each channel are also
+attached as field metadata of ``value``; the file metadata carries the run's manifest.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, NamedTuple
+
+from bridge.store.reader import MissingExtra, RunData, StoreError
+
+COLUMNS = ("timestamp_iso", "timestamp", "channel", "value", "units")
+FORMATS = ("csv", "parquet")
+
+
+class Row(NamedTuple):
+    timestamp: float
+    channel: str
+    value: float
+    units: str
+
+
+def rows(run: RunData) -> Iterator[Row]:
+    """Every point of the run, by channel then time."""
+    for name, s in run.series.items():
+        order = sorted(range(len(s)), key=s.timestamps.__getitem__)
+        for i in order:
+            yield Row(s.timestamps[i], name, s.values[i], s.units[i])
+
+
+def iso(ts: float) -> str:
+    """``2025-11-21T04:40:00.123456Z``: microseconds, the precision a float timestamp has."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def default_name(run: RunData, fmt: str) -> Path:
+    """``GaN-17-1a2b3c4d.csv`` in the current directory: the stream name a person recognises,
+    the short id that keeps two runs of the same name apart."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", run.manifest.stream_name).strip("._") or "run"
+    return Path(f"{stem}-{run.manifest.short_id}.{fmt}")
+
+
+def write_csv_to(run: RunData, stream: IO[str]) -> int:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(COLUMNS)
+    count = 0
+    for r in rows(run):
+        writer.writerow((iso(r.timestamp), repr(r.timestamp), r.channel, repr(r.value), r.units))
+        count += 1
+    return count
+
+
+def write_csv(run: RunData, out: Path | None) -> int:
+    """The run as CSV to ``out`` (atomically), or to stdout when ``out`` is None; the row count."""
+    if out is None:
+        return write_csv_to(run, sys.stdout)
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        return write_csv_to(run, handle)
+
+
+def write_parquet(run: RunData, out: Path) -> int:
+    """The run as Parquet (needs pyarrow, the ``server`` extra); the row count."""
+    try:
+        import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type information
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    except ImportError:
+        raise MissingExtra("export --format parquet", "pyarrow") from None
+    table_rows = list(rows(run))
+    units = {name: s.unit for name, s in run.series.items()}
+    schema = pa.schema(
+        [
+            pa.field("timestamp_iso", pa.timestamp("us", tz="UTC"), nullable=False,
+                     metadata={"description": "time of the reading, UTC"}),
+            pa.field("timestamp", pa.float64(), nullable=False,
+                     metadata={"description": "time of the reading, Unix seconds (the bridge's clock)",
+                               "units": "s"}),
+            pa.field("channel", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+            pa.field("value", pa.float64(), nullable=False,
+                     metadata={"units": json.dumps(units, ensure_ascii=False)}),
+            pa.field("units", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+        ],
+        metadata={"chamber_bridge.manifest": json.dumps(run.manifest.raw, ensure_ascii=False),
+                  "chamber_bridge.columns": "long format: one row per point, sorted by channel then time"},
+    )
+    stamps = [r.timestamp for r in table_rows]
+    table = pa.table(
+        {
+            "timestamp_iso": pa.array([round(t * 1_000_000) for t in stamps], pa.int64()).cast(
+                pa.timestamp("us", tz="UTC")),
+            "timestamp": pa.array(stamps, pa.float64()),
+            "channel": pa.array([r.channel for r in table_rows], pa.string()).dictionary_encode(),
+            "value": pa.array([r.value for r in table_rows], pa.float64()),
+            "units": pa.array([r.units for r in table_rows], pa.string()).dictionary_encode(),
+        },
+        schema=schema,
+    )
+    with atomic_path(out) as tmp:
+        pq.write_table(table, str(tmp))
+    return len(table_rows)
+
+
+@contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """A temporary path to write, renamed to ``path`` on success: a failed export never leaves a
+    half-written file that looks like a good one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise StoreError(f"{path}: cannot write: {exc.strerror or exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)

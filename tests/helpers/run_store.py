@@ -1,0 +1,147 @@
+"""Local run stores written file by file exactly per the contract (DESIGN.md section 5).
+
+The reader must accept what the contract allows, not just what today's writer happens to
+produce, so the tests build stores here by hand: channels of one chunk of different lengths
+(bad-quality readings left out), a channel absent from a whole chunk, a short last chunk, a time
+hole where seqs were lost, an open run whose manifest counts nothing yet. Each flow is given as
+its polls; the chunk files and the manifest's counts are derived from them the way the contract
+defines them, and :func:`points` gives what a reader must read back.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack  # type: ignore[import-untyped]
+
+START = 1_763_700_000.0  # 2025-11-21 04:40:00 UTC
+
+
+@dataclass
+class Flow:
+    """One instrument: its channels' units and its polls, each ``(timestamp, {channel: value or None})``;
+    None is a bad-quality reading (left out of the chunk, counted in ``bad_quality``)."""
+
+    name: str
+    units: dict[str, str]
+    polls: list[tuple[float, dict[str, float | None]]] = field(default_factory=list)
+
+
+def chunk_bodies(data_id: str, flow: Flow, ppc: int) -> list[dict[str, Any]]:
+    """The flow's push_multi bodies: chunk k holds polls k*ppc .. (k+1)*ppc-1."""
+    bodies = []
+    for k in range(math.ceil(len(flow.polls) / ppc)):
+        channels: dict[str, dict[str, Any]] = {}
+        for t, values in flow.polls[k * ppc:(k + 1) * ppc]:
+            for channel, value in values.items():
+                if value is None:
+                    continue
+                c = channels.setdefault(f"{flow.name}/{channel}",
+                                        {"timestamps": [], "values": [], "units": flow.units[channel]})
+                c["timestamps"].append(t)
+                c["values"].append(value)
+        bodies.append({"data_id": data_id, "chunk_index": k, "channels": channels})
+    return bodies
+
+
+def points(flows: list[Flow]) -> dict[str, list[tuple[float, float, str]]]:
+    """What a reader must give back: channel -> [(timestamp, value, units)] in poll order."""
+    out: dict[str, list[tuple[float, float, str]]] = {}
+    for flow in flows:
+        for t, values in flow.polls:
+            for channel, value in values.items():
+                if value is not None:
+                    out.setdefault(f"{flow.name}/{channel}", []).append((t, value, flow.units[channel]))
+    return dict(sorted(out.items()))
+
+
+def write_run(store: Path, data_id: str, flows: list[Flow], *, stream_name: str, ppc: int = 10,
+              started_at: float = START, stopped_at: float | None = None, exit_status: str | None = "success",
+              finalized: bool = True, gaps: list[dict[str, Any]] | None = None, site: str = "chamber-a",
+              physical_sample: str | None = None, tags: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Write one run (chunk files, then the manifest) and return the manifest."""
+    run_dir = store / data_id
+    channels: dict[str, dict[str, Any]] = {}
+    flow_counts: dict[str, dict[str, int]] = {}
+    for flow in flows:
+        folder = run_dir / "chunks" / flow.name
+        folder.mkdir(parents=True, exist_ok=True)
+        bodies = chunk_bodies(data_id, flow, ppc)
+        for body in bodies:
+            (folder / f"{body['chunk_index']:06d}.msgpack").write_bytes(msgpack.packb(body))
+        flow_counts[flow.name] = {"points": len(flow.polls), "chunks": len(bodies)}
+        for channel, units in flow.units.items():
+            name = f"{flow.name}/{channel}"
+            values = [v.get(channel) for _, v in flow.polls]
+            channels[name] = {"flow": flow.name, "units": units, "points": sum(v is not None for v in values),
+                              "bad_quality": sum(v is None for v in values),
+                              "chunks": sum(name in b["channels"] for b in bodies)}
+    if stopped_at is None and finalized:
+        stopped_at = max(t for f in flows for t, _ in f.polls) + 0.5
+    gaps = gaps or []
+    manifest: dict[str, Any] = {
+        "v": 1, "data_id": data_id, "stream_name": stream_name, "site": site, "run_id": data_id,
+        "physical_sample": physical_sample, "synth_source_id": "3", "project_id": None, "tags": list(tags),
+        "points_per_chunk": ppc, "started_at": started_at, "stopped_at": stopped_at,
+        "exit_status": exit_status if finalized else None, "finalized": finalized,
+        "finalized_at": stopped_at + 1.2 if finalized and stopped_at is not None else None,
+        # an open run's manifest counts nothing yet (what the local sink writes at initialize)
+        "channels": channels if finalized else {}, "flows": flow_counts if finalized else {}, "gaps": gaps,
+    }
+    if finalized:
+        manifest["report"] = {
+            "complete": not gaps, "finalized_because": "complete" if not gaps else "grace_expired",
+            "readings": sum(c["points"] + c["bad_quality"] for c in channels.values()),
+            "bad_quality": sum(c["bad_quality"] for c in channels.values()),
+            "chunks": sum(f["chunks"] for f in flow_counts.values()), "retries": 0,
+            "clock": {"ntp_synchronized": True}}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    return manifest
+
+
+# ---------------------------------------------------------------- the store most tests use
+
+GAN17 = "a1b2c3d4" + "0" * 23 + "1"
+GAN18 = "a1b2ffff" + "0" * 23 + "2"
+BAKE1 = "c0ffee00" + "0" * 23 + "3"
+BAKE2 = "d00dfeed" + "0" * 23 + "4"
+GAP = {"site": "chamber-a", "epoch": "e1e2e3e4e5e6", "from_seq": 120, "to_seq": 130,
+       "cause": "not received within the grace period (300 s)"}
+
+
+def gan17_flows() -> list[Flow]:
+    """Two flows, three channels. The gauge (every 0.5 s, 25 polls: chunks of 10, 10 and a short 5)
+    has p2 off for polls 8-21, so p2 is missing from chunk 1 entirely; the pyrometer (every 1 s)
+    reports one 88880 and lost polls 6-8 (the manifest's gap)."""
+    gauge = Flow("main_gauge", {"p1": "mbar", "p2": "mbar"})
+    for i in range(25):
+        t = START + 0.25 + 0.5 * i + 0.001 * (i % 3)
+        gauge.polls.append((t, {"p1": 1.0e-6 * math.exp(-i / 7.0), "p2": None if 8 <= i <= 21 else 2.5e-3 / (i + 1)}))
+    pyro = Flow("pyrometer", {"temperature": "°C"})
+    for i in [*range(6), *range(9, 15)]:
+        pyro.polls.append((START + 0.5 + i, {"temperature": None if i == 3 else 25.0 + 41.7 * i + 0.123}))
+    return [gauge, pyro]
+
+
+def small_flow(name: str, n: int, start: float, unit: str = "mbar") -> Flow:
+    flow = Flow(name, {"p1": unit})
+    flow.polls = [(start + i, {"p1": 1.0e-7 * (i + 1)}) for i in range(n)]
+    return flow
+
+
+def build_store(store: Path) -> dict[str, list[Flow]]:
+    """Four runs: GaN-17 (finalized, one gap), GaN-18 (open), and two runs both named bakeout,
+    the first of them started before the others. Returns data_id -> flows written."""
+    runs = {GAN17: gan17_flows(), GAN18: [small_flow("main_gauge", 7, START + 10_000)],
+            BAKE1: [small_flow("main_gauge", 5, START - 86_400)], BAKE2: [small_flow("main_gauge", 3, START + 20_000)]}
+    write_run(store, GAN17, runs[GAN17], stream_name="GaN-17", physical_sample="S-1", tags=("GaN", "MBE"),
+              exit_status="success", gaps=[GAP])
+    write_run(store, GAN18, runs[GAN18], stream_name="GaN-18", started_at=START + 10_000, finalized=False)
+    write_run(store, BAKE1, runs[BAKE1], stream_name="bakeout", started_at=START - 86_400, exit_status="abort")
+    write_run(store, BAKE2, runs[BAKE2], stream_name="bakeout", started_at=START + 20_000)
+    return runs

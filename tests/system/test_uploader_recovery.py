@@ -1,0 +1,144 @@
+"""The uploader loses and doubles nothing through its own crashes and broker restarts.
+
+The uploader runs as a real ``chamber-bridge upload`` process; ``CHAMBER_BRIDGE_CRASH_AT``
+makes it SIGKILL itself at a named point (bridge/crashpoints.py), then it is started again
+without it. The bridge runs in this process with its log recorded (tests/helpers/uploader.py),
+so the store can be compared with exactly what the bridge logged for the run.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from bridge.config import parse_config
+from bridge.crashpoints import ENV as CRASH_ENV
+from bridge.uploader.service import UploaderService
+from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.serving import TcpServer
+from tests.helpers.mosquitto import MosquittoBroker
+from tests.helpers.uploader import (
+    RecordingBridge,
+    assert_spool_drained,
+    assert_store_holds_run,
+    chamber_config,
+    finalized,
+    tpg_gauges,
+    wait_for,
+)
+from tests.system.test_uploader import FAST_UPLOADER, PPC, start_run, stop_run
+
+
+@pytest.fixture
+def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
+    pairs = tpg_gauges()
+    yield pairs
+    for _, server in pairs:
+        server.stop()
+
+
+class UploaderProcess:
+    """``chamber-bridge upload CONFIG`` in its own process, its log in a file."""
+
+    def __init__(self, config: Path, log: Path, crash_at: str | None = None) -> None:
+        env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
+        if crash_at:
+            env[CRASH_ENV] = crash_at
+        self.log = log
+        with log.open("a") as out:
+            self.process = subprocess.Popen([sys.executable, "-m", "bridge", "upload", str(config)],
+                                            stdout=out, stderr=subprocess.STDOUT, env=env)
+
+    def died(self) -> bool:
+        return self.process.poll() is not None
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise AssertionError(f"the uploader did not stop on SIGTERM: {self.log.read_text()[-2000:]}") from None
+
+
+def write_config(raw: dict[str, Any], tmp_path: Path) -> Path:
+    path = tmp_path / "chamber.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+# crash point -> when it is reached (the N-th time): mid-intake, mid-upload, at finalize
+CRASHES = {
+    "spool.before_commit": "spool.before_commit:20",
+    "spool.after_commit": "spool.after_commit:20",
+    "spool.after_ack": "spool.after_ack:20",
+    "upload.before_push": "upload.before_push:4",
+    "upload.after_push": "upload.after_push:4",
+    "finalize.before_sink": "finalize.before_sink",
+    "finalize.after_sink": "finalize.after_sink",
+}
+
+
+@pytest.mark.parametrize("point", sorted(CRASHES))
+def test_uploader_killed_at_a_crash_point_and_restarted_loses_and_doubles_nothing(
+        mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path, point: str) -> None:
+    raw = chamber_config(mosquitto, gauges, tmp_path, points_per_chunk=PPC)
+    store = tmp_path / "store"
+    config = write_config(raw, tmp_path)
+    log = tmp_path / "uploader.log"
+    bridge = RecordingBridge(parse_config(raw)).start()
+    uploader = UploaderProcess(config, log, crash_at=CRASHES[point])
+    try:
+        run_id = start_run(raw)
+        wait_for(lambda: len(bridge.recorded.entries) > 200 or uploader.died(),
+                 what="readings in the run")
+        stop_seq = stop_run(raw)
+        wait_for(uploader.died, timeout=60, what=f"the uploader to reach {point}")
+        assert uploader.process.returncode == -signal.SIGKILL, log.read_text()[-3000:]
+        assert f"crash point {point} reached" in log.read_text()
+        uploader = UploaderProcess(config, log)
+        wait_for(lambda: log.read_text().count("uploader subscribed") == 2, what="the uploader to start again")
+        wait_for(lambda: finalized(store, run_id), timeout=60, what="the run to be finalized after the restart")
+        wait_for(lambda: bridge.outbox.acked_seq >= stop_seq, what="the bridge's outbox to drain past the run")
+        assert uploader.stop() == 0, log.read_text()[-3000:]
+    finally:
+        if not uploader.died():
+            uploader.stop()
+        bridge.stop()
+    doc = assert_store_holds_run(store, run_id, bridge.recorded.run(run_id), PPC)
+    assert_spool_drained(tmp_path / "uploader-state", stop_seq)
+    assert doc["report"]["complete"]
+
+
+def test_broker_restarted_mid_run_loses_nothing(mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path) -> None:
+    raw = chamber_config(mosquitto, gauges, tmp_path, points_per_chunk=PPC)
+    store = tmp_path / "store"
+    bridge = RecordingBridge(parse_config(raw)).start()
+    uploader = UploaderService(parse_config(raw), settings=FAST_UPLOADER)
+    uploader.start()
+    try:
+        run_id = start_run(raw)
+        wait_for(lambda: len(bridge.recorded.entries) > 100, what="readings before the restart")
+        mosquitto.restart()
+        wait_for(lambda: len(bridge.recorded.entries) > 300, what="readings after the restart")
+        mosquitto.kill()
+        mosquitto.start()
+        wait_for(lambda: len(bridge.recorded.entries) > 500, what="readings after the crash")
+        stop_seq = stop_run(raw)
+        wait_for(lambda: finalized(store, run_id), timeout=60, what="the run to be finalized")
+        wait_for(lambda: bridge.outbox.acked_seq >= stop_seq, what="the outbox to drain past the run")
+    finally:
+        uploader.stop()
+        bridge.stop()
+    assert_store_holds_run(store, run_id, bridge.recorded.run(run_id), PPC)
+    assert_spool_drained(tmp_path / "uploader-state", stop_seq)
