@@ -100,6 +100,7 @@ SIMULATOR_COMMANDS = (
     "simulators.scpi_psu_cli",
     "simulators.text_device_cli",
     "simulators.chamber_cli",
+    "simulators.atomscale_cli",
 )
 
 

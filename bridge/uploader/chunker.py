@@ -54,8 +54,14 @@ class FlowCutter:
     point_time: float | None = None
     point_channels: list[str] = field(default_factory=list)
     total_points: int = 0
+    #: per channel, for the completeness report: [good readings, bad-quality readings, chunks it is in,
+    #: units of its first good reading, whether the units changed later]
+    stats: dict[str, list[Any]] = field(default_factory=dict)
+    #: channels with a good reading in the chunk being filled
+    chunk_channels: list[str] = field(default_factory=list)
 
-    def add(self, seq: int, channel: str, timestamp: float, points_per_chunk: int) -> CutChunk | None:
+    def add(self, seq: int, channel: str, timestamp: float, points_per_chunk: int, quality: str = "ok",
+            units: str = "") -> CutChunk | None:
         """Take the flow's next reading (in seq order); return the chunk it closes, if any."""
         cut = None
         if self.point_time is None or timestamp != self.point_time or channel in self.point_channels:
@@ -70,6 +76,19 @@ class FlowCutter:
         else:
             self.point_channels.append(channel)
         self.last_seq = seq
+        stats = self.stats.get(channel)
+        if stats is None:
+            stats = self.stats[channel] = [0, 0, 0, None, False]
+        if quality == "ok":
+            stats[0] += 1
+            if stats[3] is None:
+                stats[3] = units
+            elif stats[3] != units:
+                stats[4] = True
+            if channel not in self.chunk_channels:
+                self.chunk_channels.append(channel)
+        else:
+            stats[1] += 1
         return cut
 
     def finish(self) -> CutChunk | None:
@@ -79,6 +98,9 @@ class FlowCutter:
     def _cut(self) -> CutChunk:
         assert self.first_seq is not None and self.last_seq is not None
         chunk = CutChunk(self.flow, self.chunk_index, self.first_seq, self.last_seq, self.points_in_chunk)
+        for channel in self.chunk_channels:
+            self.stats[channel][2] += 1
+        self.chunk_channels = []
         self.chunk_index += 1
         self.first_seq = None
         self.points_in_chunk = 0
@@ -102,7 +124,8 @@ class ChunkReading(NamedTuple):
     units: str
 
 
-def chunk_body(data_id: str, chunk_index: int, flow: str, readings: Iterable[ChunkReading]) -> ChunkBody:
+def chunk_body(data_id: str, chunk_index: int, flow: str,
+               readings: Iterable[ChunkReading | tuple[str, float, float | None, str, str]]) -> ChunkBody:
     """The push_multi body of one chunk; readings with a bad quality are left out.
 
     Channels appear in the order of their first reading, the keys in a fixed order, so the
@@ -110,13 +133,13 @@ def chunk_body(data_id: str, chunk_index: int, flow: str, readings: Iterable[Chu
     left out, as the Atomscale SDK does.
     """
     channels: dict[str, dict[str, Any]] = {}
-    for r in readings:
-        if r.quality != "ok" or r.value is None:
+    for channel, timestamp, value, quality, units in readings:  # plain tuples too: the spool's rows
+        if quality != "ok" or value is None:
             continue
-        name = channel_name(flow, r.channel)
+        name = channel_name(flow, channel)
         column = channels.get(name)
         if column is None:
-            column = channels[name] = {"timestamps": [], "values": [], "units": r.units}
-        column["timestamps"].append(r.timestamp)
-        column["values"].append(r.value)
+            column = channels[name] = {"timestamps": [], "values": [], "units": units}
+        column["timestamps"].append(timestamp)
+        column["values"].append(value)
     return {"data_id": data_id, "chunk_index": chunk_index, "channels": channels}

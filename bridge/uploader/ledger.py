@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -79,8 +80,11 @@ class Ledger:
     """The worker's side of the spool database. One thread uses it."""
 
     def __init__(self, state_dir: Path, *, points_per_chunk: int = 100, keep_idle: bool = False,
-                 grace: float = 600.0) -> None:
+                 grace: float = 600.0, write_lock: threading.Lock | None = None) -> None:
         self._db = open_spool_db(state_dir)
+        # shared with the Spool in one process: writers hand over at once instead of polling
+        # SQLite's busy handler, which sleeps in steps of up to 100 ms
+        self._write_lock = write_lock or threading.Lock()
         self.path = state_dir
         self.points_per_chunk = points_per_chunk
         self.keep_idle = keep_idle
@@ -91,18 +95,19 @@ class Ledger:
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
         db = self._db
-        try:
-            db.execute("BEGIN IMMEDIATE")
-            yield db
-            db.execute("COMMIT")
-        except sqlite3.Error as exc:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise SpoolError(f"ledger commit failed in {self.path}: {exc}") from exc
-        except BaseException:
-            if db.in_transaction:
-                db.execute("ROLLBACK")
-            raise
+        with self._write_lock:
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                yield db
+                db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise SpoolError(f"ledger commit failed in {self.path}: {exc}") from exc
+            except BaseException:
+                if db.in_transaction:
+                    db.execute("ROLLBACK")
+                raise
 
     # ------------------------------------------------------------ the pass: runs and chunks
 
@@ -119,27 +124,28 @@ class Ledger:
         for source in sources:
             blocked = source.cursor >= source.contiguous and source.contiguous < source.max_seq
             if blocked and source.gap_since is not None and now - source.gap_since > self.grace:
-                skipped_to = self._skip_hole(source)
+                skipped_to = self._skip_hole(source, now)
                 progress.skipped[(source.site, source.epoch)] = skipped_to
                 source = source._replace(contiguous=skipped_to)
             while source.cursor < source.contiguous:
                 source = self._step(source, progress)
             if source.open_run is not None and self._superseded(source, sources, now):
-                self._close_abandoned(source, progress)
+                self._close_abandoned(source, progress, now)
         return progress
 
     def _step(self, source: Source, progress: Progress) -> Source:
         """One page of the pass for one source, in one transaction."""
         rows = self._db.execute(
-            "SELECT seq, kind, time, flow, channel, t, body FROM entries WHERE site=? AND epoch=? AND seq>? AND seq<=?"
-            " ORDER BY seq LIMIT ?", (source.site, source.epoch, source.cursor, source.contiguous, PAGE)).fetchall()
+            "SELECT seq, kind, time, flow, channel, t, quality, units, body FROM entries WHERE site=? AND epoch=?"
+            " AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
+            (source.site, source.epoch, source.cursor, source.contiguous, PAGE)).fetchall()
         last = rows[-1][0] if rows else source.contiguous
         open_run = source.open_run
         cutters = self._cutters(open_run)
         chunks: list[tuple[str, CutChunk]] = []
         idle: list[list[int]] = []
         with self._transaction() as db:
-            for seq, kind, stamp, flow, channel, t, body in rows:
+            for seq, kind, stamp, flow, channel, t, quality, units, body in rows:
                 if kind == "reading":
                     if open_run is None:
                         if idle and idle[-1][1] == seq - 1:
@@ -150,7 +156,7 @@ class Ledger:
                     cutter = cutters.get(flow)
                     if cutter is None:
                         cutter = cutters[flow] = FlowCutter(flow)
-                    cut = cutter.add(seq, channel, t, self.points_per_chunk)
+                    cut = cutter.add(seq, channel, t, self.points_per_chunk, quality, units)
                     if cut is not None:
                         chunks.append((open_run, cut))
                 elif kind == "run_start":
@@ -171,6 +177,11 @@ class Ledger:
                     if open_run is None or stop.get("run_id") != open_run:
                         log.warning("%s: stop marker (seq %d) for run %s, which is not open here; ignored",
                                     source.site, seq, stop.get("run_id"))
+                        if open_run is None:  # leaves the spool with the idle readings around it
+                            if idle and idle[-1][1] == seq - 1:
+                                idle[-1][1] = seq
+                            else:
+                                idle.append([seq, seq])
                         continue
                     self._stop_run(db, open_run, cutters, chunks, seq, stamp, stop)
                     progress.runs_stopped.append(open_run)
@@ -206,7 +217,7 @@ class Ledger:
         db.execute("UPDATE runs SET stop_seq=?, stop=?, stopped_at=?, state='stopped' WHERE run_id=?",
                    (stop_seq, json.dumps(stop), stamp, run_id))
 
-    def _skip_hole(self, source: Source) -> int:
+    def _skip_hole(self, source: Source, now: float) -> int:
         """Give up the hole after ``contiguous``; record it; return the new contiguous seq."""
         key = (source.site, source.epoch)
         with self._transaction() as db:
@@ -226,8 +237,8 @@ class Ledger:
                 db.execute("UPDATE runs SET gaps=? WHERE run_id=?",
                            (json.dumps([*json.loads(gaps), gap]), source.open_run))
             db.execute("UPDATE sources SET contiguous=?, cursor=max(cursor, ?), skipped=skipped+?,"
-                       " gap_since=CASE WHEN ? < max_seq THEN gap_since ELSE NULL END WHERE site=? AND epoch=?",
-                       (contiguous, last, last - first + 1, contiguous, *key))
+                       " gap_since=CASE WHEN ? < max_seq THEN ? ELSE NULL END WHERE site=? AND epoch=?",
+                       (contiguous, last, last - first + 1, contiguous, now, *key))
         log.error("%s epoch %s: seqs %d..%d never arrived within %g s; recorded as a gap%s", source.site,
                   source.epoch, first, last, self.grace, f" of run {source.open_run}" if source.open_run else "")
         return int(contiguous)
@@ -236,12 +247,12 @@ class Ledger:
         newer = any(s.site == source.site and s.first_seen > source.first_seen for s in sources)
         return newer and source.cursor >= source.max_seq and now - source.last_arrival > self.grace
 
-    def _close_abandoned(self, source: Source, progress: Progress) -> None:
+    def _close_abandoned(self, source: Source, progress: Progress, now: float) -> None:
         assert source.open_run is not None
         cutters = self._cutters(source.open_run)
         chunks: list[tuple[str, CutChunk]] = []
         with self._transaction() as db:
-            self._stop_run(db, source.open_run, cutters, chunks, source.cursor, time.time(), {
+            self._stop_run(db, source.open_run, cutters, chunks, source.cursor, now, {
                 "run_id": source.open_run, "exit_status": "abort",
                 "reason": "the bridge's outbox was replaced (new epoch) while the run was open"})
             db.executemany("INSERT INTO chunks (run_id, flow, chunk_index, first_seq, last_seq, points)"
@@ -282,11 +293,43 @@ class Ledger:
 
     def chunk(self, pending: PendingChunk) -> ChunkBody:
         """Rebuild a chunk from the spool: the same bytes every time."""
-        rows = self._db.execute(
-            "SELECT channel, t, value, quality, units FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ?"
-            " AND flow=? ORDER BY seq",
-            (pending.site, pending.epoch, pending.first_seq, pending.last_seq, pending.flow))
-        return chunk_body(pending.data_id, pending.chunk_index, pending.flow, (ChunkReading(*row) for row in rows))
+        return self.chunks([pending])[0]
+
+    def chunks(self, pending: list[PendingChunk]) -> list[ChunkBody]:
+        """Rebuild several chunks, reading each source's seq range once rather than once per chunk.
+
+        The flows of a run interleave in the log, so a chunk's seq range holds every other
+        flow's readings too; one scan over the range of many chunks, sorted out by flow, reads
+        each row once.
+        """
+        readings: dict[tuple[str, str, int], list[ChunkReading]] = {}
+        by_source: dict[tuple[str, str], list[PendingChunk]] = {}
+        for p in pending:
+            by_source.setdefault((p.site, p.epoch), []).append(p)
+            readings[(p.run_id, p.flow, p.chunk_index)] = []
+        for (site, epoch), group in by_source.items():
+            # per flow, the chunks in seq order, and the one the next reading of that flow falls in
+            lanes: dict[str, list[PendingChunk]] = {}
+            for p in sorted(group, key=lambda p: p.first_seq):
+                lanes.setdefault(p.flow, []).append(p)
+            cursor = dict.fromkeys(lanes, 0)
+            low, high = min(p.first_seq for p in group), max(p.last_seq for p in group)
+            for row in self._db.execute(
+                    "SELECT seq, flow, channel, t, value, quality, units FROM entries WHERE site=? AND epoch=?"
+                    " AND seq BETWEEN ? AND ? AND kind='reading' ORDER BY seq", (site, epoch, low, high)):
+                seq, flow = row[0], row[1]
+                lane = lanes.get(flow)
+                if lane is None:
+                    continue
+                i = cursor[flow]
+                while i < len(lane) and lane[i].last_seq < seq:
+                    i += 1
+                cursor[flow] = i
+                if i < len(lane) and lane[i].first_seq <= seq:
+                    target = lane[i]
+                    readings[(target.run_id, flow, target.chunk_index)].append(row[2:])
+        return [chunk_body(p.data_id, p.chunk_index, p.flow, readings[(p.run_id, p.flow, p.chunk_index)])
+                for p in pending]
 
     def confirm(self, chunks: list[PendingChunk]) -> None:
         with self._transaction() as db:
@@ -339,28 +382,17 @@ class Ledger:
             " FROM runs WHERE run_id=?", (run_id,)).fetchone()
         start = json.loads(start_json)
         stop = json.loads(stop_json) if stop_json else {}
-        end = stop_seq if stop_seq is not None else 2**62
         channels: dict[str, dict[str, Any]] = {}
         units_changed: list[str] = []
-        for flow, channel, units, distinct_units, good, bad in self._db.execute(
-                "SELECT flow, channel, min(CASE WHEN quality='ok' THEN units END), count(DISTINCT units),"
-                " sum(quality='ok'), sum(quality!='ok') FROM entries WHERE site=? AND epoch=? AND seq>? AND seq<?"
-                " AND kind='reading' GROUP BY flow, channel ORDER BY min(seq)", (site, epoch, start_seq, end)):
-            name = channel_name(flow, channel)
-            channels[name] = {"flow": flow, "units": units or "", "points": good, "bad_quality": bad, "chunks": 0}
-            if distinct_units > 1:
-                units_changed.append(name)
-        for flow, channel, count in self._db.execute(
-                "SELECT e.flow, e.channel, count(DISTINCT c.chunk_index) FROM chunks c JOIN entries e"
-                " ON e.site=? AND e.epoch=? AND e.seq BETWEEN c.first_seq AND c.last_seq AND e.flow=c.flow"
-                " WHERE c.run_id=? AND e.quality='ok' GROUP BY e.flow, e.channel", (site, epoch, run_id)):
-            channels[channel_name(flow, channel)]["chunks"] = count
-        flows = {flow: {"points": FlowCutter.from_json(json.loads(cutter)).total_points, "chunks": 0}
-                 for flow, cutter in self._db.execute("SELECT flow, cutter FROM flows WHERE run_id=? ORDER BY flow",
-                                                      (run_id,))}
-        for flow, count in self._db.execute("SELECT flow, count(*) FROM chunks WHERE run_id=? GROUP BY flow",
-                                            (run_id,)):
-            flows.setdefault(flow, {"points": 0, "chunks": 0})["chunks"] = count
+        flows: dict[str, dict[str, Any]] = {}
+        for cutter in sorted(self._cutters(run_id).values(), key=lambda c: c.flow):
+            flows[cutter.flow] = {"points": cutter.total_points, "chunks": cutter.chunk_index}
+            for channel, (good, bad, chunks, units, changed) in cutter.stats.items():
+                name = channel_name(cutter.flow, channel)
+                channels[name] = {"flow": cutter.flow, "units": units or "", "points": good, "bad_quality": bad,
+                                  "chunks": chunks}
+                if changed:
+                    units_changed.append(name)
         gaps = json.loads(gaps_json)
         readings = sum(c["points"] + c["bad_quality"] for c in channels.values())
         bad = sum(c["bad_quality"] for c in channels.values())

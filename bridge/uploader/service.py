@@ -24,6 +24,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,6 +54,8 @@ class UploaderSettings:
     backoff_cap: float = 60.0
     #: chunks confirmed in the ledger per transaction at most
     confirm_rows: int = 100
+    #: chunks pushed at once: the sink's round trips (an fsync, an HTTP request) overlap
+    upload_workers: int = 4
 
 
 def make_sink(config: Config) -> Sink:
@@ -77,14 +80,16 @@ class UploaderService:
         up.state_dir.mkdir(parents=True, exist_ok=True)
         self.prefix = config.mqtt.topic_prefix
         self.status_topic = uploader_status(self.prefix)
-        self.spool = Spool(up.state_dir, max_entries=up.max_spool_entries)
+        write_lock = threading.Lock()
+        self.spool = Spool(up.state_dir, max_entries=up.max_spool_entries, write_lock=write_lock)
         self.ledger = Ledger(up.state_dir, points_per_chunk=up.points_per_chunk, keep_idle=up.keep_idle,
-                             grace=up.finalize_grace)
+                             grace=up.finalize_grace, write_lock=write_lock)
         self.sink = sink if sink is not None else make_sink(config)
         self.subscriber = Subscriber(
             config.mqtt, up.client_id, [f"{self.prefix}/+/data", f"{self.prefix}/+/status"],
             session_expiry=up.session_expiry, will=(self.status_topic, self._status_json("offline")))
         self.subscriber.on_connected.append(self._resend_acks)
+        self._pool = ThreadPoolExecutor(self.settings.upload_workers, thread_name_prefix="uploader-push")
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._threads: list[threading.Thread] = []
@@ -118,6 +123,7 @@ class UploaderService:
         for thread in self._threads:
             thread.join(timeout=30)
         self.subscriber.stop(last_words=(self.status_topic, self._status_json("offline")))
+        self._pool.shutdown()
         self.sink.close()
         self.ledger.close()
         self.spool.close()
@@ -258,24 +264,19 @@ class UploaderService:
             log.info("run %s (%s): stream %s initialized", stream.run_id, stream.stream_name, data_id)
             busy = True
         pending = self.ledger.pending_chunks()
-        confirmed: list[PendingChunk] = []
-        try:
-            for chunk in pending:
-                body = self.ledger.chunk(chunk)
-                crash_point("upload.before_push")
-                try:
-                    self.sink.push_chunk(chunk.data_id, chunk.flow, body)
-                except SinkError:
+        failure: SinkError | None = None
+        for start in range(0, len(pending), self.settings.confirm_rows):
+            group = pending[start:start + self.settings.confirm_rows]
+            outcomes = list(self._pool.map(self._push, group, self.ledger.chunks(group)))
+            self.ledger.confirm([chunk for chunk, outcome in zip(group, outcomes, strict=True) if outcome is None])
+            failures = [(chunk, outcome) for chunk, outcome in zip(group, outcomes, strict=True) if outcome]
+            if failures:
+                for chunk, _ in failures:
                     self.ledger.count_retry(chunk.run_id)
-                    raise
-                crash_point("upload.after_push")
-                confirmed.append(chunk)
-                if len(confirmed) >= self.settings.confirm_rows:
-                    self.ledger.confirm(confirmed)
-                    confirmed = []
-        finally:
-            if confirmed:
-                self.ledger.confirm(confirmed)
+                failure = failures[0][1]
+                break
+        if failure is not None:
+            raise failure
         busy = busy or bool(pending)
         for run_id in self.ledger.runs_to_finalize():
             with self._lock:
@@ -292,6 +293,16 @@ class UploaderService:
                      report["retries"], "complete" if report["complete"] else f"{len(manifest['gaps'])} gaps")
             busy = True
         return busy
+
+    def _push(self, chunk: PendingChunk, body: dict[str, Any]) -> SinkError | None:
+        """Push one chunk (in a pool thread): None once the sink confirmed it, else the error."""
+        crash_point("upload.before_push")
+        try:
+            self.sink.push_chunk(chunk.data_id, chunk.flow, body)
+        except SinkError as exc:
+            return exc
+        crash_point("upload.after_push")
+        return None
 
     # ------------------------------------------------------------ status
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -87,7 +88,8 @@ class Intake:
 class Spool:
     """The intake side: commits batches and keeps each source's contiguous seq. One thread uses it."""
 
-    def __init__(self, state_dir: Path, *, max_entries: int = 20_000_000) -> None:
+    def __init__(self, state_dir: Path, *, max_entries: int = 20_000_000,
+                 write_lock: threading.Lock | None = None) -> None:
         self.path = state_dir / SPOOL_FILE
         try:
             self._lock_fd = lock_exclusively(self.path, f"the spool {self.path} is in use by another process"
@@ -95,6 +97,7 @@ class Spool:
         except BlockingIOError as exc:
             raise SpoolError(str(exc)) from None
         self._db = open_spool_db(state_dir)
+        self._write_lock = write_lock or threading.Lock()
         self.max_entries = max_entries
         (self._held,) = self._db.execute("SELECT count(*) FROM entries").fetchone()
 
@@ -116,6 +119,10 @@ class Spool:
         now = time.time() if now is None else now
         intake = Intake()
         db = self._db
+        with self._write_lock:
+            return self._commit(db, batches, now, intake)
+
+    def _commit(self, db: sqlite3.Connection, batches: Iterable[Batch], now: float, intake: Intake) -> Intake:
         try:
             db.execute("BEGIN IMMEDIATE")
             sources: dict[tuple[str, str], list[int]] = {}  # contiguous, max_seq, duplicates
@@ -153,14 +160,16 @@ class Spool:
                     intake.stored += stored
                     state[2] += len(rows) - stored
                     state[1] = max(state[1], max(r[2] for r in rows))
-            for key, (contiguous, max_seq, duplicates) in sources.items():
-                contiguous = self._advance(key, contiguous, max_seq)
+            for key, (before, max_seq, duplicates) in sources.items():
+                contiguous = self._advance(key, before, max_seq)
+                # gap_since dates the first missing seq: if contiguous moved, the hole now in front is
+                # another one, whose grace period starts now (not when the filled one was first missed)
                 gap_since = None if contiguous >= max_seq else now
                 db.execute(
                     "UPDATE sources SET contiguous=?, max_seq=max(max_seq, ?), duplicates=?, last_arrival=?,"
-                    " gap_since=CASE WHEN ? IS NULL THEN NULL ELSE coalesce(gap_since, ?) END"
+                    " gap_since=CASE WHEN ? IS NULL THEN NULL WHEN ? THEN ? ELSE coalesce(gap_since, ?) END"
                     " WHERE site=? AND epoch=?",
-                    (contiguous, max_seq, duplicates, now, gap_since, now, *key))
+                    (contiguous, max_seq, duplicates, now, gap_since, contiguous > before, now, now, *key))
                 intake.contiguous[key] = contiguous
             crash_point("spool.before_commit")
             db.execute("COMMIT")

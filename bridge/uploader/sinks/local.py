@@ -87,10 +87,11 @@ class LocalSink:
             "exit_status": None, "finalized": False, "finalized_at": None, "channels": {}, "flows": {}, "gaps": [],
         }
         run_dir = self.root / data_id
-        if (run_dir / "manifest.json").exists():
-            return data_id  # initialized before a crash; never overwrite (it may be finalized already)
 
         def create() -> None:
+            # inside the guard: the check itself can fail (a store the uploader may not search)
+            if (run_dir / "manifest.json").exists():
+                return  # initialized before a crash; never overwrite (it may be finalized already)
             self._dir(run_dir / "chunks")
             write_atomically(run_dir / "manifest.json", _json(manifest))
 

@@ -1,0 +1,44 @@
+"""``chamber-bridge simulate atomscale``: the Atomscale API emulator as a standalone HTTP server.
+
+Prints one line, the base URL to give the uploader as ``uploader.sink.endpoint``, then serves until
+SIGINT or SIGTERM. Faults and key rotations are switched from another process through the
+emulator's admin endpoints (``/_emulator/...``, see :mod:`simulators.atomscale_api`).
+
+A separate process is also what the official SDK needs: its calls hold the GIL while they wait
+for the server, so an emulator thread inside the same Python process would never answer them.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from simulators.atomscale_api import DEFAULT_KEY, AtomscaleEmulator
+from simulators.cli_common import serve_until_signal
+
+
+@click.command("atomscale")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on.")
+@click.option("--port", type=click.IntRange(0, 65535), default=0, show_default=True,
+              help="TCP port (0 picks a free one).")
+@click.option("--key", "keys", metavar="KEY", multiple=True,
+              help=f"A valid API key. Repeatable. Default: {DEFAULT_KEY} (unless --key-file is given).")
+@click.option("--key-file", "key_files", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              multiple=True, help="A file holding a valid API key (as the uploader's api_key_file). Repeatable.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seeds ids and fault probabilities.")
+@click.option("--reference-offset-ms", type=float, default=0.0, show_default=True,
+              help="What GET /gateway/time adds to this machine's clock.")
+def command(host: str, port: int, keys: tuple[str, ...], key_files: tuple[Path, ...], seed: int,
+            reference_offset_ms: float) -> None:
+    """Atomscale API emulator (timeseries streams), with switchable faults."""
+    valid = list(keys) + [path.read_text(encoding="utf-8").strip() for path in key_files]
+    if any(not key for key in valid):
+        raise click.UsageError("an API key must not be empty")
+    emulator = AtomscaleEmulator(valid or [DEFAULT_KEY], host=host, port=port, seed=seed,
+                                 reference_offset_ms=reference_offset_ms)
+    serve_until_signal(emulator, lambda: emulator.url)
+
+
+if __name__ == "__main__":
+    command()

@@ -1,0 +1,618 @@
+"""The ledger on a real spool database: runs cut into chunks, holes, abandoned runs, delivery and finalize state.
+
+Logs are built here entry by entry as a bridge's outbox numbers them, committed through the real
+:class:`Spool` and worked through by the real :class:`Ledger`; the expected chunks are derived
+from the polls the log recorded (DESIGN.md sections 3-5). ``now`` is always passed explicitly,
+so grace periods are tested without sleeping.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.model import Quality, Reading
+from bridge.publish.codec import Batch, LogEntry, pack, reading_body
+from bridge.uploader.chunker import ChunkReading, chunk_body
+from bridge.uploader.ledger import Ledger, PendingChunk
+from bridge.uploader.sinks.base import StreamInfo
+from bridge.uploader.spool import SPOOL_FILE, Spool
+
+SITE = "chamber-a"
+EPOCH = "e1" * 16
+NEW_EPOCH = "e2" * 16
+T0 = 1_763_700_000.0  # the bridge's clock
+NOW = 1_763_800_000.0  # the uploader's clock when the log arrives
+GRACE = 600.0
+PPC = 3
+RUN = "a1" * 16
+OTHER_RUN = "b2" * 16
+CLOCK = {"ntp_synchronized": True}
+
+
+# ---------------------------------------------------------------- a bridge's log
+
+
+@dataclass
+class Log:
+    """One bridge outbox's ordered log: every entry gets the next seq, as the outbox gives it."""
+
+    site: str = SITE
+    epoch: str = EPOCH
+    entries: list[LogEntry] = field(default_factory=list)
+
+    def _add(self, kind: Any, time: float, body: dict[str, Any]) -> int:
+        seq = len(self.entries) + 1
+        self.entries.append(LogEntry(seq, kind, time, body))
+        return seq
+
+    def poll(self, instrument: str, t: float, units: str, **values: float | None) -> list[int]:
+        """One poll of an instrument; a value of None is a reading of bad quality (sensor off)."""
+        return [self._add("reading", t + 0.002, reading_body(Reading(
+            instrument, channel, value, Quality.OK if value is not None else Quality.SENSOR_OFF, t, units)))
+            for channel, value in values.items()]
+
+    def start(self, run_id: str, t: float, stream_name: str = "GaN-17") -> int:
+        return self._add("run_start", t, {"run_id": run_id, "stream_name": stream_name, "physical_sample": "S-1",
+                                          "synth_source_id": "3", "project_id": "p", "tags": ["GaN", "MBE"]})
+
+    def stop(self, run_id: str, t: float, status: str = "success") -> int:
+        return self._add("run_stop", t, {"run_id": run_id, "exit_status": status, "last_seq": len(self.entries)})
+
+    def batch(self, seqs: Iterable[int] | None = None) -> Batch:
+        chosen = self.entries if seqs is None else [self.entries[s - 1] for s in seqs]
+        return Batch(self.site, self.epoch, tuple(chosen))
+
+    def without(self, *missing: int) -> Batch:
+        return self.batch(s for s in range(1, len(self.entries) + 1) if s not in missing)
+
+
+@dataclass
+class Growth:
+    """What :func:`growth` logged: the run's markers and each flow's polls as lists of seqs."""
+
+    run_id: str
+    start_seq: int
+    stop_seq: int | None
+    polls: dict[str, list[list[int]]]
+    idle: list[int]
+
+
+def idle_polls(log: Log, n: int, t: float) -> list[int]:
+    return [seq for k in range(n) for seq in log.poll("main_gauge", t + k, "mbar", p1=9.0e-9, p2=1.0e-3)]
+
+
+def growth(log: Log, run_id: str = RUN, polls: int = 7, t0: float = T0, idle_before: int = 2, idle_after: int = 2,
+           stop: bool = True) -> Growth:
+    """Idle gauge polls, then a run of ``polls`` polls of two instruments with two channels each, then idle again.
+
+    main_gauge/p2 is off in polls 1 and 5; pyro/t2 is off in polls 0-2 (the whole of chunk 0 at ppc 3).
+    """
+    idle = idle_polls(log, idle_before, t0 - 100)
+    start_seq = log.start(run_id, t0)
+    flows: dict[str, list[list[int]]] = {"main_gauge": [], "pyro": []}
+    for k in range(polls):
+        flows["main_gauge"].append(log.poll("main_gauge", t0 + 1 + k, "mbar", p1=1.0e-7 * (k + 1),
+                                            p2=None if k in (1, 5) else 2.0e-3 + k * 1.0e-5))
+        flows["pyro"].append(log.poll("pyro", t0 + 1.25 + k, "C", t1=600.0 + k, t2=None if k < 3 else 700.5 + k))
+    stop_seq = log.stop(run_id, t0 + polls + 1) if stop else None
+    idle += idle_polls(log, idle_after, t0 + polls + 100)
+    return Growth(run_id, start_seq, stop_seq, flows, idle)
+
+
+def expected_chunks(polls: dict[str, list[list[int]]], ppc: int = PPC) -> list[tuple[str, int, int, int, int]]:
+    """(flow, chunk_index, first_seq, last_seq, points) for chunk k = polls k*ppc .. (k+1)*ppc-1, in seq order."""
+    out = []
+    for flow, seqs in polls.items():
+        for index, first in enumerate(range(0, len(seqs), ppc)):
+            group = seqs[first:first + ppc]
+            out.append((flow, index, group[0][0], group[-1][-1], len(group)))
+    return sorted(out, key=lambda c: c[2])
+
+
+# ---------------------------------------------------------------- the ledger's state
+
+
+def cut(state_dir: Path, run_id: str | None = None) -> list[tuple[Any, ...]]:
+    """The chunks the ledger recorded: (flow, chunk_index, first_seq, last_seq, points), in seq order."""
+    db = sqlite3.connect(state_dir / SPOOL_FILE)
+    try:
+        return db.execute("SELECT flow, chunk_index, first_seq, last_seq, points FROM chunks"
+                          " WHERE run_id=coalesce(?, run_id) ORDER BY run_id, first_seq", (run_id,)).fetchall()
+    finally:
+        db.close()
+
+
+def held(state_dir: Path, epoch: str = EPOCH) -> list[int]:
+    db = sqlite3.connect(state_dir / SPOOL_FILE)
+    try:
+        return [s for (s,) in db.execute("SELECT seq FROM entries WHERE epoch=? ORDER BY seq", (epoch,))]
+    finally:
+        db.close()
+
+
+def initialize_all(ledger: Ledger) -> list[StreamInfo]:
+    """What the service does with a local sink: data_id = run_id."""
+    streams = ledger.streams_to_initialize()
+    for stream in streams:
+        ledger.set_data_id(stream.run_id, stream.run_id)
+    return streams
+
+
+def deliver_all(ledger: Ledger) -> list[PendingChunk]:
+    initialize_all(ledger)
+    pending = ledger.pending_chunks(limit=10_000)
+    ledger.confirm(pending)
+    return pending
+
+
+def source(ledger: Ledger, epoch: str = EPOCH) -> Any:
+    (found,) = [s for s in ledger.sources() if s.epoch == epoch]
+    return found
+
+
+@pytest.fixture
+def state_dir(tmp_path: Path) -> Path:
+    return tmp_path / "state"
+
+
+@pytest.fixture
+def spool(state_dir: Path) -> Iterator[Spool]:
+    spool = Spool(state_dir)
+    try:
+        yield spool
+    finally:
+        spool.close()
+
+
+@pytest.fixture
+def ledger(spool: Spool, state_dir: Path) -> Iterator[Ledger]:
+    ledger = Ledger(state_dir, points_per_chunk=PPC, grace=GRACE)
+    try:
+        yield ledger
+    finally:
+        ledger.close()
+
+
+# ---------------------------------------------------------------- a run becomes chunks
+
+
+def test_a_run_is_cut_into_chunks_per_flow_and_idle_readings_are_dropped(spool: Spool, ledger: Ledger,
+                                                                         state_dir: Path) -> None:
+    log = Log()
+    run = growth(log)
+    spool.commit([log.batch()], now=NOW)
+    progress = ledger.advance(now=NOW)
+
+    assert cut(state_dir) == expected_chunks(run.polls)
+    assert [(c[0], c[1], c[4]) for c in cut(state_dir)] == [("main_gauge", 0, 3), ("pyro", 0, 3), ("main_gauge", 1, 3),
+                                                         ("pyro", 1, 3), ("main_gauge", 2, 1), ("pyro", 2, 1)]
+    assert (progress.entries, progress.chunks, progress.runs_stopped, progress.skipped) == (
+        len(log.entries), 6, [RUN], {})
+    # readings outside the run are acknowledged but not kept (keep_idle is off): the run's entries remain
+    assert run.idle and held(state_dir) == list(range(run.start_seq, run.stop_seq + 1))  # type: ignore[operator]
+    assert ledger.held() == run.stop_seq - run.start_seq + 1  # type: ignore[operator]
+    (stream,) = initialize_all(ledger)
+    assert stream == StreamInfo(run_id=RUN, site=SITE, stream_name="GaN-17", physical_sample="S-1", synth_source_id="3",
+                                project_id="p", tags=("GaN", "MBE"), points_per_chunk=PPC, started_at=T0)
+    assert ledger.streams_to_initialize() == []
+    pending = ledger.pending_chunks()
+    assert [(p.flow, p.chunk_index, p.first_seq, p.last_seq) for p in pending] == [
+        c[:4] for c in expected_chunks(run.polls)]
+    assert {(p.run_id, p.site, p.epoch, p.data_id) for p in pending} == {(RUN, SITE, EPOCH, RUN)}
+    assert ledger.backlog() == 6
+    assert source(ledger).cursor == len(log.entries) and source(ledger).open_run is None
+
+
+def test_idle_readings_are_kept_when_configured_and_never_chunked(spool: Spool, state_dir: Path) -> None:
+    log = Log()
+    run = growth(log)
+    spool.commit([log.batch()], now=NOW)
+    keeper = Ledger(state_dir, points_per_chunk=PPC, grace=GRACE, keep_idle=True)
+    try:
+        keeper.advance(now=NOW)
+        assert held(state_dir) == list(range(1, len(log.entries) + 1))
+        assert cut(state_dir) == expected_chunks(run.polls)
+        deliver_all(keeper)
+        keeper.begin_finalize(RUN, CLOCK, now=NOW)
+        keeper.end_finalize(RUN)
+        assert held(state_dir) == run.idle
+    finally:
+        keeper.close()
+
+
+def test_a_chunk_is_rebuilt_from_the_spool_byte_for_byte(spool: Spool, ledger: Ledger) -> None:
+    log = Log()
+    run = growth(log)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    initialize_all(ledger)
+    pending = ledger.pending_chunks()
+    gauge0 = next(p for p in pending if (p.flow, p.chunk_index) == ("main_gauge", 0))
+    pyro0 = next(p for p in pending if (p.flow, p.chunk_index) == ("pyro", 0))
+    body = ledger.chunk(gauge0)
+    assert body == {"data_id": RUN, "chunk_index": 0, "channels": {
+        "main_gauge/p1": {"timestamps": [T0 + 1, T0 + 2, T0 + 3], "values": [1.0e-7, 2.0e-7, 1.0e-7 * 3],
+                          "units": "mbar"},
+        "main_gauge/p2": {"timestamps": [T0 + 1, T0 + 3], "values": [2.0e-3, 2.0e-3 + 2 * 1.0e-5], "units": "mbar"},
+    }}
+    assert pack(ledger.chunk(gauge0)) == pack(body)
+    # pyro/t2 is off through the whole of chunk 0, so it is not in that chunk at all
+    assert list(ledger.chunk(pyro0)["channels"]) == ["pyro/t1"]
+    assert run.polls["pyro"][0][0] == pyro0.first_seq
+
+
+def expected_body(log: Log, chunk: PendingChunk) -> dict[str, Any]:
+    """A chunk's body straight from the log: its flow's readings with seq in [first_seq, last_seq]."""
+    readings = [ChunkReading(e.body["c"], e.body["t"], e.body["v"], e.body["q"], e.body["u"])
+                for e in log.entries[chunk.first_seq - 1:chunk.last_seq]
+                if e.kind == "reading" and e.body["i"] == chunk.flow]
+    return chunk_body(chunk.data_id, chunk.chunk_index, chunk.flow, readings)
+
+
+def test_chunks_rebuilds_many_at_once_exactly_as_one_by_one(spool: Spool, ledger: Ledger) -> None:
+    """Several runs, sites and flows in one call; any subset, in any order."""
+    a = Log()
+    growth(a)
+    growth(a, run_id=OTHER_RUN, polls=4, t0=T0 + 1000, idle_before=1)
+    b = Log(site="chamber-b", epoch="b0" * 16)
+    growth(b, run_id="c3" * 16, polls=5)
+    spool.commit([a.batch(), b.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    initialize_all(ledger)
+    pending = ledger.pending_chunks(limit=1000)
+    assert len(pending) == 6 + 4 + 4
+    logs = {SITE: a, "chamber-b": b}
+    one_by_one = [ledger.chunk(p) for p in pending]
+    assert one_by_one == [expected_body(logs[p.site], p) for p in pending]
+    assert ledger.chunks(pending) == one_by_one
+    assert ledger.chunks(pending[1::3]) == one_by_one[1::3]
+    assert ledger.chunks(pending[::-1]) == one_by_one[::-1]
+    assert ledger.chunks([]) == []
+
+
+def test_runs_to_finalize_waits_for_the_stream_and_every_chunk(spool: Spool, ledger: Ledger) -> None:
+    log = Log()
+    growth(log)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    assert ledger.runs_to_finalize() == []  # stopped, but no stream yet
+    initialize_all(ledger)
+    pending = ledger.pending_chunks()
+    assert ledger.runs_to_finalize() == []
+    ledger.confirm(pending[:-1])
+    assert ledger.runs_to_finalize() == []
+    assert ledger.pending_chunks() == pending[-1:]
+    ledger.confirm(pending[-1:])
+    assert ledger.runs_to_finalize() == [RUN]
+    assert ledger.pending_chunks() == [] and ledger.backlog() == 0
+
+
+def test_an_open_run_is_never_ready_to_finalize(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    run = growth(log, stop=False, idle_after=0)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW + 10 * GRACE)  # no newer epoch: an open run waits for its stop, however long
+    deliver_all(ledger)
+    assert ledger.runs_to_finalize() == []
+    assert source(ledger).open_run == RUN
+    # only full chunks are cut while the run is open: the last poll may still get channels
+    assert cut(state_dir) == expected_chunks(run.polls)[:4]
+    assert ledger.open_runs() == [{"run_id": RUN, "site": SITE, "stream_name": "GaN-17", "state": "open"}]
+
+
+def test_begin_finalize_freezes_the_manifest_and_a_repeat_returns_it_unchanged(spool: Spool, ledger: Ledger,
+                                                                              state_dir: Path) -> None:
+    log = Log()
+    growth(log)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    deliver_all(ledger)
+    first = ledger.begin_finalize(RUN, CLOCK, now=NOW + 5)
+    assert first["finalized"] is True and first["finalized_at"] == NOW + 5
+    assert first["report"]["clock"] == CLOCK
+    assert ledger.begin_finalize(RUN, {"ntp_synchronized": False}, now=NOW + 99) == first
+    assert ledger.runs_to_finalize() == [RUN]  # finalizing: the sink's finalize may be repeated
+    ledger.close()
+    reopened = Ledger(state_dir, points_per_chunk=PPC, grace=GRACE)  # a crash before the sink confirmed
+    try:
+        assert reopened.runs_to_finalize() == [RUN]
+        assert reopened.begin_finalize(RUN, {}, now=NOW + 1000) == first
+    finally:
+        reopened.close()
+
+
+def test_end_finalize_deletes_the_run_and_only_the_run(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    growth(log, idle_after=0)
+    second = growth(log, run_id=OTHER_RUN, t0=T0 + 1000, idle_before=0, stop=False)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    deliver_all(ledger)
+    ledger.begin_finalize(RUN, CLOCK, now=NOW)
+    ledger.end_finalize(RUN)
+    assert held(state_dir) == list(range(second.start_seq, len(log.entries) + 1))
+    assert ledger.runs_to_finalize() == []
+    assert cut(state_dir, RUN) == []
+    assert [r["run_id"] for r in ledger.open_runs()] == [OTHER_RUN]
+    assert ledger.held() == len(log.entries) - second.start_seq + 1
+
+
+def test_the_manifest_counts_exactly(spool: Spool, ledger: Ledger) -> None:
+    log = Log()
+    growth(log)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    deliver_all(ledger)
+    ledger.count_retry(RUN)
+    manifest = ledger.begin_finalize(RUN, CLOCK, now=NOW + 1)
+    assert manifest["channels"] == {
+        "main_gauge/p1": {"flow": "main_gauge", "units": "mbar", "points": 7, "bad_quality": 0, "chunks": 3},
+        "main_gauge/p2": {"flow": "main_gauge", "units": "mbar", "points": 5, "bad_quality": 2, "chunks": 3},
+        "pyro/t1": {"flow": "pyro", "units": "C", "points": 7, "bad_quality": 0, "chunks": 3},
+        "pyro/t2": {"flow": "pyro", "units": "C", "points": 4, "bad_quality": 3, "chunks": 2},
+    }
+    assert list(manifest["channels"]) == ["main_gauge/p1", "main_gauge/p2", "pyro/t1", "pyro/t2"]
+    assert manifest["flows"] == {"main_gauge": {"points": 7, "chunks": 3}, "pyro": {"points": 7, "chunks": 3}}
+    report = manifest["report"]
+    assert {k: report[k] for k in ("complete", "finalized_because", "readings", "bad_quality", "chunks", "retries",
+                                   "clock")} == {
+        "complete": True, "finalized_because": "complete", "readings": 28, "bad_quality": 5, "chunks": 6,
+        "retries": 1, "clock": CLOCK}
+    assert {k: manifest[k] for k in ("v", "data_id", "stream_name", "site", "run_id", "physical_sample",
+                                     "synth_source_id", "project_id", "tags", "points_per_chunk", "started_at",
+                                     "stopped_at", "exit_status", "finalized", "finalized_at", "gaps")} == {
+        "v": 1, "data_id": RUN, "stream_name": "GaN-17", "site": SITE, "run_id": RUN, "physical_sample": "S-1",
+        "synth_source_id": "3", "project_id": "p", "tags": ["GaN", "MBE"], "points_per_chunk": PPC,
+        "started_at": T0, "stopped_at": T0 + 8, "exit_status": "success", "finalized": True,
+        "finalized_at": NOW + 1, "gaps": []}
+
+
+def test_chunk_point_counts_match_the_manifest(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    growth(log, polls=11)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    manifest = ledger.manifest(RUN)
+    for flow, counts in manifest["flows"].items():
+        chunks = [c for c in cut(state_dir) if c[0] == flow]
+        assert (sum(c[4] for c in chunks), len(chunks)) == (counts["points"], counts["chunks"]) == (11, 4)
+
+
+# ---------------------------------------------------------------- the pass resumes where it stopped
+
+
+def reference(tmp_path: Path, log: Log, ppc: int = PPC) -> tuple[list[tuple[Any, ...]], list[bytes], dict[str, Any]]:
+    """One uninterrupted pass over the whole log: the chunks, their bodies, the manifest."""
+    state = tmp_path / "reference"
+    spool, ledger = Spool(state), Ledger(state, points_per_chunk=ppc, grace=GRACE)
+    try:
+        spool.commit([log.batch()], now=NOW)
+        ledger.advance(now=NOW)
+        return outcome(ledger, state)
+    finally:
+        ledger.close()
+        spool.close()
+
+
+def outcome(ledger: Ledger, state: Path) -> tuple[list[tuple[Any, ...]], list[bytes], dict[str, Any]]:
+    pending = deliver_all(ledger)
+    return cut(state), [pack(ledger.chunk(p)) for p in pending], ledger.manifest(RUN, finalized=True, clock=CLOCK)
+
+
+@pytest.mark.parametrize("split", [1, 3, 4, 5, 6, 8, 12, 19, 24, 31, 32, 33])
+def test_the_pass_resumes_identically_after_a_restart(tmp_path: Path, split: int) -> None:
+    """A crash after any commit: the reopened ledger continues every flow's chunk and point where it stood."""
+    log = Log()
+    growth(log)  # 2 idle polls (seqs 1-4), start (5), 7 polls of 2x2 (6-33), stop (34), 2 idle polls
+    expected = reference(tmp_path, log)
+    state = tmp_path / "restarted"
+    spool, ledger = Spool(state), Ledger(state, points_per_chunk=PPC, grace=GRACE)
+    spool.commit([log.batch(range(1, split + 1))], now=NOW)
+    ledger.advance(now=NOW)
+    ledger.close()
+    spool.close()
+    spool, ledger = Spool(state), Ledger(state, points_per_chunk=PPC, grace=GRACE)
+    try:
+        spool.commit([log.batch(range(split + 1, len(log.entries) + 1))], now=NOW)
+        ledger.advance(now=NOW)
+        assert outcome(ledger, state) == expected
+    finally:
+        ledger.close()
+        spool.close()
+
+
+@pytest.mark.parametrize("ppc", [1, 2, 3, 100])
+def test_a_pass_after_every_entry_cuts_what_one_pass_over_all_cuts(tmp_path: Path, ppc: int) -> None:
+    log = Log()
+    growth(log)
+    expected = reference(tmp_path, log, ppc)
+    state = tmp_path / "stepwise"
+    spool, ledger = Spool(state), Ledger(state, points_per_chunk=ppc, grace=GRACE)
+    try:
+        for seq in range(1, len(log.entries) + 1):
+            spool.commit([log.batch([seq])], now=NOW)
+            ledger.advance(now=NOW)
+        assert outcome(ledger, state) == expected
+    finally:
+        ledger.close()
+        spool.close()
+
+
+def test_out_of_order_arrival_cuts_what_in_order_arrival_cuts(tmp_path: Path) -> None:
+    """The pass only reads up to contiguous, so chunks never depend on arrival order."""
+    log = Log()
+    growth(log)
+    expected = reference(tmp_path, log)
+    state = tmp_path / "shuffled"
+    spool, ledger = Spool(state), Ledger(state, points_per_chunk=PPC, grace=GRACE)
+    try:
+        n = len(log.entries)
+        for seqs in (range(20, n + 1), range(9, 14), range(1, 8), range(14, 20), [8]):
+            spool.commit([log.batch(seqs)], now=NOW)
+            ledger.advance(now=NOW)
+        assert outcome(ledger, state) == expected
+    finally:
+        ledger.close()
+        spool.close()
+
+
+# ---------------------------------------------------------------- holes
+
+
+def test_a_hole_older_than_grace_is_skipped_and_recorded_as_a_gap(spool: Spool, ledger: Ledger,
+                                                                  state_dir: Path) -> None:
+    log = Log()
+    run = growth(log)
+    hole = run.polls["pyro"][3]  # the pyrometer's poll 3 never arrives
+    spool.commit([log.without(*hole)], now=NOW)
+    assert ledger.advance(now=NOW).skipped == {}
+    assert source(ledger).contiguous == hole[0] - 1
+    assert ledger.advance(now=NOW + GRACE).skipped == {}  # not older than grace yet
+
+    progress = ledger.advance(now=NOW + GRACE + 1)
+    assert progress.skipped == {(SITE, EPOCH): len(log.entries)}
+    assert progress.runs_stopped == [RUN]
+    src = source(ledger)
+    assert (src.contiguous, src.cursor, src.gap_since) == (len(log.entries), len(log.entries), None)
+    manifest = ledger.manifest(RUN)
+    gap = {"site": SITE, "epoch": EPOCH, "from_seq": hole[0], "to_seq": hole[-1],
+           "cause": "not received within the grace period (600 s)"}
+    assert manifest["gaps"] == [gap]
+    assert (manifest["report"]["complete"], manifest["report"]["finalized_because"]) == (False, "grace_expired")
+    assert manifest["channels"]["pyro/t1"]["points"] == 6
+    assert manifest["flows"]["pyro"] == {"points": 6, "chunks": 2}
+    # the hole arriving after all is too late: dropped, and the ack already moved past it
+    intake = spool.commit([log.batch(hole)], now=NOW + GRACE + 2)
+    assert (intake.stored, intake.duplicates, intake.contiguous) == (0, 2, {(SITE, EPOCH): len(log.entries)})
+    assert hole[0] not in held(state_dir)
+
+
+def test_a_hole_outside_a_run_is_skipped_without_a_gap_in_any_run(spool: Spool, ledger: Ledger) -> None:
+    log = Log()
+    run = growth(log)
+    spool.commit([log.without(2, 3)], now=NOW)
+    ledger.advance(now=NOW)
+    assert ledger.advance(now=NOW + GRACE + 1).skipped == {(SITE, EPOCH): len(log.entries)}
+    assert ledger.manifest(RUN)["gaps"] == []
+    assert source(ledger).cursor == len(log.entries)
+    assert cut(ledger.path) == expected_chunks(run.polls)
+
+
+def test_a_hole_younger_than_grace_blocks_the_pass(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    run = growth(log)
+    hole = run.polls["main_gauge"][4]
+    spool.commit([log.without(*hole)], now=NOW)
+    progress = ledger.advance(now=NOW + GRACE / 2)
+    assert (progress.skipped, progress.runs_stopped) == ({}, [])
+    src = source(ledger)
+    assert (src.cursor, src.contiguous, src.open_run) == (hole[0] - 1, hole[0] - 1, RUN)
+    assert ledger.missing(src) == 2
+    deliver_all(ledger)
+    assert ledger.runs_to_finalize() == []  # the stop marker is held, but not reached
+    # the bridge resends the hole in time: the run completes with no gap
+    spool.commit([log.batch(hole)], now=NOW + GRACE - 1)
+    assert ledger.advance(now=NOW + GRACE + 1).runs_stopped == [RUN]
+    assert cut(state_dir) == expected_chunks(run.polls)
+    deliver_all(ledger)
+    assert ledger.runs_to_finalize() == [RUN]
+    assert ledger.manifest(RUN)["gaps"] == [] and ledger.manifest(RUN)["report"]["complete"] is True
+
+
+def test_a_hole_gets_its_own_grace_when_an_older_hole_before_it_fills(spool: Spool, ledger: Ledger) -> None:
+    """The grace runs from when a seq is first missed, not from when the source first had any hole."""
+    log = Log()
+    run = growth(log)
+    first_hole, later_hole = run.polls["main_gauge"][1], run.polls["main_gauge"][5]
+    spool.commit([log.batch(s for s in range(1, later_hole[0]) if s not in first_hole)], now=NOW)
+    assert ledger.advance(now=NOW).skipped == {}
+    # grace - 100 s later the first hole is resent and the log goes on, but without later_hole
+    spool.commit([log.batch(s for s in range(first_hole[0], len(log.entries) + 1) if s not in later_hole)],
+                 now=NOW + GRACE - 100)
+    assert ledger.advance(now=NOW + GRACE - 100).skipped == {}
+    assert source(ledger).cursor == source(ledger).contiguous == later_hole[0] - 1
+    assert ledger.advance(now=NOW + GRACE + 1).skipped == {}  # missing for 101 s only
+    assert ledger.advance(now=NOW + 2 * GRACE - 100).skipped == {}
+    assert ledger.advance(now=NOW + 2 * GRACE - 99).skipped == {(SITE, EPOCH): len(log.entries)}
+    assert [(g["from_seq"], g["to_seq"]) for g in ledger.manifest(RUN)["gaps"]] == [(later_hole[0], later_hole[1])]
+
+
+# ---------------------------------------------------------------- runs that end without their stop
+
+
+def test_a_run_left_open_in_an_old_epoch_is_closed_as_abort(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    old = Log()
+    run = growth(old, polls=4, stop=False, idle_after=0)  # the bridge's SD card died mid-run
+    spool.commit([old.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    assert ledger.advance(now=NOW + 5 * GRACE).runs_stopped == []  # no newer epoch: it is only quiet
+    new = Log(epoch=NEW_EPOCH)
+    idle_polls(new, 2, T0 + 500)
+    old_quiet = NOW + 6 * GRACE
+    spool.commit([old.batch([1]), new.batch()], now=old_quiet)  # a late resend from the old outbox, then the new
+    assert ledger.advance(now=old_quiet).runs_stopped == []
+    assert ledger.advance(now=old_quiet + GRACE).runs_stopped == []  # quiet past grace counts from its last arrival
+    assert ledger.advance(now=old_quiet + GRACE + 1).runs_stopped == [RUN]
+
+    assert source(ledger).open_run is None
+    assert cut(state_dir) == expected_chunks(run.polls)  # the last, shorter chunks are cut too
+    deliver_all(ledger)
+    assert ledger.runs_to_finalize() == [RUN]
+    manifest = ledger.begin_finalize(RUN, CLOCK, now=old_quiet + GRACE + 2)
+    assert manifest["exit_status"] == "abort"
+    assert manifest["stopped_at"] == old_quiet + GRACE + 1
+    assert "new epoch" in manifest["report"]["stop_reason"]
+    assert manifest["flows"] == {"main_gauge": {"points": 4, "chunks": 2}, "pyro": {"points": 4, "chunks": 2}}
+    assert {name: c["points"] + c["bad_quality"] for name, c in manifest["channels"].items()} == {
+        "main_gauge/p1": 4, "main_gauge/p2": 4, "pyro/t1": 4, "pyro/t2": 4}
+    assert manifest["report"]["readings"] == 16
+    ledger.end_finalize(RUN)
+    assert held(state_dir) == []
+
+
+def test_a_run_start_while_a_run_is_open_closes_it_as_abort(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    first = growth(log, polls=4, stop=False, idle_after=0)
+    second = growth(log, run_id=OTHER_RUN, polls=2, t0=T0 + 1000, idle_before=0)
+    spool.commit([log.batch()], now=NOW)
+    assert ledger.advance(now=NOW).runs_stopped == [RUN, OTHER_RUN]
+    assert cut(state_dir, RUN) == expected_chunks(first.polls)
+    assert cut(state_dir, OTHER_RUN) == expected_chunks(second.polls)
+    deliver_all(ledger)
+    assert ledger.runs_to_finalize() == [RUN, OTHER_RUN]
+    manifest = ledger.begin_finalize(RUN, CLOCK, now=NOW)
+    assert (manifest["exit_status"], manifest["stopped_at"]) == ("abort", T0 + 1000)
+    assert manifest["report"]["stop_reason"] == "a new run started before it was stopped"
+    assert manifest["report"]["last_seq"] == second.start_seq - 1
+    assert manifest["flows"] == {"main_gauge": {"points": 4, "chunks": 2}, "pyro": {"points": 4, "chunks": 2}}
+    assert manifest["channels"]["pyro/t1"] == {"flow": "pyro", "units": "C", "points": 4, "bad_quality": 0,
+                                               "chunks": 2}
+    assert manifest["report"]["readings"] == 16
+    assert ledger.manifest(OTHER_RUN)["exit_status"] == "success"
+    ledger.end_finalize(RUN)
+    assert held(state_dir) == list(range(second.start_seq, len(log.entries) - 3))  # the second run's start is kept
+
+
+def test_a_stop_marker_for_a_run_that_is_not_open_is_ignored(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    idle_polls(log, 1, T0 - 10)
+    log.stop("c3" * 16, T0 - 5)  # no run is open
+    start = log.start(RUN, T0)
+    gauge = [log.poll("main_gauge", T0 + 1, "mbar", p1=1.0, p2=2.0)]
+    log.stop(OTHER_RUN, T0 + 1.5)  # another run's stop while RUN is open
+    gauge.append(log.poll("main_gauge", T0 + 2, "mbar", p1=3.0, p2=4.0))
+    stop = log.stop(RUN, T0 + 3)
+    spool.commit([log.batch()], now=NOW)
+    assert ledger.advance(now=NOW).runs_stopped == [RUN]
+    assert cut(state_dir) == [("main_gauge", 0, gauge[0][0], gauge[1][-1], 2)]
+    manifest = ledger.manifest(RUN)
+    assert (manifest["exit_status"], manifest["stopped_at"]) == ("success", T0 + 3)
+    assert (manifest["report"]["first_seq"], manifest["report"]["last_seq"]) == (start, stop)
+    assert manifest["report"]["readings"] == 4
+    assert [s.open_run for s in ledger.sources()] == [None]
