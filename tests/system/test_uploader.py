@@ -74,3 +74,45 @@ def test_a_run_lands_in_the_store_exactly_once_in_order(
     assert_spool_drained(tmp_path / "uploader-state", stop_seq)
     assert doc["exit_status"] == "success" and doc["report"]["complete"] and doc["stream_name"] == "GaN-17"
     assert doc["physical_sample"] == "S-1" and doc["tags"] == ["t"]
+
+
+def _keys(doc: Any, path: str = "") -> set[str]:
+    """Every key path of a JSON document (lists: their first element)."""
+    if isinstance(doc, dict):
+        return {f"{path}.{k}" for k in doc} | {p for k, v in doc.items() for p in _keys(v, f"{path}.{k}")}
+    if isinstance(doc, list) and doc:
+        return _keys(doc[0], f"{path}[]")
+    return set()
+
+
+def test_the_retained_status_has_the_documented_shape(mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path) -> None:
+    import json
+    import re
+
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "payload.md").read_text()
+    example = json.loads(re.search(r"<!-- example: uploader_status -->\s*```json\n(.*?)```", doc, re.S).group(1))
+    raw = chamber_config(mosquitto, gauges, tmp_path, points_per_chunk=PPC)
+    seen: list[dict[str, Any]] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="status-watcher")
+    watcher.on_message = lambda c, u, m: seen.append(json.loads(m.payload))
+    watcher.connect(mosquitto.host, mosquitto.port)
+    watcher.subscribe("lab/uploader/status", qos=1)
+    watcher.loop_start()
+    bridge = RecordingBridge(parse_config(raw)).start()
+    uploader = UploaderService(parse_config(raw), settings=FAST_UPLOADER)
+    uploader.start()
+    try:
+        start_run(raw)
+        status = wait_for(lambda: next((s for s in reversed(seen) if s.get("runs_open") and
+                                        s["spool"]["sources"]), None), what="a status with an open run")
+    finally:
+        uploader.stop()
+        bridge.stop()
+        watcher.loop_stop()
+        watcher.disconnect()
+    assert _keys(status) == _keys(example)
+    assert status["state"] == "online" and status["runs_open"][0]["stream_name"] == "GaN-17"
+    assert status["spool"]["sources"][0]["site"] == "chamber-u"

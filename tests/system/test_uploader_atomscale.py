@@ -1,0 +1,182 @@
+"""The uploader against the Atomscale API emulator while it fails in every way it can.
+
+Bridge (in this process, its log recorded) -> private Mosquitto -> uploader with the atomscale
+sink -> emulator (simulators/atomscale_api.py) with faults switched on for the run. Afterwards
+the emulator must hold exactly the run's readings, each once, in one finalized stream, with no
+chunk stored twice under different content. Short versions run by default; the minutes-long
+mix of every fault is marked ``slow`` (scripts/test-slow.sh).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bridge.config import parse_config
+from bridge.uploader.service import UploaderService, UploaderSettings
+from bridge.uploader.sinks.atomscale import AtomscaleSink
+from simulators.atomscale_api import AtomscaleEmulator
+from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.serving import TcpServer
+from tests.helpers.mosquitto import MosquittoBroker
+from tests.helpers.uploader import RecordingBridge, chamber_config, tpg_gauges, wait_for
+from tests.system.test_uploader import PPC, start_run, stop_run
+
+KEY = "key-one"
+SETTINGS = UploaderSettings(status_interval=0.3, backoff_initial=0.05, backoff_cap=0.5)
+
+
+@pytest.fixture
+def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
+    pairs = tpg_gauges()
+    yield pairs
+    for _, server in pairs:
+        server.stop()
+
+
+@pytest.fixture
+def emulator() -> Iterator[AtomscaleEmulator]:
+    emu = AtomscaleEmulator(keys=[KEY], seed=7).start()
+    yield emu
+    emu.stop()
+
+
+def atomscale_config(mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path, emulator: AtomscaleEmulator
+                     ) -> dict[str, Any]:
+    key_file = tmp_path / "api-key"
+    key_file.write_text(KEY + "\n")
+    return chamber_config(mosquitto, gauges, tmp_path, points_per_chunk=PPC, sink={
+        "kind": "atomscale", "endpoint": emulator.url, "api_key_file": str(key_file)})
+
+
+def start_uploader(raw: dict[str, Any]) -> UploaderService:
+    cfg = parse_config(raw)
+    assert cfg.uploader.sink.kind == "atomscale"
+    sink = AtomscaleSink(cfg.uploader.sink, timeout=0.5, connect_timeout=0.5, call_budget=1.0,
+                         backoff_initial=0.05, backoff_cap=0.3)
+    service = UploaderService(cfg, sink=sink, settings=SETTINGS)
+    service.start()
+    return service
+
+
+def the_stream(emulator: AtomscaleEmulator, name: str) -> Any:
+    """The one stream of the run that holds data (a lost initialize answer may leave an empty twin)."""
+    streams = [s for s in emulator.streams() if s.stream_name == name and emulator.chunk_keys(s.data_id)]
+    assert len(streams) == 1, f"{len(streams)} streams of {name} hold data"
+    return streams[0]
+
+
+def assert_emulator_holds_run(emulator: AtomscaleEmulator, name: str, readings: list[dict[str, Any]]) -> None:
+    stream = the_stream(emulator, name)
+    assert stream.finalized
+    assert emulator.duplicates_stored() == 0
+    for channel in emulator.channels(stream.data_id):
+        flow, short = channel.split("/", 1)
+        logged = [r for r in readings if r["i"] == flow and r["c"] == short and r["q"] == "ok"]
+        assert emulator.points(stream.data_id, channel) == ([r["t"] for r in logged], [r["v"] for r in logged]), \
+            f"{channel}: the emulator's points differ from what the bridge logged"
+    assert {f"{r['i']}/{r['c']}" for r in readings if r["q"] == "ok"} == set(emulator.channels(stream.data_id))
+
+
+def finalized_stream(emulator: AtomscaleEmulator, name: str) -> bool:
+    return any(s.stream_name == name and s.finalized and emulator.chunk_keys(s.data_id) for s in emulator.streams())
+
+
+FAULTS: dict[str, dict[str, Any]] = {
+    "http_5xx": {"status": 503, "probability": 0.3},
+    "reset": {"probability": 0.3},
+    "slow": {"delay": 0.8, "probability": 0.3},
+    "rate_limit": {"retry_after": 0.4, "probability": 0.3},
+    "lost_response": {"probability": 0.3},
+}
+
+
+@pytest.mark.parametrize("fault", sorted(FAULTS))
+def test_every_fault_mode_costs_nothing_and_doubles_nothing(
+        mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path, emulator: AtomscaleEmulator, fault: str) -> None:
+    raw = atomscale_config(mosquitto, gauges, tmp_path, emulator)
+    bridge = RecordingBridge(parse_config(raw)).start()
+    uploader = start_uploader(raw)
+    try:
+        emulator.add_fault(fault, **FAULTS[fault])
+        run_id = start_run(raw, name=f"run-{fault}")
+        wait_for(lambda: len(bridge.recorded.entries) > 250, what="readings in the run")
+        stop_seq = stop_run(raw)
+        wait_for(lambda: finalized_stream(emulator, f"run-{fault}"), timeout=90, what="the stream to be finalized")
+        wait_for(lambda: bridge.outbox.acked_seq >= stop_seq, what="the outbox to drain past the run")
+        faulted = sum(1 for r in emulator.requests() if r.fault == fault)
+    finally:
+        uploader.stop()
+        bridge.stop()
+    assert faulted > 0, f"the {fault} fault never struck"
+    assert_emulator_holds_run(emulator, f"run-{fault}", bridge.recorded.run(run_id))
+
+
+def test_rejected_key_raises_the_alarm_keeps_the_data_and_recovers_after_rotation(
+        mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path, emulator: AtomscaleEmulator) -> None:
+    raw = atomscale_config(mosquitto, gauges, tmp_path, emulator)
+    statuses: list[dict[str, Any]] = []
+    watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="status-watcher")
+    watcher.on_message = lambda c, u, m: statuses.append(json.loads(m.payload))
+    watcher.connect(mosquitto.host, mosquitto.port)
+    watcher.subscribe("lab/uploader/status", qos=1)
+    watcher.loop_start()
+    bridge = RecordingBridge(parse_config(raw)).start()
+    uploader = start_uploader(raw)
+    try:
+        emulator.set_keys(["key-two"])  # the key the uploader holds is revoked
+        run_id = start_run(raw, name="rotated")
+        wait_for(lambda: len(bridge.recorded.entries) > 200, what="readings in the run")
+        stop_seq = stop_run(raw)
+        alarm = wait_for(lambda: next((s for s in statuses if s.get("sinks", {}).get("atomscale", {}).get("alarm")),
+                                      None), what="the alarm on the uploader's status")
+        assert "401" in alarm["last_upload_error"] and KEY not in json.dumps(alarm)
+        assert uploader.ledger.backlog() > 0 or uploader.ledger.streams_to_initialize()  # data kept, not dropped
+        wait_for(lambda: bridge.outbox.acked_seq >= stop_seq, what="the bridge's data acked into the spool")
+        (tmp_path / "api-key").write_text("key-two\n")  # rotated by the operator
+        wait_for(lambda: finalized_stream(emulator, "rotated"), timeout=60, what="the stream after the rotation")
+        wait_for(lambda: any(s.get("sinks", {}).get("atomscale", {}).get("alarm") is False and s is statuses[-1]
+                             for s in statuses[-1:]), what="the alarm to clear")
+    finally:
+        uploader.stop()
+        bridge.stop()
+        watcher.loop_stop()
+        watcher.disconnect()
+    assert_emulator_holds_run(emulator, "rotated", bridge.recorded.run(run_id))
+    assert statuses[-1]["state"] == "offline"
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(900)
+def test_minutes_of_mixed_faults_cost_nothing(
+        mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path, emulator: AtomscaleEmulator) -> None:
+    raw = atomscale_config(mosquitto, gauges, tmp_path, emulator)
+    bridge = RecordingBridge(parse_config(raw)).start()
+    uploader = start_uploader(raw)
+    runs = []
+    try:
+        for fault, options in FAULTS.items():
+            emulator.add_fault(fault, **{**options, "probability": 0.1})
+        emulator.add_fault("http_5xx", status=502, path_prefix="/tool-state/stream/initialize", probability=0.3)
+        deadline = time.monotonic() + 180
+        n = 0
+        while time.monotonic() < deadline:
+            n += 1
+            runs.append((start_run(raw, name=f"soak-{n}"), f"soak-{n}"))
+            time.sleep(20)
+            stop_seq = stop_run(raw)
+        wait_for(lambda: all(finalized_stream(emulator, name) for _, name in runs), timeout=300,
+                 what="every stream to be finalized")
+        wait_for(lambda: bridge.outbox.acked_seq >= stop_seq, what="the outbox to drain")
+    finally:
+        uploader.stop()
+        bridge.stop()
+    for run_id, name in runs:
+        assert_emulator_holds_run(emulator, name, bridge.recorded.run(run_id))
