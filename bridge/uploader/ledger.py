@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any, Final, NamedTuple
 
 from bridge.publish.codec import unpack_body
-from bridge.uploader.chunker import ChunkReading, CutChunk, FlowCutter, channel_name, chunk_body
+from bridge.uploader.chunker import CutChunk, FlowCutter, channel_name, chunk_body
 from bridge.uploader.sinks.base import ChunkBody, StreamInfo
 from bridge.uploader.spool import SpoolError, open_spool_db
 
@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 #: entries read per step of the pass (bounds memory and transaction length)
 PAGE: Final = 20_000
+#: chunks whose readings the pass keeps in memory for their first push, at most
+CACHED_CHUNKS: Final = 1_000
 MANIFEST_VERSION: Final = 1
 
 
@@ -89,6 +91,13 @@ class Ledger:
         self.points_per_chunk = points_per_chunk
         self.keep_idle = keep_idle
         self.grace = grace
+        # The pass has every reading in hand when it cuts a chunk; it keeps them for the chunk's
+        # first push so the hot path need not read them back. Only an optimisation: a lane exists
+        # only for chunks begun in this process, anything missing is rebuilt from the spool, and
+        # the rows are the same rows in the same order, so the bytes are the same either way.
+        self._building: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
+        self._staged: dict[tuple[str, str, int], list[tuple[Any, ...]]] = {}
+        self._ready: dict[tuple[str, str, int], list[tuple[Any, ...]]] = {}
 
     # ------------------------------------------------------------ transactions
 
@@ -101,13 +110,24 @@ class Ledger:
                 yield db
                 db.execute("COMMIT")
             except sqlite3.Error as exc:
+                self._forget_cache()
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise SpoolError(f"ledger commit failed in {self.path}: {exc}") from exc
             except BaseException:
+                self._forget_cache()
                 if db.in_transaction:
                     db.execute("ROLLBACK")
                 raise
+            if self._staged:
+                room = CACHED_CHUNKS - len(self._ready)
+                for key in list(self._staged)[:max(0, room)]:
+                    self._ready[key] = self._staged[key]
+                self._staged.clear()
+
+    def _forget_cache(self) -> None:
+        self._building.clear()
+        self._staged.clear()
 
     # ------------------------------------------------------------ the pass: runs and chunks
 
@@ -136,8 +156,8 @@ class Ledger:
     def _step(self, source: Source, progress: Progress) -> Source:
         """One page of the pass for one source, in one transaction."""
         rows = self._db.execute(
-            "SELECT seq, kind, time, flow, channel, t, quality, units, body FROM entries WHERE site=? AND epoch=?"
-            " AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
+            "SELECT seq, kind, time, flow, channel, t, quality, units, body, value FROM entries"
+            " WHERE site=? AND epoch=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
             (source.site, source.epoch, source.cursor, source.contiguous, PAGE)).fetchall()
         last = rows[-1][0] if rows else source.contiguous
         open_run = source.open_run
@@ -145,7 +165,8 @@ class Ledger:
         chunks: list[tuple[str, CutChunk]] = []
         idle: list[list[int]] = []
         with self._transaction() as db:
-            for seq, kind, stamp, flow, channel, t, quality, units, body in rows:
+            building = self._building
+            for seq, kind, stamp, flow, channel, t, quality, units, body, value in rows:
                 if kind == "reading":
                     if open_run is None:
                         if idle and idle[-1][1] == seq - 1:
@@ -156,9 +177,19 @@ class Ledger:
                     cutter = cutters.get(flow)
                     if cutter is None:
                         cutter = cutters[flow] = FlowCutter(flow)
+                    fresh = cutter.first_seq is None
                     cut = cutter.add(seq, channel, t, self.points_per_chunk, quality, units)
+                    reading = (channel, t, value, quality, units)
                     if cut is not None:
                         chunks.append((open_run, cut))
+                        self._stage(open_run, cut)
+                        building[(open_run, flow)] = [reading]
+                    elif fresh:
+                        building[(open_run, flow)] = [reading]
+                    else:
+                        lane = building.get((open_run, flow))
+                        if lane is not None:
+                            lane.append(reading)
                 elif kind == "run_start":
                     start = unpack_body(body)
                     if open_run is not None:
@@ -212,10 +243,17 @@ class Ledger:
             cut = cutter.finish()
             if cut is not None:
                 chunks.append((run_id, cut))
+                self._stage(run_id, cut)
         db.executemany("INSERT OR REPLACE INTO flows (run_id, flow, cutter) VALUES (?, ?, ?)",
                        [(run_id, f, json.dumps(c.to_json())) for f, c in cutters.items()])
         db.execute("UPDATE runs SET stop_seq=?, stop=?, stopped_at=?, state='stopped' WHERE run_id=?",
                    (stop_seq, json.dumps(stop), stamp, run_id))
+
+    def _stage(self, run_id: str, cut: CutChunk) -> None:
+        """The chunk ``cut`` just closed: keep its readings (if this process saw them all) for its first push."""
+        lane = self._building.pop((run_id, cut.flow), None)
+        if lane is not None and len(self._ready) + len(self._staged) < CACHED_CHUNKS:
+            self._staged[(run_id, cut.flow, cut.chunk_index)] = lane
 
     def _skip_hole(self, source: Source, now: float) -> int:
         """Give up the hole after ``contiguous``; record it; return the new contiguous seq."""
@@ -302,11 +340,16 @@ class Ledger:
         flow's readings too; one scan over the range of many chunks, sorted out by flow, reads
         each row once.
         """
-        readings: dict[tuple[str, str, int], list[ChunkReading]] = {}
+        readings: dict[tuple[str, str, int], list[Any]] = {}
         by_source: dict[tuple[str, str], list[PendingChunk]] = {}
         for p in pending:
+            key = (p.run_id, p.flow, p.chunk_index)
+            cached = self._ready.pop(key, None)
+            if cached is not None:
+                readings[key] = cached
+                continue
             by_source.setdefault((p.site, p.epoch), []).append(p)
-            readings[(p.run_id, p.flow, p.chunk_index)] = []
+            readings[key] = []
         for (site, epoch), group in by_source.items():
             # per flow, the chunks in seq order, and the one the next reading of that flow falls in
             lanes: dict[str, list[PendingChunk]] = {}

@@ -70,7 +70,10 @@ class SpoolError(BridgeError):
 def open_spool_db(state_dir: Path) -> sqlite3.Connection:
     """A connection to the spool database (each thread takes its own)."""
     try:
-        return connect_durable(state_dir / SPOOL_FILE, SCHEMA, [("format", 1)])
+        db = connect_durable(state_dir / SPOOL_FILE, SCHEMA, [("format", 1)])
+        # the pass reads back what intake has just written: keep it in memory (64 MiB; a lab server)
+        db.execute("PRAGMA cache_size=-65536")
+        return db
     except sqlite3.Error as exc:
         raise SpoolError(f"cannot open the spool {state_dir / SPOOL_FILE}: {exc}") from exc
 
