@@ -60,6 +60,7 @@ class Publisher:
         self._status = status
         self._commands = commands
         self.callback_errors = CallbackErrors()
+        self._leaving = False
         self.loop_restarts = 0
         self.client = make_client(config, f"chamber-bridge-{site}")
         self.client.will_set(self.topics.status, self._status_payload("offline"), qos=1, retain=True)
@@ -108,6 +109,7 @@ class Publisher:
                 info.wait_for_publish(timeout=2)
             except (RuntimeError, ValueError):
                 log.warning("could not publish offline status before disconnecting")
+        self._leaving = True  # a disconnect we asked for is not news
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -132,7 +134,7 @@ class Publisher:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
-        if self._connected.is_set():
+        if self._connected.is_set() and not self._leaving:
             log.warning("lost the broker (%s); the outbox keeps everything", reason_code)
         self._connected.clear()
 

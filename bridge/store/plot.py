@@ -101,16 +101,23 @@ def panels(run: RunData) -> list[Panel]:
     return sorted(by_unit.values(), key=Panel.order)
 
 
+def median_step(timestamps: Iterable[float]) -> float | None:
+    """A channel's typical spacing of points; None with fewer than two."""
+    steps = [b - a for a, b in itertools.pairwise(sorted(timestamps)) if b > a]
+    return statistics.median(steps) if steps else None
+
+
 def poll_intervals(run: RunData) -> dict[str, float]:
-    """Each flow's typical spacing of points (the median step over all its channels' points)."""
+    """Each flow's typical spacing of points: the slowest of its channels' median steps.
+
+    Per channel, not over the flow's pooled timestamps: a driver stamps each exchange, so two
+    channels of one poll can differ by milliseconds, and pooling would make every poll look like
+    two and every line broken."""
     intervals: dict[str, float] = {}
-    flows: dict[str, set[float]] = {}
     for s in run.series.values():
-        flows.setdefault(s.flow, set()).update(s.timestamps)
-    for flow, stamps in flows.items():
-        steps = [b - a for a, b in itertools.pairwise(sorted(stamps)) if b > a]
-        if steps:
-            intervals[flow] = statistics.median(steps)
+        step = median_step(s.timestamps)
+        if step is not None:
+            intervals[s.flow] = max(step, intervals.get(s.flow, 0.0))
     return intervals
 
 
@@ -204,7 +211,7 @@ def plot_run(run: RunData, out: Path, *, dpi: int = DPI) -> Path:
             fig.supxlabel(notes, fontsize=9, color="#8b1a1a", x=0.01, ha="left")
         for ax, group in zip(axes, groups, strict=True):
             for trace in group.traces:
-                xs, ys = broken(trace.timestamps, trace.values, intervals.get(trace.flow))
+                xs, ys = broken(trace.timestamps, trace.values, median_step(trace.timestamps))
                 marker = "o" if len(trace.values) < MARKERS_BELOW else None
                 ax.plot([days(x) for x in xs], ys, label=trace.label, linewidth=1.2, marker=marker,
                         markersize=2.5)

@@ -102,7 +102,9 @@ class UploaderService:
         self.sink_alarm = False
         self.epoch_changes: list[dict[str, Any]] = []
         self.finalized: list[str] = []
-        self._status_cache: dict[str, Any] = {}
+        self.chunks_confirmed = 0
+        #: the status as last published (for a display that must not query the databases itself)
+        self.last_status: dict[str, Any] = {}
 
     # ------------------------------------------------------------ lifecycle
 
@@ -268,7 +270,9 @@ class UploaderService:
         for start in range(0, len(pending), self.settings.confirm_rows):
             group = pending[start:start + self.settings.confirm_rows]
             outcomes = list(self._pool.map(self._push, group, self.ledger.chunks(group)))
-            self.ledger.confirm([chunk for chunk, outcome in zip(group, outcomes, strict=True) if outcome is None])
+            confirmed = [chunk for chunk, outcome in zip(group, outcomes, strict=True) if outcome is None]
+            self.ledger.confirm(confirmed)
+            self.chunks_confirmed += len(confirmed)
             failures = [(chunk, outcome) for chunk, outcome in zip(group, outcomes, strict=True) if outcome]
             if failures:
                 for chunk, _ in failures:
@@ -333,6 +337,6 @@ class UploaderService:
         return json.dumps(body).encode()
 
     def _publish_status(self) -> None:
-        self._status_cache = self.status()
+        self.last_status = self.status()
         if self.subscriber.connected.is_set():
-            self.subscriber.publish(self.status_topic, self._status_json("online", self._status_cache), retain=True)
+            self.subscriber.publish(self.status_topic, self._status_json("online", self.last_status), retain=True)

@@ -39,6 +39,7 @@ class Subscriber:
         self.session_expiry = session_expiry
         self.inbox: queue.Queue[Message] = queue.Queue()
         self.callback_errors = CallbackErrors()
+        self._leaving = False
         self.loop_restarts = 0
         self.connected = threading.Event()
         self.on_connected: list[Any] = []
@@ -61,6 +62,7 @@ class Subscriber:
                 info.wait_for_publish(2.0)
             except (RuntimeError, ValueError):
                 log.warning("could not publish the offline status before disconnecting")
+        self._leaving = True  # a disconnect we asked for is not news
         self.client.disconnect()
         self.client.loop_stop()
 
@@ -90,7 +92,7 @@ class Subscriber:
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
-        if self.connected.is_set():
+        if self.connected.is_set() and not self._leaving:
             log.warning("lost the broker (%s); the bridges keep everything in their outboxes", reason_code)
         self.connected.clear()
 
