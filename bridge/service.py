@@ -40,8 +40,16 @@ class BridgeService:
         self.stopped = threading.Event()
 
     def _store(self, readings: list[Reading]) -> None:
+        """One poll of one instrument: every reading carries the poll's mark ``p`` (docs/payload.md).
+
+        Drivers stamp each exchange, so the channels of one poll can differ by milliseconds; the
+        uploader needs to know which readings are one poll (one point of the flow) all the same.
+        """
+        poll = readings[0].timestamp if readings else 0.0
         for reading in readings:
-            self.outbox.append("reading", codec.reading_body(reading), reading.timestamp)
+            body = codec.reading_body(reading)
+            body["p"] = poll
+            self.outbox.append("reading", body, reading.timestamp)
 
     def _instrument_changed(self, status: InstrumentStatus) -> None:
         self.publisher.status_changed()

@@ -1,14 +1,17 @@
 """Cutting a run's readings into chunks: pure logic, no SQL and no I/O (DESIGN.md section 5).
 
-A **flow** is one instrument: the channels it produces in one poll share a timestamp. A
-**point** is one poll of a flow. Chunk k of a flow holds its points k*ppc .. (k+1)*ppc-1 in
-seq order, so a chunk is the flow's readings between two seqs and can be rebuilt from the
-spool byte for byte (a retried chunk is identical to the first attempt).
+A **flow** is one instrument: the channels it produces in one poll. A **point** is one poll
+of a flow; the bridge marks every reading with its poll (``p`` in docs/payload.md), because a
+driver stamps each exchange and the channels of one poll can differ by milliseconds. Chunk k
+of a flow holds its points k*ppc .. (k+1)*ppc-1 in seq order, so a chunk is the flow's
+readings between two seqs and can be rebuilt from the spool byte for byte (a retried chunk is
+identical to the first attempt).
 
-A reading starts a new point when its timestamp differs from the current point's or when its
-channel already appeared in the current point (two polls that happen to share a timestamp
-still make two points). A chunk is cut when the point after its last one starts, or at the
-end of the run, so a chunk never closes while a poll's channels are still arriving.
+A reading starts a new point when its poll mark (``timestamp`` below: the mark, or the
+reading's own time from a bridge that sends none) differs from the current point's, or when
+its channel already appeared in the current point. A chunk is cut when the point after its
+last one starts, or at the end of the run, so a chunk never closes while a poll's channels are
+still arriving.
 """
 
 from __future__ import annotations

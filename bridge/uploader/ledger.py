@@ -156,7 +156,7 @@ class Ledger:
     def _step(self, source: Source, progress: Progress) -> Source:
         """One page of the pass for one source, in one transaction."""
         rows = self._db.execute(
-            "SELECT seq, kind, time, flow, channel, t, quality, units, body, value FROM entries"
+            "SELECT seq, kind, time, flow, channel, t, quality, units, body, value, poll FROM entries"
             " WHERE site=? AND epoch=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
             (source.site, source.epoch, source.cursor, source.contiguous, PAGE)).fetchall()
         last = rows[-1][0] if rows else source.contiguous
@@ -166,7 +166,7 @@ class Ledger:
         idle: list[list[int]] = []
         with self._transaction() as db:
             building = self._building
-            for seq, kind, stamp, flow, channel, t, quality, units, body, value in rows:
+            for seq, kind, stamp, flow, channel, t, quality, units, body, value, poll in rows:
                 if kind == "reading":
                     if open_run is None:
                         if idle and idle[-1][1] == seq - 1:
@@ -178,7 +178,8 @@ class Ledger:
                     if cutter is None:
                         cutter = cutters[flow] = FlowCutter(flow)
                     fresh = cutter.first_seq is None
-                    cut = cutter.add(seq, channel, t, self.points_per_chunk, quality, units)
+                    # the poll's mark when the bridge sent one (docs/payload.md), else the reading's own time
+                    cut = cutter.add(seq, channel, t if poll is None else poll, self.points_per_chunk, quality, units)
                     reading = (channel, t, value, quality, units)
                     if cut is not None:
                         chunks.append((open_run, cut))

@@ -42,7 +42,7 @@ SCHEMA: Final = (
     # one row per log entry not yet finalized; readings as columns, markers with their body
     "CREATE TABLE IF NOT EXISTS entries (site TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL,"
     " kind TEXT NOT NULL, time REAL NOT NULL, flow TEXT, channel TEXT, value REAL, quality TEXT, t REAL,"
-    " units TEXT, detail TEXT, body BLOB, PRIMARY KEY (site, epoch, seq)) WITHOUT ROWID",
+    " units TEXT, detail TEXT, body BLOB, poll REAL, PRIMARY KEY (site, epoch, seq)) WITHOUT ROWID",
     # one row per bridge outbox seen: where its log stands here
     "CREATE TABLE IF NOT EXISTS sources (site TEXT NOT NULL, epoch TEXT NOT NULL,"
     " contiguous INTEGER NOT NULL DEFAULT 0, max_seq INTEGER NOT NULL DEFAULT 0,"
@@ -152,13 +152,13 @@ class Spool:
                     if e.kind == "reading":
                         b = e.body
                         rows.append((batch.site, batch.epoch, e.seq, e.kind, e.time, b.get("i"), b.get("c"),
-                                     b.get("v"), b.get("q"), b.get("t"), b.get("u"), b.get("d"), None))
+                                     b.get("v"), b.get("q"), b.get("t"), b.get("u"), b.get("d"), None, b.get("p")))
                     else:
                         rows.append((batch.site, batch.epoch, e.seq, e.kind, e.time, None, None, None, None, None,
-                                     None, None, pack(e.body)))
+                                     None, None, pack(e.body), None))
                 if rows:
                     before = db.total_changes
-                    db.executemany("INSERT OR IGNORE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    db.executemany("INSERT OR IGNORE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
                     stored = db.total_changes - before
                     intake.stored += stored
                     state[2] += len(rows) - stored

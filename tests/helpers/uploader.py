@@ -152,11 +152,13 @@ def chunk_files(store: Path, data_id: str) -> dict[str, list[Path]]:
 
 
 def expected_points(readings: list[dict[str, Any]]) -> dict[str, list[list[dict[str, Any]]]]:
-    """Per flow (instrument), the points (polls) of a run: readings sharing a timestamp, no channel twice."""
+    """Per flow (instrument), the points (polls) of a run: readings of one poll (mark ``p``), no channel twice."""
     flows: dict[str, list[list[dict[str, Any]]]] = {}
     for r in readings:
         points = flows.setdefault(r["i"], [])
-        if not points or points[-1][0]["t"] != r["t"] or any(x["c"] == r["c"] for x in points[-1]):
+        mark = r.get("p", r["t"])
+        if not points or points[-1][0].get("p", points[-1][0]["t"]) != mark or any(x["c"] == r["c"]
+                                                                                   for x in points[-1]):
             points.append([r])
         else:
             points[-1].append(r)
