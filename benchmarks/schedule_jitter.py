@@ -8,6 +8,8 @@ After a warm-up, over a window of ``--seconds`` that starts and ends half-way be
 it reports:
 
 * jitter: actual read start minus planned deadline (p50, p99, max), scheduled polls only;
+* drift: how far each deadline lies from first deadline + k intervals (the grid must not slip),
+  and the trend of lateness over the window (least squares, ms per hour);
 * missed deadlines (the poller's own count) and readings vs. the expected
   ``seconds x rate x channels`` per instrument, counted by when they reached the sink (drift
   shows here as missing readings);
@@ -123,6 +125,18 @@ def measure(ports: list[str], seconds: float, rate: float) -> None:
 
     with lock:
         lateness = [t.lateness * 1000 for t in turns if t.kind == "poll" and t.deadline in window]
+        in_window = [t for t in turns if t.kind == "poll" and t.deadline < window.end]
+    # drift: the grid itself (deadline k against the first deadline + k intervals) and the trend
+    # of lateness over the window (a schedule that slips shows a steady slope)
+    grid_error = 0.0
+    for name in {t.instrument for t in in_window}:
+        deadlines = sorted(t.deadline for t in in_window if t.instrument == name)
+        grid_error = max(grid_error, *(abs(d - (deadlines[0] + k * interval)) for k, d in enumerate(deadlines)))
+    polls = [(t.started, t.lateness * 1000) for t in in_window if t.kind == "poll" and t.deadline in window]
+    mean_t = sum(x for x, _ in polls) / len(polls)
+    mean_l = sum(y for _, y in polls) / len(polls)
+    trend = sum((x - mean_t) * (y - mean_l) for x, y in polls) / max(1e-12, sum((x - mean_t) ** 2 for x, _ in polls))
+    with lock:
         readings = Counter[str]()
         for name, count, at in arrivals:
             if at in windows[name]:
@@ -139,6 +153,8 @@ def measure(ports: list[str], seconds: float, rate: float) -> None:
     print(f"jitter (read start - deadline): p50 {percentile(lateness, 50):.3f} ms, "
           f"p99 {percentile(lateness, 99):.3f} ms, max {max(lateness):.3f} ms over {len(lateness)} polls "
           "(target p99 <= 2 ms)")
+    print(f"drift: deadlines off their grid by at most {grid_error * 1e6:.1f} us; lateness trend "
+          f"{trend * 3600:+.3f} ms per hour")
     print(f"missed deadlines {missed}, failed polls {failures}; readings {sum(readings.values())} of "
           f"{expected * len(configs)} expected: {missing} missing, {extra} extra (target 0 and 0)")
     print(f"CPU {100 * cpu / (wall_end - wall_start):.2f} % of one core (target <= 2 %), "
