@@ -268,6 +268,27 @@ def stop_run(ctx: click.Context, config: str, exit_status: str, timeout: float) 
     _run_request(ctx, config, "stop_run", {"exit_status": exit_status}, timeout)
 
 
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--role", type=click.Choice(["uploader", "bridge"]), default="uploader", show_default=True,
+              help="Whose retained status to judge: {prefix}/uploader/status or {prefix}/{site}/status.")
+@click.option("--max-age", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Seconds after which an online status counts as stale.")
+@click.option("--timeout", type=click.FloatRange(min=0, min_open=True), default=5.0, show_default=True,
+              help="Seconds to wait for the broker and the status.")
+@click.pass_context
+def health(ctx: click.Context, config: str, role: str, max_age: float, timeout: float) -> None:
+    """Exit 0 if the service's retained status is online and fresh, else 1 saying why (Docker HEALTHCHECK)."""
+    from bridge.health import check_health
+
+    cfg = _load(ctx, config)
+    with reported_errors(ctx.obj["debug"]):
+        result = check_health(cfg, "bridge" if role == "bridge" else "uploader", max_age=max_age, timeout=timeout)
+    if not result.healthy:
+        fail(result.message)
+    click.echo(result.message)
+
+
 cli.add_command(runs)
 
 

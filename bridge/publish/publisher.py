@@ -43,6 +43,9 @@ class PublisherSettings:
     max_in_flight: int = 4
     #: with entries outstanding and no ack progress for this long, resend from the acked seq
     ack_timeout: float = 10.0
+    #: each resend without progress doubles the wait, up to this: an uploader that is away for
+    #: hours has its session queue at the broker filled with the outbox once, not once per 10 s
+    ack_timeout_cap: float = 300.0
     #: retained status is refreshed at least this often
     status_interval: float = 5.0
     #: how long a clean shutdown waits for the uploader to acknowledge what is left
@@ -75,6 +78,7 @@ class Publisher:
         self._in_flight: set[int] = set()
         self._cursor = outbox.acked_seq
         self._last_ack_progress = time.monotonic()
+        self._stall_timeout = self.settings.ack_timeout
         self._stop = threading.Event()
         self._status_due = 0.0
         self._status_dirty = threading.Event()
@@ -170,11 +174,12 @@ class Publisher:
     def _publish_pending(self, now: float) -> bool:
         acked = self.outbox.acked_seq
         with self._lock:
-            if self._rewind or (self._cursor > acked and now - self._last_ack_progress > self.settings.ack_timeout):
+            if self._rewind or (self._cursor > acked and now - self._last_ack_progress > self._stall_timeout):
                 if not self._rewind:
                     self.resends += 1
                     log.warning("no ack for %.0f s with entries %d..%d outstanding: resending",
-                                self.settings.ack_timeout, acked + 1, self._cursor)
+                                self._stall_timeout, acked + 1, self._cursor)
+                    self._stall_timeout = min(self.settings.ack_timeout_cap, 2 * self._stall_timeout)
                 self._cursor = acked
                 self._rewind = False
                 self._last_ack_progress = now
@@ -217,6 +222,7 @@ class Publisher:
         if self.outbox.acked_seq > before:
             with self._lock:
                 self._last_ack_progress = time.monotonic()
+                self._stall_timeout = self.settings.ack_timeout
                 self._cursor = max(self._cursor, self.outbox.acked_seq)
 
     def _handle_command(self, command: codec.Command) -> None:
