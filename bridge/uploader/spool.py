@@ -63,6 +63,13 @@ SCHEMA: Final = (
 )
 
 
+def _migrate(db: sqlite3.Connection) -> None:
+    """Bring a spool written by an earlier version up to this schema (columns are only ever added)."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+    if "poll" not in columns:  # the poll mark (docs/payload.md ``p``), added after format 1 shipped
+        db.execute("ALTER TABLE entries ADD COLUMN poll REAL")
+
+
 class SpoolError(BridgeError):
     """The spool cannot be opened or cannot commit (disk full, I/O error, already in use)."""
 
@@ -71,6 +78,7 @@ def open_spool_db(state_dir: Path) -> sqlite3.Connection:
     """A connection to the spool database (each thread takes its own)."""
     try:
         db = connect_durable(state_dir / SPOOL_FILE, SCHEMA, [("format", 1)])
+        _migrate(db)
         # the pass reads back what intake has just written: keep it in memory (64 MiB; a lab server)
         db.execute("PRAGMA cache_size=-65536")
         return db

@@ -222,3 +222,20 @@ def test_the_spool_is_full_at_max_entries(state_dir: Path) -> None:
         assert reopened.refresh_held() == 3 and not reopened.full  # ... until refreshed
     finally:
         reopened.close()
+
+
+def test_a_spool_from_before_the_poll_mark_is_migrated(tmp_path: Path) -> None:
+    """Spools written before readings carried ``p`` lack the column; opening one adds it."""
+    from bridge.uploader.spool import SCHEMA
+
+    db = sqlite3.connect(tmp_path / SPOOL_FILE)
+    for statement in SCHEMA:
+        db.execute(statement.replace(" body BLOB, poll REAL,", " body BLOB,"))
+    db.commit()
+    db.close()
+    spool = Spool(tmp_path)
+    try:
+        spool.commit([batch(1, 2)])
+        assert spool.refresh_held() == 2
+    finally:
+        spool.close()
