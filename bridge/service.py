@@ -75,6 +75,7 @@ class BridgeService:
                 "last_seq": self.outbox.last_seq,
                 "oldest_unacked_age": None if oldest is None else max(0.0, time.time() - oldest),
                 "overflow": overflow.alarm, "refused_readings": overflow.refused,
+                "commit_error": self.outbox.commit_error,
             },
             "clock": {"ntp_synchronized": self._ntp()},
             "run": self.runs.current,

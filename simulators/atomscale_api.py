@@ -47,6 +47,7 @@ process with ``POST /_emulator/faults``), checked before the key and the route:
   meanwhile finds the request applied all the same, as with a slow real server)
 - ``rate_limit``: 429 with ``Retry-After: retry_after`` (seconds, or an HTTP date)
 - ``unauthorized``: 401 whatever the key (and :meth:`AtomscaleEmulator.set_keys` rotates keys)
+- ``forbidden``: 403 whatever the key (the key is valid but lacks a permission, until an admin grants it)
 - ``lost_response``: apply the request, then drop the connection without answering
 
 Each fault applies to the next ``count`` matching requests, or to each with ``probability``
@@ -81,7 +82,7 @@ from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("simulators.atomscale_api")
 
-FAULT_KINDS = ("http_5xx", "reset", "slow", "rate_limit", "unauthorized", "lost_response")
+FAULT_KINDS = ("http_5xx", "reset", "slow", "rate_limit", "unauthorized", "forbidden", "lost_response")
 KEY_HEADER = "X-API-KEY"
 ADMIN_PREFIX = "/_emulator/"
 DEFAULT_KEY = "emulator-key"
@@ -686,13 +687,15 @@ class AtomscaleEmulator:
 
 
 def _fault_answer(fault: Fault) -> _Answer:
-    """What an answering fault (http_5xx, rate_limit, unauthorized) says instead of the API."""
+    """What an answering fault (http_5xx, rate_limit, unauthorized, forbidden) says instead of the API."""
     if fault.kind == "http_5xx":
         return _Answer(fault.status, {"detail": HTTPStatus(fault.status).phrase})
     if fault.kind == "rate_limit":
         retry_after = (formatdate(time.time() + fault.retry_after, usegmt=True) if fault.retry_after_date
                        else f"{fault.retry_after:g}")
         return _Answer(429, {"detail": "Too Many Requests"}, {"Retry-After": retry_after})
+    if fault.kind == "forbidden":
+        return _Answer(403, {"detail": "not enough permissions"})
     return _Answer(401, {"detail": "missing or invalid API key"})
 
 
@@ -824,7 +827,7 @@ class _Handler(BaseHTTPRequestHandler):
             emulator._finish(record, None)
             self._drop()
             return
-        if fault is not None and fault.kind in ("http_5xx", "rate_limit", "unauthorized"):
+        if fault is not None and fault.kind in ("http_5xx", "rate_limit", "unauthorized", "forbidden"):
             answer = _fault_answer(fault)
             emulator._finish(record, answer.status)
             self._answer(answer)

@@ -57,6 +57,10 @@ class SimulatedByteDevice:
 
         #: The conversation, device's view: ("rx", bytes from host) / ("tx", bytes to host).
         self.log: list[tuple[str, bytes]] = []
+        #: Every reading answered, in order, once :meth:`record_served` switched it on (off by
+        #: default: the CLI may serve for days): (channel, status, value as sent). The fault
+        #: matrix's checker compares what a run stored with what was actually served.
+        self.served: list[tuple[int, int, float]] | None = None
 
         self._link: Link | None = None
         self._buffer = bytearray()
@@ -89,6 +93,12 @@ class SimulatedByteDevice:
 
     # ================================================================== for tests
 
+    def record_served(self) -> list[tuple[int, int, float]]:
+        """Start keeping :attr:`served` (empty now) and return it."""
+        with self._lock:
+            self.served = []
+            return self.served
+
     def sent(self) -> bytes:
         """Everything sent to the host so far, concatenated (from :attr:`log`)."""
         with self._lock:
@@ -105,6 +115,11 @@ class SimulatedByteDevice:
 
     def _on_disconnect(self) -> None:
         """The host is gone and no newer connection took over (lock held)."""
+
+    def _note_served(self, channel: int, status: int, value: float) -> None:
+        """A reading goes out (lock held): kept in :attr:`served` if a test asked for it."""
+        if self.served is not None:
+            self.served.append((channel, status, value))
 
     def _distort(self, data: bytes) -> bytes:
         """Protocol-specific damage to a reply (truncation, a lost terminator, ...); none here."""

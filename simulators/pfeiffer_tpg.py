@@ -551,7 +551,9 @@ class TPGSimulator(GaugeController):
     def _reading(self, ch: _Channel) -> str:
         status, mbar = self._measure(ch)
         logarithmic = ch.gauge.logarithmic and self._unit is not Unit.VOLT
-        return f"{status.value},{format_value(convert(mbar, self._unit), logarithmic)}"
+        text = format_value(convert(mbar, self._unit), logarithmic)
+        self._note_served(self._channels.index(ch) + 1, status.value, float(text))
+        return f"{status.value},{text}"
 
     def _prx(self) -> str:
         return ",".join(self._reading(ch) for ch in self._channels)

@@ -141,6 +141,7 @@ class Outbox:
         self._stopping = False
         self._stop = threading.Event()
         self._failing = False
+        self._commit_error: str | None = None
         self._committer = threading.Thread(target=self._commit_loop, name=f"outbox-{self.path.name}", daemon=True)
         self._committer.start()
 
@@ -270,6 +271,7 @@ class Outbox:
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
+                self._commit_error = str(exc)
                 raise OutboxError(f"cannot trim the outbox {self.path}: {exc}") from exc
             with self._lock:
                 self._acked = target
@@ -302,6 +304,11 @@ class Outbox:
                 return float(row[0])
             with self._lock:
                 return self._buffer[0][2] if self._buffer else None
+
+    @property
+    def commit_error(self) -> str | None:
+        """Why commits fail right now (disk full, I/O error), None while they succeed: the status alarm."""
+        return self._commit_error
 
     @property
     def overflow(self) -> OverflowState:
@@ -359,10 +366,12 @@ class Outbox:
             if not self._failing:
                 log.error("outbox %s: commit failed, keeping %d entries buffered: %s", self.path, len(rows), exc)
             self._failing = True
+            self._commit_error = str(exc)
             raise OutboxError(f"cannot commit to the outbox {self.path}: {exc}") from exc
         if self._failing:
             log.info("outbox %s: commits succeed again", self.path)
             self._failing = False
+            self._commit_error = None
         if rows:
             self._last = rows[-1][0]
 

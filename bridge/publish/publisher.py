@@ -75,7 +75,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._connected = threading.Event()
         self._rewind = True
-        self._in_flight: set[int] = set()
+        self._in_flight: dict[int, float] = {}  # mid -> when it was published (monotonic)
         self._cursor = outbox.acked_seq
         self._last_ack_progress = time.monotonic()
         self._stall_timeout = self.settings.ack_timeout
@@ -85,6 +85,13 @@ class Publisher:
         self._thread: threading.Thread | None = None
         self.published_batches = 0
         self.resends = 0
+        #: PUBACKs with a failure reason code (MQTT v5: 0x87 not authorized...); the last one as text
+        self.rejected = 0
+        self.last_rejection: str | None = None
+        self._rejection_logged = 0.0
+        #: connections lost (not asked for), and paho's reason for the last one
+        self.disconnects = 0
+        self.last_disconnect: str | None = None
 
     # ---------------------------------------------------------- life
 
@@ -139,12 +146,27 @@ class Publisher:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any,
                        properties: Any) -> None:
         if self._connected.is_set() and not self._leaving:
+            self.disconnects += 1
+            self.last_disconnect = str(reason_code)
             log.warning("lost the broker (%s); the outbox keeps everything", reason_code)
         self._connected.clear()
 
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason_code: Any, properties: Any) -> None:
         with self._lock:
-            self._in_flight.discard(mid)
+            self._in_flight.pop(mid, None)
+        if reason_code.is_failure:  # MQTT v5 only: under 3.1.1 a broker acknowledges and drops in silence
+            self._rejected(reason_code)
+
+    def _rejected(self, reason_code: Any) -> None:
+        """The broker refused a message (ACL, quota...): say so; the entries stay in the outbox."""
+        text = f"{reason_code} (0x{reason_code.value:02X})"
+        self.rejected += 1
+        now = time.monotonic()
+        if text != self.last_rejection or now - self._rejection_logged >= 60:
+            self._rejection_logged = now
+            log.error("the broker refused a message: %s (%d so far); check its ACL and message size limit for "
+                      "%s; the outbox keeps the data", text, self.rejected, self.topics.data)
+        self.last_rejection = text
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         self._inbox.put((message.topic, bytes(message.payload)))
@@ -184,7 +206,9 @@ class Publisher:
                 self._rewind = False
                 self._last_ack_progress = now
             if len(self._in_flight) >= self.settings.max_in_flight:
-                return False
+                self._free_lost_slots(now)
+                if len(self._in_flight) >= self.settings.max_in_flight:
+                    return False
             cursor = self._cursor
         entries = self.outbox.pending_stored(cursor, self.settings.batch_size)
         if not entries:
@@ -194,10 +218,24 @@ class Publisher:
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return False  # not connected after all: the next connect rewinds anyway
         with self._lock:
-            self._in_flight.add(info.mid)
+            self._in_flight[info.mid] = now
             self._cursor = entries[-1][0]
         self.published_batches += 1
         return True
+
+    def _free_lost_slots(self, now: float) -> None:
+        """With _lock held: a batch not PUBACKed within ack_timeout gives its slot back.
+
+        PUBACKs are flow control only (the uploader's ack decides what is resent); one whose
+        on_publish failed would otherwise hold its slot forever, and max_in_flight of them would
+        stop publishing until the next reconnect.
+        """
+        lost = [mid for mid, published in self._in_flight.items() if now - published > self.settings.ack_timeout]
+        for mid in lost:
+            del self._in_flight[mid]
+        if lost:
+            log.warning("no PUBACK for %d data messages within %.0f s: their slots are free again", len(lost),
+                        self.settings.ack_timeout)
 
     def _handle_inbox(self) -> None:
         while True:
@@ -219,10 +257,13 @@ class Publisher:
             return
         before = self.outbox.acked_seq
         self.outbox.acknowledge(ack.epoch, ack.seq)
-        if self.outbox.acked_seq > before:
-            with self._lock:
+        with self._lock:
+            # any ack, even one that moves nothing, says the uploader is there again (it acks on every
+            # reconnect): the resend backoff for an absent uploader ends, so a hole it came back with
+            # (its session expired meanwhile) is resent at once rather than after the backed-off wait
+            self._stall_timeout = self.settings.ack_timeout
+            if self.outbox.acked_seq > before:
                 self._last_ack_progress = time.monotonic()
-                self._stall_timeout = self.settings.ack_timeout
                 self._cursor = max(self._cursor, self.outbox.acked_seq)
 
     def _handle_command(self, command: codec.Command) -> None:
@@ -245,7 +286,9 @@ class Publisher:
             body.update(details)
             body["publisher"] = {"callback_errors": self.callback_errors.count,
                                  "last_callback_error": self.callback_errors.last,
-                                 "loop_restarts": self.loop_restarts, "resends": self.resends}
+                                 "loop_restarts": self.loop_restarts, "resends": self.resends,
+                                 "rejected": self.rejected, "last_rejection": self.last_rejection,
+                                 "disconnects": self.disconnects, "last_disconnect": self.last_disconnect}
         return json.dumps(body).encode()
 
     def _publish_status(self) -> None:

@@ -11,7 +11,12 @@ only after every chunk is confirmed and the sink confirmed the finalize. The man
 the finalize is stored first (state ``finalizing``), so a finalize repeated after a crash
 sends the same manifest.
 
-Holes: a seq missing for longer than ``grace`` seconds is given up on. The hole is recorded in
+Holes: a seq missing for longer than ``grace`` seconds is given up on. The hole's age is measured
+on this process's monotonic clock from when the pass first found it blocking, never on the wall
+clock: a clock step (NTP, an operator, a machine that booted without a real-time clock) would
+otherwise make a fresh hole look a day old and give it up while the bridge is still resending it
+(fault matrix row 19). After a restart a hole is timed again from zero, so it may wait up to one
+grace period more; it is never given up early. The hole is recorded in
 the open run's gap list (the completeness report), the source's contiguous seq moves past it
 (so the bridge may trim it; it has had the grace period to resend) and anything of it that
 still arrives is dropped as late. A run left open by a bridge whose outbox was replaced (a new
@@ -25,7 +30,7 @@ import logging
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +87,8 @@ class Ledger:
     """The worker's side of the spool database. One thread uses it."""
 
     def __init__(self, state_dir: Path, *, points_per_chunk: int = 100, keep_idle: bool = False,
-                 grace: float = 600.0, write_lock: threading.Lock | None = None) -> None:
+                 grace: float = 600.0, write_lock: threading.Lock | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._db = open_spool_db(state_dir)
         # shared with the Spool in one process: writers hand over at once instead of polling
         # SQLite's busy handler, which sleeps in steps of up to 100 ms
@@ -91,6 +97,10 @@ class Ledger:
         self.points_per_chunk = points_per_chunk
         self.keep_idle = keep_idle
         self.grace = grace
+        #: the clock holes are aged on (monotonic: immune to steps of the wall clock)
+        self._clock = clock
+        #: per source, the hole the pass is blocked at: (contiguous seq before it, first seen on ``_clock``)
+        self._holes: dict[tuple[str, str], tuple[int, float]] = {}
         # The pass has every reading in hand when it cuts a chunk; it keeps them for the chunk's
         # first push so the hot path need not read them back. Only an optimisation: a lane exists
         # only for chunks begun in this process, anything missing is rebuilt from the spool, and
@@ -143,15 +153,25 @@ class Ledger:
         sources = self.sources()
         for source in sources:
             blocked = source.cursor >= source.contiguous and source.contiguous < source.max_seq
-            if blocked and source.gap_since is not None and now - source.gap_since > self.grace:
+            if blocked and self._hole_age(source) > self.grace:
                 skipped_to = self._skip_hole(source, now)
                 progress.skipped[(source.site, source.epoch)] = skipped_to
                 source = source._replace(contiguous=skipped_to)
             while source.cursor < source.contiguous:
                 source = self._step(source, progress)
+            if source.contiguous < source.max_seq:
+                self._hole_age(source)  # the pass reached a hole: its age counts from now
             if source.open_run is not None and self._superseded(source, sources, now):
                 self._close_abandoned(source, progress, now)
         return progress
+
+    def _hole_age(self, source: Source) -> float:
+        """How long the pass has been blocked at the hole after ``source.contiguous``, on the monotonic clock."""
+        key = (source.site, source.epoch)
+        seen = self._holes.get(key)
+        if seen is None or seen[0] != source.contiguous:
+            seen = self._holes[key] = (source.contiguous, self._clock())
+        return self._clock() - seen[1]
 
     def _step(self, source: Source, progress: Progress) -> Source:
         """One page of the pass for one source, in one transaction."""
@@ -376,9 +396,16 @@ class Ledger:
                 for p in pending]
 
     def confirm(self, chunks: list[PendingChunk]) -> None:
+        """The sink has these chunks: mark them, and let their readings leave the spool now.
+
+        Not at finalize: a run longer than the spool's limit must still be able to finish, and
+        nothing reads a confirmed chunk's readings again (the report's counts live in the cutters).
+        """
         with self._transaction() as db:
             db.executemany("UPDATE chunks SET confirmed=1 WHERE run_id=? AND flow=? AND chunk_index=?",
                            [(c.run_id, c.flow, c.chunk_index) for c in chunks])
+            db.executemany("DELETE FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ? AND flow=?",
+                           [(c.site, c.epoch, c.first_seq, c.last_seq, c.flow) for c in chunks])
 
     def count_retry(self, run_id: str) -> None:
         with self._transaction() as db:

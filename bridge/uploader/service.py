@@ -17,6 +17,7 @@ Crash points (bridge/crashpoints.py) mark the places a crash must cost nothing.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import queue
@@ -35,7 +36,7 @@ from bridge.publish import codec
 from bridge.publish.topics import Topics, uploader_status
 from bridge.uploader.ledger import Ledger, PendingChunk
 from bridge.uploader.sinks.base import Sink, SinkError, SinkRejected
-from bridge.uploader.spool import Spool
+from bridge.uploader.spool import Spool, SpoolError
 from bridge.uploader.subscriber import Message, Subscriber
 
 log = logging.getLogger("bridge.uploader")
@@ -96,6 +97,8 @@ class UploaderService:
         self._lock = threading.Lock()
         self._acked: dict[tuple[str, str], int] = {}
         self._clock: dict[str, dict[str, Any]] = {}
+        #: the last failure to write the spool (disk full, I/O error); None once an intake commit succeeds
+        self.spool_error: str | None = None
         self.bad_messages = 0
         self.last_bad_message: str | None = None
         self.last_upload_error: str | None = None
@@ -135,6 +138,11 @@ class UploaderService:
         while not self._stop.is_set():
             try:
                 loop()
+            except SpoolError as exc:  # disk full, I/O error: nothing unwritten is acknowledged
+                self.spool_error = str(exc)
+                log.error("uploader %s: %s; nothing is acknowledged until the spool takes writes again; "
+                          "retrying in 1 s", name, exc)
+                self._stop.wait(1.0)
             except Exception:
                 log.exception("uploader %s step failed; retrying in 1 s", name)
                 self._stop.wait(1.0)
@@ -177,6 +185,7 @@ class UploaderService:
                 self.last_bad_message = f"{message.topic}: {exc}"
                 log.error("refused a message on %s: %s", message.topic, exc)
         intake = self.spool.commit(batches)
+        self.spool_error = None
         crash_point("spool.after_commit")
         for message in messages:
             self.subscriber.ack(message)
@@ -191,14 +200,20 @@ class UploaderService:
     def _ack(self, site: str, epoch: str, contiguous: int) -> None:
         with self._lock:
             self._acked[(site, epoch)] = contiguous
-        self.subscriber.publish(Topics(self.prefix, site).ack, codec.encode_ack(epoch, contiguous))
+        self._publish_ack(site, epoch, contiguous)
+
+    def _publish_ack(self, site: str, epoch: str, seq: int) -> None:
+        """QoS0: an ack is cumulative and the next one supersedes a lost one (and every reconnect repeats
+        them). At QoS1 it waited for a PUBACK queued behind the data backlog on the same connection: with
+        paho's 20 in flight, acks fell minutes behind on a slow link and the bridges resent their backlog."""
+        self.subscriber.publish(Topics(self.prefix, site).ack, codec.encode_ack(epoch, seq), qos=0)
 
     def _resend_acks(self) -> None:
         """After a (re)connect, tell every bridge where it stands (an ack may have been lost with the link)."""
         with self._lock:
             acked = dict(self._acked)
         for (site, epoch), seq in acked.items():
-            self.subscriber.publish(Topics(self.prefix, site).ack, codec.encode_ack(epoch, seq))
+            self._publish_ack(site, epoch, seq)
 
     def _note_bridge_status(self, message: Message) -> None:
         site = message.topic[len(self.prefix) + 1:-len("/status")]
@@ -269,11 +284,15 @@ class UploaderService:
         failure: SinkError | None = None
         for start in range(0, len(pending), self.settings.confirm_rows):
             group = pending[start:start + self.settings.confirm_rows]
-            outcomes = list(self._pool.map(self._push, group, self.ledger.chunks(group)))
+            # once a push fails, the rest of the group is not sent: the target is down or asked for
+            # a pause (Retry-After), and the service's backoff decides when to knock again
+            halt = threading.Event()
+            outcomes = list(self._pool.map(self._push, group, self.ledger.chunks(group), itertools.repeat(halt)))
             confirmed = [chunk for chunk, outcome in zip(group, outcomes, strict=True) if outcome is None]
             self.ledger.confirm(confirmed)
             self.chunks_confirmed += len(confirmed)
-            failures = [(chunk, outcome) for chunk, outcome in zip(group, outcomes, strict=True) if outcome]
+            failures = [(chunk, outcome) for chunk, outcome in zip(group, outcomes, strict=True)
+                        if isinstance(outcome, SinkError)]
             if failures:
                 for chunk, _ in failures:
                     self.ledger.count_retry(chunk.run_id)
@@ -298,12 +317,16 @@ class UploaderService:
             busy = True
         return busy
 
-    def _push(self, chunk: PendingChunk, body: dict[str, Any]) -> SinkError | None:
-        """Push one chunk (in a pool thread): None once the sink confirmed it, else the error."""
+    def _push(self, chunk: PendingChunk, body: dict[str, Any], halt: threading.Event) -> SinkError | bool | None:
+        """Push one chunk (in a pool thread): None once the sink confirmed it, the error if it failed,
+        False if it was not sent because another push of its group failed (``halt``)."""
+        if halt.is_set():
+            return False
         crash_point("upload.before_push")
         try:
             self.sink.push_chunk(chunk.data_id, chunk.flow, body)
         except SinkError as exc:
+            halt.set()
             return exc
         crash_point("upload.after_push")
         return None
@@ -314,7 +337,7 @@ class UploaderService:
         sources = self.ledger.sources()
         return {
             "spool": {
-                "depth": self.ledger.held(), "alarm": self.spool.full,
+                "depth": self.ledger.held(), "alarm": self.spool.full, "error": self.spool_error,
                 "sources": [{"site": s.site, "epoch": s.epoch, "contiguous": s.contiguous, "max_seq": s.max_seq,
                              "missing": self.ledger.missing(s), "open_run": s.open_run} for s in sources],
                 "epoch_changes": self.epoch_changes[-10:],

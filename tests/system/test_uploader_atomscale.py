@@ -20,17 +20,19 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.config import parse_config
-from bridge.uploader.service import UploaderService, UploaderSettings
-from bridge.uploader.sinks.atomscale import AtomscaleSink
 from simulators.atomscale_api import AtomscaleEmulator
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
+from tests.helpers.atomscale_run import (
+    KEY,
+    assert_emulator_holds_run,
+    atomscale_config,
+    finalized_stream,
+    start_uploader,
+)
 from tests.helpers.mosquitto import MosquittoBroker
-from tests.helpers.uploader import RecordingBridge, chamber_config, tpg_gauges, wait_for
-from tests.system.test_uploader import PPC, start_run, stop_run
-
-KEY = "key-one"
-SETTINGS = UploaderSettings(status_interval=0.3, backoff_initial=0.05, backoff_cap=0.5)
+from tests.helpers.uploader import RecordingBridge, tpg_gauges, wait_for
+from tests.system.test_uploader import start_run, stop_run
 
 
 @pytest.fixture
@@ -46,47 +48,6 @@ def emulator() -> Iterator[AtomscaleEmulator]:
     emu = AtomscaleEmulator(keys=[KEY], seed=7).start()
     yield emu
     emu.stop()
-
-
-def atomscale_config(mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path, emulator: AtomscaleEmulator
-                     ) -> dict[str, Any]:
-    key_file = tmp_path / "api-key"
-    key_file.write_text(KEY + "\n")
-    return chamber_config(mosquitto, gauges, tmp_path, points_per_chunk=PPC, sink={
-        "kind": "atomscale", "endpoint": emulator.url, "api_key_file": str(key_file)})
-
-
-def start_uploader(raw: dict[str, Any]) -> UploaderService:
-    cfg = parse_config(raw)
-    assert cfg.uploader.sink.kind == "atomscale"
-    sink = AtomscaleSink(cfg.uploader.sink, timeout=0.5, connect_timeout=0.5, call_budget=1.0,
-                         backoff_initial=0.05, backoff_cap=0.3)
-    service = UploaderService(cfg, sink=sink, settings=SETTINGS)
-    service.start()
-    return service
-
-
-def the_stream(emulator: AtomscaleEmulator, name: str) -> Any:
-    """The one stream of the run that holds data (a lost initialize answer may leave an empty twin)."""
-    streams = [s for s in emulator.streams() if s.stream_name == name and emulator.chunk_keys(s.data_id)]
-    assert len(streams) == 1, f"{len(streams)} streams of {name} hold data"
-    return streams[0]
-
-
-def assert_emulator_holds_run(emulator: AtomscaleEmulator, name: str, readings: list[dict[str, Any]]) -> None:
-    stream = the_stream(emulator, name)
-    assert stream.finalized
-    assert emulator.duplicates_stored() == 0
-    for channel in emulator.channels(stream.data_id):
-        flow, short = channel.split("/", 1)
-        logged = [r for r in readings if r["i"] == flow and r["c"] == short and r["q"] == "ok"]
-        assert emulator.points(stream.data_id, channel) == ([r["t"] for r in logged], [r["v"] for r in logged]), \
-            f"{channel}: the emulator's points differ from what the bridge logged"
-    assert {f"{r['i']}/{r['c']}" for r in readings if r["q"] == "ok"} == set(emulator.channels(stream.data_id))
-
-
-def finalized_stream(emulator: AtomscaleEmulator, name: str) -> bool:
-    return any(s.stream_name == name and s.finalized and emulator.chunk_keys(s.data_id) for s in emulator.streams())
 
 
 FAULTS: dict[str, dict[str, Any]] = {

@@ -8,23 +8,19 @@ so the store can be compared with exactly what the bridge logged for the run.
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from bridge.config import parse_config
-from bridge.crashpoints import ENV as CRASH_ENV
 from bridge.uploader.service import UploaderService
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.helpers.mosquitto import MosquittoBroker
+from tests.helpers.processes import UploaderProcess, write_config
 from tests.helpers.uploader import (
     RecordingBridge,
     assert_spool_drained,
@@ -43,38 +39,6 @@ def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
     yield pairs
     for _, server in pairs:
         server.stop()
-
-
-class UploaderProcess:
-    """``chamber-bridge upload CONFIG`` in its own process, its log in a file."""
-
-    def __init__(self, config: Path, log: Path, crash_at: str | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if k != CRASH_ENV}
-        if crash_at:
-            env[CRASH_ENV] = crash_at
-        self.log = log
-        with log.open("a") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "bridge", "upload", str(config)],
-                                            stdout=out, stderr=subprocess.STDOUT, env=env)
-
-    def died(self) -> bool:
-        return self.process.poll() is not None
-
-    def stop(self) -> int:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            raise AssertionError(f"the uploader did not stop on SIGTERM: {self.log.read_text()[-2000:]}") from None
-
-
-def write_config(raw: dict[str, Any], tmp_path: Path) -> Path:
-    path = tmp_path / "chamber.yaml"
-    path.write_text(yaml.safe_dump(raw))
-    return path
 
 
 # crash point -> when it is reached (the N-th time): mid-intake, mid-upload, at finalize

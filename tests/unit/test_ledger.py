@@ -3,7 +3,8 @@
 Logs are built here entry by entry as a bridge's outbox numbers them, committed through the real
 :class:`Spool` and worked through by the real :class:`Ledger`; the expected chunks are derived
 from the polls the log recorded (DESIGN.md sections 3-5). ``now`` is always passed explicitly,
-so grace periods are tested without sleeping.
+so grace periods are tested without sleeping; holes age on the ledger's monotonic clock, a
+:class:`FakeClock` the tests move along with ``now`` (or not, to step the wall clock alone).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import pytest
 from bridge.model import Quality, Reading
 from bridge.publish.codec import Batch, LogEntry, pack, reading_body
 from bridge.uploader.chunker import ChunkReading, chunk_body
-from bridge.uploader.ledger import Ledger, PendingChunk
+from bridge.uploader.ledger import Ledger, PendingChunk, Progress
 from bridge.uploader.sinks.base import StreamInfo
 from bridge.uploader.spool import SPOOL_FILE, Spool
+from tests.helpers.clock import FakeClock
 
 SITE = "chamber-a"
 EPOCH = "e1" * 16
@@ -171,8 +173,20 @@ def spool(state_dir: Path) -> Iterator[Spool]:
 
 
 @pytest.fixture
-def ledger(spool: Spool, state_dir: Path) -> Iterator[Ledger]:
-    ledger = Ledger(state_dir, points_per_chunk=PPC, grace=GRACE)
+def mono() -> FakeClock:
+    """The monotonic clock the ledger ages holes on."""
+    return FakeClock(NOW)
+
+
+def advance(ledger: Ledger, mono: FakeClock, now: float) -> Progress:
+    """The pass at ``now``, the monotonic clock moved along with the wall clock (no clock step)."""
+    mono.now = now
+    return ledger.advance(now=now)
+
+
+@pytest.fixture
+def ledger(spool: Spool, state_dir: Path, mono: FakeClock) -> Iterator[Ledger]:
+    ledger = Ledger(state_dir, points_per_chunk=PPC, grace=GRACE, clock=mono)
     try:
         yield ledger
     finally:
@@ -336,11 +350,14 @@ def test_end_finalize_deletes_the_run_and_only_the_run(spool: Spool, ledger: Led
     deliver_all(ledger)
     ledger.begin_finalize(RUN, CLOCK, now=NOW)
     ledger.end_finalize(RUN)
-    assert held(state_dir) == list(range(second.start_seq, len(log.entries) + 1))
+    # left: the open second run's start marker and the readings of its chunk still being filled
+    # (confirmed chunks' readings leave the spool at confirmation)
+    left = held(state_dir)
+    assert left[0] == second.start_seq and all(seq > second.start_seq for seq in left[1:])
     assert ledger.runs_to_finalize() == []
     assert cut(state_dir, RUN) == []
     assert [r["run_id"] for r in ledger.open_runs()] == [OTHER_RUN]
-    assert ledger.held() == len(log.entries) - second.start_seq + 1
+    assert ledger.held() == len(left)
 
 
 def test_the_manifest_counts_exactly(spool: Spool, ledger: Ledger) -> None:
@@ -401,8 +418,12 @@ def reference(tmp_path: Path, log: Log, ppc: int = PPC) -> tuple[list[tuple[Any,
 
 
 def outcome(ledger: Ledger, state: Path) -> tuple[list[tuple[Any, ...]], list[bytes], dict[str, Any]]:
-    pending = deliver_all(ledger)
-    return cut(state), [pack(ledger.chunk(p)) for p in pending], ledger.manifest(RUN, finalized=True, clock=CLOCK)
+    """What was cut, the bodies as first pushed (a confirmed chunk's readings leave the spool), the manifest."""
+    initialize_all(ledger)
+    pending = ledger.pending_chunks(limit=10_000)
+    bodies = [pack(ledger.chunk(p)) for p in pending]
+    ledger.confirm(pending)
+    return cut(state), bodies, ledger.manifest(RUN, finalized=True, clock=CLOCK)
 
 
 @pytest.mark.parametrize("split", [1, 3, 4, 5, 6, 8, 12, 19, 24, 31, 32, 33])
@@ -465,17 +486,17 @@ def test_out_of_order_arrival_cuts_what_in_order_arrival_cuts(tmp_path: Path) ->
 # ---------------------------------------------------------------- holes
 
 
-def test_a_hole_older_than_grace_is_skipped_and_recorded_as_a_gap(spool: Spool, ledger: Ledger,
+def test_a_hole_older_than_grace_is_skipped_and_recorded_as_a_gap(spool: Spool, ledger: Ledger, mono: FakeClock,
                                                                   state_dir: Path) -> None:
     log = Log()
     run = growth(log)
     hole = run.polls["pyro"][3]  # the pyrometer's poll 3 never arrives
     spool.commit([log.without(*hole)], now=NOW)
-    assert ledger.advance(now=NOW).skipped == {}
+    assert advance(ledger, mono, NOW).skipped == {}
     assert source(ledger).contiguous == hole[0] - 1
-    assert ledger.advance(now=NOW + GRACE).skipped == {}  # not older than grace yet
+    assert advance(ledger, mono, NOW + GRACE).skipped == {}  # not older than grace yet
 
-    progress = ledger.advance(now=NOW + GRACE + 1)
+    progress = advance(ledger, mono, NOW + GRACE + 1)
     assert progress.skipped == {(SITE, EPOCH): len(log.entries)}
     assert progress.runs_stopped == [RUN]
     src = source(ledger)
@@ -493,23 +514,25 @@ def test_a_hole_older_than_grace_is_skipped_and_recorded_as_a_gap(spool: Spool, 
     assert hole[0] not in held(state_dir)
 
 
-def test_a_hole_outside_a_run_is_skipped_without_a_gap_in_any_run(spool: Spool, ledger: Ledger) -> None:
+def test_a_hole_outside_a_run_is_skipped_without_a_gap_in_any_run(spool: Spool, ledger: Ledger,
+                                                                  mono: FakeClock) -> None:
     log = Log()
     run = growth(log)
     spool.commit([log.without(2, 3)], now=NOW)
-    ledger.advance(now=NOW)
-    assert ledger.advance(now=NOW + GRACE + 1).skipped == {(SITE, EPOCH): len(log.entries)}
+    advance(ledger, mono, NOW)
+    assert advance(ledger, mono, NOW + GRACE + 1).skipped == {(SITE, EPOCH): len(log.entries)}
     assert ledger.manifest(RUN)["gaps"] == []
     assert source(ledger).cursor == len(log.entries)
     assert cut(ledger.path) == expected_chunks(run.polls)
 
 
-def test_a_hole_younger_than_grace_blocks_the_pass(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+def test_a_hole_younger_than_grace_blocks_the_pass(spool: Spool, ledger: Ledger, mono: FakeClock,
+                                                  state_dir: Path) -> None:
     log = Log()
     run = growth(log)
     hole = run.polls["main_gauge"][4]
     spool.commit([log.without(*hole)], now=NOW)
-    progress = ledger.advance(now=NOW + GRACE / 2)
+    progress = advance(ledger, mono, NOW + GRACE / 2)
     assert (progress.skipped, progress.runs_stopped) == ({}, [])
     src = source(ledger)
     assert (src.cursor, src.contiguous, src.open_run) == (hole[0] - 1, hole[0] - 1, RUN)
@@ -518,29 +541,47 @@ def test_a_hole_younger_than_grace_blocks_the_pass(spool: Spool, ledger: Ledger,
     assert ledger.runs_to_finalize() == []  # the stop marker is held, but not reached
     # the bridge resends the hole in time: the run completes with no gap
     spool.commit([log.batch(hole)], now=NOW + GRACE - 1)
-    assert ledger.advance(now=NOW + GRACE + 1).runs_stopped == [RUN]
+    assert advance(ledger, mono, NOW + GRACE + 1).runs_stopped == [RUN]
     assert cut(state_dir) == expected_chunks(run.polls)
     deliver_all(ledger)
     assert ledger.runs_to_finalize() == [RUN]
     assert ledger.manifest(RUN)["gaps"] == [] and ledger.manifest(RUN)["report"]["complete"] is True
 
 
-def test_a_hole_gets_its_own_grace_when_an_older_hole_before_it_fills(spool: Spool, ledger: Ledger) -> None:
+def test_a_hole_gets_its_own_grace_when_an_older_hole_before_it_fills(spool: Spool, ledger: Ledger,
+                                                                      mono: FakeClock) -> None:
     """The grace runs from when a seq is first missed, not from when the source first had any hole."""
     log = Log()
     run = growth(log)
     first_hole, later_hole = run.polls["main_gauge"][1], run.polls["main_gauge"][5]
     spool.commit([log.batch(s for s in range(1, later_hole[0]) if s not in first_hole)], now=NOW)
-    assert ledger.advance(now=NOW).skipped == {}
+    assert advance(ledger, mono, NOW).skipped == {}
     # grace - 100 s later the first hole is resent and the log goes on, but without later_hole
     spool.commit([log.batch(s for s in range(first_hole[0], len(log.entries) + 1) if s not in later_hole)],
                  now=NOW + GRACE - 100)
-    assert ledger.advance(now=NOW + GRACE - 100).skipped == {}
+    assert advance(ledger, mono, NOW + GRACE - 100).skipped == {}
     assert source(ledger).cursor == source(ledger).contiguous == later_hole[0] - 1
-    assert ledger.advance(now=NOW + GRACE + 1).skipped == {}  # missing for 101 s only
-    assert ledger.advance(now=NOW + 2 * GRACE - 100).skipped == {}
-    assert ledger.advance(now=NOW + 2 * GRACE - 99).skipped == {(SITE, EPOCH): len(log.entries)}
+    assert advance(ledger, mono, NOW + GRACE + 1).skipped == {}  # missing for 101 s only
+    assert advance(ledger, mono, NOW + 2 * GRACE - 100).skipped == {}
+    assert advance(ledger, mono, NOW + 2 * GRACE - 99).skipped == {(SITE, EPOCH): len(log.entries)}
     assert [(g["from_seq"], g["to_seq"]) for g in ledger.manifest(RUN)["gaps"]] == [(later_hole[0], later_hole[1])]
+
+
+def test_a_step_of_the_wall_clock_does_not_age_a_hole(spool: Spool, ledger: Ledger, mono: FakeClock) -> None:
+    """Fault matrix row 19: the wall clock jumps a day ahead while a hole is open. The hole has not been
+    missing for the grace period (the monotonic clock says so), so it waits for the bridge's resend."""
+    log = Log()
+    run = growth(log)
+    hole = run.polls["main_gauge"][4]
+    spool.commit([log.without(*hole)], now=NOW)
+    assert advance(ledger, mono, NOW).skipped == {}
+    day = 86_400.0
+    assert ledger.advance(now=NOW + day).skipped == {}  # the wall clock stepped; no time passed
+    mono.now += GRACE
+    assert ledger.advance(now=NOW + day + GRACE).skipped == {}  # missing for exactly the grace period
+    spool.commit([log.batch(hole)], now=NOW + day + GRACE)  # the bridge resends it
+    assert ledger.advance(now=NOW + day + GRACE).runs_stopped == [RUN]
+    assert ledger.manifest(RUN)["gaps"] == []
 
 
 # ---------------------------------------------------------------- runs that end without their stop
@@ -596,7 +637,8 @@ def test_a_run_start_while_a_run_is_open_closes_it_as_abort(spool: Spool, ledger
     assert manifest["report"]["readings"] == 16
     assert ledger.manifest(OTHER_RUN)["exit_status"] == "success"
     ledger.end_finalize(RUN)
-    assert held(state_dir) == list(range(second.start_seq, len(log.entries) - 3))  # the second run's start is kept
+    left = held(state_dir)  # the second run's markers (its chunks are confirmed, their readings gone)
+    assert left[0] == second.start_seq and all(second.start_seq <= seq < len(log.entries) - 3 for seq in left)
 
 
 def test_a_stop_marker_for_a_run_that_is_not_open_is_ignored(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
