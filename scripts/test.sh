@@ -16,6 +16,8 @@ if ! command -v mosquitto >/dev/null 2>&1 && [ ! -x /usr/sbin/mosquitto ]; then
   echo "installing mosquitto (Debian package)"
   apt_install mosquitto
 fi
+# row 19 of the fault matrix runs the services under libfaketime (Debian package faketime)
+command -v faketime >/dev/null 2>&1 || apt_install faketime
 # tests/system/test_deploy.py: systemd-analyze verify on the Pi's unit (Debian package systemd)
 command -v systemd-analyze >/dev/null 2>&1 || apt_install systemd
 python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
