@@ -24,8 +24,8 @@ from pydantic import (
 )
 
 from bridge.errors import ConfigError, ConfigProblem
+from bridge.names import NAME_PATTERN
 
-NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
 INLINE_SECRET = "secrets are never written inline; use {file} or {env}"
 
 
