@@ -7,6 +7,12 @@ and the uploader writing the local store, all with the real code paths: the run 
 closed over MQTT like ``start-run``/``stop-run`` do, and the uploader finalizes it from what
 arrived through the broker.
 
+The private broker runs as a lab's does (deploy/mosquitto): no anonymous logins, one user each
+for the bridge (its site), the uploader and the operator (start/stop), with fresh random
+passwords in 0600 files in the demo's temporary directory, and the per-site ACL
+(:func:`simulators.broker.grants`), so the demo shows the system working under the rules it is
+deployed with. Mosquitto also ties each client id to its user (``use_username_as_clientid``).
+
 The recipe (scaled to ``--duration``): baseline, ramp the substrate heater, heat the Ga cell
 and open its shutter, hold (the growth), close the shutter, cool down. The chamber's time
 constants are shortened so the physics shows within a short demo.
@@ -37,7 +43,20 @@ from bridge.model import Reading
 from bridge.publish.request import request
 from bridge.service import BridgeService
 from bridge.uploader.service import UploaderService, UploaderSettings
-from simulators.broker import EmbeddedBroker, MosquittoBroker, find_mosquitto
+from simulators.broker import (
+    OPERATOR_USER,
+    UPLOADER_USER,
+    EmbeddedBroker,
+    MosquittoBroker,
+    amqtt_hash,
+    bridge_grants,
+    find_mosquitto,
+    grants,
+    mosquitto_acl,
+    new_password,
+    write_password_file,
+    write_secret,
+)
 from simulators.chamber import SimulatedChamber
 
 SITE = "demo-chamber"
@@ -95,34 +114,79 @@ class CountingBridge(BridgeService):
         self.counts.update((r.instrument, r.channel) for r in readings)
 
 
-def choose_broker(mqtt: str | None, workdir: Path, kind: str = "auto") -> tuple[Broker | None, str, int, str]:
-    """(broker we own or None, host, port, MQTT protocol) for ``--mqtt`` or what this machine has."""
+@dataclass
+class Chosen:
+    """The broker the demo talks to, and each role's login (None: anonymous, a ``--mqtt`` broker)."""
+
+    broker: Broker | None
+    host: str
+    port: int
+    protocol: str
+    #: user name -> its password file (0600), for the bridge (the site), the uploader, the operator
+    logins: dict[str, Path] | None = None
+
+    def mqtt(self, user: str) -> dict[str, Any]:
+        raw: dict[str, Any] = {"host": self.host, "port": self.port, "protocol": self.protocol, "keepalive": 10}
+        if self.logins is not None:
+            raw.update(username=user, password_file=str(self.logins[user]))
+        return raw
+
+
+def demo_logins(workdir: Path, site: str) -> tuple[dict[str, str], dict[str, Path]]:
+    """Fresh passwords for the bridge, the uploader and the operator; each in its own 0600 file."""
+    passwords = {user: new_password() for user in (site, UPLOADER_USER, OPERATOR_USER)}
+    files = {user: write_secret(workdir / "secrets" / user, password + "\n") for user, password in passwords.items()}
+    return passwords, files
+
+
+def choose_broker(mqtt: str | None, workdir: Path, kind: str = "auto", site: str = SITE) -> Chosen:
+    """The broker for ``--mqtt`` (not ours, anonymous) or a private one this demo starts with logins."""
     if mqtt:
         host, _, port = mqtt.rpartition(":")
         if not host or not port.isdigit():
             raise click.BadParameter(f"{mqtt!r}: expected HOST:PORT", param_hint="--mqtt")
-        return None, host, int(port), "5"
+        return Chosen(None, host, int(port), "5")
     if kind == "mosquitto" and not find_mosquitto():
         raise RuntimeError("--broker mosquitto: no mosquitto on this machine (Debian: apt install mosquitto)")
+    passwords, logins = demo_logins(workdir, site)
+    broker: Broker
     if kind == "mosquitto" or (kind == "auto" and find_mosquitto()):
-        broker: Broker = MosquittoBroker(workdir / "mosquitto")
+        broker = MosquittoBroker(workdir / "mosquitto", users=passwords,
+                                 acl_file=write_secret(workdir / "acl", mosquitto_acl()), clientid_from_username=True)
         protocol, what = "5", "a private Mosquitto"
     else:
-        broker, protocol, what = EmbeddedBroker(), EmbeddedBroker.protocol, "the embedded broker (amqtt)"
+        acl = {user: g for user, g in grants().items() if user in passwords} | {site: bridge_grants(site)}
+        broker = EmbeddedBroker(password_file=write_password_file(workdir / "amqtt-passwd", passwords, amqtt_hash),
+                                acl=acl)
+        protocol, what = EmbeddedBroker.protocol, "the embedded broker (amqtt)"
     broker.start()
-    click.echo(f"broker: {what} on {broker.host}:{broker.port}")
-    return broker, broker.host, broker.port, protocol
+    click.echo(f"broker: {what} on {broker.host}:{broker.port} (logins: {', '.join(passwords)}; per-site ACL)")
+    return Chosen(broker, broker.host, broker.port, protocol, logins)
 
 
-def demo_config(chamber: SimulatedChamber, host: str, port: int, protocol: str, state: Path, store: Path,
-                points_per_chunk: int) -> Config:
+@dataclass(frozen=True)
+class DemoConfigs:
+    """One config per role, each with its own login: a Mosquitto with use_username_as_clientid
+    lets one connection per user in, so the roles must not share one."""
+
+    bridge: Config
+    uploader: Config
+    operator: Config
+
+
+def demo_config(chamber: SimulatedChamber, chosen: Chosen, state: Path, store: Path,
+                points_per_chunk: int) -> DemoConfigs:
     raw = chamber.config(site=SITE)
-    raw["mqtt"] = {"host": host, "port": port, "protocol": protocol, "keepalive": 10}
+    raw["mqtt"] = chosen.mqtt(SITE)
     raw["bridge"]["state_dir"] = str(state / "bridge")
-    raw["uploader"] = {"state_dir": str(state / "uploader"), "points_per_chunk": points_per_chunk,
-                       "client_id": f"chamber-bridge-demo-{port}", "finalize_grace": 30.0,
-                       "sink": {"kind": "local", "path": str(store)}}
-    return parse_config(raw)
+    bridge = parse_config(raw)
+    uploader = parse_config({"site": SITE, "mqtt": chosen.mqtt(UPLOADER_USER), "uploader": {
+        "state_dir": str(state / "uploader"), "points_per_chunk": points_per_chunk,
+        # the broker's session id; Mosquitto uses the user name anyway (use_username_as_clientid)
+        "client_id": UPLOADER_USER if chosen.logins else f"chamber-bridge-demo-{chosen.port}",
+        "finalize_grace": 30.0, "sink": {"kind": "local", "path": str(store)}}})
+    operator = parse_config({"site": SITE, "mqtt": chosen.mqtt(OPERATOR_USER)})
+    return DemoConfigs(bridge, uploader, operator)
 
 
 @contextmanager
@@ -152,7 +216,7 @@ class Demo:
         self.run_id: str | None = None
         self.bridge: CountingBridge | None = None
         self.uploader: UploaderService | None = None
-        self.config: Config | None = None
+        self.configs: DemoConfigs | None = None
         self.started = time.monotonic()
 
     def run(self) -> int:
@@ -174,9 +238,9 @@ class Demo:
     # ------------------------------------------------------------ steps
 
     def _start(self) -> None:
-        broker, host, port, protocol = choose_broker(self.mqtt, self.workdir, self.broker_kind)
-        if broker is not None:
-            self.stack.append(broker.stop)
+        chosen = choose_broker(self.mqtt, self.workdir, self.broker_kind)
+        if chosen.broker is not None:
+            self.stack.append(chosen.broker.stop)
         chamber = SimulatedChamber(seed=1).start()
         self.stack.append(chamber.stop)
         self.chamber = chamber
@@ -184,21 +248,20 @@ class Demo:
         chamber.model.substrate_tau = tau
         for cell in chamber.model.cells.values():
             cell.tau = tau
-        self.config = config = demo_config(chamber, host, port, protocol, self.workdir, self.store,
-                                           self.points_per_chunk)
-        click.echo(f"chamber: {len(config.bridge.instruments)} simulated instruments "
-                   f"({', '.join(i.name for i in config.bridge.instruments)})")
-        self.uploader = UploaderService(config, settings=UploaderSettings(status_interval=1.0, backoff_initial=0.2,
-                                                                          backoff_cap=2.0))
+        self.configs = configs = demo_config(chamber, chosen, self.workdir, self.store, self.points_per_chunk)
+        instruments = configs.bridge.bridge.instruments
+        click.echo(f"chamber: {len(instruments)} simulated instruments ({', '.join(i.name for i in instruments)})")
+        settings = UploaderSettings(status_interval=1.0, backoff_initial=0.2, backoff_cap=2.0)
+        self.uploader = UploaderService(configs.uploader, settings=settings)
         self.uploader.start()
         self.stack.append(self.uploader.stop)
-        self.bridge = CountingBridge(config)
+        self.bridge = CountingBridge(configs.bridge)
         self.bridge.start()
         self.stack.append(self.bridge.stop)
         self._wait(lambda: self.bridge is not None and self.bridge.publisher.connected, 15, "the bridge to connect")
         self._wait(lambda: self.uploader is not None and self.uploader.subscriber.connected.is_set(), 15,
                    "the uploader to connect")
-        reply = request(config.mqtt, config.site, "start_run", {
+        reply = request(configs.operator.mqtt, SITE, "start_run", {
             "stream_name": "demo-growth", "physical_sample": "demo-sample-1", "synth_source_id": None,
             "project_id": None, "tags": ["demo", "GaAs"]})
         if not reply.ok:
@@ -219,8 +282,8 @@ class Demo:
                 click.echo(self._progress(elapsed))
                 next_progress += max(1.0, self.duration / 15)
             time.sleep(0.05)
-        assert self.config is not None
-        reply = request(self.config.mqtt, self.config.site, "stop_run", {"exit_status": "success"})
+        assert self.configs is not None
+        reply = request(self.configs.operator.mqtt, SITE, "stop_run", {"exit_status": "success"})
         if not reply.ok:
             raise click.ClickException(f"the bridge refused to stop the run: {reply.message}")
         click.echo(f"run stopped (seq {reply.seq}); waiting for the uploader to finalize it")
@@ -291,7 +354,8 @@ class Demo:
               help="Seconds the growth recipe takes.")
 @click.option("--store", type=click.Path(file_okay=False, path_type=Path), default=Path("runs"), show_default=True,
               help="Local store the run is written to.")
-@click.option("--mqtt", metavar="HOST:PORT", help="Use this broker instead of starting one.")
+@click.option("--mqtt", metavar="HOST:PORT",
+              help="Use this broker (anonymous logins) instead of starting a private one with logins and ACLs.")
 @click.option("--broker", type=click.Choice(["auto", "mosquitto", "embedded"]), default="auto", show_default=True,
               help="Without --mqtt: a private Mosquitto if installed (auto), or the embedded pure-Python broker.")
 @click.option("--points-per-chunk", type=click.IntRange(min=1), default=20, show_default=True)
