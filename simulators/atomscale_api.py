@@ -8,7 +8,11 @@ it and compare what each sent.
 
 It is a real HTTP/1.1 server (stdlib ``ThreadingHTTPServer``) on 127.0.0.1, state in memory.
 ``AtomscaleEmulator(...).start()`` serves on a free port (``.url``); ``stop()`` ends it.
-``chamber-bridge simulate atomscale [--port P]`` runs one standalone.
+``chamber-bridge simulate atomscale [--port P] [--tls DIR]`` runs one standalone.
+
+With ``tls=make_tls_files(directory)`` it serves HTTPS with a certificate for 127.0.0.1, ::1
+and localhost signed by a throwaway CA made there (``openssl`` CLI): a client that trusts that CA
+(``ca_file``) connects, any other fails verification, as with a private CA or a wrong endpoint.
 
 Endpoints (JSON bodies; every one except ``GET /gateway/time`` needs header ``X-API-KEY`` holding
 one of the valid keys, else 401):
@@ -49,6 +53,11 @@ process with ``POST /_emulator/faults``), checked before the key and the route:
 - ``unauthorized``: 401 whatever the key (and :meth:`AtomscaleEmulator.set_keys` rotates keys)
 - ``forbidden``: 403 whatever the key (the key is valid but lacks a permission, until an admin grants it)
 - ``lost_response``: apply the request, then drop the connection without answering
+- ``drip``: apply the request, then send the answer (status line and headers too) one byte
+  every ``delay`` seconds: each read a client makes gets a byte well within its read timeout,
+  so only an overall deadline ends the exchange
+- ``huge_body``: apply the request, then answer its status with a body of ``size`` bytes
+  (default 100 MB; valid JSON ``{"pad": "xxx..."}``), streamed in pieces, never held in memory
 
 Each fault applies to the next ``count`` matching requests, or to each with ``probability``
 (drawn from a generator seeded by ``seed``), or to every one until cleared when neither is given;
@@ -65,8 +74,11 @@ import contextlib
 import json
 import logging
 import random
+import shutil
 import socket
+import ssl
 import struct
+import subprocess
 import threading
 import time
 import urllib.request
@@ -76,13 +88,19 @@ from dataclasses import asdict, dataclass, field
 from email.utils import formatdate
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 from urllib.parse import unquote, urlsplit
 
 log = logging.getLogger("simulators.atomscale_api")
 
-FAULT_KINDS = ("http_5xx", "reset", "slow", "rate_limit", "unauthorized", "forbidden", "lost_response")
+FAULT_KINDS = ("http_5xx", "reset", "slow", "rate_limit", "unauthorized", "forbidden", "lost_response", "drip",
+               "huge_body")
+#: the body ``huge_body`` sends by default
+HUGE_BODY = 100_000_000
+_HUGE_PREFIX = b'{"pad":"'
+_HUGE_SUFFIX = b'"}'
 KEY_HEADER = "X-API-KEY"
 ADMIN_PREFIX = "/_emulator/"
 DEFAULT_KEY = "emulator-key"
@@ -107,8 +125,10 @@ class Fault:
     path_prefix: str | None = None
     #: the status of ``http_5xx``
     status: int = 503
-    #: seconds a ``slow`` request waits
+    #: seconds a ``slow`` request waits; seconds between two bytes of a ``drip`` answer
     delay: float = 1.0
+    #: bytes of a ``huge_body`` answer
+    size: int = HUGE_BODY
     #: the ``Retry-After`` of ``rate_limit``, in seconds
     retry_after: float = 1.0
     #: send ``Retry-After`` as an HTTP date instead of seconds
@@ -129,6 +149,8 @@ class Fault:
             raise ValueError("http_5xx needs a 5xx status")
         if self.delay < 0 or self.retry_after < 0:
             raise ValueError("delay and retry_after must be >= 0")
+        if self.size < len(_HUGE_PREFIX) + len(_HUGE_SUFFIX):
+            raise ValueError(f"size must be >= {len(_HUGE_PREFIX) + len(_HUGE_SUFFIX)}")
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Fault:
@@ -138,6 +160,45 @@ class Fault:
         if unknown:
             raise ValueError(f"unknown fault fields: {', '.join(sorted(unknown))}")
         return cls(**dict(data))
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A throwaway CA and a server certificate it signed (PEM files)."""
+
+    #: the CA's certificate: what a client trusts (``uploader.sink.ca_file``)
+    ca_file: Path
+    cert_file: Path
+    key_file: Path
+
+
+def make_tls_files(directory: Path, hosts: tuple[str, ...] = ("127.0.0.1", "::1", "localhost")) -> TlsFiles:
+    """Make a CA and a server certificate for ``hosts`` in ``directory`` with the ``openssl`` CLI.
+
+    (The ``cryptography`` package would do it in-process, but it is not among the project's
+    dependencies; ``openssl`` is on every machine that runs the tests.)"""
+    openssl = shutil.which("openssl")
+    if openssl is None:
+        raise RuntimeError("the openssl command is needed to make a test certificate")
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca = directory / "ca.key", directory / "ca.pem"
+    key, csr, cert = directory / "server.key", directory / "server.csr", directory / "server.pem"
+    ext = directory / "server.ext"
+    names = ",".join(f"IP:{h}" if h.replace(".", "").isdigit() or ":" in h else f"DNS:{h}" for h in hosts)
+    ext.write_text(f"subjectAltName={names}\nbasicConstraints=critical,CA:FALSE\n"
+                   "keyUsage=critical,digitalSignature\nextendedKeyUsage=serverAuth\n")
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    for args in (
+        ["req", "-x509", *ec, "-keyout", ca_key, "-out", ca, "-days", "2", "-subj", "/CN=chamber-bridge test CA",
+         "-addext", "basicConstraints=critical,CA:TRUE", "-addext", "keyUsage=critical,keyCertSign,cRLSign"],
+        ["req", *ec, "-keyout", key, "-out", csr, "-subj", f"/CN={hosts[0]}"],
+        ["x509", "-req", "-in", csr, "-CA", ca, "-CAkey", ca_key, "-set_serial", "2", "-days", "2",
+         "-extfile", ext, "-out", cert],
+    ):
+        done = subprocess.run([openssl, *map(str, args)], capture_output=True, text=True, timeout=60, check=False)
+        if done.returncode != 0:
+            raise RuntimeError(f"openssl {args[0]} failed: {done.stderr.strip()}")
+    return TlsFiles(ca, cert, key)
 
 
 @dataclass
@@ -228,8 +289,10 @@ class AtomscaleEmulator:
     """The emulated API: in-memory state, the request log, the faults and the HTTP server."""
 
     def __init__(self, keys: Iterable[str] = (DEFAULT_KEY,), *, port: int = 0, host: str = "127.0.0.1",
-                 seed: int = 0, reference_offset_ms: float = 0.0) -> None:
+                 seed: int = 0, reference_offset_ms: float = 0.0, tls: TlsFiles | None = None) -> None:
         self._lock = threading.RLock()
+        #: serve HTTPS with this certificate (None: plain HTTP)
+        self.tls = tls
         self._keys: set[str] = set(keys)
         self._host = host
         self._port = port
@@ -258,6 +321,11 @@ class AtomscaleEmulator:
             return self
         self._stopping.clear()
         server = _Server((self._host, self._port), _Handler, self)
+        if self.tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(str(self.tls.cert_file), str(self.tls.key_file))
+            # the handshake is made in the connection's thread (_Handler.setup), not in accept()
+            server.socket = context.wrap_socket(server.socket, server_side=True, do_handshake_on_connect=False)
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                         name="atomscale-emulator", daemon=True)
@@ -293,7 +361,8 @@ class AtomscaleEmulator:
     @property
     def url(self) -> str:
         """The base URL a client is given as its endpoint."""
-        return f"http://{self._host}:{self.port}"
+        host = f"[{self._host}]" if ":" in self._host else self._host
+        return f"{'https' if self.tls is not None else 'http'}://{host}:{self.port}"
 
     # ------------------------------------------------------------------ knobs
 
@@ -753,6 +822,10 @@ class _Server(ThreadingHTTPServer):
         self._connections_lock = threading.Lock()
         super().__init__(address, handler)
 
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """A client that gave up, or refused the certificate: what a server sees every day, not a traceback."""
+        log.debug("connection from %s ended with an error", client_address, exc_info=True)
+
     def track(self, connection: socket.socket, add: bool) -> None:
         with self._connections_lock:
             if add:
@@ -777,6 +850,9 @@ class _Handler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
 
     def setup(self) -> None:
+        if isinstance(self.request, ssl.SSLSocket):
+            self.request.settimeout(10)
+            self.request.do_handshake()  # a client refusing the certificate ends it here
         super().setup()
         self.server.track(self.connection, True)
 
@@ -843,7 +919,12 @@ class _Handler(BaseHTTPRequestHandler):
             self._drop()
             return
         emulator._finish(record, answer.status)
-        self._answer(answer)
+        if fault is not None and fault.kind == "drip":
+            self._drip(answer, fault.delay)
+        elif fault is not None and fault.kind == "huge_body":
+            self._huge(answer.status, fault.size)
+        else:
+            self._answer(answer)
 
     def _read_body(self) -> bytes:
         length = self.headers.get("Content-Length")
@@ -866,6 +947,44 @@ class _Handler(BaseHTTPRequestHandler):
             # the client gave up (a timeout during a slow fault): what a real server sees too
             self.close_connection = True
 
+    def _drip(self, answer: _Answer, interval: float) -> None:
+        """The whole answer, a byte every ``interval`` seconds, until done, the client leaves or the emulator stops."""
+        data = json.dumps(answer.payload).encode()
+        head = [f"HTTP/1.1 {answer.status} {HTTPStatus(answer.status).phrase}", "Content-Type: application/json",
+                f"Content-Length: {len(data)}", *(f"{k}: {v}" for k, v in answer.headers.items())]
+        wire = ("\r\n".join(head) + "\r\n\r\n").encode() + data
+        self.close_connection = True
+        stopping = self.server.emulator._stopping
+        try:
+            for i in range(len(wire)):
+                self.wfile.write(wire[i:i + 1])
+                self.wfile.flush()
+                if stopping.wait(interval):
+                    return
+        except OSError:
+            return
+
+    def _huge(self, status: int, size: int) -> None:
+        """``size`` bytes of valid JSON, written piece by piece (never built in memory)."""
+        self.close_connection = True
+        piece = b"x" * 65536
+        stopping = self.server.emulator._stopping
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(size))
+            self.end_headers()
+            self.wfile.write(_HUGE_PREFIX)
+            left = size - len(_HUGE_PREFIX) - len(_HUGE_SUFFIX)
+            while left > 0 and not stopping.is_set():
+                n = min(left, len(piece))
+                self.wfile.write(piece[:n])
+                left -= n
+            self.wfile.write(_HUGE_SUFFIX)
+            self.wfile.flush()
+        except OSError:
+            return  # the client stopped reading: what it should do
+
     def _drop(self) -> None:
         """End the connection with a TCP reset, no answer."""
         self.close_connection = True
@@ -877,15 +996,17 @@ class _Handler(BaseHTTPRequestHandler):
 class RemoteControl:
     """Drives an emulator in another process through its admin endpoints (stdlib only)."""
 
-    def __init__(self, url: str, timeout: float = 5.0) -> None:
+    def __init__(self, url: str, timeout: float = 5.0, ca_file: Path | None = None) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        #: for an emulator serving HTTPS (``--tls``): the CA it was made with
+        self._context = ssl.create_default_context(cafile=str(ca_file)) if ca_file is not None else None
 
     def _call(self, method: str, path: str, body: Any = None) -> Any:
         data = None if body is None else json.dumps(body).encode()
         request = urllib.request.Request(self.url + path, data=data, method=method,
                                          headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=self.timeout) as response:
+        with urllib.request.urlopen(request, timeout=self.timeout, context=self._context) as response:
             return json.loads(response.read())
 
     def add_fault(self, kind: str, **options: Any) -> Any:

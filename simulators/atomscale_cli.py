@@ -1,8 +1,11 @@
 """``chamber-bridge simulate atomscale``: the Atomscale API emulator as a standalone HTTP server.
 
 Prints one line, the base URL to give the uploader as ``uploader.sink.endpoint``, then serves until
-SIGINT or SIGTERM. Faults and key rotations are switched from another process through the
-emulator's admin endpoints (``/_emulator/...``, see :mod:`simulators.atomscale_api`).
+SIGINT or SIGTERM. With ``--tls DIR`` it serves HTTPS with a certificate signed by a throwaway CA
+made in DIR (``DIR/ca.pem`` is the ``uploader.sink.ca_file`` that trusts it).
+
+Faults and key rotations are switched from another process through the emulator's admin
+endpoints (``/_emulator/...``, see :mod:`simulators.atomscale_api`).
 
 A separate process is also what the official SDK needs: its calls hold the GIL while they wait
 for the server, so an emulator thread inside the same Python process would never answer them.
@@ -14,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from simulators.atomscale_api import DEFAULT_KEY, AtomscaleEmulator
+from simulators.atomscale_api import DEFAULT_KEY, AtomscaleEmulator, make_tls_files
 from simulators.cli_common import serve_until_signal
 
 
@@ -29,14 +32,20 @@ from simulators.cli_common import serve_until_signal
 @click.option("--seed", type=int, default=0, show_default=True, help="Seeds ids and fault probabilities.")
 @click.option("--reference-offset-ms", type=float, default=0.0, show_default=True,
               help="What GET /gateway/time adds to this machine's clock.")
+@click.option("--tls", "tls_dir", type=click.Path(file_okay=False, path_type=Path),
+              help="Serve HTTPS; make a CA (DIR/ca.pem) and the server's certificate in DIR.")
 def command(host: str, port: int, keys: tuple[str, ...], key_files: tuple[Path, ...], seed: int,
-            reference_offset_ms: float) -> None:
+            reference_offset_ms: float, tls_dir: Path | None) -> None:
     """Atomscale API emulator (timeseries streams), with switchable faults."""
     valid = list(keys) + [path.read_text(encoding="utf-8").strip() for path in key_files]
     if any(not key for key in valid):
         raise click.UsageError("an API key must not be empty")
+    try:
+        tls = make_tls_files(tls_dir) if tls_dir is not None else None
+    except RuntimeError as exc:
+        raise click.ClickException(str(exc)) from exc
     emulator = AtomscaleEmulator(valid or [DEFAULT_KEY], host=host, port=port, seed=seed,
-                                 reference_offset_ms=reference_offset_ms)
+                                 reference_offset_ms=reference_offset_ms, tls=tls)
     serve_until_signal(emulator, lambda: emulator.url)
 
 

@@ -55,8 +55,10 @@ def load_sdk() -> ModuleType:
     return module
 
 
-def sink_config(endpoint: str, key_file: Path) -> AtomscaleSinkConfig:
-    return AtomscaleSinkConfig.model_validate({"kind": "atomscale", "endpoint": endpoint, "api_key_file": key_file})
+def sink_config(endpoint: str, key_file: Path, **options: Any) -> AtomscaleSinkConfig:
+    """The sink's config; a plain-http endpoint (the emulator on loopback) gets ``allow_insecure_http``."""
+    return AtomscaleSinkConfig.model_validate({"kind": "atomscale", "endpoint": endpoint, "api_key_file": key_file,
+                                               "allow_insecure_http": endpoint.startswith("http://"), **options})
 
 
 def stream_info(run_id: str = "0" * 32, **overrides: Any) -> StreamInfo:

@@ -35,7 +35,8 @@ def atomscale_config(mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path, em
     key_file = tmp_path / "api-key"
     key_file.write_text(KEY + "\n")
     return chamber_config(mosquitto, gauges, tmp_path, points_per_chunk=PPC, sink={
-        "kind": "atomscale", "endpoint": endpoint or emulator.url, "api_key_file": str(key_file)})
+        "kind": "atomscale", "endpoint": endpoint or emulator.url, "api_key_file": str(key_file),
+        "allow_insecure_http": True})  # the emulator serves plain http on loopback
 
 
 def start_uploader(raw: dict[str, Any], settings: UploaderSettings = SETTINGS,

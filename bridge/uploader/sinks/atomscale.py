@@ -27,7 +27,19 @@ Failures (the uploader keeps every chunk in its spool until a call here returns)
   the server named one), and the uploader's worker tries again later;
 - 401/403: the API key is read again (``AtomscaleSinkConfig.read_api_key``) and, if it changed
   (rotated), the request is repeated at once with the new key; otherwise, and for every other
-  4xx, :class:`SinkRejected` is raised and an alarm line logged naming the status and path.
+  4xx, :class:`SinkRejected` is raised and an alarm line logged naming the status and path;
+- a certificate that fails verification is a :class:`SinkRejected` too (an alarm naming the
+  endpoint and OpenSSL's reason): it does not clear on its own, a person must install the right
+  CA (``uploader.sink.ca_file``) or fix the endpoint, and nothing is sent meanwhile.
+
+Every exchange is bounded (:mod:`bridge.uploader.sinks.bounded_http`): connect, send and receive
+end by ``deadline`` seconds together, however slowly a server drips its answer, and at most
+``max_body`` bytes of an answer are read (a 2xx answer past it is a :class:`SinkUnavailable`
+naming the cap). :meth:`AtomscaleSink.close` aborts the exchanges in flight at once, so the
+uploader stops promptly whatever the endpoint does.
+
+The endpoint is ``https://`` unless the config sets ``allow_insecure_http`` (the emulator in
+tests); then :attr:`AtomscaleSink.warning` says so and the uploader's status carries it.
 
 The API key never appears in a log line or an exception message: it is only ever put in the
 ``X-API-KEY`` header, and any text taken from a response is scrubbed of it.
@@ -48,6 +60,7 @@ import math
 import os
 import random
 import re
+import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -63,6 +76,14 @@ from bridge import __version__
 from bridge.config import AtomscaleSinkConfig
 from bridge.errors import ConfigError
 from bridge.uploader.sinks.base import ChunkBody, SinkError, SinkRejected, SinkUnavailable, StreamInfo
+from bridge.uploader.sinks.bounded_http import (
+    DEFAULT_MAX_BODY,
+    BoundedClient,
+    aborted,
+    deadline_passed,
+    format_size,
+    tls_verification_failure,
+)
 
 log = logging.getLogger("bridge.uploader.sinks.atomscale")
 
@@ -166,12 +187,16 @@ class AtomscaleSink:
         backoff_initial: float = 0.5,
         backoff_cap: float = 8.0,
         backoff_floor: float = 0.05,
+        deadline: float = 30.0,
+        max_body: int = DEFAULT_MAX_BODY,
         rng: random.Random | None = None,
     ) -> None:
         """``call_budget``: seconds one call keeps retrying transient failures before it raises
         :class:`SinkUnavailable`; the delay before retry n is uniform in
         ``[backoff_floor, min(backoff_cap, backoff_initial * 2**n)]`` (full jitter; the floor
-        keeps an unlucky draw from turning into a burst of requests)."""
+        keeps an unlucky draw from turning into a burst of requests). ``timeout`` bounds each
+        socket operation, ``deadline`` one whole exchange (so one call takes at most about
+        ``call_budget + deadline``); ``max_body``: bytes of an answer read at most."""
         self.config = config
         self.endpoint = config.endpoint.rstrip("/")
         self.call_budget = call_budget
@@ -179,9 +204,19 @@ class AtomscaleSink:
         self.backoff_cap = backoff_cap
         self.backoff_floor = backoff_floor
         self._rng = rng or random.Random()
+        self.deadline = deadline
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        self._client = httpx.Client(timeout=self._timeout, follow_redirects=False,
-                                    headers={"User-Agent": f"chamber-bridge/{__version__}"})
+        verify: ssl.SSLContext | bool = True
+        if config.ca_file is not None:
+            verify = ssl.create_default_context(cafile=str(config.ca_file))
+        self._client = BoundedClient(timeout=self._timeout, verify=verify, max_body=max_body,
+                                     headers={"User-Agent": f"chamber-bridge/{__version__}"})
+        #: a standing condition an operator should know of (plain http), for the uploader's status
+        self.warning: str | None = None
+        if self.endpoint.startswith("http://"):
+            self.warning = (f"endpoint {self.endpoint} is plain http (allow_insecure_http): "
+                            f"the API key travels in clear text")
+            log.warning("atomscale sink: %s", self.warning)
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._key: str | None = None
@@ -244,7 +279,7 @@ class AtomscaleSink:
         log.debug("atomscale stream %s finalized", data_id)
 
     def close(self) -> None:
-        """Stop any retry wait at once and close the connections."""
+        """Stop any retry wait and abort every request in flight at once, then close the connections."""
         self._closed.set()
         self._client.close()
 
@@ -320,10 +355,12 @@ class AtomscaleSink:
         self._clock_tried_at = now
         sent = time.time() * 1000.0
         try:
-            response = self._client.get(self.endpoint + "/gateway/time", headers={"Cache-Control": "no-store"},
-                                        timeout=httpx.Timeout(min(self._timeout.read or 10.0, 10.0),
-                                                              connect=self._timeout.connect))
+            answer = self._client.exchange("GET", self.endpoint + "/gateway/time", deadline=min(self.deadline, 10.0),
+                                           headers={"Cache-Control": "no-store"})
             received = time.time() * 1000.0
+            response = answer.response
+            if answer.truncated:
+                raise ValueError(f"the answer is over {format_size(self._client.max_body)}")
             response.raise_for_status()
             answer = response.json()
             server_received = float(answer["receivedAtUnixMs"])
@@ -453,22 +490,28 @@ class AtomscaleSink:
                 headers["Content-Type"] = "application/json"
             failure: SinkError
             try:
-                response = self._client.request(method, url, content=content, headers=headers)
-            except httpx.TimeoutException as exc:
-                failure = SinkUnavailable(f"{method} {path} ({what}): timed out ({type(exc).__name__})")
+                answer = self._client.exchange(method, url, deadline=self.deadline, content=content,
+                                               headers=headers)
             except httpx.TransportError as exc:
-                failure = SinkUnavailable(f"{method} {path} ({what}): {type(exc).__name__}: "
-                                          f"{self._scrub(str(exc)) or 'connection failed'}")
+                if self._closed.is_set() or aborted(exc):
+                    raise SinkUnavailable(f"{method} {path} ({what}): the sink is closed") from None
+                failure = self._transport_failure(f"{method} {path} ({what})", exc)
             except RuntimeError:
                 if not self._closed.is_set():
                     raise
                 raise SinkUnavailable(f"{method} {path} ({what}): the sink is closed") from None
             else:
+                response = answer.response
                 status = response.status_code
-                if 200 <= status < 300 or status in answers:
+                ok = 200 <= status < 300 or status in answers
+                if ok and answer.truncated:
+                    # the request may well have been applied: repeating it is safe, reading on is not
+                    failure = SinkUnavailable(f"{method} {path} ({what}) -> HTTP {status}: the answer is over the "
+                                              f"{format_size(self._client.max_body)} cap; stopped reading it",
+                                              status=status)
+                elif ok:
                     return response
-                detail = self._detail(response)
-                if status in (401, 403):
+                elif status in (401, 403):
                     fresh = self._read_key()
                     with self._lock:
                         self._key = fresh
@@ -477,12 +520,17 @@ class AtomscaleSink:
                         log.info("atomscale: HTTP %d for %s %s; the API key changed, trying the new one",
                                  status, method, path)
                         continue
-                    raise SinkRejected(f"{method} {path} ({what}) -> HTTP {status}: {detail}", status=status)
-                if status >= 500 or status in TRANSIENT_4XX:
-                    failure = SinkUnavailable(f"{method} {path} ({what}) -> HTTP {status}: {detail}", status=status,
+                    raise SinkRejected(f"{method} {path} ({what}) -> HTTP {status}: {self._detail(response)}",
+                                       status=status)
+                elif status >= 500 or status in TRANSIENT_4XX:
+                    failure = SinkUnavailable(f"{method} {path} ({what}) -> HTTP {status}: {self._detail(response)}",
+                                              status=status,
                                               retry_after=parse_retry_after(response.headers.get("Retry-After")))
                 else:
-                    raise SinkRejected(f"{method} {path} ({what}) -> HTTP {status}: {detail}", status=status)
+                    raise SinkRejected(f"{method} {path} ({what}) -> HTTP {status}: {self._detail(response)}",
+                                       status=status)
+            if isinstance(failure, SinkRejected):
+                raise failure
             attempt += 1
             delay = self._rng.uniform(self.backoff_floor,
                                       max(self.backoff_floor,
@@ -495,6 +543,22 @@ class AtomscaleSink:
             self.retries += 1
             if self._closed.wait(delay):
                 raise SinkUnavailable(f"{method} {path} ({what}): the sink is closed") from failure
+
+    def _transport_failure(self, call: str, exc: httpx.TransportError) -> SinkError:
+        """What a failed exchange means: a certificate that fails verification is an alarm (a person
+        must act); anything else on the way (refused, reset, timed out, the deadline) clears on its own."""
+        bad_certificate = tls_verification_failure(exc)
+        if bad_certificate is not None:
+            reason = bad_certificate.verify_message or bad_certificate.reason or str(bad_certificate)
+            hint = ("uploader.sink.ca_file names another CA" if self.config.ca_file is not None
+                    else "for a private CA, set uploader.sink.ca_file")
+            return SinkRejected(f"{call}: the TLS certificate of {self.endpoint} failed verification: "
+                                f"{reason} ({hint}); nothing was sent")
+        if deadline_passed(exc):
+            return SinkUnavailable(f"{call}: no complete answer within the {self.deadline:g} s deadline")
+        if isinstance(exc, httpx.TimeoutException):
+            return SinkUnavailable(f"{call}: timed out ({type(exc).__name__})")
+        return SinkUnavailable(f"{call}: {type(exc).__name__}: {self._scrub(str(exc)) or 'connection failed'}")
 
     def _json(self, response: httpx.Response) -> Any:
         try:
