@@ -12,16 +12,35 @@ and it carries floats as IEEE doubles, so a value round-trips bit for bit.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, get_args
+from typing import Any, Final, Literal, NamedTuple, get_args
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
 from bridge.errors import ProtocolError
 from bridge.model import Quality, Reading
+from bridge.names import TEXT_MAX, check_name, check_tags, check_text, is_name, is_run_id, printable
 
 SCHEMA_VERSION: Final = 1
+
+# ---------------------------------------------------------------- limits of what is accepted (docs/security.md)
+
+#: a message larger than this is refused before it is decoded
+MAX_MESSAGE_BYTES: Final = 8 * 1024 * 1024
+#: entries in one data message, at most (the bridge sends up to 500)
+MAX_BATCH_ENTRIES: Final = 20_000
+#: seqs and epochs' counters are SQLite integers: 1 .. 2**63 - 1
+SEQ_MAX: Final = 2**63 - 1
+#: timestamps (Unix seconds) outside 2000-01-01 .. 2100-01-01 are refused: no instrument of a
+#: running chamber reads then, and a value like 1e300 or NaN would break every reader downstream
+TIME_MIN: Final = 946_684_800.0
+TIME_MAX: Final = 4_102_444_800.0
+#: units and details of a reading, at most this many characters
+UNITS_MAX: Final = 32
+DETAIL_MAX: Final = 500
+EXIT_STATUSES: Final = ("success", "abort", "fail")
 
 EntryKind = Literal["reading", "run_start", "run_stop"]
 ENTRY_KINDS: Final[tuple[str, ...]] = get_args(EntryKind)
@@ -43,13 +62,38 @@ class LogEntry:
     body: dict[str, Any]
 
 
+class Refused(NamedTuple):
+    """An entry of a data message that failed the contract: quarantined, never stored as data.
+
+    ``seq`` is the entry's seq when that much was valid (the uploader then records the seq as
+    refused, so the bridge's log moves on past it), else None.
+    """
+
+    seq: int | None
+    reason: str
+    detail: str
+    entry: Any
+
+
+class BadMessage(ProtocolError):
+    """A whole message refused; ``reason`` is a short code counted per site (docs/security.md)."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(detail)
+        self.reason = reason
+
+
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """What one message on ``{prefix}/{site}/data`` carries: entries of one bridge epoch."""
+    """What one message on ``{prefix}/{site}/data`` carries: entries of one bridge epoch.
+
+    ``entries`` passed the contract; ``refused`` did not (each with its reason).
+    """
 
     site: str
     epoch: str
     entries: tuple[LogEntry, ...]
+    refused: tuple[Refused, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,11 +106,14 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A request to the bridge on ``{prefix}/{site}/command`` (start-run / stop-run)."""
+    """A request to the bridge on ``{prefix}/{site}/command`` (start-run / stop-run), its params checked.
+
+    ``params`` is a :class:`StartRun` for ``start_run`` and a :class:`StopRun` for ``stop_run``.
+    """
 
     request_id: str
     action: CommandAction
-    params: dict[str, Any]
+    params: StartRun | StopRun
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +172,11 @@ def _as_tuple(types: type | tuple[type, ...]) -> tuple[type, ...]:
 
 def _message(data: bytes, what: str) -> dict[str, Any]:
     """Unpack a top-level message and check its version."""
-    obj = _unpack(data, what)
+    return _versioned(_unpack(data, what), what)
+
+
+def _versioned(obj: Any, what: str) -> dict[str, Any]:
+    """A top-level message as unpacked, with its version checked."""
     if not isinstance(obj, dict):
         raise ProtocolError(f"{what}: expected a map, got {type(obj).__name__}")
     version = _get(obj, "v", what, int, "an integer")
@@ -210,36 +261,166 @@ def encode_stored_batch(site: str, epoch: str, entries: Sequence[StoredEntry]) -
     return b"".join(parts)
 
 
-def decode_batch(data: bytes) -> Batch:
-    """Decode a ``data`` message; ProtocolError naming the first thing that is wrong."""
-    obj = _message(data, "batch")
-    site: str = _get(obj, "site", "batch", str, "a string")
-    epoch: str = _get(obj, "epoch", "batch", str, "a string")
-    raw: list[Any] = _get(obj, "entries", "batch", list, "an array")
-    return Batch(site, epoch, tuple(_entry(item, n) for n, item in enumerate(raw)))
+def decode_batch(data: bytes, site: str) -> Batch:
+    """Decode and check a ``data`` message that arrived on ``site``'s topic.
+
+    The site is the topic's (the broker's ACL vouches for it), never the payload's: a body that
+    names another site is refused. The envelope failing the contract raises :class:`BadMessage`;
+    a single entry failing it is returned in ``refused`` and the others are kept.
+    """
+    if len(data) > MAX_MESSAGE_BYTES:
+        raise BadMessage("too_large", f"batch: {len(data)} bytes; at most {MAX_MESSAGE_BYTES} are accepted")
+    try:
+        unpacked = _unpack(data, "batch")
+    except ProtocolError as exc:
+        raise BadMessage("not_msgpack", str(exc)) from None
+    try:
+        obj = _versioned(unpacked, "batch")
+        body_site: str = _get(obj, "site", "batch", str, "a string")
+        epoch: str = _get(obj, "epoch", "batch", str, "a string")
+        raw: list[Any] = _get(obj, "entries", "batch", list, "an array")
+    except BadMessage:
+        raise
+    except ProtocolError as exc:
+        raise BadMessage("bad_envelope", str(exc)) from None
+    if body_site != site:
+        raise BadMessage("site_mismatch", f"batch on the topic of site {printable(site, 80)!r} says it is from "
+                                          f"{printable(body_site, 80)!r}")
+    if not is_name(epoch):
+        raise BadMessage("bad_epoch", f"batch: epoch {printable(repr(epoch), 80)} is not a valid name")
+    if len(raw) > MAX_BATCH_ENTRIES:
+        raise BadMessage("too_large", f"batch: {len(raw)} entries; at most {MAX_BATCH_ENTRIES} are accepted")
+    entries: list[LogEntry] = []
+    refused: list[Refused] = []
+    for n, item in enumerate(raw):
+        checked = _entry(item, n)
+        if type(checked) is Refused:
+            refused.append(checked)
+        else:
+            entries.append(checked)  # type: ignore[arg-type]  # the other member of the union
+    return Batch(site, epoch, tuple(entries), tuple(refused))
 
 
-def _entry(item: Any, n: int) -> LogEntry:
-    # the common case in one test (a batch holds hundreds of entries); anything else is checked
-    # field by field below, for a message that names what is wrong
-    if type(item) is list and len(item) == 4:
-        seq, kind, time, body = item
-        if type(seq) is int and seq >= 1 and kind in ENTRY_KINDS and type(time) is float and type(body) is dict:
-            return LogEntry(seq, kind, time, body)
-    return _checked_entry(item, f"batch entry {n}")
+def _finite_time(value: Any) -> bool:
+    return (type(value) is float or type(value) is int) and TIME_MIN <= value <= TIME_MAX  # NaN fails both
 
 
-def _checked_entry(item: Any, what: str) -> LogEntry:
-    if not isinstance(item, list) or len(item) != 4:
-        raise ProtocolError(f"{what}: expected [seq, kind, time, body], got {item!r:.200}")
-    fields = dict(zip(("seq", "kind", "time", "body"), item, strict=True))
-    seq = _seq(fields, "seq", what, 1)
-    kind: str = _get(fields, "kind", what, str, "a string")
-    if kind not in ENTRY_KINDS:
-        raise ProtocolError(f"{what}: kind {kind!r} is not one of {', '.join(ENTRY_KINDS)}")
-    time: float = _get(fields, "time", what, _NUMBER, "a number")
-    body: dict[str, Any] = _get(fields, "body", what, dict, "a map")
-    return LogEntry(seq, kind, float(time), body)  # type: ignore[arg-type]  # kind checked against ENTRY_KINDS
+def _entry(item: Any, n: int) -> LogEntry | Refused:
+    """One ``[seq, kind, time, body]`` entry, checked; a :class:`Refused` naming the problem otherwise."""
+    if type(item) is not list or len(item) != 4:
+        return Refused(None, "bad_entry", f"batch entry {n}: expected [seq, kind, time, body], got "
+                                          f"{printable(repr(item), 120)}", item)
+    seq, kind, stamp, body = item
+    if type(seq) is not int or not 1 <= seq <= SEQ_MAX:
+        return Refused(None, "bad_seq", f"batch entry {n}: seq must be an integer 1..2**63-1, got "
+                                        f"{printable(repr(seq), 80)}", item)
+    what = f"entry seq {seq}"
+    if not _finite_time(stamp):
+        return Refused(seq, "bad_time", f"{what}: time must be Unix seconds between 2000 and 2100, got "
+                                        f"{printable(repr(stamp), 80)}", item)
+    if type(body) is not dict:
+        return Refused(seq, "bad_entry", f"{what}: body must be a map, got {type(body).__name__}", item)
+    try:
+        if kind == "reading":
+            _check_reading(body, what)
+            return LogEntry(seq, kind, float(stamp), body)
+        if kind == "run_start":
+            return LogEntry(seq, kind, float(stamp), run_start_body(body, what))
+        if kind == "run_stop":
+            return LogEntry(seq, kind, float(stamp), run_stop_body(body, what))
+    except ValueError as exc:
+        return Refused(seq, f"bad_{kind}", str(exc), item)
+    return Refused(seq, "bad_kind", f"{what}: kind {printable(repr(kind), 80)} is not one of "
+                                    f"{', '.join(ENTRY_KINDS)}", item)
+
+
+_QUALITIES: Final = frozenset(q.value for q in Quality)
+#: (instrument, channel, units) triples already checked: they repeat in every poll
+_KNOWN_LABELS: set[tuple[Any, Any, Any]] = set()
+
+
+def _check_reading(b: dict[str, Any], what: str) -> None:
+    """A reading body against the contract (docs/payload.md); ValueError naming the first problem.
+
+    Kept cheap: it runs for every reading the uploader takes in (about 100,000 a second).
+    """
+    labels = (b.get("i"), b.get("c"), b.get("u"))
+    if type(labels[0]) is not str or type(labels[1]) is not str or type(labels[2]) is not str:
+        raise ValueError(f"{what}: instrument (i), channel (c) and units (u) must be strings, got "
+                         f"{printable(repr(labels), 120)}")
+    if labels not in _KNOWN_LABELS:
+        check_name(labels[0], f"{what}: instrument (i)")
+        check_name(labels[1], f"{what}: channel (c)")
+        units = labels[2]
+        if len(units) > UNITS_MAX or not units.isprintable():
+            raise ValueError(f"{what}: units (u) must be printable text of at most {UNITS_MAX} characters, "
+                             f"got {printable(repr(units), 80)}")
+        if len(_KNOWN_LABELS) > 100_000:
+            _KNOWN_LABELS.clear()
+        _KNOWN_LABELS.add(labels)
+    quality = b.get("q")
+    if quality not in _QUALITIES:
+        raise ValueError(f"{what}: quality (q) {printable(repr(quality), 80)} is not one of the known qualities")
+    value = b.get("v")
+    if quality == "ok":
+        if (type(value) is not float and type(value) is not int) or not math.isfinite(value):
+            raise ValueError(f"{what}: a reading of quality ok needs a finite number (v), got "
+                             f"{printable(repr(value), 80)}")
+    elif value is not None:
+        raise ValueError(f"{what}: a reading of quality {quality} must not carry a value, got "
+                         f"{printable(repr(value), 80)}")
+    if not _finite_time(b.get("t")):
+        raise ValueError(f"{what}: timestamp (t) must be Unix seconds between 2000 and 2100, got "
+                         f"{printable(repr(b.get('t')), 80)}")
+    if "p" in b and not _finite_time(b["p"]):
+        raise ValueError(f"{what}: poll mark (p) must be Unix seconds between 2000 and 2100, got "
+                         f"{printable(repr(b['p']), 80)}")
+    if "d" in b:
+        detail = b["d"]
+        if not isinstance(detail, str) or len(detail) > DETAIL_MAX:
+            raise ValueError(f"{what}: detail (d) must be text of at most {DETAIL_MAX} characters")
+
+
+def _optional_text(body: Mapping[str, Any], key: str, what: str, max_length: int = TEXT_MAX) -> str | None:
+    value = body.get(key)
+    return None if value is None else check_text(value, f"{what}: {key}", max_length)
+
+
+def run_start_body(body: Mapping[str, Any], what: str = "run_start") -> dict[str, Any]:
+    """The ``run_start`` marker's body as the contract allows it (ValueError otherwise).
+
+    Only the known keys are kept, so a marker's metadata is bounded in size and plain in type.
+    """
+    run_id = body.get("run_id")
+    if not is_run_id(run_id):
+        raise ValueError(f"{what}: run_id must be 32 lowercase hex digits, got {printable(repr(run_id), 80)}")
+    return {
+        "run_id": run_id,
+        "stream_name": check_text(body.get("stream_name"), f"{what}: stream_name"),
+        "physical_sample": _optional_text(body, "physical_sample", what),
+        "synth_source_id": _optional_text(body, "synth_source_id", what),
+        "project_id": _optional_text(body, "project_id", what),
+        "tags": check_tags(body.get("tags") or [], f"{what}: tags"),
+    }
+
+
+def run_stop_body(body: Mapping[str, Any], what: str = "run_stop") -> dict[str, Any]:
+    """The ``run_stop`` marker's body as the contract allows it (ValueError otherwise)."""
+    run_id = body.get("run_id")
+    if not is_run_id(run_id):
+        raise ValueError(f"{what}: run_id must be 32 lowercase hex digits, got {printable(repr(run_id), 80)}")
+    status = body.get("exit_status")
+    if status not in EXIT_STATUSES:
+        raise ValueError(f"{what}: exit_status must be one of {', '.join(EXIT_STATUSES)}, got "
+                         f"{printable(repr(status), 80)}")
+    last_seq = body.get("last_seq")
+    if last_seq is not None and (type(last_seq) is not int or not 0 <= last_seq <= SEQ_MAX):
+        raise ValueError(f"{what}: last_seq must be an integer 0..2**63-1, got {printable(repr(last_seq), 80)}")
+    checked: dict[str, Any] = {"run_id": run_id, "exit_status": status, "last_seq": last_seq}
+    reason = _optional_text(body, "reason", what, 1000)
+    if reason is not None:
+        checked["reason"] = reason
+    return checked
 
 
 # ---------------------------------------------------------------- acknowledgements
@@ -251,28 +432,170 @@ def encode_ack(epoch: str, seq: int) -> bytes:
 
 
 def decode_ack(data: bytes) -> Ack:
+    if len(data) > 1024:
+        raise ProtocolError(f"ack: {len(data)} bytes; an ack is a few dozen")
     obj = _message(data, "ack")
-    return Ack(_get(obj, "epoch", "ack", str, "a string"), _seq(obj, "seq", "ack", 0))
+    epoch: str = _get(obj, "epoch", "ack", str, "a string")
+    if not is_name(epoch):
+        raise ProtocolError(f"ack: epoch {printable(repr(epoch), 80)} is not a valid name")
+    seq = _seq(obj, "seq", "ack", 0)
+    if seq > SEQ_MAX:
+        raise ProtocolError(f"ack: seq {seq} is beyond 2**63-1")
+    return Ack(epoch, seq)
 
 
 # ---------------------------------------------------------------- commands and replies
 
 
-def encode_command(request_id: str, action: CommandAction, params: Mapping[str, Any]) -> bytes:
+#: a command is a few hundred bytes; anything larger is refused before it is decoded
+COMMAND_MAX_BYTES: Final = 16 * 1024
+#: a request id is echoed in the reply and printed in logs: at most this many characters
+REQUEST_ID_MAX: Final = 64
+
+
+@dataclass(frozen=True, slots=True)
+class StartRun:
+    """``start_run``'s params as the contract allows them (docs/payload.md, docs/security.md).
+
+    There is no ``run_id``: run ids belong to the bridge (:func:`bridge.names.new_run_id`). A
+    run id from outside would become a folder of the store and an id at the API, so a command
+    carrying one is refused rather than trusted.
+    """
+
+    stream_name: str
+    physical_sample: str | None = None
+    synth_source_id: str | None = None
+    project_id: str | None = None
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StopRun:
+    """``stop_run``'s params: ``exit_status`` is one of :data:`EXIT_STATUSES`, ``reason`` a free text."""
+
+    exit_status: str = "success"
+    reason: str | None = None
+
+
+_START_PARAMS: Final = ("stream_name", "physical_sample", "synth_source_id", "project_id", "tags")
+_STOP_PARAMS: Final = ("exit_status", "reason")
+
+
+class CommandError(ProtocolError):
+    """A command the contract refuses. ``reason`` is one printable line for the reply;
+    ``request_id`` is the command's when it could be read, so the refusal can be answered."""
+
+    def __init__(self, reason: str, request_id: str | None = None) -> None:
+        self.reason = printable(reason, 300)
+        self.request_id = request_id
+        super().__init__(f"command {request_id}: {self.reason}" if request_id else f"command: {self.reason}")
+
+
+def command_params(action: str, params: Mapping[str, Any]) -> StartRun | StopRun:
+    """``params`` of ``action`` checked against the contract; :class:`CommandError` naming the first problem.
+
+    One check for every side: the bridge applies it to what arrives (:func:`decode_command`),
+    senders to what they send (:func:`encode_command`, the CLI before it connects). Unlike the
+    data messages, an unknown param is refused, not ignored: a command is an order, and a
+    sender that believes a param is obeyed (a newer CLI's, or a ``run_id``) must be told it is not.
+    """
+    if not isinstance(params, Mapping):
+        raise CommandError(f"{action}: params must be a map, got {type(params).__name__}")
+    if action == "start_run":
+        if "run_id" in params:
+            raise CommandError("start_run: params must not carry a run_id; the bridge chooses the run id itself")
+        _only_known(params, action, _START_PARAMS)
+        if "stream_name" not in params:
+            raise CommandError("start_run needs a stream_name")
+        tags = params.get("tags")
+        try:
+            return StartRun(check_text(params["stream_name"], "start_run: stream_name"),
+                            _optional_text(params, "physical_sample", action),
+                            _optional_text(params, "synth_source_id", action),
+                            _optional_text(params, "project_id", action),
+                            tuple(check_tags([] if tags is None else tags, "start_run: tags")))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    if action == "stop_run":
+        _only_known(params, action, _STOP_PARAMS)
+        status = params.get("exit_status", "success")
+        if not isinstance(status, str) or status not in EXIT_STATUSES:
+            raise CommandError(f"stop_run: exit_status must be one of {', '.join(EXIT_STATUSES)}, got "
+                               f"{printable(repr(status), 80)}")
+        try:
+            return StopRun(status, _optional_text(params, "reason", action))
+        except ValueError as exc:
+            raise CommandError(str(exc)) from None
+    raise CommandError(f"action {printable(repr(action), 80)} is not one of {', '.join(COMMAND_ACTIONS)}")
+
+
+def _only_known(params: Mapping[str, Any], action: str, known: tuple[str, ...]) -> None:
+    unknown = [key for key in params if key not in known]
+    if unknown:
+        raise CommandError(f"{action}: unknown param {printable(repr(unknown[0]), 80)} (accepted: {', '.join(known)})")
+
+
+def params_map(params: StartRun | StopRun) -> dict[str, Any]:
+    """The params as the map that goes on the wire (and, for a start, into the ``run_start`` marker)."""
+    if isinstance(params, StartRun):
+        return {"stream_name": params.stream_name, "physical_sample": params.physical_sample,
+                "synth_source_id": params.synth_source_id, "project_id": params.project_id,
+                "tags": list(params.tags)}
+    return {"exit_status": params.exit_status, **({"reason": params.reason} if params.reason else {})}
+
+
+def encode_command(request_id: str, action: CommandAction,
+                   params: Mapping[str, Any] | StartRun | StopRun) -> bytes:
+    """A command; its params are checked first (:class:`CommandError`), so nothing invalid is sent."""
     if action not in COMMAND_ACTIONS:
         raise ValueError(f"unknown command action {action!r} (expected one of {', '.join(COMMAND_ACTIONS)})")
-    return pack({"v": SCHEMA_VERSION, "request_id": request_id, "action": action, "params": dict(params)})
+    checked = params if isinstance(params, StartRun | StopRun) else command_params(action, params)
+    if isinstance(checked, StartRun) != (action == "start_run"):
+        raise ValueError(f"{type(checked).__name__} params do not go with the action {action}")
+    return pack({"v": SCHEMA_VERSION, "request_id": request_id, "action": action, "params": params_map(checked)})
 
 
 def decode_command(data: bytes) -> Command:
-    obj = _message(data, "command")
-    request_id: str = _get(obj, "request_id", "command", str, "a string")
-    what = f"command {request_id}"
-    action: str = _get(obj, "action", what, str, "a string")
-    if action not in COMMAND_ACTIONS:
-        raise ProtocolError(f"{what}: action {action!r} is not one of {', '.join(COMMAND_ACTIONS)}")
-    params: dict[str, Any] = _get(obj, "params", what, dict, "a map")
+    """Decode and check a command: :class:`CommandError` naming the first problem.
+
+    The error carries the request id whenever it could be read, so the bridge answers every
+    refusal it can address; a command without a readable id cannot be answered and is only logged.
+    """
+    if len(data) > COMMAND_MAX_BYTES:
+        raise CommandError(f"{len(data)} bytes; a command is at most {COMMAND_MAX_BYTES}")
+    try:
+        obj = _message(data, "command")
+    except ProtocolError as exc:
+        raise CommandError(str(exc).removeprefix("command: "), _readable_request_id(data)) from None
+    request_id = _readable_request_id(data, obj)
+    if request_id is None:
+        raise CommandError(f"request_id must be text of 1-{REQUEST_ID_MAX} printable characters, got "
+                           f"{printable(repr(obj.get('request_id')), 80)}")
+    action = obj.get("action")
+    if not isinstance(action, str) or action not in COMMAND_ACTIONS:
+        raise CommandError(f"action {printable(repr(action), 80)} is not one of {', '.join(COMMAND_ACTIONS)}",
+                           request_id)
+    if "params" not in obj:
+        raise CommandError("missing key 'params'", request_id)
+    try:
+        params = command_params(action, obj["params"])
+    except CommandError as exc:
+        raise CommandError(exc.reason, request_id) from None
     return Command(request_id, action, params)  # type: ignore[arg-type]  # action checked against COMMAND_ACTIONS
+
+
+def _readable_request_id(data: bytes, obj: Any = None) -> str | None:
+    """The command's request id if it is one the bridge can echo (short printable text), else None."""
+    if obj is None:
+        try:
+            obj = _unpack(data, "command")
+        except ProtocolError:
+            return None
+    value = obj.get("request_id") if isinstance(obj, dict) else None
+    try:
+        return check_text(value, "request_id", REQUEST_ID_MAX)
+    except ValueError:
+        return None
 
 
 def encode_reply(request_id: str, ok: bool, message: str, seq: int | None) -> bytes:

@@ -68,3 +68,15 @@ def uploader_status(prefix: str) -> str:
     """The uploader's retained status topic: one uploader serves every site under ``prefix``."""
     _check_levels(prefix, "prefix", slashes=True)
     return f"{prefix}/uploader/status"
+
+
+def site_level(topic: str, prefix: str, suffix: str) -> str:
+    """The ``{site}`` level of ``{prefix}/{site}/{suffix}`` as it arrived (unchecked: see bridge.names).
+
+    The uploader takes a message's site from here, never from its payload: the broker's ACL
+    ties a topic to the bridge allowed to publish on it (docs/security.md).
+    """
+    head, tail = f"{prefix}/", f"/{suffix}"
+    if not (topic.startswith(head) and topic.endswith(tail)) or len(topic) <= len(head) + len(tail):
+        raise ValueError(f"topic {topic!r} is not {prefix}/{{site}}/{suffix}")
+    return topic[len(head):-len(tail)]

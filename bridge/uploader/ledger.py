@@ -36,7 +36,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
-from bridge.publish.codec import unpack_body
+from bridge.errors import ProtocolError
+from bridge.names import is_run_id, printable
+from bridge.publish.codec import run_start_body, run_stop_body, unpack_body
+from bridge.uploader import quarantine
 from bridge.uploader.chunker import CutChunk, FlowCutter, channel_name, chunk_body
 from bridge.uploader.sinks.base import ChunkBody, StreamInfo
 from bridge.uploader.spool import SpoolError, open_spool_db
@@ -83,6 +86,25 @@ class Progress:
     skipped: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
+#: a run or source whose delivery failed is tried again after this many seconds, doubling up to the cap
+RETRY_FIRST: Final = 30.0
+RETRY_CAP: Final = 3600.0
+
+
+def retry_delay(failures: int) -> float:
+    return float(min(RETRY_CAP, RETRY_FIRST * 2 ** min(max(failures - 1, 0), 20)))
+
+
+@dataclass(slots=True)
+class SourceFailure:
+    """A source whose pass raised: skipped (others go on) until ``retry_at`` on the monotonic clock."""
+
+    reason: str
+    since: float
+    failures: int
+    retry_at: float
+
+
 class Ledger:
     """The worker's side of the spool database. One thread uses it."""
 
@@ -108,6 +130,8 @@ class Ledger:
         self._building: dict[tuple[str, str], list[tuple[Any, ...]]] = {}
         self._staged: dict[tuple[str, str, int], list[tuple[Any, ...]]] = {}
         self._ready: dict[tuple[str, str, int], list[tuple[Any, ...]]] = {}
+        #: sources whose pass failed with something other than the disk (docs/security.md)
+        self.failed_sources: dict[tuple[str, str], SourceFailure] = {}
 
     # ------------------------------------------------------------ transactions
 
@@ -152,18 +176,48 @@ class Ledger:
         progress = Progress()
         sources = self.sources()
         for source in sources:
-            blocked = source.cursor >= source.contiguous and source.contiguous < source.max_seq
-            if blocked and self._hole_age(source) > self.grace:
-                skipped_to = self._skip_hole(source, now)
-                progress.skipped[(source.site, source.epoch)] = skipped_to
-                source = source._replace(contiguous=skipped_to)
-            while source.cursor < source.contiguous:
-                source = self._step(source, progress)
-            if source.contiguous < source.max_seq:
-                self._hole_age(source)  # the pass reached a hole: its age counts from now
-            if source.open_run is not None and self._superseded(source, sources, now):
-                self._close_abandoned(source, progress, now)
+            key = (source.site, source.epoch)
+            failed = self.failed_sources.get(key)
+            if failed is not None and self._clock() < failed.retry_at:
+                continue
+            try:
+                self._advance_source(source, sources, progress, now)
+            except SpoolError:
+                raise  # the disk's, not this source's: the service retries everything
+            except Exception as exc:  # whatever one source's log does, the others go on
+                self._source_failed(source, exc, now)
+            else:
+                if failed is not None:
+                    del self.failed_sources[key]
+                    log.warning("%s epoch %s: the pass works again after %d failures", source.site, source.epoch,
+                                failed.failures)
         return progress
+
+    def _advance_source(self, source: Source, sources: list[Source], progress: Progress, now: float) -> None:
+        blocked = source.cursor >= source.contiguous and source.contiguous < source.max_seq
+        if blocked and self._hole_age(source) > self.grace:
+            skipped_to = self._skip_hole(source, now)
+            progress.skipped[(source.site, source.epoch)] = skipped_to
+            source = source._replace(contiguous=skipped_to)
+        while source.cursor < source.contiguous:
+            source = self._step(source, progress)
+        if source.contiguous < source.max_seq:
+            self._hole_age(source)  # the pass reached a hole: its age counts from now
+        if source.open_run is not None and self._superseded(source, sources, now):
+            self._close_abandoned(source, progress, now)
+
+    def _source_failed(self, source: Source, exc: Exception, now: float) -> None:
+        key = (source.site, source.epoch)
+        previous = self.failed_sources.get(key)
+        failures = 1 if previous is None else previous.failures + 1
+        reason = printable(f"{type(exc).__name__}: {exc}", 300)
+        self.failed_sources[key] = SourceFailure(reason, now if previous is None else previous.since, failures,
+                                                 self._clock() + retry_delay(failures))
+        log.error("%s epoch %s: the pass failed at seq %d (%s); this source is retried in %.0f s, every other "
+                  "source goes on", printable(source.site, 80), source.epoch, source.cursor + 1, reason,
+                  retry_delay(failures), exc_info=previous is None)
+        if source.open_run is not None:
+            self.fail_run(source.open_run, f"the pass over its log failed: {reason}", now)
 
     def _hole_age(self, source: Source) -> float:
         """How long the pass has been blocked at the hole after ``source.contiguous``, on the monotonic clock."""
@@ -184,6 +238,7 @@ class Ledger:
         cutters = self._cutters(open_run)
         chunks: list[tuple[str, CutChunk]] = []
         idle: list[list[int]] = []
+        refused: list[tuple[str, str, int]] = []
         with self._transaction() as db:
             building = self._building
             for seq, kind, stamp, flow, channel, t, quality, units, body, value, poll in rows:
@@ -211,8 +266,17 @@ class Ledger:
                         lane = building.get((open_run, flow))
                         if lane is not None:
                             lane.append(reading)
+                elif kind == "refused":
+                    refusal = unpack_body(body)
+                    if open_run is not None:
+                        self._add_gap(db, open_run, {
+                            "site": source.site, "epoch": source.epoch, "from_seq": seq, "to_seq": seq,
+                            "cause": f"refused: {refusal.get('reason')}"})
+                    refused.append((source.site, source.epoch, seq))  # only a placeholder: never kept
                 elif kind == "run_start":
-                    start = unpack_body(body)
+                    start = self._run_start(db, source, seq, body)
+                    if start is None:
+                        continue  # refused and quarantined; the readings after it are idle
                     if open_run is not None:
                         log.warning("%s: run %s started while run %s was open; closing that one as abort",
                                     source.site, start.get("run_id"), open_run)
@@ -225,7 +289,7 @@ class Ledger:
                                " VALUES (?, ?, ?, ?, ?, ?, 'open')",
                                (open_run, source.site, source.epoch, seq, json.dumps(start), stamp))
                 else:  # run_stop
-                    stop = unpack_body(body)
+                    stop = self._marker(run_stop_body, body, source, seq)
                     if open_run is None or stop.get("run_id") != open_run:
                         log.warning("%s: stop marker (seq %d) for run %s, which is not open here; ignored",
                                     source.site, seq, stop.get("run_id"))
@@ -246,11 +310,54 @@ class Ledger:
             if not self.keep_idle:
                 db.executemany("DELETE FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ?",
                                [(source.site, source.epoch, a, b) for a, b in idle])
+            db.executemany("DELETE FROM entries WHERE site=? AND epoch=? AND seq=?", refused)
             db.execute("UPDATE sources SET cursor=?, open_run=? WHERE site=? AND epoch=?",
                        (last, open_run, source.site, source.epoch))
         progress.entries += len(rows)
         progress.chunks += len(chunks)
         return source._replace(cursor=last, open_run=open_run)
+
+    def _marker(self, check: Callable[[dict[str, Any], str], dict[str, Any]], body: bytes, source: Source,
+                seq: int) -> dict[str, Any]:
+        """A stored marker's body checked again (a spool written before the contract may hold anything)."""
+        what = f"{printable(source.site, 80)} seq {seq}"
+        try:
+            return check(unpack_body(body), what)
+        except (ValueError, ProtocolError) as exc:
+            log.error("%s: %s; the marker is ignored", what, exc)
+            return {}
+
+    def _run_start(self, db: sqlite3.Connection, source: Source, seq: int, body: bytes) -> dict[str, Any] | None:
+        """The run_start at ``seq``, or None if refused: a run id is the bridge's, once.
+
+        A marker for a run id the ledger already holds with another start (a replayed or forged
+        marker; the bridge makes a new random id for every run) would attach new readings to
+        that run, finalized or not: it is refused, counted and quarantined.
+        """
+        start = self._marker(run_start_body, body, source, seq)
+        run_id = start.get("run_id")
+        if not is_run_id(run_id):
+            return None
+        held = db.execute("SELECT site, epoch, start_seq FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        if held is not None and tuple(held) != (source.site, source.epoch, seq):
+            detail = (f"run_start at seq {seq} reuses run id {run_id}, which started at seq {held[2]} of "
+                      f"{printable(held[0], 80)} epoch {held[1]}")
+            quarantine.record(db, [quarantine.bad_input(f"{source.site}/data", source.site, "run_id_reused", detail,
+                                                        body)])
+            return None
+        return start
+
+    def _add_gap(self, db: sqlite3.Connection, run_id: str, gap: dict[str, Any]) -> None:
+        """Record ``gap`` in the run's report, merged into the last one when it continues it."""
+        (gaps_json,) = db.execute("SELECT gaps FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        gaps = json.loads(gaps_json)
+        last = gaps[-1] if gaps else None
+        if (last is not None and last.get("cause") == gap["cause"] and last.get("epoch") == gap["epoch"]
+                and last.get("to_seq") == gap["from_seq"] - 1):
+            last["to_seq"] = gap["to_seq"]
+        else:
+            gaps.append(gap)
+        db.execute("UPDATE runs SET gaps=? WHERE run_id=?", (json.dumps(gaps), run_id))
 
     def _cutters(self, run_id: str | None) -> dict[str, FlowCutter]:
         if run_id is None:
@@ -292,9 +399,7 @@ class Ledger:
             gap = {"site": source.site, "epoch": source.epoch, "from_seq": first, "to_seq": last,
                    "cause": f"not received within the grace period ({self.grace:g} s)"}
             if source.open_run is not None:
-                (gaps,) = db.execute("SELECT gaps FROM runs WHERE run_id=?", (source.open_run,)).fetchone()
-                db.execute("UPDATE runs SET gaps=? WHERE run_id=?",
-                           (json.dumps([*json.loads(gaps), gap]), source.open_run))
+                self._add_gap(db, source.open_run, gap)
             db.execute("UPDATE sources SET contiguous=?, cursor=max(cursor, ?), skipped=skipped+?,"
                        " gap_since=CASE WHEN ? < max_seq THEN ? ELSE NULL END WHERE site=? AND epoch=?",
                        (contiguous, last, last - first + 1, contiguous, now, *key))
@@ -322,9 +427,35 @@ class Ledger:
 
     # ------------------------------------------------------------ delivery
 
-    def streams_to_initialize(self) -> list[StreamInfo]:
+    def fail_run(self, run_id: str, reason: str, now: float | None = None) -> float:
+        """Delivering ``run_id`` failed for a reason of its own: set it aside, try it again later.
+
+        Every other run goes on meanwhile; the failure shows in the status with its reason. A
+        later success (a confirmed chunk, the finalize) clears it. Returns the delay.
+        """
+        now = time.time() if now is None else now
+        with self._transaction() as db:
+            row = db.execute("SELECT failures FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            if row is None:
+                return 0.0
+            failures = int(row[0]) + 1
+            delay = retry_delay(failures)
+            db.execute("UPDATE runs SET failure=?, failures=?, retry_at=? WHERE run_id=?",
+                       (printable(reason, 500), failures, now + delay, run_id))
+        log.error("run %s: delivery failed (%s); set aside for %.0f s, every other run goes on",
+                  run_id, printable(reason, 300), delay)
+        return delay
+
+    def failed_runs(self) -> list[dict[str, Any]]:
+        return [{"run_id": run_id, "site": site, "reason": failure, "failures": failures, "retry_at": retry_at}
+                for run_id, site, failure, failures, retry_at in self._db.execute(
+                    "SELECT run_id, site, failure, failures, retry_at FROM runs WHERE failure IS NOT NULL"
+                    " AND state != 'finalized' ORDER BY started_at")]
+
+    def streams_to_initialize(self, now: float | None = None) -> list[StreamInfo]:
         return [self._stream(run_id) for (run_id,) in self._db.execute(
-            "SELECT run_id FROM runs WHERE data_id IS NULL ORDER BY started_at")]
+            "SELECT run_id FROM runs WHERE data_id IS NULL AND (retry_at IS NULL OR retry_at <= ?)"
+            " ORDER BY started_at", (time.time() if now is None else now,))]
 
     def _stream(self, run_id: str) -> StreamInfo:
         site, start_json, started_at = self._db.execute(
@@ -337,14 +468,15 @@ class Ledger:
 
     def set_data_id(self, run_id: str, data_id: str) -> None:
         with self._transaction() as db:
-            db.execute("UPDATE runs SET data_id=? WHERE run_id=?", (data_id, run_id))
+            db.execute("UPDATE runs SET data_id=?, failure=NULL, retry_at=NULL WHERE run_id=?", (data_id, run_id))
 
-    def pending_chunks(self, limit: int = 200) -> list[PendingChunk]:
+    def pending_chunks(self, limit: int = 200, now: float | None = None) -> list[PendingChunk]:
         """Unconfirmed chunks of initialized streams, oldest run first, in seq order within a run."""
         return [PendingChunk(*row) for row in self._db.execute(
             "SELECT c.run_id, r.site, r.epoch, r.data_id, c.flow, c.chunk_index, c.first_seq, c.last_seq"
             " FROM chunks c JOIN runs r ON r.run_id = c.run_id"
-            " WHERE c.confirmed=0 AND r.data_id IS NOT NULL ORDER BY r.started_at, c.first_seq LIMIT ?", (limit,))]
+            " WHERE c.confirmed=0 AND r.data_id IS NOT NULL AND (r.retry_at IS NULL OR r.retry_at <= ?)"
+            " ORDER BY r.started_at, c.first_seq LIMIT ?", (time.time() if now is None else now, limit))]
 
     def backlog(self) -> int:
         (n,) = self._db.execute("SELECT count(*) FROM chunks WHERE confirmed=0").fetchone()
@@ -406,6 +538,8 @@ class Ledger:
                            [(c.run_id, c.flow, c.chunk_index) for c in chunks])
             db.executemany("DELETE FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ? AND flow=?",
                            [(c.site, c.epoch, c.first_seq, c.last_seq, c.flow) for c in chunks])
+            db.executemany("UPDATE runs SET failure=NULL, retry_at=NULL WHERE run_id=? AND failure IS NOT NULL",
+                           [(run_id,) for run_id in {c.run_id for c in chunks}])
 
     def count_retry(self, run_id: str) -> None:
         with self._transaction() as db:
@@ -413,12 +547,12 @@ class Ledger:
 
     # ------------------------------------------------------------ finalize
 
-    def runs_to_finalize(self) -> list[str]:
+    def runs_to_finalize(self, now: float | None = None) -> list[str]:
         """Runs whose stop is processed, whose stream exists and whose chunks are all confirmed (or finalizing)."""
         return [run_id for (run_id,) in self._db.execute(
-            "SELECT run_id FROM runs r WHERE (state='stopped' AND data_id IS NOT NULL AND NOT EXISTS"
-            " (SELECT 1 FROM chunks c WHERE c.run_id=r.run_id AND c.confirmed=0)) OR state='finalizing'"
-            " ORDER BY started_at")]
+            "SELECT run_id FROM runs r WHERE ((state='stopped' AND data_id IS NOT NULL AND NOT EXISTS"
+            " (SELECT 1 FROM chunks c WHERE c.run_id=r.run_id AND c.confirmed=0)) OR state='finalizing')"
+            " AND (retry_at IS NULL OR retry_at <= ?) ORDER BY started_at", (time.time() if now is None else now,))]
 
     def begin_finalize(self, run_id: str, clock: dict[str, Any], now: float | None = None) -> dict[str, Any]:
         """Freeze the run's manifest (state ``finalizing``) and return it; a repeat returns the same one."""
@@ -438,7 +572,7 @@ class Ledger:
         with self._transaction() as db:
             site, epoch, start_seq, stop_seq = db.execute(
                 "SELECT site, epoch, start_seq, stop_seq FROM runs WHERE run_id=?", (run_id,)).fetchone()
-            db.execute("UPDATE runs SET state='finalized' WHERE run_id=?", (run_id,))
+            db.execute("UPDATE runs SET state='finalized', failure=NULL, retry_at=NULL WHERE run_id=?", (run_id,))
             db.execute("DELETE FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ?",
                        (site, epoch, start_seq, stop_seq))
             db.execute("DELETE FROM chunks WHERE run_id=?", (run_id,))
@@ -497,6 +631,13 @@ class Ledger:
         (held,) = self._db.execute("SELECT count(*) FROM entries WHERE site=? AND epoch=? AND seq>?",
                                    (source.site, source.epoch, source.contiguous)).fetchone()
         return int(source.max_seq - source.contiguous - held)
+
+    def bad_counts(self) -> dict[str, dict[str, int]]:
+        """Refused messages and entries, ``{site: {reason: count}}`` (bridge/uploader/quarantine.py)."""
+        return quarantine.counts(self._db)
+
+    def quarantined(self, limit: int = quarantine.KEEP) -> list[dict[str, Any]]:
+        return quarantine.listing(self._db, limit)
 
     def site_of(self, run_id: str) -> str:
         (site,) = self._db.execute("SELECT site FROM runs WHERE run_id=?", (run_id,)).fetchone()

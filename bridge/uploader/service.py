@@ -31,15 +31,43 @@ from typing import Any
 
 from bridge.config import Config
 from bridge.crashpoints import crash_point
-from bridge.errors import BridgeError, ProtocolError
+from bridge.errors import BridgeError
+from bridge.names import check_site, printable
 from bridge.publish import codec
-from bridge.publish.topics import Topics, uploader_status
+from bridge.publish.topics import Topics, site_level, uploader_status
 from bridge.uploader.ledger import Ledger, PendingChunk
-from bridge.uploader.sinks.base import Sink, SinkError, SinkRejected
-from bridge.uploader.spool import Spool, SpoolError
+from bridge.uploader.quarantine import BadInput, bad_input
+from bridge.uploader.sinks.base import RunRejected, Sink, SinkError, SinkRejected
+from bridge.uploader.spool import Intake, Spool, SpoolError
 from bridge.uploader.subscriber import Message, Subscriber
 
 log = logging.getLogger("bridge.uploader")
+
+#: a bridge's retained status larger than this is refused (a real one is about 2 KiB)
+STATUS_MAX = 256 * 1024
+
+
+def _affects_the_target(exc: BaseException) -> bool:
+    """Whether a sink error is the target's as a whole (down, overloaded, our key refused), not one run's.
+
+    Those pause every run (the service's backoff); anything else (a 4xx about this run's data,
+    a bug met by one run's chunks) sets that run aside alone (docs/security.md).
+    """
+    if not isinstance(exc, SinkError):
+        return False
+    if not isinstance(exc, SinkRejected):
+        return True  # SinkUnavailable: network, 5xx, 429...
+    if isinstance(exc, RunRejected):
+        return False
+    return exc.status is None or exc.status in (401, 403, 407)
+
+
+def _repack(entry: Any) -> bytes:
+    """A refused entry as msgpack again, for its quarantined copy."""
+    try:
+        return codec.pack(entry)
+    except (TypeError, ValueError, OverflowError):
+        return printable(repr(entry), 4096).encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +85,10 @@ class UploaderSettings:
     confirm_rows: int = 100
     #: chunks pushed at once: the sink's round trips (an fsync, an HTTP request) overlap
     upload_workers: int = 4
+    #: seconds ``stop()`` takes at most (SIGTERM: systemd and Docker kill after 10 s), and of them
+    #: the grace a push in flight gets to finish before the sink aborts it
+    stop_timeout: float = 8.0
+    stop_grace: float = 1.0
 
 
 def make_sink(config: Config) -> Sink:
@@ -99,8 +131,6 @@ class UploaderService:
         self._clock: dict[str, dict[str, Any]] = {}
         #: the last failure to write the spool (disk full, I/O error); None once an intake commit succeeds
         self.spool_error: str | None = None
-        self.bad_messages = 0
-        self.last_bad_message: str | None = None
         self.last_upload_error: str | None = None
         self.sink_alarm = False
         self.epoch_changes: list[dict[str, Any]] = []
@@ -115,7 +145,10 @@ class UploaderService:
         for source in self.ledger.sources():
             self._acked[(source.site, source.epoch)] = source.contiguous
         self.subscriber.start()
-        for name, target in (("intake", self._intake_loop), ("delivery", self._delivery_loop)):
+        self._status_at = time.monotonic()
+        self._status_lock = threading.Lock()
+        for name, target in (("intake", self._intake_loop), ("delivery", self._delivery_loop),
+                             ("status", self._status_loop)):
             thread = threading.Thread(target=self._guarded_loop, args=(name, target), name=f"uploader-{name}",
                                       daemon=True)
             thread.start()
@@ -123,15 +156,33 @@ class UploaderService:
         log.info("uploader subscribed to %s/+/data; sink %s", self.prefix, self.sink.kind)
 
     def stop(self) -> None:
+        """Stop within ``stop_timeout`` seconds, whatever the sink is doing.
+
+        The workers get ``stop_grace`` to finish; then the sink is closed, which aborts any
+        request still in flight (an endpoint dripping its answer) so the push returns at once, and
+        the workers are waited for until the bound. One that still runs (a name lookup that hangs)
+        is left behind with the databases open under it rather than closed under its feet: what is
+        unconfirmed stays in the spool either way, and SQLite keeps the files consistent."""
+        until = time.monotonic() + self.settings.stop_timeout
         self._stop.set()
         self._wake.set()
-        for thread in self._threads:
-            thread.join(timeout=30)
-        self.subscriber.stop(last_words=(self.status_topic, self._status_json("offline")))
-        self._pool.shutdown()
+        self._join(min(until, time.monotonic() + self.settings.stop_grace))
         self.sink.close()
+        left = self._join(until - 2.5)  # the offline status below waits up to 2 s for its PUBACK
+        self._pool.shutdown(wait=False, cancel_futures=True)
+        self.subscriber.stop(last_words=(self.status_topic, self._status_json("offline")))
+        if left:
+            log.warning("uploader stopped with %s still running; the spool keeps what it holds",
+                        ", ".join(t.name for t in left))
+            return
         self.ledger.close()
         self.spool.close()
+
+    def _join(self, until: float) -> list[threading.Thread]:
+        """Wait for the worker threads until ``until`` (monotonic); return those still running."""
+        for thread in self._threads:
+            thread.join(timeout=max(0.0, until - time.monotonic()))
+        return [thread for thread in self._threads if thread.is_alive()]
 
     def _guarded_loop(self, name: str, loop: Callable[[], None]) -> None:
         """A worker that survives anything one step throws: it logs, waits and goes on."""
@@ -171,20 +222,16 @@ class UploaderService:
             self._stop.wait(1.0)
         if self._stop.is_set():
             return  # not acked: the broker redelivers them to the next session
-        batches = []
+        batches: list[codec.Batch] = []
+        bad: list[BadInput] = []
         for message in messages:
             if message.topic.endswith("/status"):
-                self._note_bridge_status(message)
+                self._note_bridge_status(message, bad)
                 continue
-            try:
-                batches.append(codec.decode_batch(message.payload))
-            except ProtocolError as exc:
-                # acked at the MQTT level (it will never decode) but not covered by an app ack:
-                # the entries stay in the bridge's outbox
-                self.bad_messages += 1
-                self.last_bad_message = f"{message.topic}: {exc}"
-                log.error("refused a message on %s: %s", message.topic, exc)
-        intake = self.spool.commit(batches)
+            batch = self._decode(message, bad)
+            if batch is not None:
+                batches.append(batch)
+        intake = self._commit(batches, bad)
         self.spool_error = None
         crash_point("spool.after_commit")
         for message in messages:
@@ -196,6 +243,59 @@ class UploaderService:
             self._ack(site, epoch, contiguous)
         if intake.stored:
             self._wake.set()
+
+    def _decode(self, message: Message, bad: list[BadInput]) -> codec.Batch | None:
+        """The message's batch, checked against the wire contract; None (and a quarantine record) if refused.
+
+        A refused message is still PUBACKed with its group: held back it would come again after
+        every reconnect and fill the broker's in-flight window, starving every other site.
+        """
+        site = message.topic
+        try:
+            site = site_level(message.topic, self.prefix, "data")
+            check_site(site)
+            batch = codec.decode_batch(message.payload, site)
+        except codec.BadMessage as exc:
+            bad.append(bad_input(message.topic, site, exc.reason, str(exc), message.payload))
+            return None
+        except ValueError as exc:  # the topic's site level is not a valid site name
+            bad.append(bad_input(message.topic, site, "bad_site", str(exc), message.payload))
+            return None
+        except Exception as exc:  # nothing one message holds may stop the intake
+            bad.append(bad_input(message.topic, site, "undecodable", f"{type(exc).__name__}: {exc}", message.payload))
+            return None
+        for refused in batch.refused:
+            bad.append(bad_input(message.topic, site, refused.reason, refused.detail, _repack(refused.entry)))
+        return batch
+
+    def _commit(self, batches: list[codec.Batch], bad: list[BadInput]) -> Intake:
+        """One transaction for the group; if the data (not the disk) makes it fail, one per batch.
+
+        A batch that SQLite itself refuses (a value the contract let through but the database
+        cannot hold) is quarantined; the rest of the group is stored as usual.
+        """
+        try:
+            return self.spool.commit(batches, bad=bad)
+        except SpoolError as exc:
+            if not exc.data_error:
+                raise
+            log.error("the spool refused a group of %d messages (%s); storing them one by one", len(batches), exc)
+        total = Intake()
+        for batch in batches:
+            try:
+                one = self.spool.commit([batch])
+            except SpoolError as exc:
+                if not exc.data_error:
+                    raise
+                bad.append(bad_input(f"{self.prefix}/{batch.site}/data", batch.site, "spool_refused", str(exc),
+                                     b""))
+                continue
+            total.contiguous.update(one.contiguous)
+            total.stored += one.stored
+            total.duplicates += one.duplicates
+            total.new_sources.extend(one.new_sources)
+        self.spool.commit([], bad=bad)
+        return total
 
     def _ack(self, site: str, epoch: str, contiguous: int) -> None:
         with self._lock:
@@ -215,16 +315,26 @@ class UploaderService:
         for (site, epoch), seq in acked.items():
             self._publish_ack(site, epoch, seq)
 
-    def _note_bridge_status(self, message: Message) -> None:
-        site = message.topic[len(self.prefix) + 1:-len("/status")]
+    def _note_bridge_status(self, message: Message, bad: list[BadInput]) -> None:
+        """Keep a bridge's clock-sync state from its retained status (for the runs' reports)."""
+        if message.topic == self.status_topic:
+            return  # our own retained status, matched by {prefix}/+/status
+        site = message.topic
         try:
+            site = check_site(site_level(message.topic, self.prefix, "status"))
+            if len(message.payload) > STATUS_MAX:
+                raise ValueError(f"status of {len(message.payload)} bytes; at most {STATUS_MAX} are accepted")
             status = json.loads(message.payload)
+            if not isinstance(status, dict):
+                raise ValueError(f"status must be a JSON object, got {type(status).__name__}")
             clock = status.get("clock")
-        except (ValueError, AttributeError):
+            synchronized = clock.get("ntp_synchronized") if isinstance(clock, dict) else None
+        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested deeper than Python recurses
+            bad.append(bad_input(message.topic, site, "bad_status", f"{type(exc).__name__}: {exc}", message.payload))
             return
-        if isinstance(clock, dict):
+        if isinstance(synchronized, bool) or synchronized is None:
             with self._lock:
-                self._clock[site] = clock
+                self._clock[site] = {"ntp_synchronized": synchronized}
 
     def _note_new_epoch(self, site: str, epoch: str) -> None:
         older = [e for e in self.spool.epochs(site) if e != epoch]
@@ -276,9 +386,13 @@ class UploaderService:
         """One round: initialize new streams, push pending chunks, finalize finished runs. True if it did anything."""
         busy = False
         for stream in self.ledger.streams_to_initialize():
-            data_id = self.sink.initialize(stream)
+            try:
+                data_id = self.sink.initialize(stream)
+            except Exception as exc:
+                self._run_failed(stream.run_id, exc)
+                continue
             self.ledger.set_data_id(stream.run_id, data_id)
-            log.info("run %s (%s): stream %s initialized", stream.run_id, stream.stream_name, data_id)
+            log.info("run %s (%s): stream %s initialized", stream.run_id, printable(stream.stream_name, 200), data_id)
             busy = True
         pending = self.ledger.pending_chunks()
         failure: SinkError | None = None
@@ -287,46 +401,90 @@ class UploaderService:
             # once a push fails, the rest of the group is not sent: the target is down or asked for
             # a pause (Retry-After), and the service's backoff decides when to knock again
             halt = threading.Event()
-            outcomes = list(self._pool.map(self._push, group, self.ledger.chunks(group), itertools.repeat(halt)))
+            outcomes = list(self._pool.map(self._push, group, self._bodies(group), itertools.repeat(halt)))
             confirmed = [chunk for chunk, outcome in zip(group, outcomes, strict=True) if outcome is None]
             self.ledger.confirm(confirmed)
             self.chunks_confirmed += len(confirmed)
             failures = [(chunk, outcome) for chunk, outcome in zip(group, outcomes, strict=True)
-                        if isinstance(outcome, SinkError)]
-            if failures:
-                for chunk, _ in failures:
+                        if isinstance(outcome, Exception)]
+            for chunk, outcome in failures:
+                if _affects_the_target(outcome):
                     self.ledger.count_retry(chunk.run_id)
-                failure = failures[0][1]
+                    failure = failure or outcome  # type: ignore[assignment]  # _affects_the_target: a SinkError
+                else:
+                    self._run_failed(chunk.run_id, outcome)
+            if failure is not None:
                 break
         if failure is not None:
             raise failure
         busy = busy or bool(pending)
         for run_id in self.ledger.runs_to_finalize():
-            with self._lock:
-                clock = self._clock.get(self.ledger.site_of(run_id), {})
-            manifest = self.ledger.begin_finalize(run_id, {"ntp_synchronized": clock.get("ntp_synchronized")})
-            crash_point("finalize.before_sink")
-            self.sink.finalize(manifest["data_id"], manifest)
-            crash_point("finalize.after_sink")
-            self.ledger.end_finalize(run_id)
-            self.finalized.append(run_id)
-            report = manifest["report"]
-            log.info("run %s (%s) finalized: %d readings (%d bad quality), %d chunks, %d retries, %s",
-                     run_id, manifest["stream_name"], report["readings"], report["bad_quality"], report["chunks"],
-                     report["retries"], "complete" if report["complete"] else f"{len(manifest['gaps'])} gaps")
+            try:
+                self._finalize(run_id)
+            except Exception as exc:
+                self._run_failed(run_id, exc)
             busy = True
         return busy
 
-    def _push(self, chunk: PendingChunk, body: dict[str, Any], halt: threading.Event) -> SinkError | bool | None:
+    def _finalize(self, run_id: str) -> None:
+        with self._lock:
+            clock = self._clock.get(self.ledger.site_of(run_id), {})
+        manifest = self.ledger.begin_finalize(run_id, {"ntp_synchronized": clock.get("ntp_synchronized")})
+        crash_point("finalize.before_sink")
+        self.sink.finalize(manifest["data_id"], manifest)
+        crash_point("finalize.after_sink")
+        self.ledger.end_finalize(run_id)
+        self.finalized.append(run_id)
+        report = manifest["report"]
+        log.info("run %s (%s) finalized: %d readings (%d bad quality), %d chunks, %d retries, %s",
+                 run_id, printable(manifest["stream_name"], 200), report["readings"], report["bad_quality"],
+                 report["chunks"], report["retries"],
+                 "complete" if report["complete"] else f"{len(manifest['gaps'])} gaps")
+
+    def _bodies(self, group: list[PendingChunk]) -> list[dict[str, Any] | Exception]:
+        """The chunks' bodies; if building them fails, each on its own, so one bad run fails alone."""
+        try:
+            return list(self.ledger.chunks(group))
+        except SpoolError:
+            raise
+        except Exception:
+            pass
+        bodies: list[dict[str, Any] | Exception] = []
+        for chunk in group:
+            try:
+                bodies.append(self.ledger.chunk(chunk))
+            except SpoolError:
+                raise
+            except Exception as exc:
+                bodies.append(exc)
+        return bodies
+
+    def _run_failed(self, run_id: str, exc: Exception) -> None:
+        """One run's delivery failed for a reason of its own: set it aside; every other run goes on."""
+        if isinstance(exc, SpoolError):
+            raise exc
+        if _affects_the_target(exc):
+            raise exc  # the target is down or refuses us all: the service's backoff, for every run
+        reason = f"{type(exc).__name__}: {exc}"
+        self.last_upload_error = printable(f"run {run_id}: {reason}", 500)
+        if not isinstance(exc, SinkError):
+            log.error("run %s: unexpected failure while delivering it", run_id, exc_info=exc)
+        self.ledger.fail_run(run_id, reason)
+
+    def _push(self, chunk: PendingChunk, body: dict[str, Any] | Exception,
+              halt: threading.Event) -> Exception | bool | None:
         """Push one chunk (in a pool thread): None once the sink confirmed it, the error if it failed,
         False if it was not sent because another push of its group failed (``halt``)."""
+        if isinstance(body, Exception):
+            return body
         if halt.is_set():
             return False
         crash_point("upload.before_push")
         try:
             self.sink.push_chunk(chunk.data_id, chunk.flow, body)
-        except SinkError as exc:
-            halt.set()
+        except Exception as exc:
+            if _affects_the_target(exc):
+                halt.set()
             return exc
         crash_point("upload.after_push")
         return None
@@ -335,17 +493,25 @@ class UploaderService:
 
     def status(self) -> dict[str, Any]:
         sources = self.ledger.sources()
+        bad = self.ledger.bad_counts()
+        last_bad = self.ledger.quarantined(1)
+        failed_runs = self.ledger.failed_runs()
         return {
             "spool": {
                 "depth": self.ledger.held(), "alarm": self.spool.full, "error": self.spool_error,
                 "sources": [{"site": s.site, "epoch": s.epoch, "contiguous": s.contiguous, "max_seq": s.max_seq,
                              "missing": self.ledger.missing(s), "open_run": s.open_run} for s in sources],
                 "epoch_changes": self.epoch_changes[-10:],
-                "bad_messages": self.bad_messages, "last_bad_message": self.last_bad_message,
+                "bad_messages": sum(n for reasons in bad.values() for n in reasons.values()),
+                "last_bad_message": last_bad[0]["detail"] if last_bad else None,
             },
+            "bad_messages": bad,
+            "runs_failed": failed_runs,
+            "sources_failed": [{"site": site, "epoch": epoch, "reason": f.reason, "since": f.since,
+                                "failures": f.failures} for (site, epoch), f in self.ledger.failed_sources.items()],
             "runs_open": self.ledger.open_runs(),
             "sinks": {self.sink.kind: {"backlog": self.ledger.backlog(), "alarm": self.sink_alarm,
-                                       "last_error": self.last_upload_error}},
+                                       "last_error": self.last_upload_error, **self._sink_warning()}},
             "last_upload_error": self.last_upload_error,
             "finalized": len(self.finalized),
             "mqtt": {"connected": self.subscriber.connected.is_set(),
@@ -360,6 +526,37 @@ class UploaderService:
         return json.dumps(body).encode()
 
     def _publish_status(self) -> None:
-        self.last_status = self.status()
-        if self.subscriber.connected.is_set():
-            self.subscriber.publish(self.status_topic, self._status_json("online", self.last_status), retain=True)
+        status = self.status()
+        with self._status_lock:
+            self.last_status = status
+            if self.subscriber.connected.is_set():
+                self.subscriber.publish(self.status_topic, self._status_json("online", status), retain=True)
+            self._status_at = time.monotonic()
+
+    def _sink_warning(self) -> dict[str, str]:
+        """``{"warning": ...}`` while the sink reports a standing condition (a plain-http endpoint), else nothing."""
+        warning = getattr(self.sink, "warning", None)
+        return {"warning": warning} if isinstance(warning, str) and warning else {}
+
+    def _status_loop(self) -> None:
+        """Keep the retained status fresh while the delivery thread is held up in a slow sink call.
+
+        The delivery thread builds the status (it alone reads the ledger). When its last one is
+        older than one and a half intervals, this republishes it with the time and the live fields
+        (the sink's alarm and error, MQTT) brought up to date, and ``delivery_busy_s``: how long the
+        delivery thread has been in its current step, so how old the ledger's figures are."""
+        interval = self.settings.status_interval
+        while not self._stop.wait(interval / 2):
+            with self._status_lock:
+                busy = time.monotonic() - self._status_at
+                if busy < interval * 1.5 or not self.last_status or not self.subscriber.connected.is_set():
+                    continue
+                status = dict(self.last_status)
+                status["sinks"] = {kind: {**sink, "alarm": self.sink_alarm, "last_error": self.last_upload_error,
+                                          **self._sink_warning()}
+                                   for kind, sink in status.get("sinks", {}).items()}
+                status["last_upload_error"] = self.last_upload_error
+                status["mqtt"] = {"connected": True, "callback_errors": self.subscriber.callback_errors.count,
+                                  "loop_restarts": self.subscriber.loop_restarts}
+                status["delivery_busy_s"] = round(busy, 1)
+                self.subscriber.publish(self.status_topic, self._status_json("online", status), retain=True)

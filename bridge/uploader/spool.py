@@ -32,6 +32,8 @@ from bridge.crashpoints import crash_point
 from bridge.durable import connect_durable, lock_exclusively
 from bridge.errors import BridgeError
 from bridge.publish.codec import Batch, pack
+from bridge.uploader import quarantine
+from bridge.uploader.quarantine import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +62,7 @@ SCHEMA: Final = (
     " first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, points INTEGER NOT NULL,"
     " confirmed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, flow, chunk_index)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS chunks_pending ON chunks (confirmed, run_id, first_seq)",
+    *quarantine.SCHEMA,
 )
 
 
@@ -68,10 +71,23 @@ def _migrate(db: sqlite3.Connection) -> None:
     columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
     if "poll" not in columns:  # the poll mark (docs/payload.md ``p``), added after format 1 shipped
         db.execute("ALTER TABLE entries ADD COLUMN poll REAL")
+    # a run whose delivery failed: why, when it is tried again, how often it failed (docs/security.md)
+    run_columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
+    for column, kind in (("failure", "TEXT"), ("retry_at", "REAL"), ("failures", "INTEGER NOT NULL DEFAULT 0")):
+        if column not in run_columns:
+            db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
 
 class SpoolError(BridgeError):
-    """The spool cannot be opened or cannot commit (disk full, I/O error, already in use)."""
+    """The spool cannot be opened or cannot commit (disk full, I/O error, already in use).
+
+    ``data_error`` is true when the data, not the disk, was the cause (a value SQLite cannot
+    store): retrying the same messages would fail forever, so they are quarantined instead.
+    """
+
+    def __init__(self, message: str, *, data_error: bool = False) -> None:
+        super().__init__(message)
+        self.data_error = data_error
 
 
 def open_spool_db(state_dir: Path) -> sqlite3.Connection:
@@ -125,17 +141,24 @@ class Spool:
         (self._held,) = self._db.execute("SELECT count(*) FROM entries").fetchone()
         return self.held
 
-    def commit(self, batches: Iterable[Batch], now: float | None = None) -> Intake:
-        """Store the batches' new entries in one durable transaction; duplicates are dropped."""
+    def commit(self, batches: Iterable[Batch], now: float | None = None, bad: list[BadInput] | None = None) -> Intake:
+        """Store the batches' new entries in one durable transaction; duplicates are dropped.
+
+        Entries the contract refused (``Batch.refused``) whose seq is known are held as
+        ``refused`` placeholders, so the source's log moves on past them and the run's report
+        names them; ``bad`` (refused messages and entries) is quarantined in the same transaction.
+        """
         now = time.time() if now is None else now
         intake = Intake()
         db = self._db
         with self._write_lock:
-            return self._commit(db, batches, now, intake)
+            return self._commit(db, batches, now, intake, bad or [])
 
-    def _commit(self, db: sqlite3.Connection, batches: Iterable[Batch], now: float, intake: Intake) -> Intake:
+    def _commit(self, db: sqlite3.Connection, batches: Iterable[Batch], now: float, intake: Intake,
+                bad: list[BadInput]) -> Intake:
         try:
             db.execute("BEGIN IMMEDIATE")
+            quarantine.record(db, bad, now)
             sources: dict[tuple[str, str], list[int]] = {}  # contiguous, max_seq, duplicates
             duplicates_before = 0
             for batch in batches:
@@ -164,6 +187,10 @@ class Spool:
                     else:
                         rows.append((batch.site, batch.epoch, e.seq, e.kind, e.time, None, None, None, None, None,
                                      None, None, pack(e.body), None))
+                for r in batch.refused:
+                    if r.seq is not None and r.seq > contiguous:
+                        rows.append((batch.site, batch.epoch, r.seq, "refused", now, None, None, None, None, None,
+                                     None, None, pack({"reason": r.reason, "detail": r.detail[:1000]}), None))
                 if rows:
                     before = db.total_changes
                     db.executemany("INSERT OR IGNORE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
@@ -184,10 +211,12 @@ class Spool:
                 intake.contiguous[key] = contiguous
             crash_point("spool.before_commit")
             db.execute("COMMIT")
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError, ValueError, TypeError) as exc:
             if db.in_transaction:
                 db.execute("ROLLBACK")
-            raise SpoolError(f"cannot commit to the spool {self.path}: {exc}") from exc
+            # OperationalError is the disk's (full, I/O, locked); anything else is the data's
+            raise SpoolError(f"cannot commit to the spool {self.path}: {exc}",
+                             data_error=not isinstance(exc, sqlite3.OperationalError)) from exc
         self._held += intake.stored
         intake.duplicates = sum(state[2] for state in sources.values()) - duplicates_before
         return intake

@@ -48,7 +48,7 @@ class AckingSubscriber:
             with self.lock:
                 self.retained[message.topic] = bytes(message.payload)
             return
-        batch = codec.decode_batch(bytes(message.payload))
+        batch = codec.decode_batch(bytes(message.payload), message.topic.split("/")[-2])
         with self.lock:
             self.epoch = batch.epoch
             for entry in batch.entries:

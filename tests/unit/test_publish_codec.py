@@ -24,12 +24,16 @@ GAUGE = Reading("main_gauge", "p1", 1.2345678901234e-7, Quality.OK, 1_763_700_00
 OFF = Reading("main_gauge", "p2", None, Quality.SENSOR_OFF, 1_763_700_000.5, "mbar", "gauge switched off")
 
 
+RUN = "3921b9fd" * 4
+
+
 def entries() -> list[LogEntry]:
     return [
-        LogEntry(41, "run_start", 1_763_700_000.0, {"run_id": "r1", "stream_name": "GaN-17", "tags": ["a"]}),
+        LogEntry(41, "run_start", 1_763_700_000.0, {"run_id": RUN, "stream_name": "GaN-17", "physical_sample": None,
+                                                    "synth_source_id": None, "project_id": None, "tags": ["a"]}),
         LogEntry(42, "reading", GAUGE.timestamp, codec.reading_body(GAUGE)),
         LogEntry(43, "reading", OFF.timestamp, codec.reading_body(OFF)),
-        LogEntry(44, "run_stop", 1_763_700_001.0, {"run_id": "r1", "exit_status": "success", "last_seq": 43}),
+        LogEntry(44, "run_stop", 1_763_700_001.0, {"run_id": RUN, "exit_status": "success", "last_seq": 43}),
     ]
 
 
@@ -94,8 +98,8 @@ def test_batch_layout_is_the_documented_one() -> None:
 
 
 def test_batches_round_trip_in_seq_order() -> None:
-    batch = codec.decode_batch(codec.encode_batch("chamber-a", "ab12", entries()))
-    assert (batch.site, batch.epoch) == ("chamber-a", "ab12")
+    batch = codec.decode_batch(codec.encode_batch("chamber-a", "ab12", entries()), "chamber-a")
+    assert (batch.site, batch.epoch, batch.refused) == ("chamber-a", "ab12", ())
     assert list(batch.entries) == entries()
     assert [codec.reading_from_body(e.body) for e in batch.entries if e.kind == "reading"] == [GAUGE, OFF]
 
@@ -104,8 +108,15 @@ def test_unknown_keys_are_ignored_so_optional_keys_need_no_new_version() -> None
     raw = msgpack.unpackb(codec.encode_batch("chamber-a", "ab12", entries()[1:2]))
     raw["compressed"] = False
     raw["entries"][0][3]["x"] = "new optional key"
-    batch = codec.decode_batch(packed(raw))
+    batch = codec.decode_batch(packed(raw), "chamber-a")
     assert codec.reading_from_body(batch.entries[0].body) == GAUGE
+
+
+def test_unknown_marker_keys_are_dropped_so_metadata_stays_bounded() -> None:
+    raw = msgpack.unpackb(codec.encode_batch("chamber-a", "ab12", entries()[:1]))
+    raw["entries"][0][3]["blob"] = b"x" * 100_000
+    (start,) = codec.decode_batch(packed(raw), "chamber-a").entries
+    assert start.body == entries()[0].body
 
 
 def _batch_with(**change: Any) -> bytes:
@@ -115,32 +126,87 @@ def _batch_with(**change: Any) -> bytes:
 
 
 @pytest.mark.parametrize(
-    ("data", "message"),
+    ("data", "reason", "message"),
     [
-        (_batch_with(v=2), "batch: payload version 2 is not supported (this codec reads 1)"),
-        (_batch_with(v=...), "batch: missing key 'v'"),
-        (_batch_with(v="1"), "batch: key 'v' must be an integer, got '1'"),
-        (_batch_with(site=...), "batch: missing key 'site'"),
-        (_batch_with(epoch=...), "batch: missing key 'epoch'"),
-        (_batch_with(entries=...), "batch: missing key 'entries'"),
-        (_batch_with(entries={}), "batch: key 'entries' must be an array, got {}"),
-        (_batch_with(entries=[[1, "reading", 1.0]]),
-         "batch entry 0: expected [seq, kind, time, body], got [1, 'reading', 1.0]"),
-        (_batch_with(entries=[[1, "reading", 1.0, {}], [0, "reading", 1.0, {}]]),
-         "batch entry 1: key 'seq' must be an integer >= 1, got 0"),
-        (_batch_with(entries=[[True, "reading", 1.0, {}]]),
-         "batch entry 0: key 'seq' must be an integer >= 1, got True"),
-        (_batch_with(entries=[[1, "sample", 1.0, {}]]),
-         "batch entry 0: kind 'sample' is not one of reading, run_start, run_stop"),
-        (_batch_with(entries=[[1, "reading", None, {}]]), "batch entry 0: key 'time' must be a number, got None"),
-        (_batch_with(entries=[[1, "reading", 1.0, []]]), "batch entry 0: key 'body' must be a map, got []"),
-        (packed([1, 2]), "batch: expected a map, got list"),
+        (_batch_with(v=2), "bad_envelope", "batch: payload version 2 is not supported (this codec reads 1)"),
+        (_batch_with(v=...), "bad_envelope", "batch: missing key 'v'"),
+        (_batch_with(v="1"), "bad_envelope", "batch: key 'v' must be an integer, got '1'"),
+        (_batch_with(site=...), "bad_envelope", "batch: missing key 'site'"),
+        (_batch_with(epoch=...), "bad_envelope", "batch: missing key 'epoch'"),
+        (_batch_with(entries=...), "bad_envelope", "batch: missing key 'entries'"),
+        (_batch_with(entries={}), "bad_envelope", "batch: key 'entries' must be an array, got {}"),
+        (packed([1, 2]), "bad_envelope", "batch: expected a map, got list"),
+        (_batch_with(site="other"), "site_mismatch", "batch on the topic of site 's' says it is from 'other'"),
+        (_batch_with(epoch="../x"), "bad_epoch", "batch: epoch '../x' is not a valid name"),
+        (_batch_with(entries=[[]] * (codec.MAX_BATCH_ENTRIES + 1)), "too_large",
+         f"batch: {codec.MAX_BATCH_ENTRIES + 1} entries; at most {codec.MAX_BATCH_ENTRIES} are accepted"),
+        (b"\xc1\x00", "not_msgpack", None),
     ],
 )
-def test_bad_batches_name_what_is_wrong(data: bytes, message: str) -> None:
-    with pytest.raises(ProtocolError) as info:
-        codec.decode_batch(data)
-    assert str(info.value) == message
+def test_bad_batches_are_refused_whole_naming_why(data: bytes, reason: str, message: str | None) -> None:
+    with pytest.raises(codec.BadMessage) as info:
+        codec.decode_batch(data, "s")
+    assert info.value.reason == reason
+    if message is not None:
+        assert str(info.value) == message
+
+
+def test_an_oversized_message_is_refused_before_it_is_decoded() -> None:
+    with pytest.raises(codec.BadMessage, match="at most") as info:
+        codec.decode_batch(b"\x00" * (codec.MAX_MESSAGE_BYTES + 1), "s")
+    assert info.value.reason == "too_large"
+
+
+def _reading(**change: Any) -> dict[str, Any]:
+    return without_ellipsis({**codec.reading_body(GAUGE), **change})
+
+
+T = 1_763_700_000.0
+
+
+@pytest.mark.parametrize(
+    ("entry", "seq", "reason", "fragment"),
+    [
+        ([1, "reading", 1.0], None, "bad_entry", "expected [seq, kind, time, body]"),
+        ([0, "reading", T, _reading()], None, "bad_seq", "seq must be an integer 1..2**63-1, got 0"),
+        ([True, "reading", T, _reading()], None, "bad_seq", "got True"),
+        ([2**63, "reading", T, _reading()], None, "bad_seq", "got 9223372036854775808"),
+        ([5, "sample", T, {}], 5, "bad_kind", "kind 'sample' is not one of reading, run_start, run_stop"),
+        ([5, "reading", None, _reading()], 5, "bad_time", "got None"),
+        ([5, "reading", float("nan"), _reading()], 5, "bad_time", "got nan"),
+        ([5, "reading", 1e300, _reading()], 5, "bad_time", "got 1e+300"),
+        ([5, "reading", T, []], 5, "bad_entry", "body must be a map"),
+        ([5, "reading", T, _reading(i=["x"])], 5, "bad_reading", "instrument (i)"),
+        ([5, "reading", T, _reading(i="../..")], 5, "bad_reading", "instrument (i)"),
+        ([5, "reading", T, _reading(c="p1\x1b[31m")], 5, "bad_reading", "\\x1b"),
+        ([5, "reading", T, _reading(u="mbar\n")], 5, "bad_reading", "units (u)"),
+        ([5, "reading", T, _reading(q="fine")], 5, "bad_reading", "quality (q) 'fine'"),
+        ([5, "reading", T, _reading(v=None)], 5, "bad_reading", "needs a finite number"),
+        ([5, "reading", T, _reading(v=float("inf"))], 5, "bad_reading", "needs a finite number"),
+        ([5, "reading", T, _reading(q="sensor_off")], 5, "bad_reading", "must not carry a value"),
+        ([5, "reading", T, _reading(t=float("nan"))], 5, "bad_reading", "timestamp (t)"),
+        ([5, "reading", T, _reading(p=-1.0)], 5, "bad_reading", "poll mark (p)"),
+        ([5, "reading", T, _reading(d="x" * 501)], 5, "bad_reading", "detail (d)"),
+        ([5, "run_start", T, {"stream_name": "x"}], 5, "bad_run_start", "run_id must be 32 lowercase hex"),
+        ([5, "run_start", T, {"run_id": "../../../x", "stream_name": "x"}], 5, "bad_run_start", "run_id"),
+        ([5, "run_start", T, {"run_id": RUN, "stream_name": "x" * 5000}], 5, "bad_run_start", "5000 characters"),
+        ([5, "run_start", T, {"run_id": RUN, "stream_name": "a\nb"}], 5, "bad_run_start", "control characters"),
+        ([5, "run_start", T, {"run_id": RUN, "stream_name": "x", "tags": 5}], 5, "bad_run_start", "list of strings"),
+        ([5, "run_start", T, {"run_id": RUN, "stream_name": "x", "physical_sample": b"\x00"}], 5,
+         "bad_run_start", "must be a string"),
+        ([5, "run_stop", T, {"run_id": RUN, "exit_status": "great"}], 5, "bad_run_stop", "exit_status"),
+        ([5, "run_stop", T, {"run_id": RUN, "exit_status": "abort", "last_seq": -3}], 5, "bad_run_stop", "last_seq"),
+    ],
+)
+def test_a_bad_entry_is_refused_alone_and_the_others_are_kept(entry: list[Any], seq: int | None, reason: str,
+                                                               fragment: str) -> None:
+    good = [7, "reading", T, _reading()]
+    batch = codec.decode_batch(_batch_with(entries=[entry, good]), "s")
+    assert [e.seq for e in batch.entries] == [7]
+    (refused,) = batch.refused
+    assert (refused.seq, refused.reason) == (seq, reason)
+    assert fragment in refused.detail
+    assert "\n" not in refused.detail and "\x1b" not in refused.detail
 
 
 def test_garbage_and_truncated_batches_raise_protocol_errors_only() -> None:
@@ -151,14 +217,15 @@ def test_garbage_and_truncated_batches_raise_protocol_errors_only() -> None:
     samples += [bytes(b ^ (1 << rng.randrange(8)) if i == k else b for i, b in enumerate(good))
                 for k in range(len(good))]
     for data in samples:
-        for decode in (codec.decode_batch, codec.decode_ack, codec.decode_command, codec.decode_reply):
+        for decode in (lambda d: codec.decode_batch(d, "chamber-a"), codec.decode_ack, codec.decode_command,
+                       codec.decode_reply):
             with contextlib.suppress(ProtocolError):
                 decode(data)
 
 
 def test_a_msgpack_error_quotes_the_start_of_the_payload() -> None:
     with pytest.raises(ProtocolError, match=r"^batch: not valid msgpack \(.*\): b'\\xc1"):
-        codec.decode_batch(b"\xc1\x00")
+        codec.decode_batch(b"\xc1\x00", "s")
 
 
 # ---------------------------------------------------------------- acks, commands, replies
@@ -176,11 +243,85 @@ def test_acks_round_trip_and_are_checked() -> None:
 def test_commands_round_trip_and_unknown_actions_are_refused() -> None:
     params = {"stream_name": "GaN-17", "tags": ["a", "b"], "project_id": None}
     data = codec.encode_command("req-1", "start_run", params)
-    assert codec.decode_command(data) == codec.Command("req-1", "start_run", params)
+    assert codec.decode_command(data) == codec.Command("req-1", "start_run", codec.StartRun("GaN-17", tags=("a", "b")))
+    assert msgpack.unpackb(data)["params"] == {"stream_name": "GaN-17", "physical_sample": None,
+                                               "synth_source_id": None, "project_id": None, "tags": ["a", "b"]}
+    stop = codec.decode_command(codec.encode_command("req-2", "stop_run", {}))
+    assert stop == codec.Command("req-2", "stop_run", codec.StopRun("success"))
     with pytest.raises(ProtocolError, match=r"^command req-1: action 'reboot' is not one of start_run, stop_run$"):
         codec.decode_command(packed({"v": 1, "request_id": "req-1", "action": "reboot", "params": {}}))
     with pytest.raises(ValueError, match="reboot"):
         codec.encode_command("req-1", "reboot", {})  # type: ignore[arg-type]
+
+
+def command(action: str = "start_run", **params: Any) -> bytes:
+    return packed({"v": 1, "request_id": "req-1", "action": action, "params": params})
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (command(stream_name="x", run_id="../../../x"),
+     "start_run: params must not carry a run_id; the bridge chooses the run id itself"),
+    (command(stream_name="x", run_id="0" * 32),
+     "start_run: params must not carry a run_id; the bridge chooses the run id itself"),
+    (command(), "start_run needs a stream_name"),
+    (command(stream_name=""), "start_run: stream_name must not be empty"),
+    (command(stream_name="a" * 5000), "start_run: stream_name is 5000 characters long; at most 200 are allowed"),
+    (command(stream_name="a\nb"), "start_run: stream_name must not contain control characters (found '\\n')"),
+    (command(stream_name="\x1b[31mred"), "start_run: stream_name must not contain control characters (found '\\x1b')"),
+    (command(stream_name=5), "start_run: stream_name must be a string, got int"),
+    (command(stream_name="x", physical_sample="S\u202e1"),
+     "start_run: physical_sample must not contain control characters (found '\\u202e')"),
+    (command(stream_name="x", project_id=["p"]), "start_run: project_id must be a string, got list"),
+    (command(stream_name="x", tags=5), "start_run: tags must be a list of strings, got int"),
+    (command(stream_name="x", tags=["ok", 5]), "start_run: tags[1] must be a string, got int"),
+    (command(stream_name="x", tags=[str(n) for n in range(33)]), "start_run: tags: 33 tags; at most 32 are allowed"),
+    (command(stream_name="x", duration=5),
+     "start_run: unknown param 'duration' (accepted: stream_name, physical_sample, synth_source_id, project_id, "
+     "tags)"),
+    (command("stop_run", exit_status="done"), "stop_run: exit_status must be one of success, abort, fail, got 'done'"),
+    (command("stop_run", exit_status="fail\x1b[2J"),
+     "stop_run: exit_status must be one of success, abort, fail, got 'fail\\x1b[2J'"),
+    (command("stop_run", exit_status=None), "stop_run: exit_status must be one of success, abort, fail, got None"),
+    (command("stop_run", reason="x" * 201), "stop_run: reason is 201 characters long; at most 200 are allowed"),
+    (command("stop_run", run_id="0" * 32), "stop_run: unknown param 'run_id' (accepted: exit_status, reason)"),
+    (packed({"v": 1, "request_id": "req-1", "action": "stop_run", "params": 5}),
+     "stop_run: params must be a map, got int"),
+    (packed({"v": 1, "request_id": "req-1", "action": "stop_run"}), "missing key 'params'"),
+    (packed({"v": 2, "request_id": "req-1", "action": "stop_run", "params": {}}),
+     "payload version 2 is not supported (this codec reads 1)"),
+])
+def test_bad_command_params_are_refused_with_one_line_that_keeps_the_request_id(data: bytes, reason: str) -> None:
+    with pytest.raises(codec.CommandError) as caught:
+        codec.decode_command(data)
+    assert caught.value.request_id == "req-1", "a refusal the bridge can address must be answerable"
+    assert caught.value.reason == reason
+    assert str(caught.value) == f"command req-1: {reason}"
+    assert caught.value.reason.isprintable()
+
+
+@pytest.mark.parametrize("data", [
+    b"\xc1", packed([1, 2]), packed({"v": 1, "action": "stop_run", "params": {}}),
+    packed({"v": 1, "request_id": 7, "action": "stop_run", "params": {}}),
+    packed({"v": 1, "request_id": "r\n1", "action": "stop_run", "params": {}}),
+    packed({"v": 1, "request_id": "r" * 65, "action": "stop_run", "params": {}}),
+    packed({"v": 1, "request_id": "req-1", "pad": "x" * 20_000}),
+])
+def test_a_command_without_a_readable_request_id_is_refused_without_one(data: bytes) -> None:
+    with pytest.raises(codec.CommandError) as caught:
+        codec.decode_command(data)
+    assert caught.value.request_id is None
+    assert str(caught.value).startswith("command: ") and str(caught.value).isprintable()
+
+
+def test_senders_check_params_before_sending() -> None:
+    with pytest.raises(codec.CommandError, match="run_id"):
+        codec.encode_command("req-1", "start_run", {"stream_name": "x", "run_id": "0" * 32})
+    with pytest.raises(codec.CommandError, match="control characters"):
+        codec.encode_command("req-1", "start_run", {"stream_name": "x\n"})
+    with pytest.raises(ValueError, match="StopRun params do not go with the action start_run"):
+        codec.encode_command("req-1", "start_run", codec.StopRun())
+    data = codec.encode_command("req-1", "stop_run", codec.StopRun("abort", "power cut"))
+    assert codec.decode_command(data).params == codec.StopRun("abort", "power cut")
 
 
 @pytest.mark.parametrize("seq", [None, 57])
@@ -208,7 +349,8 @@ def _doc_examples() -> dict[str, Any]:
 def test_the_documented_examples_decode_with_this_codec() -> None:
     examples = _doc_examples()
     assert set(examples) >= {"batch", "ack", "command", "reply"}
-    batch = codec.decode_batch(packed(examples["batch"]))
+    batch = codec.decode_batch(packed(examples["batch"]), examples["batch"]["site"])
+    assert batch.refused == ()
     assert {e.kind for e in batch.entries} == {"reading", "run_start", "run_stop"}
     for entry in batch.entries:
         if entry.kind == "reading":
@@ -243,11 +385,12 @@ def test_a_batch_from_stored_bodies_is_byte_identical() -> None:
     entries = [
         c.LogEntry(7, "reading", 1795250000.25, {"i": "g", "c": "p1", "v": 1.5e-7, "q": "ok", "t": 1795250000.2,
                                                  "u": "mbar"}),
-        c.LogEntry(8, "run_start", 1795250001.0, {"run_id": "r1", "stream_name": "GaAs", "tags": ["a"]}),
-        c.LogEntry(9, "reading", 1795250002.5, {"i": "g", "c": "p1", "v": None, "q": "sensor_off", "t": 1.0,
-                                                "u": "mbar", "d": "off"}),
+        c.LogEntry(8, "run_start", 1795250001.0, {"run_id": RUN, "stream_name": "GaAs", "physical_sample": None,
+                                                  "synth_source_id": None, "project_id": None, "tags": ["a"]}),
+        c.LogEntry(9, "reading", 1795250002.5, {"i": "g", "c": "p1", "v": None, "q": "sensor_off",
+                                                "t": 1795250002.4, "u": "mbar", "d": "off"}),
     ]
     stored = [(e.seq, e.kind, e.time, c.pack(e.body)) for e in entries]
     assert c.encode_stored_batch("site-a", "ep", stored) == c.encode_batch("site-a", "ep", entries)
-    assert c.decode_batch(c.encode_stored_batch("site-a", "ep", stored)).entries == tuple(entries)
-    assert c.decode_batch(c.encode_stored_batch("site-a", "ep", [])).entries == ()
+    assert c.decode_batch(c.encode_stored_batch("site-a", "ep", stored), "site-a").entries == tuple(entries)
+    assert c.decode_batch(c.encode_stored_batch("site-a", "ep", []), "site-a").entries == ()

@@ -25,7 +25,7 @@ from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from bridge.config import NAME_PATTERN
+from bridge.names import NAME_PATTERN
 from bridge.drivers.base import Channel, Driver, DriverOptions, Scale, named, reads
 from bridge.drivers.modbus import codec
 from bridge.drivers.registry import register_driver

@@ -55,6 +55,13 @@ class SinkRejected(SinkError):
     """
 
 
+class RunRejected(SinkRejected):
+    """The target refuses this run's data, not the uploader as a whole (a name it cannot store, say).
+
+    Only that run is set aside (and retried slowly); every other run goes on.
+    """
+
+
 class Sink(Protocol):
     """A place finalized runs go to. ``kind`` is the config's ``uploader.sink.kind``."""
 
