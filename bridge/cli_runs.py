@@ -6,6 +6,12 @@ Only the reader is imported here; the export and plot modules pull in pyarrow an
 (the ``server`` extra) when they run, so ``chamber-bridge --help`` and the Pi never load them.
 Exit codes follow the CLI contract: 2 when the store or the run named cannot be found (bad
 usage), 1 when a file is corrupt, an output cannot be written, or an extra is missing.
+
+The store may hold anything (docs/store.md): every text read from it is printed through
+:func:`bridge.names.printable` (escaped, long ones cut), and a damaged run is one line naming its
+folder and the reason. ``runs list`` lists the readable runs, reports each damaged one on stderr
+and still exits 0: a listing that worked is a success, and one bad folder must not break every
+script that lists the store; ``show``, ``export`` and ``plot`` of a damaged run exit 1.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from bridge.names import printable
 from bridge.store.reader import (
     Manifest,
     RunData,
@@ -34,6 +41,10 @@ from bridge.store.reader import (
 DEFAULT_STORE = Path("./runs")
 EXIT_RUNTIME = 1
 EXIT_USAGE = 2
+#: characters shown of a name in a table cell, a metadata value, an error line
+CELL = 40
+VALUE = 200
+LINE = 1000
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -52,7 +63,7 @@ def _reported(ctx: click.Context) -> Iterator[None]:
     except StoreError as exc:
         if (ctx.obj or {}).get("debug"):
             raise
-        _fail(str(exc), EXIT_USAGE if isinstance(exc, RunLookupError) else EXIT_RUNTIME)
+        _fail(printable(str(exc), LINE), EXIT_USAGE if isinstance(exc, RunLookupError) else EXIT_RUNTIME)
 
 
 def _store_options(func: F) -> F:
@@ -117,7 +128,7 @@ def list_runs(store: RunStore, as_json: bool) -> None:
     manifests, broken = store.manifests()
     if as_json:
         for m in manifests:
-            click.echo(json.dumps(m.raw, ensure_ascii=False))
+            click.echo(_json(m.raw))
     elif manifests:
         rows = []
         for m in manifests:
@@ -126,18 +137,16 @@ def list_runs(store: RunStore, as_json: bool) -> None:
             except StoreError as exc:
                 broken.append(exc)
                 continue
-            rows.append((m.short_id, m.stream_name, m.site or "-", format_time(m.started_at),
+            rows.append((m.short_id, _cell(m.stream_name), _cell(m.site or "-"), format_time(m.started_at),
                          format_duration(m.duration) if m.duration is not None else "open",
-                         str(points), m.exit_status or "-", m.state))
+                         str(points), _cell(m.exit_status or "-"), m.state))
         for text in _table(("id", "stream", "site", "started (UTC)", "duration", "points", "exit", "state"),
                            rows, right=(5,)):
             click.echo(text)
     elif not broken:
         click.echo(f"no runs in {store}", err=True)
     for problem in broken:
-        click.echo(f"chamber-bridge: error: {problem}", err=True)
-    if broken:
-        sys.exit(EXIT_RUNTIME)
+        click.echo(f"chamber-bridge: warning: damaged run: {printable(str(problem), LINE)}", err=True)
 
 
 # ---------------------------------------------------------------- show
@@ -151,26 +160,44 @@ def _metadata(m: Manifest) -> list[tuple[str, str]]:
     if m.finalized:
         finalized = "yes" + (f", {format_time(m.finalized_at)} UTC" if m.finalized_at else "")
         if report.get("finalized_because"):
-            finalized += f" ({report['finalized_because']})"
+            finalized += f" ({_value(report['finalized_because'], CELL)})"
     else:
         finalized = "no (still streaming, or waiting for data)"
     complete = {True: "yes", False: "no", None: "-"}[m.complete]
     if m.complete is False and m.gaps:
         complete += f": {len(m.gaps)} gap{'' if len(m.gaps) == 1 else 's'} (below)"
-    counts = ", ".join(f"{report[k]} {k.replace('_', ' ')}" for k in ("readings", "bad_quality", "chunks", "retries")
-                       if k in report)
+    counts = ", ".join(f"{_value(report[k], CELL)} {k.replace('_', ' ')}"
+                       for k in ("readings", "bad_quality", "chunks", "retries") if k in report)
+    clock_text = {True: "NTP synchronized", False: "not NTP synchronized", None: "sync unknown"}.get(
+        ntp, _value(ntp, CELL)) if isinstance(ntp, bool | None) else _value(ntp, CELL)
     return [
-        ("run", m.run_id or "-"), ("data id", m.data_id), ("stream", m.stream_name), ("site", m.site or "-"),
-        ("sample", m.physical_sample or "-"), ("instrument id", m.synth_source_id or "-"),
-        ("project", m.project_id or "-"), ("tags", ", ".join(m.tags) or "-"),
+        ("run", _value(m.run_id or "-")), ("data id", m.data_id), ("stream", _value(m.stream_name)),
+        ("site", _value(m.site or "-")), ("sample", _value(m.physical_sample or "-")),
+        ("instrument id", _value(m.synth_source_id or "-")), ("project", _value(m.project_id or "-")),
+        ("tags", _value(", ".join(printable(t, 64) for t in m.tags[:32]) or "-")),
         ("points/chunk", str(m.points_per_chunk or "-")),
         ("started", f"{format_time(m.started_at)} UTC"), ("stopped", stopped),
-        ("exit status", m.exit_status or "-"), ("finalized", finalized), ("complete", complete),
+        ("exit status", _value(m.exit_status or "-")), ("finalized", finalized), ("complete", complete),
         ("report", counts or "-"),
-        ("clock", {True: "NTP synchronized", False: "not NTP synchronized", None: "sync unknown"}.get(ntp, str(ntp))),
-        *([("stop reason", str(report["stop_reason"]))] if report.get("stop_reason") else []),
-        ("store", str(m.run_dir)),
+        ("clock", clock_text),
+        *([("stop reason", _value(report["stop_reason"]))] if report.get("stop_reason") else []),
+        ("store", _value(m.run_dir, LINE)),
     ]
+
+
+def _value(text: object, limit: int = VALUE) -> str:
+    """A text from the store as it may be printed: escaped, cut to ``limit``."""
+    return printable(text, limit)
+
+
+def _cell(text: object) -> str:
+    return printable(text, CELL)
+
+
+def _json(document: object, indent: int | None = None) -> str:
+    """JSON that cannot drive a terminal: every non-ASCII character escaped (JSON readers do not
+    care; C1 controls and bidi overrides would reach the terminal raw otherwise)."""
+    return json.dumps(document, ensure_ascii=True, indent=indent)
 
 
 def _channel_rows(m: Manifest, data: RunData | None) -> list[tuple[str, ...]]:
@@ -179,12 +206,15 @@ def _channel_rows(m: Manifest, data: RunData | None) -> list[tuple[str, ...]]:
     on_disk = data.series if data is not None else {}
     for name in sorted(set(m.channels) | set(on_disk)):
         c = m.channels.get(name)
+        shown = printable(name, 2 * CELL)
         if c is not None:
-            rows.append((name, c.flow, c.units or "-", str(c.points), str(c.bad_quality), str(c.chunks)))
+            rows.append((shown, _cell(c.flow), _cell(c.units or "-"), str(c.points), str(c.bad_quality),
+                         str(c.chunks)))
         else:
             assert data is not None
             s = on_disk[name]
-            rows.append((name, s.flow, s.unit or "-", str(len(s)), "-", str(data.chunks_per_channel.get(name, 0))))
+            rows.append((shown, _cell(s.flow), _cell(s.unit or "-"), str(len(s)), "-",
+                         str(data.chunks_per_channel.get(name, 0))))
     return rows
 
 
@@ -198,7 +228,7 @@ def show(store: RunStore, run: str, as_json: bool) -> None:
     RUN is the data id, a unique prefix of it, or the stream name if only one run has it."""
     m = store.find(run)
     if as_json:
-        click.echo(json.dumps(m.raw, ensure_ascii=False, indent=2))
+        click.echo(_json(m.raw, indent=2))
         return
     metadata = _metadata(m)
     width = max(len(k) for k, _ in metadata)
@@ -217,11 +247,11 @@ def show(store: RunStore, run: str, as_json: bool) -> None:
         click.echo("(run open: points and chunks counted from the chunk files so far)")
     changed = m.report.get("units_changed")
     if changed and isinstance(changed, list):
-        click.echo(f"units changed during the run: {', '.join(map(str, changed))}")
+        click.echo(f"units changed during the run: {_value(', '.join(map(str, changed)))}")
     if m.flows:
         click.echo("")
         for text in _table(("flow", "points", "chunks"),
-                           [(f.name, str(f.points), str(f.chunks)) for f in m.flows.values()], right=(1, 2)):
+                           [(_cell(f.name), str(f.points), str(f.chunks)) for f in m.flows.values()], right=(1, 2)):
             click.echo(text)
     click.echo("")
     click.echo(f"gaps: {len(m.gaps)}" if m.gaps else "gaps: none")
@@ -233,7 +263,7 @@ def show(store: RunStore, run: str, as_json: bool) -> None:
     if data.problems:
         click.echo(f"files: {_files(data)}; they disagree with the manifest:")
         for problem in data.problems:
-            click.echo(f"  {problem}")
+            click.echo(f"  {printable(problem, LINE)}")
         sys.exit(EXIT_RUNTIME)
     agree = "match the manifest" if m.finalized else "run still open"
     click.echo(f"files: {_files(data)}, all readable; {agree}")
@@ -250,7 +280,7 @@ def _files(data: RunData) -> str:
 def _load(store: RunStore, run: str) -> RunData:
     data = load_run(store.find(run))
     for problem in data.problems:
-        click.echo(f"chamber-bridge: warning: run {data.manifest.short_id}: {problem}", err=True)
+        click.echo(f"chamber-bridge: warning: run {data.manifest.short_id}: {printable(problem, LINE)}", err=True)
     return data
 
 
@@ -275,7 +305,7 @@ def export(store: RunStore, run: str, fmt: str, out: str | None) -> None:
         return
     path = Path(out) if out else exporter.default_name(data, fmt)
     count = exporter.write_csv(data, path) if fmt == "csv" else exporter.write_parquet(data, path)
-    click.echo(f"{path}: {count} points of run {data.manifest.short_id} ({data.manifest.stream_name})")
+    click.echo(f"{_value(path, LINE)}: {count} points of run {_said(data)}")
 
 
 @runs.command()
@@ -291,4 +321,9 @@ def plot(store: RunStore, run: str, out: str | None) -> None:
 
     data = _load(store, run)
     path = plot_run(data, Path(out) if out else default_name(data, "png"))
-    click.echo(f"{path}: {data.points} points of run {data.manifest.short_id} ({data.manifest.stream_name})")
+    click.echo(f"{_value(path, LINE)}: {data.points} points of run {_said(data)}")
+
+
+def _said(data: RunData) -> str:
+    """``1a2b3c4d (GaN-17)``: how a line names the run it is about."""
+    return f"{data.manifest.short_id} ({_value(data.manifest.stream_name, 2 * CELL)})"

@@ -55,10 +55,18 @@ def iso(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+#: characters of the stream name kept in a default file name (file systems allow 255 bytes)
+STEM_MAX = 64
+
+
 def default_name(run: RunData, fmt: str) -> Path:
     """``GaN-17-1a2b3c4d.csv`` in the current directory: the stream name a person recognises,
-    the short id that keeps two runs of the same name apart."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", run.manifest.stream_name).strip("._") or "run"
+    the short id that keeps two runs of the same name apart.
+
+    The stream name is only a hint: anything but ASCII letters, digits, ``.``, ``_``, ``-`` becomes
+    ``_`` (no ``/``, so no ``..`` path) and it is cut to STEM_MAX characters, so whatever the
+    manifest says the file lands in the current folder with a name every file system takes."""
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", run.manifest.stream_name)[:STEM_MAX].strip("._") or "run"
     return Path(f"{stem}-{run.manifest.short_id}.{fmt}")
 
 
@@ -125,6 +133,8 @@ def write_parquet(run: RunData, out: Path) -> int:
 def atomic_path(path: Path) -> Iterator[Path]:
     """A temporary path to write, renamed to ``path`` on success: a failed export never leaves a
     half-written file that looks like a good one."""
+    if not path.name or path.name in (".", ".."):
+        raise StoreError(f"{path}: not a file name to write to")
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         yield tmp

@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.names import printable
 from bridge.store.export import atomic_path
 from bridge.store.reader import MissingExtra, RunData, StoreError, format_duration, format_gap, format_time
 
@@ -93,7 +94,7 @@ def panels(run: RunData) -> list[Panel]:
         units_seen = list(dict.fromkeys(s.units))
         for units in units_seen:
             idx = [i for i, u in enumerate(s.units) if u == units]
-            label = name if len(units_seen) == 1 else f"{name} (in {units})"
+            label = plain(name, 80) if len(units_seen) == 1 else f"{plain(name, 80)} (in {plain(units, 20)})"
             if bad.get(name):
                 label += f" ({bad[name]} bad reading{'' if bad[name] == 1 else 's'})"
             trace = Trace(label, s.flow, [s.timestamps[i] for i in idx], [s.values[i] for i in idx])
@@ -149,22 +150,29 @@ def broken(timestamps: Sequence[float], values: Sequence[float], interval: float
 def title_lines(run: RunData) -> tuple[str, str, str]:
     """Headline, details (two lines) and a caption of what is missing (may be empty)."""
     m = run.manifest
-    head = m.stream_name + (f"  ·  sample {m.physical_sample}" if m.physical_sample else "")
-    line1 = "  ·  ".join(x for x in (f"run {m.run_id or m.data_id}", m.site and f"site {m.site}") if x)
+    head = plain(m.stream_name, 80) + (f"  ·  sample {plain(m.physical_sample, 60)}" if m.physical_sample else "")
+    line1 = "  ·  ".join(x for x in (f"run {plain(m.run_id or m.data_id, 64)}", m.site and f"site {plain(m.site, 64)}")
+                         if x)
     line2 = "  ·  ".join((
         f"started {format_time(m.started_at)} UTC",
         f"duration {format_duration(m.duration)}" if m.duration is not None else "still open",
-        f"exit {m.exit_status}" if m.exit_status else "no exit status",
+        f"exit {plain(m.exit_status, 40)}" if m.exit_status else "no exit status",
         m.state))
     notes = []
     if m.gaps:
-        listed = "; ".join(format_gap(g) for g in m.gaps[:MAX_LISTED])
+        listed = "; ".join(plain(format_gap(g), 200) for g in m.gaps[:MAX_LISTED])
         more = f" and {len(m.gaps) - MAX_LISTED} more" if len(m.gaps) > MAX_LISTED else ""
         notes.append(f"Gaps recorded in the manifest: {listed}{more}")
     if run.problems:
         more = f" (and {len(run.problems) - 1} more)" if len(run.problems) > 1 else ""
-        notes.append(f"Store: {run.problems[0]}{more}")
+        notes.append(f"Store: {plain(run.problems[0], 200)}{more}")
     return head, f"{line1}\n{line2}", "\n".join(notes)
+
+
+def plain(text: object, max_length: int) -> str:
+    """A text from the store as matplotlib must draw it: escaped and cut (:func:`printable`), and
+    with ``$`` escaped, which would otherwise start mathtext (and a bad formula fails the plot)."""
+    return printable(text, max_length).replace("$", r"\$")
 
 
 def plot_run(run: RunData, out: Path, *, dpi: int = DPI) -> Path:
@@ -173,15 +181,30 @@ def plot_run(run: RunData, out: Path, *, dpi: int = DPI) -> Path:
     if fmt not in FORMATS:
         raise StoreError(f"{out}: cannot plot to .{fmt} files (use {', '.join('.' + f for f in FORMATS)})")
     if not run.points:
-        raise StoreError(f"run {run.manifest.short_id} ({run.manifest.stream_name}) has no points to plot")
+        raise StoreError(f"run {_said(run)} has no points to plot")
     try:
-        import matplotlib
-        from matplotlib import dates as mdates
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Patch
+        import matplotlib  # noqa: F401  # is the server extra installed? (_draw imports what it uses)
     except ImportError:
         raise MissingExtra("plot", "matplotlib") from None
+    try:
+        return _draw(run, out, fmt, dpi)
+    except (ValueError, OverflowError, RuntimeError) as exc:
+        # numbers matplotlib cannot place (a run spanning millennia, values near the float limits):
+        # the run's data, not a bug of the caller, so one line rather than a traceback
+        raise StoreError(f"run {_said(run)}: cannot be plotted: {type(exc).__name__}: {printable(exc, 200)}"
+                         ) from exc
+
+
+def _said(run: RunData) -> str:
+    return f"{run.manifest.short_id} ({printable(run.manifest.stream_name, 80)})"
+
+
+def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
+    import matplotlib
+    from matplotlib import dates as mdates
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.patches import Patch
 
     groups = panels(run)
     intervals = poll_intervals(run)
@@ -222,7 +245,8 @@ def plot_run(run: RunData, out: Path, *, dpi: int = DPI) -> Path:
                 ax.grid(True, which="minor", axis="y", alpha=0.12)
             ax.grid(True, which="major", alpha=0.3)
             kind = quantity(group.units)
-            ax.set_ylabel(f"{kind} ({group.units})" if kind and group.units else group.units or "value")
+            units = plain(group.units, 20)
+            ax.set_ylabel(f"{kind} ({units})" if kind and units else units or "value")
             handles, labels = ax.get_legend_handles_labels()
             if empty and ax is axes[0]:
                 handles.append(Patch(facecolor="0.5", alpha=0.18, label="no data"))

@@ -9,6 +9,10 @@ A chunk file is the msgpack of exactly the body the Atomscale API would receive 
 ``push_multi``. Every file is written atomically (temporary file, fsync, rename, fsync of the
 folder), so a reader or a crash never sees half a chunk, and a chunk rewritten after a crash
 replaces an identical one. ``data_id`` is the run id: initializing twice gives the same folder.
+
+Every path is built by :mod:`bridge.store.layout`, which refuses a run id, flow or chunk index
+that is not a plain name or number and any path a symlink would lead out of the store: such a
+call is a :class:`SinkRejected` naming the component, and nothing is written anywhere.
 """
 
 from __future__ import annotations
@@ -18,14 +22,17 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bridge.names import printable
 from bridge.publish.codec import pack
+from bridge.store import layout
 from bridge.uploader.sinks.base import ChunkBody, SinkRejected, SinkUnavailable, StreamInfo
 
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace ``path`` with ``data`` so that it holds either the old or the new content, durably."""
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    # O_NOFOLLOW: a symlink planted as the temporary file must not be written through
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
     try:
         view = memoryview(data)
         while view:
@@ -69,6 +76,8 @@ class LocalSink:
     def _guard(self, what: str, action: Any, *args: Any) -> None:
         try:
             action(*args)
+        except layout.StoreLayoutError as exc:  # a hostile or broken name: a person must look, retrying won't help
+            raise SinkRejected(f"local store {self.root}: {what}: refused: {exc}") from exc
         except FileNotFoundError as exc:
             self._known_dirs.clear()  # the store was moved or removed under us: recreate on retry
             raise SinkUnavailable(f"local store {self.root}: {what}: {exc}") from exc
@@ -86,30 +95,42 @@ class LocalSink:
             "points_per_chunk": stream.points_per_chunk, "started_at": stream.started_at, "stopped_at": None,
             "exit_status": None, "finalized": False, "finalized_at": None, "channels": {}, "flows": {}, "gaps": [],
         }
-        run_dir = self.root / data_id
 
         def create() -> None:
-            # inside the guard: the check itself can fail (a store the uploader may not search)
-            if (run_dir / "manifest.json").exists():
+            # inside the guard: the paths are checked and the check can fail (a store the
+            # uploader may not search)
+            path = layout.manifest_path(self.root, data_id)
+            if path.exists():
                 return  # initialized before a crash; never overwrite (it may be finalized already)
-            self._dir(run_dir / "chunks")
-            write_atomically(run_dir / "manifest.json", _json(manifest))
+            self._dir(layout.chunks_dir(self.root, data_id))
+            write_atomically(path, _json(manifest))
 
-        self._guard(f"initialize {data_id}", create)
+        self._guard(f"initialize {_shown(data_id)}", create)
         return data_id
 
     def push_chunk(self, data_id: str, flow: str, body: ChunkBody) -> None:
-        def write() -> None:
-            folder = self._dir(self.root / data_id / "chunks" / flow)
-            write_atomically(folder / f"{body['chunk_index']:06d}.msgpack", pack(body))
+        index = body.get("chunk_index")
 
-        self._guard(f"chunk {body['chunk_index']} of {flow} in {data_id}", write)
+        def write() -> None:
+            path = layout.chunk_path(self.root, data_id, flow, index)
+            self._dir(path.parent)
+            write_atomically(path, pack(body))
+
+        self._guard(f"chunk {_shown(index)} of {_shown(flow)} in {_shown(data_id)}", write)
 
     def finalize(self, data_id: str, manifest: dict[str, Any]) -> None:
-        self._guard(f"finalize {data_id}", write_atomically, self.root / data_id / "manifest.json", _json(manifest))
+        def write() -> None:
+            write_atomically(layout.manifest_path(self.root, data_id), _json(manifest))
+
+        self._guard(f"finalize {_shown(data_id)}", write)
 
     def close(self) -> None:
         pass
+
+
+def _shown(value: object) -> str:
+    """A component as a log line may show it: escaped, cut (it may be what was refused)."""
+    return printable(value, 80)
 
 
 def _json(document: dict[str, Any]) -> bytes:
