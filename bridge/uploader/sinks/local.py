@@ -17,6 +17,7 @@ call is a :class:`SinkRejected` naming the component, and nothing is written any
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 from pathlib import Path
@@ -83,8 +84,11 @@ class LocalSink:
             raise SinkUnavailable(f"local store {self.root}: {what}: {exc}") from exc
         except PermissionError as exc:
             raise SinkRejected(f"local store {self.root}: {what}: {exc}") from exc
-        except OSError as exc:  # disk full, I/O error: transient from where we stand
-            raise SinkUnavailable(f"local store {self.root}: {what}: {exc}") from exc
+        except OSError as exc:
+            if exc.errno != errno.ELOOP:  # disk full, I/O error: transient from where we stand
+                raise SinkUnavailable(f"local store {self.root}: {what}: {exc}") from exc
+            # a symlink planted where a temporary file goes (O_NOFOLLOW refused it): a person must look
+            raise SinkRejected(f"local store {self.root}: {what}: refused a symbolic link: {exc}") from exc
 
     def initialize(self, stream: StreamInfo) -> str:
         data_id = stream.run_id
