@@ -19,6 +19,7 @@ from typing import NoReturn
 import click
 
 from bridge import __version__
+from bridge.cli_quarantine import upload_quarantine
 from bridge.cli_runs import runs
 from bridge.config import Config, load_config
 from bridge.errors import BridgeError, ConfigError
@@ -230,14 +231,21 @@ def _serve_until_signal(start: Callable[[], None], stop: Callable[[], None]) -> 
 
 
 def _run_request(ctx: click.Context, config: str, action: str, params: dict[str, object], timeout: float) -> None:
+    """Check ``params`` as the bridge will (exit 2 naming the bad one, nothing sent), then ask the bridge."""
+    from bridge.names import printable
+    from bridge.publish import codec
     from bridge.publish.request import request
 
+    try:
+        checked = codec.command_params(action, params)
+    except codec.CommandError as exc:
+        fail(exc.reason, EXIT_USAGE)
     cfg = _load(ctx, config)
     with reported_errors(ctx.obj["debug"]):
-        reply = request(cfg.mqtt, cfg.site, action, params, timeout)
-    if not reply.ok:
-        fail(f"the bridge of {cfg.site} refused: {reply.message}")
-    click.echo(f"{reply.message} (seq {reply.seq})")
+        reply = request(cfg.mqtt, cfg.site, action, checked, timeout)
+    if not reply.ok:  # the reply comes from the broker: printed escaped, like any text from outside
+        fail(f"the bridge of {cfg.site} refused: {printable(reply.message)}")
+    click.echo(f"{printable(reply.message)} (seq {reply.seq})")
 
 
 @cli.command("start-run")
@@ -290,6 +298,7 @@ def health(ctx: click.Context, config: str, role: str, max_age: float, timeout: 
 
 
 cli.add_command(runs)
+cli.add_command(upload_quarantine)
 
 
 def main() -> None:

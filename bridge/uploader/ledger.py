@@ -275,8 +275,9 @@ class Ledger:
                     refused.append((source.site, source.epoch, seq))  # only a placeholder: never kept
                 elif kind == "run_start":
                     start = self._run_start(db, source, seq, body)
-                    if start is None:
-                        continue  # refused and quarantined; the readings after it are idle
+                    if start is None:  # refused and quarantined; the readings after it are idle
+                        refused.append((source.site, source.epoch, seq))
+                        continue
                     if open_run is not None:
                         log.warning("%s: run %s started while run %s was open; closing that one as abort",
                                     source.site, start.get("run_id"), open_run)

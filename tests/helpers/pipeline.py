@@ -189,7 +189,7 @@ class Pipeline:
             figures: dict[str, Any] = {}
         else:
             figures = verify(readings)
-        assert_spool_drained(self.uploader_state, stop_seq)
+        assert_spool_drained(self.uploader_state, stop_seq, SITE)
         assert bridge.outbox.acked_seq >= stop_seq
         dropped = self.watch.dropped()
         assert dropped == 0, f"the broker dropped {dropped} messages"

@@ -203,14 +203,16 @@ def iter_chunks(store: Path, data_id: str) -> Iterator[dict[str, Any]]:
             yield msgpack.unpackb(path.read_bytes())
 
 
-def assert_spool_drained(state_dir: Path, through_seq: int) -> None:
-    """Every run is finalized and nothing up to ``through_seq`` is left in the uploader's spool."""
+def assert_spool_drained(state_dir: Path, through_seq: int, site: str | None = None) -> None:
+    """Every run is finalized and nothing up to ``through_seq`` is left in the uploader's spool (of ``site``:
+    another site's log, a hostile one say, may wait for its holes)."""
     import sqlite3
 
     db = sqlite3.connect(f"file:{state_dir / 'spool.sqlite'}?mode=ro", uri=True)
     try:
-        states = [state for (state,) in db.execute("SELECT state FROM runs")]
-        (left,) = db.execute("SELECT count(*) FROM entries WHERE seq <= ?", (through_seq,)).fetchone()
+        states = [state for (state,) in db.execute("SELECT state FROM runs WHERE site=coalesce(?, site)", (site,))]
+        (left,) = db.execute("SELECT count(*) FROM entries WHERE seq <= ? AND site=coalesce(?, site)",
+                             (through_seq, site)).fetchone()
         (chunks,) = db.execute("SELECT count(*) FROM chunks").fetchone()
     finally:
         db.close()
