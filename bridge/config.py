@@ -8,25 +8,37 @@ even where the first pass already failed elsewhere.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import ssl
+import stat
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
 
 from bridge.errors import ConfigError, ConfigProblem
-from bridge.names import NAME_PATTERN
+from bridge.names import NAME_PATTERN, check_site, printable
+
+log = logging.getLogger("bridge.config")
 
 INLINE_SECRET = "secrets are never written inline; use {file} or {env}"
+#: a secret file is one line (a password, an API key, a passphrase); past this it is not one
+SECRET_MAX_BYTES = 64 * 1024
+#: a CA bundle, a certificate or a key (the system's whole CA bundle is about 200 kB)
+TLS_FILE_MAX_BYTES = 1024 * 1024
 
 
 class StrictModel(BaseModel):
@@ -35,13 +47,53 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _plain_path(path: Path) -> Path:
+    """A path with a NUL or a control character is refused here, not by a traceback from os.stat later."""
+    text = str(path)
+    if printable(text, len(text) + 1) != text:
+        raise ValueError(f"a path must not contain control characters, got {printable(repr(text), 120)}")
+    return path
+
+
+#: every path of the config: checked for control characters when the config is read
+FilePath = Annotated[Path, AfterValidator(_plain_path)]
+
+
+def regular_file(path: Path, what: str, max_bytes: int) -> os.stat_result:
+    """Stat a file the config names: it must be a regular file of at most ``max_bytes``.
+
+    A config naming ``/dev/zero``, a FIFO or a directory must get a one-line error, not a read
+    that never ends (OpenSSL reads a PEM file until it finds a header).
+    """
+    try:
+        st = path.stat()
+    except OSError as exc:
+        raise ConfigError([ConfigProblem(what, f"cannot read {path}: {exc.strerror}")]) from exc
+    if not stat.S_ISREG(st.st_mode):
+        raise ConfigError([ConfigProblem(what, f"{path} is not a regular file")])
+    if st.st_size > max_bytes:
+        raise ConfigError([ConfigProblem(what, f"{path} is {st.st_size} bytes; at most {max_bytes} are expected")])
+    return st
+
+
 def read_secret(file: Path | None, env: str | None, what: str) -> str | None:
-    """Read a secret from a file (Docker/systemd secrets) or an environment variable."""
+    """Read a secret from a file (Docker/systemd secrets) or an environment variable.
+
+    The read is bounded: a config naming ``/dev/zero`` or a log file must not hang or fill memory.
+    """
     if file is not None:
+        regular_file(file, what, SECRET_MAX_BYTES)
         try:
-            return file.read_text(encoding="utf-8").strip()
+            with file.open("rb") as f:
+                data = f.read(SECRET_MAX_BYTES + 1)
         except OSError as exc:
             raise ConfigError([ConfigProblem(what, f"cannot read {file}: {exc.strerror}")]) from exc
+        if len(data) > SECRET_MAX_BYTES:
+            raise ConfigError([ConfigProblem(what, f"{file} is over {SECRET_MAX_BYTES} bytes: not a secret")])
+        try:
+            return data.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise ConfigError([ConfigProblem(what, f"{file} is not UTF-8 text")]) from exc
     if env is not None:
         value = os.environ.get(env)
         if value is None:
@@ -130,10 +182,78 @@ TRANSPORT_KINDS = ("serial", "modbus_tcp", "modbus_rtu", "visa")
 # ---------------------------------------------------------------- sections
 
 
+class _NeedsPassphrase(Exception):
+    """Raised by the passphrase callback: OpenSSL would otherwise prompt on the terminal and block."""
+
+
+def _ssl_reason(exc: BaseException) -> str:
+    """The reason of an ssl/OS error without OpenSSL's source location (``(_ssl.c:4154)``)."""
+    if isinstance(exc, OSError) and not isinstance(exc, ssl.SSLError) and exc.strerror:
+        return exc.strerror
+    text = getattr(exc, "reason", None) or str(exc)
+    return re.sub(r"\s*\(_ssl\.c:\d+\)$", "", str(text))
+
+
 class TlsConfig(StrictModel):
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
+    """TLS to the broker. The server is always verified (certificate chain and host name)."""
+
+    #: the CA that signed the broker's certificate; without it the system's CAs are trusted
+    ca_file: FilePath | None = None
+    #: a client certificate and key, for brokers that require them (``require_certificate true``)
+    cert_file: FilePath | None = None
+    key_file: FilePath | None = None
+    #: the passphrase of an encrypted key_file, read from this file (a secret, like password_file)
+    key_password_file: FilePath | None = None
+
+    @model_validator(mode="after")
+    def _pairs(self) -> TlsConfig:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate and its key)")
+        if self.key_password_file is not None and self.key_file is None:
+            raise ValueError("key_password_file is the passphrase of key_file, which is not set")
+        return self
+
+    def ssl_context(self) -> ssl.SSLContext:
+        """The client's TLS context with every file loaded now; a problem is a ConfigError naming its key.
+
+        Used by ``check`` and by every MQTT client alike, so what ``check`` accepts is what connects.
+        """
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+        if self.ca_file is None:
+            context.load_default_certs()
+        else:
+            regular_file(self.ca_file, "mqtt.tls.ca_file", TLS_FILE_MAX_BYTES)
+            try:
+                context.load_verify_locations(cafile=str(self.ca_file))
+            except (OSError, ValueError) as exc:
+                raise ConfigError([ConfigProblem(
+                    "mqtt.tls.ca_file", f"cannot load {self.ca_file}: {_ssl_reason(exc)} "
+                    "(expected PEM certificates of the CA that signed the broker's certificate)")]) from exc
+        if self.cert_file is not None and self.key_file is not None:
+            self._load_client_certificate(context, self.cert_file, self.key_file)
+        return context
+
+    def _load_client_certificate(self, context: ssl.SSLContext, cert: Path, key: Path) -> None:
+        regular_file(cert, "mqtt.tls.cert_file", TLS_FILE_MAX_BYTES)
+        regular_file(key, "mqtt.tls.key_file", TLS_FILE_MAX_BYTES)
+        passphrase = read_secret(self.key_password_file, None, "mqtt.tls.key_password_file")
+
+        def password() -> str:
+            if passphrase is None:
+                raise _NeedsPassphrase
+            return passphrase
+
+        try:
+            context.load_cert_chain(str(cert), str(key), password=password)
+        except _NeedsPassphrase:
+            raise ConfigError([ConfigProblem(
+                "mqtt.tls.key_file", f"{key} is encrypted; put its passphrase in a file (mode 600) and "
+                "name it with mqtt.tls.key_password_file")]) from None
+        except (OSError, ValueError) as exc:
+            hint = ("wrong passphrase in key_password_file, or not PEM" if passphrase is not None
+                    else "not a PEM certificate and key, or a key that does not match the certificate")
+            raise ConfigError([ConfigProblem(
+                "mqtt.tls.key_file", f"cannot load {cert} with {key}: {_ssl_reason(exc)} ({hint})")]) from exc
 
 
 class MqttConfig(StrictModel):
@@ -141,7 +261,7 @@ class MqttConfig(StrictModel):
     port: TcpPort = 1883
     topic_prefix: str = Field(default="lab", pattern=r"^[^#+/][^#+]*$")
     username: str | None = None
-    password_file: Path | None = None
+    password_file: FilePath | None = None
     password_env: str | None = None
     password: None = None
     tls: TlsConfig | None = None
@@ -169,7 +289,7 @@ class InstrumentConfig(StrictModel):
 
 
 class BridgeSection(StrictModel):
-    state_dir: Path = Path("/var/lib/chamber-bridge")
+    state_dir: FilePath = Path("/var/lib/chamber-bridge")
     instruments: list[InstrumentConfig] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -191,15 +311,47 @@ class BridgeSection(StrictModel):
 
 class LocalSinkConfig(StrictModel):
     kind: Literal["local"]
-    path: Path = Path("./runs")
+    path: FilePath = Path("./runs")
 
 
 class AtomscaleSinkConfig(StrictModel):
     kind: Literal["atomscale"]
+    #: plain ``http://`` sends the API key in clear text: refused unless this is set (a loopback
+    #: emulator in tests); declared before ``endpoint`` because the endpoint's check reads it
+    allow_insecure_http: bool = False
     endpoint: str = Field(pattern=r"^https?://")
-    api_key_file: Path | None = None
+    api_key_file: FilePath | None = None
     api_key_env: str | None = None
     api_key: None = None
+    #: PEM certificates of the CA that signs the endpoint's certificate (a private CA); default: the system's
+    ca_file: FilePath | None = None
+
+    @field_validator("endpoint")
+    @classmethod
+    def _secure_endpoint(cls, v: str, info: ValidationInfo) -> str:
+        split = urlsplit(v)
+        if not split.hostname:
+            raise ValueError(f"{printable(v, 200)} names no host")
+        if split.username is not None or split.password is not None:
+            raise ValueError("no user:password@ in the URL: " + INLINE_SECRET.format(file="api_key_file",
+                                                                                       env="api_key_env"))
+        if split.scheme == "http" and info.data.get("allow_insecure_http") is not True:
+            raise ValueError(f"{printable(v, 200)} is plain http: the API key would travel in clear text; "
+                             "use https:// (or set uploader.sink.allow_insecure_http: true for a test emulator)")
+        return v
+
+    @field_validator("ca_file")
+    @classmethod
+    def _loadable_ca(cls, v: Path | None) -> Path | None:
+        """Loaded now, so that ``check`` finds a wrong file rather than the first upload."""
+        if v is None:
+            return v
+        try:
+            ssl.create_default_context(cafile=str(v))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"cannot load {v}: {_ssl_reason(exc)} (expected PEM certificates of the CA "
+                             "that signed the endpoint's certificate)") from None
+        return v
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -222,7 +374,7 @@ SinkConfig = Annotated[LocalSinkConfig | AtomscaleSinkConfig, Field(discriminato
 
 
 class UploaderSection(StrictModel):
-    state_dir: Path = Path("/var/lib/chamber-bridge-uploader")
+    state_dir: FilePath = Path("/var/lib/chamber-bridge-uploader")
     points_per_chunk: Annotated[int, Field(ge=1, le=100_000)] = 100
     keep_idle: bool = False
     sink: SinkConfig = LocalSinkConfig(kind="local")
@@ -237,30 +389,143 @@ class UploaderSection(StrictModel):
 
 
 class Config(StrictModel):
-    site: str = Field(pattern=NAME_PATTERN)
+    site: str
     mqtt: MqttConfig = MqttConfig()
     bridge: BridgeSection = BridgeSection()
     uploader: UploaderSection = UploaderSection()
+    #: secret files readable by others are refused (see :func:`file_problems`); true turns that into a warning
+    allow_loose_secret_permissions: bool = False
+
+    @field_validator("site", mode="before")
+    @classmethod
+    def _site(cls, v: object) -> str:
+        return check_site(v)
 
 
 # ---------------------------------------------------------------- loading
 
+#: a config is a few kilobytes; a file past this is refused unread
+MAX_CONFIG_BYTES = 1_000_000
+#: mappings and lists nested deeper than this are refused before anything recursive walks them
+MAX_DEPTH = 64
+#: keys and values of the document once aliases are expanded (a real config has a few hundred):
+#: this keeps an alias bomb ("billion laughs") from costing minutes and gigabytes
+MAX_NODES = 20_000
+#: characters of one value (a path, a host, a name): bounds the work of resolving one scalar
+MAX_SCALAR = 16_384
+#: problems listed at most; past it the rest are counted in one more line
+MAX_PROBLEMS = 50
+#: the only explicit tags a config may carry: every other one (``!!timestamp``, ``!!python/...``,
+#: ``!custom``) is refused before anything constructs it
+ALLOWED_TAGS = frozenset({"!", "tag:yaml.org,2002:str", "tag:yaml.org,2002:seq", "tag:yaml.org,2002:map"})
 
-def format_loc(loc: tuple[int | str, ...]) -> str:
+_BaseLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc,valid-type]  # libyaml's loader when present
+    """PyYAML's safe loader, whose value errors (``2024-13-45``, a 5000-digit int) name their line."""
+
+    def construct_object(self, node: yaml.Node, deep: bool = False) -> Any:
+        try:
+            return super().construct_object(node, deep)
+        except yaml.YAMLError:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError, OverflowError, IndexError) as exc:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"cannot read this value: {exc}", node.start_mark) from exc
+
+
+def _where(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+
+
+def _yaml_message(exc: yaml.YAMLError) -> str:
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc)
+    return _where(mark) + " ".join(str(problem).split())
+
+
+def _screen(text: str, source: str) -> None:
+    """Refuse, from the parser's flat event stream, what would blow up whatever walks the document.
+
+    Events come one at a time and nothing is built, so this pass is bounded by the file's size.
+    It refuses nesting past :data:`MAX_DEPTH` (recursive walks), more than :data:`MAX_NODES`
+    values with aliases expanded (alias bombs), an alias inside the node it names (a cycle), a
+    value longer than :data:`MAX_SCALAR`, and explicit tags. Aliases themselves stay allowed:
+    the shipped examples share a transport with ``&line`` / ``*line``.
+    """
+    sizes: dict[str, int] = {}  # anchor -> values of its node, aliases expanded
+    stack: list[tuple[str | None, int]] = []  # open collections: (anchor, values before it)
+    total = 0
+
+    def refuse(event: yaml.Event, message: str) -> ConfigError:
+        return ConfigError([ConfigProblem("", _where(event.start_mark) + message)], source)
+
+    for event in yaml.parse(text, Loader=_Loader):
+        if isinstance(event, yaml.events.AliasEvent):
+            name = printable(event.anchor, 80)
+            if any(anchor == event.anchor for anchor, _ in stack):
+                raise refuse(event, f"the alias *{name} is inside the node &{name} it names (a recursive alias)")
+            if event.anchor not in sizes:
+                raise refuse(event, f"the alias *{name} names no anchor before it")
+            total += sizes[event.anchor]
+        elif isinstance(event, yaml.events.NodeEvent):
+            tag = getattr(event, "tag", None)
+            if tag is not None and tag not in ALLOWED_TAGS:
+                raise refuse(event, f"the tag {printable(tag, 80)} is not allowed: a config is plain YAML "
+                                    "(strings, numbers, booleans, lists, mappings)")
+            total += 1
+            if isinstance(event, yaml.events.ScalarEvent):
+                if len(event.value) > MAX_SCALAR:
+                    raise refuse(event, f"a value of {len(event.value)} characters; at most {MAX_SCALAR} are allowed")
+                if event.anchor is not None:
+                    sizes[event.anchor] = 1
+            else:
+                stack.append((event.anchor, total - 1))
+                if len(stack) > MAX_DEPTH:
+                    raise refuse(event, f"lists and mappings nested more than {MAX_DEPTH} levels deep")
+        elif isinstance(event, yaml.events.CollectionEndEvent):
+            anchor, before = stack.pop()
+            if anchor is not None:
+                sizes[anchor] = total - before
+        if total > MAX_NODES:
+            raise refuse(event, f"more than {MAX_NODES} keys and values once aliases are expanded "
+                                "(a config has a few hundred; is this an alias bomb?)")
+
+
+def _read_text(path: Path) -> str:
+    """The file's text, read no further than :data:`MAX_CONFIG_BYTES`."""
+    try:
+        with path.open("rb") as f:
+            data = f.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError([ConfigProblem("", f"cannot read config: {exc.strerror}")], str(path)) from exc
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([ConfigProblem(
+            "", f"the config is over {MAX_CONFIG_BYTES} bytes; a config is a few kilobytes")], str(path))
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError([ConfigProblem(
+            "", f"not UTF-8 text: line {line}: byte 0x{data[exc.start]:02x}")], str(path)) from None
+
+
+def format_loc(loc: tuple[Any, ...]) -> str:
     """Turn pydantic's loc tuple into the key path a person would write.
 
     Discriminated unions insert the tag (``'serial'``) after the field name; it is not a key
     of the file, so it is dropped.
     """
     out = ""
-    previous: int | str | None = None
+    previous: object = None
     for part in loc:
-        if isinstance(part, int):
+        if isinstance(part, int) and not isinstance(part, bool):
             out += f"[{part}]"
         elif previous in ("transport", "sink") and part in (*TRANSPORT_KINDS, "local", "atomscale"):
             pass
         else:
-            out += f".{part}" if out else part
+            out += f".{part}" if out else str(part)
         previous = part
     return out
 
@@ -268,10 +533,14 @@ def format_loc(loc: tuple[int | str, ...]) -> str:
 def problems_from(exc: ValidationError, prefix: str = "") -> list[ConfigProblem]:
     problems = []
     for err in exc.errors(include_url=False):
-        path = format_loc(tuple(err["loc"]))
+        loc = tuple(err["loc"])
+        message = err["msg"]
+        if len(loc) >= 2 and loc[-1] == "[key]":  # a bad key of a mapping: name the key, not '.[key]'
+            message = f"key {loc[-2]!r}: {message}"
+            loc = loc[:-2]
+        path = format_loc(loc)
         if prefix:
             path = f"{prefix}.{path}" if path and not path.startswith("[") else prefix + path
-        message = err["msg"]
         if err["type"] == "extra_forbidden":
             message = "unknown key"
         elif err["type"] == "union_tag_invalid":
@@ -319,21 +588,30 @@ def _driver_problems(raw: Any) -> list[ConfigProblem]:
             driver.Options.model_validate(options)
         except ValidationError as exc:
             problems.extend(problems_from(exc, f"{where}.options"))
+        except Exception as exc:  # a driver's validator that raised something else: still one line
+            problems.append(ConfigProblem(f"{where}.options", f"cannot be checked: {type(exc).__name__}: {exc}"))
     return problems
 
 
 def key_lines(node: yaml.Node, path: str = "") -> dict[str, int]:
-    """Map every key path of a composed YAML document to its 1-based line number."""
+    """Map every key path of a composed YAML document to its 1-based line number.
+
+    The walk follows aliases, so it is bounded by :func:`_screen` (depth and expanded size).
+    """
     lines = {path: node.start_mark.line + 1}
     if isinstance(node, yaml.MappingNode):
         for key, value in node.value:
-            child = f"{path}.{key.value}" if path else str(key.value)
+            name = key.value if isinstance(key, yaml.ScalarNode) else "?"
+            child = f"{path}.{name}" if path else str(name)
             lines[child] = key.start_mark.line + 1
             lines.update(key_lines(value, child))
     elif isinstance(node, yaml.SequenceNode):
         for i, item in enumerate(node.value):
             lines.update(key_lines(item, f"{path}[{i}]"))
     return lines
+
+
+_LAST_PART = re.compile(r"(\.[^.\[]*|\[[^\[\]]*\])$")
 
 
 def _order(problems: list[ConfigProblem], lines: dict[str, int] | None) -> list[ConfigProblem]:
@@ -343,18 +621,26 @@ def _order(problems: list[ConfigProblem], lines: dict[str, int] | None) -> list[
         unique.setdefault((p.path, p.message), p)
 
     def line_of(path: str) -> int:
-        while lines:
+        """The line of ``path`` or of its nearest ancestor; every step drops a part, so this ends."""
+        while lines and path:
             if path in lines:
                 return lines[path]
-            if not path:
-                break
-            path = re.sub(r"(\.[^.\[]*|\[\d+\])$", "", path) if re.search(r"[.\[]", path) else ""
-        return 0
+            shorter = _LAST_PART.sub("", path)
+            path = shorter if len(shorter) < len(path) else ""
+        return lines.get("", 0) if lines else 0
 
     def path_order(path: str) -> list[tuple[int, int | str]]:
         return [(0, int(part)) if part.isdigit() else (1, part) for part in re.split(r"[.\[\]]+", path) if part]
 
     return sorted(unique.values(), key=lambda p: (line_of(p.path), path_order(p.path)))
+
+
+def _shown(problems: list[ConfigProblem]) -> list[ConfigProblem]:
+    """Each problem as one printable line (no newline or escape from a value), at most MAX_PROBLEMS."""
+    shown = [ConfigProblem(printable(p.path, 200), printable(p.message, 500)) for p in problems[:MAX_PROBLEMS]]
+    if len(problems) > MAX_PROBLEMS:
+        shown.append(ConfigProblem("", f"... and {len(problems) - MAX_PROBLEMS} more problems"))
+    return shown
 
 
 def parse_config(raw: Any, source: str = "", lines: dict[str, int] | None = None) -> Config:
@@ -368,31 +654,113 @@ def parse_config(raw: Any, source: str = "", lines: dict[str, int] | None = None
         raise ConfigError([ConfigProblem("", "the config must be a mapping of keys (site, mqtt, bridge, uploader)")],
                           source)
     try:
-        config = Config.model_validate(raw)
-    except ValidationError as exc:
-        problems.extend(problems_from(exc))
-    problems.extend(_driver_problems(raw))
-    if config is not None:
-        from bridge.polling.bus import bus_problems
+        try:
+            config = Config.model_validate(raw)
+        except ValidationError as exc:
+            problems.extend(problems_from(exc))
+        problems.extend(_driver_problems(raw))
+        if config is not None:
+            from bridge.polling.bus import bus_problems
 
-        problems.extend(bus_problems(config.bridge.instruments))
+            problems.extend(bus_problems(config.bridge.instruments))
+    except Exception as exc:  # a validator that raised something else: one line, not a traceback
+        log.debug("validating %s failed unexpectedly", source or "the config", exc_info=True)
+        problems.append(ConfigProblem("", f"cannot be validated: {type(exc).__name__}: {exc}"))
     if problems or config is None:
-        raise ConfigError(_order(problems, lines), source)
+        raise ConfigError(_shown(_order(problems, lines)), source)
     return config
 
 
 def load_config(path: str | Path) -> Config:
+    """Read and validate a config file in bounded time and memory, whatever the file holds.
+
+    Up to :data:`MAX_CONFIG_BYTES`, a file is screened (:func:`_screen`) before anything builds
+    or walks its document, so every outcome is a Config or a ConfigError of one-line problems.
+    """
     path = Path(path)
+    source = str(path)
+    text = _read_text(path)
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError([ConfigProblem("", f"cannot read config: {exc.strerror}")], str(path)) from exc
-    try:
-        raw = yaml.safe_load(text)
-        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        _screen(text, source)
+        loader = _Loader(text)
+        try:
+            node = loader.get_single_node()
+            raw = loader.construct_document(node) if node is not None else None
+        finally:
+            loader.dispose()
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([ConfigProblem("", f"not valid YAML: {where}{problem}")], str(path)) from exc
-    return parse_config(raw, str(path), key_lines(node) if node is not None else None)
+        raise ConfigError([ConfigProblem("", printable(f"not valid YAML: {_yaml_message(exc)}", 500))],
+                          source) from exc
+    return parse_config(raw, source, key_lines(node) if node is not None else None)
+
+
+# ---------------------------------------------------------------- the files a config names
+
+
+def secret_files(config: Config) -> list[tuple[str, Path]]:
+    """(key path, file) of every secret file the config names."""
+    found: list[tuple[str, Path | None]] = [("mqtt.password_file", config.mqtt.password_file)]
+    tls = config.mqtt.tls
+    if tls is not None:
+        found += [("mqtt.tls.key_file", tls.key_file), ("mqtt.tls.key_password_file", tls.key_password_file)]
+    sink = config.uploader.sink
+    if isinstance(sink, AtomscaleSinkConfig):
+        found.append(("uploader.sink.api_key_file", sink.api_key_file))
+    return [(key, path) for key, path in found if path is not None]
+
+
+def loose_permissions(path: Path) -> str | None:
+    """Why the secret file ``path`` is open to others than its owner, or None if it is not.
+
+    Any access by other users and write access by the group are refused. Group read is refused
+    too, except on a file root owns: ``root:chamber-bridge 0640`` (deploy/pi) is root giving the
+    service's group exactly that. A missing file is not judged here: it is named when read.
+    """
+    try:
+        st = path.stat()
+    except (OSError, ValueError):
+        return None
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o007:
+        who = "open to every user"
+    elif mode & 0o020:
+        who = "writable by its group"
+    elif mode & 0o050 and st.st_uid != 0:
+        who = "readable by its group"
+    else:
+        return None
+    return f"{path} is {who} (mode {mode:04o})"
+
+
+def file_problems(config: Config) -> tuple[list[ConfigProblem], list[ConfigProblem]]:
+    """(errors, warnings) about the files the config names: TLS files load, secrets are private.
+
+    The TLS files are loaded exactly as the MQTT client loads them (:meth:`TlsConfig.ssl_context`).
+    Loose secret permissions are errors unless ``allow_loose_secret_permissions`` makes them warnings.
+    """
+    errors: list[ConfigProblem] = []
+    warnings: list[ConfigProblem] = []
+    for key, path in secret_files(config):
+        why = loose_permissions(path)
+        if why is None:
+            continue
+        if config.allow_loose_secret_permissions:
+            warnings.append(ConfigProblem(key, f"{why}; accepted because allow_loose_secret_permissions is true"))
+        else:
+            errors.append(ConfigProblem(key, f"{why}; run chmod 600 {path} (or 640 owned by root and the "
+                                             "service's group), or set allow_loose_secret_permissions: true"))
+    if config.mqtt.tls is not None:
+        try:
+            config.mqtt.tls.ssl_context()
+        except ConfigError as exc:
+            errors.extend(exc.problems)
+    return _shown(errors), _shown(warnings)
+
+
+def check_files(config: Config, source: str = "") -> None:
+    """Raise ConfigError for the problems of :func:`file_problems`; log its warnings."""
+    errors, warnings = file_problems(config)
+    for warning in warnings:
+        log.warning("%s%s", f"{source}: " if source else "", warning)
+    if errors:
+        raise ConfigError(errors, source)
