@@ -91,8 +91,8 @@ RETRY_FIRST: Final = 30.0
 RETRY_CAP: Final = 3600.0
 
 
-def retry_delay(failures: int) -> float:
-    return float(min(RETRY_CAP, RETRY_FIRST * 2 ** min(max(failures - 1, 0), 20)))
+def retry_delay(failures: int, first: float = RETRY_FIRST) -> float:
+    return float(min(RETRY_CAP, first * 2 ** min(max(failures - 1, 0), 20)))
 
 
 @dataclass(slots=True)
@@ -110,8 +110,10 @@ class Ledger:
 
     def __init__(self, state_dir: Path, *, points_per_chunk: int = 100, keep_idle: bool = False,
                  grace: float = 600.0, write_lock: threading.Lock | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, retry_first: float = RETRY_FIRST) -> None:
         self._db = open_spool_db(state_dir)
+        #: first delay before a failed run or source is tried again (doubling up to RETRY_CAP)
+        self.retry_first = retry_first
         # shared with the Spool in one process: writers hand over at once instead of polling
         # SQLite's busy handler, which sleeps in steps of up to 100 ms
         self._write_lock = write_lock or threading.Lock()
@@ -211,11 +213,12 @@ class Ledger:
         previous = self.failed_sources.get(key)
         failures = 1 if previous is None else previous.failures + 1
         reason = printable(f"{type(exc).__name__}: {exc}", 300)
+        delay = retry_delay(failures, self.retry_first)
         self.failed_sources[key] = SourceFailure(reason, now if previous is None else previous.since, failures,
-                                                 self._clock() + retry_delay(failures))
+                                                 self._clock() + delay)
         log.error("%s epoch %s: the pass failed at seq %d (%s); this source is retried in %.0f s, every other "
                   "source goes on", printable(source.site, 80), source.epoch, source.cursor + 1, reason,
-                  retry_delay(failures), exc_info=previous is None)
+                  delay, exc_info=previous is None)
         if source.open_run is not None:
             self.fail_run(source.open_run, f"the pass over its log failed: {reason}", now)
 
@@ -440,7 +443,7 @@ class Ledger:
             if row is None:
                 return 0.0
             failures = int(row[0]) + 1
-            delay = retry_delay(failures)
+            delay = retry_delay(failures, self.retry_first)
             db.execute("UPDATE runs SET failure=?, failures=?, retry_at=? WHERE run_id=?",
                        (printable(reason, 500), failures, now + delay, run_id))
         log.error("run %s: delivery failed (%s); set aside for %.0f s, every other run goes on",

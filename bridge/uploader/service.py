@@ -85,6 +85,8 @@ class UploaderSettings:
     confirm_rows: int = 100
     #: chunks pushed at once: the sink's round trips (an fsync, an HTTP request) overlap
     upload_workers: int = 4
+    #: a run whose delivery failed for a reason of its own is tried again after this (doubling, up to 1 h)
+    run_retry_initial: float = 30.0
     #: seconds ``stop()`` takes at most (SIGTERM: systemd and Docker kill after 10 s), and of them
     #: the grace a push in flight gets to finish before the sink aborts it
     stop_timeout: float = 8.0
@@ -116,7 +118,8 @@ class UploaderService:
         write_lock = threading.Lock()
         self.spool = Spool(up.state_dir, max_entries=up.max_spool_entries, write_lock=write_lock)
         self.ledger = Ledger(up.state_dir, points_per_chunk=up.points_per_chunk, keep_idle=up.keep_idle,
-                             grace=up.finalize_grace, write_lock=write_lock)
+                             grace=up.finalize_grace, write_lock=write_lock,
+                             retry_first=self.settings.run_retry_initial)
         self.sink = sink if sink is not None else make_sink(config)
         self.subscriber = Subscriber(
             config.mqtt, up.client_id, [f"{self.prefix}/+/data", f"{self.prefix}/+/status"],
@@ -516,7 +519,7 @@ class UploaderService:
             "finalized": len(self.finalized),
             "mqtt": {"connected": self.subscriber.connected.is_set(),
                      "callback_errors": self.subscriber.callback_errors.count,
-                     "loop_restarts": self.subscriber.loop_restarts},
+                     "loop_restarts": self.subscriber.loop_restarts, **self.subscriber.client.link.status()},
         }
 
     def _status_json(self, state: str, details: dict[str, Any] | None = None) -> bytes:

@@ -26,7 +26,7 @@ from typing import Any
 from bridge.names import printable
 from bridge.publish.codec import pack
 from bridge.store import layout
-from bridge.uploader.sinks.base import ChunkBody, SinkRejected, SinkUnavailable, StreamInfo
+from bridge.uploader.sinks.base import ChunkBody, RunRejected, SinkRejected, SinkUnavailable, StreamInfo
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -78,7 +78,7 @@ class LocalSink:
         try:
             action(*args)
         except layout.StoreLayoutError as exc:  # a hostile or broken name: a person must look, retrying won't help
-            raise SinkRejected(f"local store {self.root}: {what}: refused: {exc}") from exc
+            raise RunRejected(f"local store {self.root}: {what}: refused: {exc}") from exc
         except FileNotFoundError as exc:
             self._known_dirs.clear()  # the store was moved or removed under us: recreate on retry
             raise SinkUnavailable(f"local store {self.root}: {what}: {exc}") from exc
@@ -88,7 +88,7 @@ class LocalSink:
             if exc.errno != errno.ELOOP:  # disk full, I/O error: transient from where we stand
                 raise SinkUnavailable(f"local store {self.root}: {what}: {exc}") from exc
             # a symlink planted where a temporary file goes (O_NOFOLLOW refused it): a person must look
-            raise SinkRejected(f"local store {self.root}: {what}: refused a symbolic link: {exc}") from exc
+            raise RunRejected(f"local store {self.root}: {what}: refused a symbolic link: {exc}") from exc
 
     def initialize(self, stream: StreamInfo) -> str:
         data_id = stream.run_id
