@@ -20,6 +20,7 @@ from __future__ import annotations
 import itertools
 import math
 import statistics
+import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -150,7 +151,7 @@ def broken(timestamps: Sequence[float], values: Sequence[float], interval: float
 def title_lines(run: RunData) -> tuple[str, str, str]:
     """Headline, details (two lines) and a caption of what is missing (may be empty)."""
     m = run.manifest
-    head = plain(m.stream_name, 80) + (f"  ·  sample {plain(m.physical_sample, 60)}" if m.physical_sample else "")
+    head = plain(m.stream_name, 60) + (f"  ·  sample {plain(m.physical_sample, 40)}" if m.physical_sample else "")
     line1 = "  ·  ".join(x for x in (f"run {plain(m.run_id or m.data_id, 64)}", m.site and f"site {plain(m.site, 64)}")
                          if x)
     line2 = "  ·  ".join((
@@ -187,7 +188,11 @@ def plot_run(run: RunData, out: Path, *, dpi: int = DPI) -> Path:
     except ImportError:
         raise MissingExtra("plot", "matplotlib") from None
     try:
-        return _draw(run, out, fmt, dpi)
+        with warnings.catch_warnings():
+            # numpy's overflow warnings for values near the float limits: the figure is drawn
+            # anyway, and two lines of numpy internals on stderr tell an operator nothing
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return _draw(run, out, fmt, dpi)
     except (ValueError, OverflowError, RuntimeError) as exc:
         # numbers matplotlib cannot place (a run spanning millennia, values near the float limits):
         # the run's data, not a bug of the caller, so one line rather than a traceback
