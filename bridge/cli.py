@@ -21,7 +21,7 @@ import click
 from bridge import __version__
 from bridge.cli_quarantine import upload_quarantine
 from bridge.cli_runs import runs
-from bridge.config import Config, load_config
+from bridge.config import Config, check_files, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.model import Reading
 
@@ -93,18 +93,28 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def _load(ctx: click.Context, path: str) -> Config:
+def _load(ctx: click.Context, path: str, files: bool = True) -> Config:
+    """Load CONFIG; with ``files``, also the TLS files it names and the permissions of its secrets."""
     with reported_errors(ctx.obj["debug"]):
-        return load_config(path)
+        config = load_config(path)
+        if files:
+            check_files(config, path)
+        return config
     raise AssertionError("unreachable")  # pragma: no cover
 
 
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--no-files", is_flag=True,
+              help="Check the file alone, not the TLS files and secret permissions it names (on a laptop, in CI).")
 @click.pass_context
-def check(ctx: click.Context, config: str) -> None:
-    """Validate CONFIG: exit 0, or exit 2 naming every problem by its key path."""
-    cfg = _load(ctx, config)
+def check(ctx: click.Context, config: str, no_files: bool) -> None:
+    """Validate CONFIG: exit 0, or exit 2 naming every problem by its key path.
+
+    Also loads the TLS files (mqtt.tls) as the MQTT client would and refuses secret files that
+    other users can read or write; a secret file that does not exist here is not judged.
+    """
+    cfg = _load(ctx, config, files=not no_files)
     click.echo(f"{config}: ok (site {cfg.site}, {len(cfg.bridge.instruments)} instruments)")
 
 
@@ -150,7 +160,7 @@ def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> No
     """Poll each instrument of CONFIG once and print its readings (commissioning)."""
     from bridge.instrument import connect_instrument
 
-    cfg = _load(ctx, config)
+    cfg = _load(ctx, config, files=False)  # reads instruments only: no MQTT, no secrets
     debug = ctx.obj["debug"]
     with reported_errors(debug):
         targets = [cfg.bridge.instrument(only)] if only else list(cfg.bridge.instruments)

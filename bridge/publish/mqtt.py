@@ -3,19 +3,25 @@
 Every callback handed to paho goes through :func:`guarded`: an exception escaping a paho
 callback silently kills its network thread while ``publish()`` keeps returning success
 (RELIABILITY.md), so none may escape.
+
+paho retries a failed connection in silence (its ``on_connect_fail`` is told nothing of why), so
+a wrong CA or host name looked like a broker that was merely slow. The client built here keeps
+the reason of every failed attempt in its :class:`LinkState` and logs each new reason at once.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
+import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, ParamSpec
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
 
 from bridge.config import MqttConfig
 
@@ -52,24 +58,106 @@ def guarded(errors: CallbackErrors, where: str, callback: Callable[P, None]) -> 
     return wrapper
 
 
+def describe_connect_error(exc: BaseException) -> str:
+    """Why a connection attempt failed, in words that point at the setting to fix."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        detail = exc.verify_message or _ssl_text(exc)
+        if "hostname" in detail.lower() or "ip address mismatch" in detail.lower():
+            return f"TLS: the broker's certificate does not match mqtt.host ({detail})"
+        return f"TLS: the broker's certificate is not trusted ({detail}); check mqtt.tls.ca_file"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed: {_ssl_text(exc)} (is this port a TLS listener?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the host name: {exc.strerror}"
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _ssl_text(exc: ssl.SSLError) -> str:
+    return str(exc.reason or exc).split(" (_ssl.c:")[0]
+
+
+class LinkState:
+    """The last failed connection attempt of one client: counted, kept for status, logged once per reason.
+
+    A failure with the same reason as the last logged one is not logged again, so a broker that
+    stays away for hours leaves one line, not one per retry; a connection clears that memory, so
+    the next outage is logged again.
+    """
+
+    def __init__(self, host: str, port: int) -> None:
+        self._lock = threading.Lock()
+        self.where = f"{host}:{port}"
+        self.failures = 0
+        self.last_error: str | None = None
+        self.last_error_time: float | None = None
+        self.connected = False
+        self._logged: str | None = None
+
+    def failed(self, exc: BaseException) -> None:
+        reason = describe_connect_error(exc)
+        with self._lock:
+            self.failures += 1
+            self.last_error = reason
+            self.last_error_time = time.time()
+            self.connected = False
+            new = reason != self._logged
+            self._logged = reason
+        if new:
+            level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
+            log.log(level, "cannot connect to the broker at %s: %s; retrying", self.where, reason)
+
+    def succeeded(self) -> None:
+        with self._lock:
+            self.connected = True
+            self._logged = None
+
+    def status(self) -> dict[str, Any]:
+        """For a service's status: how many attempts failed and the last reason (kept after recovery)."""
+        with self._lock:
+            return {"connect_failures": self.failures, "last_connect_error": self.last_error,
+                    "last_connect_error_time": self.last_error_time}
+
+
+class Client(mqtt.Client):
+    """paho's client with a :class:`LinkState`: every attempt, first or retry, reports how it went.
+
+    ``reconnect`` is where paho opens the socket and does the TLS handshake, for ``connect()`` and
+    for its own retries in the network thread alike.
+    """
+
+    link: LinkState
+
+    def reconnect(self) -> MQTTErrorCode:
+        try:
+            result = super().reconnect()
+        except OSError as exc:  # ssl.SSLError, ConnectionRefusedError, socket.gaierror, timeouts...
+            self.link.failed(exc)
+            raise
+        self.link.succeeded()
+        return result
+
+
 def make_client(config: MqttConfig, client_id: str, *, clean_start: bool = True,
-                manual_ack: bool = False) -> mqtt.Client:
-    """A paho 2.x client (callback API v2) with credentials and TLS from the config."""
+                manual_ack: bool = False) -> Client:
+    """A paho 2.x client (callback API v2) with credentials and TLS from the config.
+
+    The TLS files are loaded here, by the same code as ``check`` (a ConfigError naming the key).
+    """
     protocol = MQTTProtocolVersion.MQTTv5 if config.protocol == "5" else MQTTProtocolVersion.MQTTv311
-    client = mqtt.Client(
+    client = Client(
         CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol,
         clean_session=None if protocol is MQTTProtocolVersion.MQTTv5 else clean_start,
         manual_ack=manual_ack,
     )
+    client.link = LinkState(config.host, config.port)
     if config.username is not None:
         client.username_pw_set(config.username, config.read_password())
     if config.tls is not None:
-        client.tls_set(
-            ca_certs=str(config.tls.ca_file) if config.tls.ca_file else None,
-            certfile=str(config.tls.cert_file) if config.tls.cert_file else None,
-            keyfile=str(config.tls.key_file) if config.tls.key_file else None,
-            tls_version=ssl.PROTOCOL_TLS_CLIENT,
-        )
+        client.tls_set_context(config.tls.ssl_context())
     client.reconnect_delay_set(min_delay=1, max_delay=30)  # paho's own capped backoff
     # paho's queue lives in memory only: the publisher keeps a few batches in flight and the
     # outbox holds the rest (RELIABILITY.md: 65,535 message ids at most).
