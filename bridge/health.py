@@ -28,6 +28,7 @@ import paho.mqtt.client as mqtt
 
 from bridge.config import Config, MqttConfig
 from bridge.errors import BridgeError
+from bridge.names import printable
 from bridge.publish.mqtt import CallbackErrors, guarded, make_client
 from bridge.publish.topics import Topics, uploader_status
 
@@ -175,6 +176,19 @@ def _details(status: dict[str, Any]) -> str:
                 parts.append(f"{kind} backlog {sink.get('backlog')}")
                 if sink.get("alarm"):
                     alarms.append(f"{kind} sink: {sink.get('last_error')}")
+    for failed in status.get("runs_failed") or ():
+        if isinstance(failed, dict):
+            alarms.append(f"run {failed.get('run_id')} set aside: {failed.get('reason')}")
+    for failed in status.get("sources_failed") or ():
+        if isinstance(failed, dict):
+            alarms.append(f"site {failed.get('site')} epoch {failed.get('epoch')} set aside: {failed.get('reason')}")
+    bad = status.get("bad_messages")
+    if isinstance(bad, dict) and bad:
+        counts = {site: reasons for site, reasons in bad.items() if isinstance(reasons, dict)}
+        parts.append(f"{sum(n for r in counts.values() for n in r.values() if isinstance(n, int))} messages "
+                     f"quarantined")
+        alarms.extend(f"site {site} replayed run ids {reasons['run_id_reused']} times"
+                      for site, reasons in counts.items() if reasons.get("run_id_reused"))
     outbox = status.get("outbox")
     if isinstance(outbox, dict):
         parts.append(f"outbox depth {outbox.get('depth')}")
@@ -191,4 +205,5 @@ def _details(status: dict[str, Any]) -> str:
         synced = {True: "synchronized", False: "NOT synchronized"}.get(clock["ntp_synchronized"], "unknown")
         parts.append(f"ntp {synced}")
     text = f"; {', '.join(parts)}" if parts else ""
-    return text + (f"; ALARM: {'; '.join(alarms)}" if alarms else "")
+    # a status is anybody's JSON on the broker: printed escaped
+    return printable(text + (f"; ALARM: {'; '.join(alarms)}" if alarms else ""), 2000)

@@ -65,3 +65,15 @@ def test_garbage_is_unhealthy_and_named() -> None:
 def test_a_status_from_a_clock_far_ahead_is_healthy_and_says_so() -> None:
     health = judge(status(time=NOW + 100), "the uploader", TOPIC, max_age=30, now=NOW)
     assert health.healthy and health.message.endswith("its clock is 100 s ahead of this one")
+
+
+def test_runs_set_aside_and_replayed_run_ids_are_alarms_printed_escaped() -> None:
+    payload = status(runs_failed=[{"run_id": "ab" * 16, "reason": "KeyError: 'x'\x1b[2J"}],
+                     sources_failed=[{"site": "chamber-b", "epoch": "e1", "reason": "JSONDecodeError"}],
+                     bad_messages={"evil": {"bad_seq": 3, "run_id_reused": 2}, "chamber-b": {"bad_status": 1}})
+    health = judge(payload, "the uploader", TOPIC, max_age=30, now=NOW)
+    assert "6 messages quarantined" in health.message
+    assert f"run {'ab' * 16} set aside: KeyError: 'x'\\x1b[2J" in health.message
+    assert "site chamber-b epoch e1 set aside: JSONDecodeError" in health.message
+    assert "site evil replayed run ids 2 times" in health.message
+    assert "\x1b" not in health.message
