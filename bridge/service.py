@@ -79,6 +79,7 @@ class BridgeService:
             },
             "clock": {"ntp_synchronized": self._ntp()},
             "run": self.runs.current,
+            "mqtt": self.publisher.client.link.status(),
         }
 
     def start(self) -> None:

@@ -560,6 +560,7 @@ class UploaderService:
                                    for kind, sink in status.get("sinks", {}).items()}
                 status["last_upload_error"] = self.last_upload_error
                 status["mqtt"] = {"connected": True, "callback_errors": self.subscriber.callback_errors.count,
-                                  "loop_restarts": self.subscriber.loop_restarts}
+                                  "loop_restarts": self.subscriber.loop_restarts,
+                                  **self.subscriber.client.link.status()}
                 status["delivery_busy_s"] = round(busy, 1)
                 self.subscriber.publish(self.status_topic, self._status_json("online", status), retain=True)
