@@ -4,22 +4,28 @@ A marker is an outbox entry like any reading, so it has a seq and the uploader k
 which readings belong to the run. The open run is persisted with its marker in one
 transaction; a bridge that died with a run open closes it with ``abort`` when it starts again,
 so no stream is left open forever.
+
+Run ids are the bridge's alone (:func:`bridge.names.new_run_id`): a run id becomes a folder of
+the store and an id at the API, so one taken from a command (``../../../x``) could write
+anywhere. Commands carry names and metadata only, checked by the wire contract
+(:func:`bridge.publish.codec.command_params`) before they get here.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-import uuid
+from collections.abc import Mapping
 from typing import Any
 
+from bridge.names import new_run_id, printable
 from bridge.publish import codec
 from bridge.publish.outbox import Outbox
 
 log = logging.getLogger("bridge.runs")
 
-EXIT_STATUSES = ("success", "abort", "fail")
-START_FIELDS = ("stream_name", "physical_sample", "synth_source_id", "project_id", "tags")
+#: what every request answers: whether the marker was logged, one line for the operator, its seq
+Outcome = tuple[bool, str, int | None]
 
 
 class Runs:
@@ -35,45 +41,54 @@ class Runs:
         """Close a run a crash left open: its stream must end, marked as aborted."""
         if self.current is not None:
             run_id = self.current.get("run_id")
-            seq = self._stop("abort", "the bridge restarted while the run was open")
-            log.warning("run %s was left open by a crash or power cut: closed as abort (seq %s)", run_id, seq)
+            seq = self._stop(codec.StopRun("abort", "the bridge restarted while the run was open"))
+            log.warning("run %s was left open by a crash or power cut: closed as abort (seq %s)",
+                        printable(run_id, 80), seq)
 
-    def start(self, params: dict[str, Any]) -> tuple[bool, str, int | None]:
-        name = params.get("stream_name")
-        if not isinstance(name, str) or not name.strip():
-            return False, "start_run needs a stream_name", None
+    def start(self, params: codec.StartRun | Mapping[str, Any]) -> Outcome:
+        """Open a run under a fresh run id; a mapping is checked as a command's params first."""
+        try:
+            start = params if isinstance(params, codec.StartRun) else codec.command_params("start_run", params)
+        except codec.CommandError as exc:
+            return False, exc.reason, None
+        assert isinstance(start, codec.StartRun)
         with self._lock:
-            if self.current is not None:
-                return False, f"run {self.current['run_id']} ({self.current['stream_name']}) is still open", None
-            body: dict[str, Any] = {key: params.get(key) for key in START_FIELDS}
-            body["tags"] = list(params.get("tags") or [])
-            body["run_id"] = str(params.get("run_id") or uuid.uuid4().hex)
+            current = self.current
+            if current is not None:
+                return False, (f"run {printable(current.get('run_id'), 80)} "
+                               f"({printable(current.get('stream_name'), 80)}) is still open"), None
+            run_id = new_run_id()
+            body: dict[str, Any] = {**codec.params_map(start), "run_id": run_id}
             seq = self.outbox.append_marker("run_start", body, open_run=body)
-        log.info("run %s (%s) started at seq %d", body["run_id"], name, seq)
-        return True, f"run {body['run_id']} started", seq
+        log.info("run %s (%s) started at seq %d", run_id, printable(start.stream_name), seq)
+        return True, f"run {run_id} started", seq
 
-    def stop(self, params: dict[str, Any]) -> tuple[bool, str, int | None]:
-        status = params.get("exit_status", "success")
-        if status not in EXIT_STATUSES:
-            return False, f"exit status must be one of {', '.join(EXIT_STATUSES)}, not {status!r}", None
+    def stop(self, params: codec.StopRun | Mapping[str, Any]) -> Outcome:
+        """Close the open run; a mapping is checked as a command's params first."""
+        try:
+            stop = params if isinstance(params, codec.StopRun) else codec.command_params("stop_run", params)
+        except codec.CommandError as exc:
+            return False, exc.reason, None
+        assert isinstance(stop, codec.StopRun)
         with self._lock:
-            if self.current is None:
+            current = self.current
+            if current is None:
                 return False, "no run is open", None
-            run_id = self.current["run_id"]
-            seq = self._stop(status, params.get("reason"))
-        log.info("run %s stopped (%s) at seq %d", run_id, status, seq)
-        return True, f"run {run_id} stopped ({status})", seq
+            run_id = printable(current.get("run_id"), 80)
+            seq = self._stop(stop)
+        log.info("run %s stopped (%s) at seq %d", run_id, stop.exit_status, seq)
+        return True, f"run {run_id} stopped ({stop.exit_status})", seq
 
-    def _stop(self, status: str, reason: Any) -> int:
+    def _stop(self, stop: codec.StopRun) -> int:
         run = self.current or {}
         last = self.outbox.flush()
-        body = {"run_id": run.get("run_id"), "exit_status": status, "last_seq": last,
-                **({"reason": reason} if reason else {})}
+        body = {"run_id": run.get("run_id"), "exit_status": stop.exit_status, "last_seq": last,
+                **({"reason": stop.reason} if stop.reason else {})}
         return self.outbox.append_marker("run_stop", body, open_run=None)
 
-    def handle(self, command: codec.Command) -> tuple[bool, str, int | None]:
-        if command.action == "start_run":
+    def handle(self, command: codec.Command) -> Outcome:
+        """A command from the broker, its params already checked by :func:`codec.decode_command`."""
+        if isinstance(command.params, codec.StartRun):
             return self.start(command.params)
-        if command.action == "stop_run":
-            return self.stop(command.params)
-        return False, f"unknown action {command.action!r}", None
+        return self.stop(command.params)
+

@@ -76,6 +76,8 @@ class BridgeService:
                 "oldest_unacked_age": None if oldest is None else max(0.0, time.time() - oldest),
                 "overflow": overflow.alarm, "refused_readings": overflow.refused,
                 "commit_error": self.outbox.commit_error,
+                # acks refused as forged or stale (another epoch, a seq never published): docs/security.md
+                "refused_acks": self.publisher.refused_acks,
             },
             "clock": {"ntp_synchronized": self._ntp()},
             "run": self.runs.current,

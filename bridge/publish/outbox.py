@@ -125,6 +125,7 @@ class Outbox:
         self.epoch: str = str(meta["epoch"])
         self._acked: int = int(meta["acked_seq"])
         self._last: int = max(int(meta["last_seq"]), max_seq or 0)
+        self._last_at_open = self._last
         self._open_run_json: str = str(meta["open_run"])
         # _db_lock serialises use of the connection and is held from taking the buffer to the
         # end of its commit, so commits land in seq order; _lock guards the buffer and counters
@@ -285,6 +286,15 @@ class Outbox:
     def acked_seq(self) -> int:
         """The highest seq the uploader has acknowledged (0 before the first ack)."""
         return self._acked
+
+    @property
+    def committed_at_open(self) -> int:
+        """The highest seq committed before this process opened the outbox (0 for a new one).
+
+        A previous process of this epoch may have published any of these, so an ack up to it is
+        legitimate even before this process has published anything (the publisher's ack check).
+        """
+        return self._last_at_open
 
     @property
     def last_seq(self) -> int | None:

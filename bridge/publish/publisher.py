@@ -5,6 +5,11 @@ the uploader acknowledges it on ``{prefix}/{site}/ack``; after a reconnect, or w
 coming while entries are outstanding, publishing rewinds to the last acknowledged seq.
 Duplicates that this causes are expected and removed by the uploader.
 
+An ack deletes data, so it must be one the uploader could have sent: an ack for another epoch
+or for a seq never published is refused, logged and counted (:meth:`Publisher._ack_refusal`).
+Commands are checked by the wire contract (:func:`codec.decode_command`) and every one whose
+request id can be read is answered, refusals included.
+
 All work happens in one sender thread; paho's callbacks only set flags and queue messages
 (a callback must never block: paho holds its locks while calling them).
 """
@@ -24,6 +29,7 @@ import paho.mqtt.client as mqtt
 
 from bridge.config import MqttConfig
 from bridge.errors import ProtocolError
+from bridge.names import printable
 from bridge.publish import codec
 from bridge.publish.mqtt import CallbackErrors, connect_properties, guarded, make_client, revive_network_thread
 from bridge.publish.outbox import Outbox
@@ -33,6 +39,9 @@ log = logging.getLogger("bridge.publish")
 
 CommandHandler = Callable[[codec.Command], tuple[bool, str, int | None]]
 StatusProvider = Callable[[], dict[str, Any]]
+
+#: a refused ack or command is logged at most this often per reason (a flood must not fill the disk)
+REFUSAL_LOG_INTERVAL = 60.0
 
 
 @dataclass
@@ -92,6 +101,12 @@ class Publisher:
         #: connections lost (not asked for), and paho's reason for the last one
         self.disconnects = 0
         self.last_disconnect: str | None = None
+        #: the highest seq handed to paho by this process (see _ack_refusal)
+        self._published_seq = 0
+        #: acks refused (another epoch, a seq never published) and commands refused by the contract
+        self.refused_acks = 0
+        self.refused_commands = 0
+        self._refusal_logged: dict[str, float] = {}
 
     # ---------------------------------------------------------- life
 
@@ -214,6 +229,9 @@ class Publisher:
         if not entries:
             return False
         payload = codec.encode_stored_batch(self.site, self.outbox.epoch, entries)
+        # counted as published before paho answers: it may queue and send a message even when it
+        # returns an error, and a real ack for it must never be refused (_ack_refusal)
+        self._published_seq = max(self._published_seq, entries[-1][0])
         info = self.client.publish(self.topics.data, payload, qos=1)
         if info.rc != mqtt.MQTT_ERR_SUCCESS:
             return False  # not connected after all: the next connect rewinds anyway
@@ -247,13 +265,38 @@ class Publisher:
                 if topic == self.topics.ack:
                     self._handle_ack(codec.decode_ack(payload))
                 elif topic == self.topics.command:
-                    self._handle_command(codec.decode_command(payload))
+                    self._handle_command(payload)
             except ProtocolError as exc:
-                log.warning("ignored a bad message on %s: %s", topic, exc)
+                self._log_refusal(f"bad message on {topic}", "ignored a bad message on %s: %s", topic,
+                                  printable(exc))
+
+    def _ack_refusal(self, ack: codec.Ack) -> tuple[str, str] | None:
+        """Why ``ack`` cannot be the uploader's (a short key and one line), or None if it can be.
+
+        The uploader acks only seqs it received, and it can only have received seqs of this
+        outbox's epoch that some process of this bridge published. This process has published
+        up to ``_published_seq`` (counted when handed to paho); earlier processes of the same
+        epoch can only have published what they had committed, which is at most
+        ``outbox.committed_at_open``. So a real ack is never above the larger of the two, even
+        right after a restart, and one above it is forged or corrupt: trimming on it would delete
+        entries the uploader never stored. (A forger that can read the data topic can still ack
+        what was published; only the broker's ACL on the ack topic stops that, docs/security.md.)
+        """
+        if ack.epoch != self.outbox.epoch:
+            return "epoch", (f"ack for epoch {ack.epoch} ignored: this outbox is epoch {self.outbox.epoch} "
+                             f"(an uploader that remembers an older outbox, or a forged ack)")
+        limit = max(self.outbox.committed_at_open, self._published_seq)
+        if ack.seq > limit:
+            return "beyond", (f"ack for seq {ack.seq} of epoch {ack.epoch} ignored: nothing beyond seq {limit} "
+                              f"was ever published (a forged or corrupt ack)")
+        return None
 
     def _handle_ack(self, ack: codec.Ack) -> None:
-        if ack.epoch != self.outbox.epoch:
-            log.warning("ack for epoch %s ignored (this outbox is epoch %s)", ack.epoch, self.outbox.epoch)
+        refusal = self._ack_refusal(ack)
+        if refusal is not None:
+            self.refused_acks += 1
+            key, text = refusal
+            self._log_refusal(f"ack {key}", "%s (%d refused acks so far)", text, self.refused_acks)
             return
         before = self.outbox.acked_seq
         self.outbox.acknowledge(ack.epoch, ack.seq)
@@ -266,11 +309,41 @@ class Publisher:
                 self._last_ack_progress = time.monotonic()
                 self._cursor = max(self._cursor, self.outbox.acked_seq)
 
-    def _handle_command(self, command: codec.Command) -> None:
-        ok, message, seq = self._commands(command)
-        self.client.publish(self.topics.command_reply, codec.encode_reply(command.request_id, ok, message, seq),
-                            qos=1)
+    def _handle_command(self, payload: bytes) -> None:
+        """Decode, check and carry out a command; answer it whenever its request id can be read.
+
+        A refusal by the contract is answered with ok=false and the reason; a failure while
+        carrying it out (the outbox cannot commit) is answered too, so no requester waits in vain.
+        """
+        try:
+            command = codec.decode_command(payload)
+        except codec.CommandError as exc:
+            self.refused_commands += 1
+            self._log_refusal("command", "refused a command: %s (%d refused so far)", printable(exc),
+                              self.refused_commands)
+            if exc.request_id is not None:
+                self._reply(exc.request_id, False, exc.reason, None)
+            return
+        try:
+            ok, message, seq = self._commands(command)
+        except Exception as exc:  # the requester is told; the sender thread goes on
+            log.exception("command %s (%s) failed", command.request_id, command.action)
+            ok, message, seq = False, f"{command.action} failed on the bridge: {exc}", None
+        self._reply(command.request_id, ok, message, seq)
         self._status_dirty.set()
+
+    def _reply(self, request_id: str, ok: bool, message: str, seq: int | None) -> None:
+        self.client.publish(self.topics.command_reply,
+                            codec.encode_reply(request_id, ok, printable(message, 300), seq), qos=1)
+
+    def _log_refusal(self, key: str, message: str, *args: Any) -> None:
+        """A warning, at most once per REFUSAL_LOG_INTERVAL for each ``key``: a flood of forged
+        messages is counted in the status, not written line by line to the Pi's SD card."""
+        now = time.monotonic()
+        last = self._refusal_logged.get(key)
+        if last is None or now - last >= REFUSAL_LOG_INTERVAL:
+            self._refusal_logged[key] = now
+            log.warning(message, *args)
 
     def _watch_network_thread(self) -> None:
         """paho's loop thread can die (RELIABILITY.md); restart it rather than go quiet."""
@@ -288,7 +361,8 @@ class Publisher:
                                  "last_callback_error": self.callback_errors.last,
                                  "loop_restarts": self.loop_restarts, "resends": self.resends,
                                  "rejected": self.rejected, "last_rejection": self.last_rejection,
-                                 "disconnects": self.disconnects, "last_disconnect": self.last_disconnect}
+                                 "disconnects": self.disconnects, "last_disconnect": self.last_disconnect,
+                                 "refused_commands": self.refused_commands}
         return json.dumps(body).encode()
 
     def _publish_status(self) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import queue
 import uuid
+from collections.abc import Mapping
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -19,11 +20,17 @@ class NoAnswer(BridgeError):
     """Nobody answered: no bridge for this site is connected, or the broker is unreachable."""
 
 
-def request(config: MqttConfig, site: str, action: str, params: dict[str, Any],
-            timeout: float = 10.0) -> codec.Reply:
-    """Publish a command and return the bridge's reply to it (matched by request id)."""
+def request(config: MqttConfig, site: str, action: str,
+            params: Mapping[str, Any] | codec.StartRun | codec.StopRun, timeout: float = 10.0) -> codec.Reply:
+    """Publish a command and return the bridge's reply to it (matched by request id).
+
+    The params are checked by the wire contract before anything is connected or sent
+    (:class:`~bridge.publish.codec.CommandError`, a one-line ProtocolError), so the operator
+    hears of a bad name at once, in the same words the bridge would use.
+    """
     topics = Topics(config.topic_prefix, site)
     request_id = uuid.uuid4().hex
+    payload = codec.encode_command(request_id, action, params)  # type: ignore[arg-type]  # checked inside
     replies: queue.Queue[codec.Reply] = queue.Queue()
     subscribed: queue.Queue[bool] = queue.Queue()
     errors = CallbackErrors()
@@ -58,7 +65,7 @@ def request(config: MqttConfig, site: str, action: str, params: dict[str, Any],
             subscribed.get(timeout=timeout)
         except queue.Empty:
             raise NoAnswer(f"the broker at {where} did not accept a subscription within {timeout:g} s") from None
-        client.publish(topics.command, codec.encode_command(request_id, action, params), qos=1)  # type: ignore[arg-type]
+        client.publish(topics.command, payload, qos=1)
         try:
             return replies.get(timeout=timeout)
         except queue.Empty:
