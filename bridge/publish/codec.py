@@ -51,9 +51,12 @@ CommandAction = Literal["start_run", "stop_run"]
 COMMAND_ACTIONS: Final[tuple[str, ...]] = get_args(CommandAction)
 
 
-@dataclass(frozen=True, slots=True)
-class LogEntry:
-    """One entry of the bridge's ordered log: a reading or a run marker, numbered by ``seq``."""
+class LogEntry(NamedTuple):
+    """One entry of the bridge's ordered log: a reading or a run marker, numbered by ``seq``.
+
+    A NamedTuple rather than a frozen dataclass: the uploader builds about 100,000 a second and a
+    tuple is built several times faster.
+    """
 
     seq: int
     kind: EntryKind
@@ -305,8 +308,36 @@ def _finite_time(value: Any) -> bool:
     return (type(value) is float or type(value) is int) and TIME_MIN <= value <= TIME_MAX  # NaN fails both
 
 
+_INF: Final = math.inf
+
+
 def _entry(item: Any, n: int) -> LogEntry | Refused:
-    """One ``[seq, kind, time, body]`` entry, checked; a :class:`Refused` naming the problem otherwise."""
+    """One ``[seq, kind, time, body]`` entry, checked; a :class:`Refused` naming the problem otherwise.
+
+    The common case, a reading as the bridge writes it whose labels were seen before, is
+    checked in one expression (it runs for every reading the uploader takes in); whatever
+    does not pass it, or raises on the way (an unhashable label), gets the full check below,
+    which names the problem. Both accept exactly the same entries.
+    """
+    try:
+        if type(item) is list and len(item) == 4:
+            seq, kind, stamp, body = item
+            if (kind == "reading" and type(seq) is int and 0 < seq <= SEQ_MAX and type(stamp) is float
+                    and TIME_MIN <= stamp <= TIME_MAX and type(body) is dict):
+                get = body.get
+                t, v, q, p, d = get("t"), get("v"), get("q"), get("p"), get("d")
+                if ((get("i"), get("c"), get("u")) in _KNOWN_LABELS
+                        and type(t) is float and TIME_MIN <= t <= TIME_MAX
+                        and ((q == "ok" and type(v) is float and -_INF < v < _INF) or (v is None and q in _NOT_OK))
+                        and ((p is None and "p" not in body) or (type(p) is float and TIME_MIN <= p <= TIME_MAX))
+                        and ((d is None and "d" not in body) or (type(d) is str and len(d) <= DETAIL_MAX))):
+                    return LogEntry(seq, kind, stamp, body)
+    except TypeError:
+        pass
+    return _checked_entry(item, n)
+
+
+def _checked_entry(item: Any, n: int) -> LogEntry | Refused:
     if type(item) is not list or len(item) != 4:
         return Refused(None, "bad_entry", f"batch entry {n}: expected [seq, kind, time, body], got "
                                           f"{printable(repr(item), 120)}", item)
@@ -335,6 +366,7 @@ def _entry(item: Any, n: int) -> LogEntry | Refused:
 
 
 _QUALITIES: Final = frozenset(q.value for q in Quality)
+_NOT_OK: Final = _QUALITIES - {Quality.OK.value}
 #: (instrument, channel, units) triples already checked: they repeat in every poll
 _KNOWN_LABELS: set[tuple[Any, Any, Any]] = set()
 
