@@ -11,6 +11,7 @@ uploader acks seqs the previous process published.
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -88,7 +89,8 @@ def retained_status(sub: AckingSubscriber) -> dict[str, Any]:
 
 def test_a_forged_ack_deletes_nothing_is_counted_and_real_acks_still_trim(
         mosquitto: MosquittoBroker, subscriber: AckingSubscriber, forger: Forger, gauges: Any,
-        tmp_path: Path) -> None:
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="bridge.publish")
     state = tmp_path / "state"
     service = BridgeService(parse_config(make_config(mosquitto, gauges, state)), FAST)
     service.start()
@@ -121,6 +123,10 @@ def test_a_forged_ack_deletes_nothing_is_counted_and_real_acks_still_trim(
         assert service.publisher.refused_acks == 3, "a real ack was refused"
     finally:
         service.stop()
+    refusals = [r.getMessage() for r in caplog.records if "ignored" in r.getMessage()]
+    beyond = [m for m in refusals if "nothing beyond seq" in m]
+    assert len(beyond) == 1, f"two refusals for one reason within a minute must log once: {refusals}"
+    assert len([m for m in refusals if f"ack for epoch {'f' * 32} ignored" in m]) == 1
 
 
 def test_after_a_restart_acks_for_what_the_previous_process_published_still_trim(
