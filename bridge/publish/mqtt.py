@@ -97,15 +97,16 @@ class LinkState:
         self.connected = False
         self._logged: str | None = None
 
-    def failed(self, exc: BaseException) -> None:
+    def failed(self, exc: BaseException, *, log_it: bool = True) -> None:
         reason = describe_connect_error(exc)
         with self._lock:
             self.failures += 1
             self.last_error = reason
             self.last_error_time = time.time()
             self.connected = False
-            new = reason != self._logged
-            self._logged = reason
+            new = log_it and reason != self._logged
+            if log_it:
+                self._logged = reason
         if new:
             level = logging.ERROR if isinstance(exc, ssl.SSLError) else logging.WARNING
             log.log(level, "cannot connect to the broker at %s: %s; retrying", self.where, reason)
@@ -126,16 +127,25 @@ class Client(mqtt.Client):
     """paho's client with a :class:`LinkState`: every attempt, first or retry, reports how it went.
 
     ``reconnect`` is where paho opens the socket and does the TLS handshake, for ``connect()`` and
-    for its own retries in the network thread alike.
+    for its own attempts in the network thread (``connect_async``, retries) alike. A failure inside
+    ``connect()`` raises to its caller, who reports it, so only the network thread's are logged here.
     """
 
     link: LinkState
+    _in_connect = False
+
+    def connect(self, *args: Any, **kwargs: Any) -> MQTTErrorCode:
+        self._in_connect = True
+        try:
+            return super().connect(*args, **kwargs)
+        finally:
+            self._in_connect = False
 
     def reconnect(self) -> MQTTErrorCode:
         try:
             result = super().reconnect()
         except OSError as exc:  # ssl.SSLError, ConnectionRefusedError, socket.gaierror, timeouts...
-            self.link.failed(exc)
+            self.link.failed(exc, log_it=not self._in_connect)
             raise
         self.link.succeeded()
         return result
