@@ -31,6 +31,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge.cli import cli
 from bridge.model import Quality, Reading
 from bridge.publish import codec
+from tests.faults.conftest import Figures
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.pipeline import Pipeline
 from tests.helpers.uploader import assert_store_holds_run, finalized, tpg_gauges, wait_for
@@ -141,9 +142,13 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         pipeline.start()
         pipeline.wait_connected()
         s.run_a = pipeline.start_run("GaAs-A")
+        began = time.monotonic()
         poison(POISON // 2)  # while run A logs readings
+        s.figures["poison_published_s"] = round(time.monotonic() - began, 2)
         stop_a = pipeline.stop_run()
+        stopped = time.monotonic()
         wait_for(lambda: finalized(s.store, s.run_a), timeout=120, what="run A to be finalized among the poison")
+        s.figures["run_a_stop_to_finalized_s"] = round(time.monotonic() - stopped, 2)
         pipeline.wait_acked(stop_a)
         s.manifest_a = (s.store / s.run_a / "manifest.json").read_bytes()
         readings_a = pipeline.recorded.recorded.run(s.run_a)
@@ -157,6 +162,7 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         attacker.send("lab/chamber-u/data", _batch(replay, site="chamber-u", epoch="d" * 32))
         s.sent["run_id_reused"] = 2
         pipeline.start_uploader()
+        restarted = time.monotonic()
         pipeline.wait_connected()
 
         s.run_b = pipeline.start_run("GaAs-B")
@@ -164,7 +170,8 @@ def scenario(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Scenario]:
         stop_b = pipeline.stop_run()
         wait_for(lambda: (pipeline.watch.latest(UPLOADER_STATUS) or {}).get("bad_messages", {})
                  .get(EVIL, {}).get("run_id_reused"), timeout=60, what="the replayed run id to be refused")
-        s.figures = pipeline.finish(s.run_b, stop_b, timeout=120)  # run B: complete, in order, once
+        s.figures["restart_to_queued_poison_handled_s"] = round(time.monotonic() - restarted, 2)
+        s.figures.update(pipeline.finish(s.run_b, stop_b, timeout=120))  # run B: complete, in order, once
         assert_store_holds_run(s.store, s.run_a, readings_a, 10)
         s.statuses = [m for _, m in pipeline.watch.on(UPLOADER_STATUS)
                       if isinstance(m, dict) and m.get("state") == "online"]
@@ -256,8 +263,8 @@ def test_every_bad_message_is_quarantined_and_listed_escaped(scenario: Scenario)
     assert 0 < kept <= 1000
 
 
-def test_the_poison_took_no_longer_than_the_runs_needed(scenario: Scenario) -> None:
-    """Not a timing assertion: the statuses show the uploader kept publishing while it was fed poison."""
+def test_the_uploader_kept_publishing_its_status_while_fed_poison(scenario: Scenario, figures: Figures) -> None:
     times = [s["time"] for s in scenario.statuses]
     assert len(times) >= 3 and all(b >= a for a, b in itertools.pairwise(times))
-    assert time.time() - times[-1] < 600
+    figures.record(row=0, fault="hostile: 1,000 poison messages of every kind, uploader restart, replayed run id",
+                   poison_messages=POISON, counted=scenario.counts, **scenario.figures)
