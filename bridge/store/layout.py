@@ -37,7 +37,7 @@ import math
 import os
 import re
 import stat
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -174,16 +174,17 @@ def chunk_path(root: Path | str, data_id: object, flow: object, chunk_index: obj
 def read_bounded(path: Path, limit: int, what: str) -> bytes:
     """At most ``limit`` bytes of the regular file ``path`` (FileNotFoundError passes through).
 
-    The file opened is ``path`` resolved (the caller checked with :func:`contained` where that
-    leads), without following a symlink that appeared since and without blocking, so a FIFO or a
-    device planted in the store cannot hang the reader. Messages name ``path`` as given."""
+    The caller has checked with :func:`contained` that the folder of ``path`` lies in the store;
+    the file itself is opened without following a symlink (one planted as the file is refused,
+    wherever it points) and without blocking, so a FIFO or a device planted in the store cannot
+    hang the reader."""
     try:
-        fd = os.open(path.resolve(), os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOFOLLOW | os.O_NONBLOCK)
     except FileNotFoundError:
         raise
-    except (OSError, RuntimeError) as exc:  # RuntimeError: a symlink loop made since the caller's check
-        errno_ = getattr(exc, "errno", None)
-        reason = "a symbolic link" if errno_ == errno.ELOOP else f"cannot read: {getattr(exc, 'strerror', None) or exc}"
+    except OSError as exc:
+        reason = ("a symbolic link (the store holds none; refused wherever it points)" if exc.errno == errno.ELOOP
+                  else f"cannot read: {exc.strerror or exc}")
         raise StoreDamaged(f"{path}: {reason}") from None
     try:
         info = os.fstat(fd)
@@ -471,6 +472,28 @@ def read_chunk(root: Path | str, data_id: str, flow: str, chunk_index: int) -> C
         path = chunk_path(root, data_id, flow, chunk_index)
     except StoreLayoutError as exc:
         raise StoreDamaged(f"{Path(root) / printable(data_id, 80)}: {exc}") from None
+    return _read_chunk_file(path, data_id, chunk_index)
+
+
+def read_flow_chunks(root: Path | str, data_id: str, flow: str, indexes: Iterable[int]
+                     ) -> Iterator[tuple[int, ChunkChannels]]:
+    """The chunks ``indexes`` of one flow, in that order, each as :func:`read_chunk` gives it.
+
+    The flow folder is checked once (resolving a path costs as much as reading a small chunk),
+    each file then opened without following a symlink: the same guarantee, for a whole run."""
+    try:
+        folder = flow_dir(root, data_id, flow)
+    except StoreLayoutError as exc:
+        raise StoreDamaged(f"{Path(root) / printable(data_id, 80)}: {exc}") from None
+    for index in indexes:
+        try:
+            name = chunk_file_name(index)
+        except StoreLayoutError as exc:
+            raise StoreDamaged(f"{folder}: {exc}") from None
+        yield index, _read_chunk_file(folder / name, data_id, index)
+
+
+def _read_chunk_file(path: Path, data_id: str, chunk_index: int) -> ChunkChannels:
     try:
         blob = read_bounded(path, CHUNK_MAX_BYTES, "chunk")
     except FileNotFoundError:

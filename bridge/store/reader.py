@@ -52,6 +52,7 @@ from bridge.store.layout import (
     is_timestamp,
     parse_manifest,
     read_chunk,
+    read_flow_chunks,
 )
 
 SERVER_EXTRA = "pip install 'chamber-bridge[server]'"
@@ -189,8 +190,8 @@ def load_run(manifest: Manifest) -> RunData:
     for flow in flows:
         indexes = _chunk_files(root, folder / flow)
         found[flow] = indexes
-        for index in indexes:
-            for name, (stamps, values, units) in read_chunk(root, data_id, flow, index).items():
+        for index, channels in read_flow_chunks(root, data_id, flow, indexes):
+            for name, (stamps, values, units) in channels.items():
                 s = series.setdefault(name, Series(name, flow))
                 if s.flow != flow:
                     raise StoreDamaged(f"{layout.chunk_path(root, data_id, flow, index)}: channel "

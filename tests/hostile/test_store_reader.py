@@ -275,7 +275,7 @@ CHUNK_CASES: dict[str, tuple[Callable[[Path], None], str]] = {
     "units not text": (chunk_bytes(body(units=None)), "units should be text"),
     "not a map": (chunk_bytes(bytes(msgpack.packb([1, 2]))), "not a chunk"),
     "1 GB": (huge_chunk, f"more than a chunk may have ({CHUNK_MAX_BYTES})"),
-    "symlink out of the store": (symlinked_chunk, "leads outside the store"),
+    "symlink out of the store": (symlinked_chunk, "a symbolic link (the store holds none"),
     "file name past 9 digits": (huge_index_name, "not a chunk file name"),
     "flow folder with escapes": (hostile_flow_folder, "not a flow folder"),
     "nested too deep": (nested_msgpack, "not a valid msgpack chunk"),
