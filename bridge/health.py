@@ -16,7 +16,6 @@ service runs on (the Docker healthcheck does), or keep both clocks NTP-synchroni
 
 from __future__ import annotations
 
-import json
 import queue
 import time
 import uuid
@@ -29,6 +28,7 @@ import paho.mqtt.client as mqtt
 from bridge.config import Config, MqttConfig
 from bridge.errors import BridgeError
 from bridge.names import printable
+from bridge.publish import codec
 from bridge.publish.mqtt import CallbackErrors, guarded, make_client
 from bridge.publish.topics import Topics, uploader_status
 
@@ -132,11 +132,9 @@ def fetch_retained(config: MqttConfig, topic: str, timeout: float, who: str = "t
 def judge(payload: bytes, who: str, topic: str, *, max_age: float, now: float) -> Health:
     """Healthy if the status says ``online`` and is at most ``max_age`` seconds old."""
     try:
-        status = json.loads(payload)
-    except ValueError:
-        return Health(False, f"unreadable status on {topic}: not JSON")
-    if not isinstance(status, dict):
-        return Health(False, f"unreadable status on {topic}: not a JSON object")
+        status = codec.decode_status(payload, f"status on {topic}")
+    except codec.BadMessage as exc:
+        return Health(False, f"unreadable {exc}")
     state, stamp = status.get("state"), status.get("time")
     if not isinstance(stamp, int | float) or isinstance(stamp, bool):
         return Health(False, f"unreadable status on {topic}: no 'time'")

@@ -12,6 +12,7 @@ and it carries floats as IEEE doubles, so a value round-trips bit for bit.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -640,3 +641,37 @@ def decode_reply(data: bytes) -> Reply:
     what = f"reply {request_id}"
     seq = None if obj.get("seq", 0) is None else _seq(obj, "seq", what, 1)
     return Reply(request_id, _get(obj, "ok", what, bool, "a boolean"), _get(obj, "message", what, str, "a string"), seq)
+
+
+# ---------------------------------------------------------------- retained JSON statuses
+
+
+#: a retained status larger than this is refused (a bridge's is about 2 KiB, the uploader's grows with its sites)
+STATUS_MAX_BYTES: Final = 256 * 1024
+
+
+def decode_status(data: bytes, what: str = "status") -> dict[str, Any]:
+    """A retained JSON status (a bridge's or the uploader's) as a plain object; BadMessage otherwise.
+
+    Statuses are JSON for people and dashboards, but they arrive from the broker like anything
+    else: bounded in size, and a document nested deeper than Python recurses (``[[[[...``)
+    is refused rather than let a RecursionError escape into a service's intake.
+    """
+    if len(data) > STATUS_MAX_BYTES:
+        raise BadMessage("bad_status", f"{what}: {len(data)} bytes; at most {STATUS_MAX_BYTES} are accepted")
+    try:
+        status = json.loads(data)
+    except RecursionError:
+        raise BadMessage("bad_status", f"{what}: JSON nested too deeply") from None
+    except ValueError:
+        raise BadMessage("bad_status", f"{what}: not JSON") from None
+    if not isinstance(status, dict):
+        raise BadMessage("bad_status", f"{what}: not a JSON object but {type(status).__name__}")
+    return status
+
+
+def ntp_synchronized(status: Mapping[str, Any]) -> bool | None:
+    """The ``clock.ntp_synchronized`` a bridge's status reports: True, False, or None when unknown or malformed."""
+    clock = status.get("clock")
+    value = clock.get("ntp_synchronized") if isinstance(clock, dict) else None
+    return value if isinstance(value, bool) else None

@@ -43,10 +43,6 @@ from bridge.uploader.subscriber import Message, Subscriber
 
 log = logging.getLogger("bridge.uploader")
 
-#: a bridge's retained status larger than this is refused (a real one is about 2 KiB)
-STATUS_MAX = 256 * 1024
-
-
 def _affects_the_target(exc: BaseException) -> bool:
     """Whether a sink error is the target's as a whole (down, overloaded, our key refused), not one run's.
 
@@ -325,19 +321,15 @@ class UploaderService:
         site = message.topic
         try:
             site = check_site(site_level(message.topic, self.prefix, "status"))
-            if len(message.payload) > STATUS_MAX:
-                raise ValueError(f"status of {len(message.payload)} bytes; at most {STATUS_MAX} are accepted")
-            status = json.loads(message.payload)
-            if not isinstance(status, dict):
-                raise ValueError(f"status must be a JSON object, got {type(status).__name__}")
-            clock = status.get("clock")
-            synchronized = clock.get("ntp_synchronized") if isinstance(clock, dict) else None
-        except (ValueError, RecursionError) as exc:  # RecursionError: JSON nested deeper than Python recurses
-            bad.append(bad_input(message.topic, site, "bad_status", f"{type(exc).__name__}: {exc}", message.payload))
+            status = codec.decode_status(message.payload, f"status of {site}")
+        except codec.BadMessage as exc:
+            bad.append(bad_input(message.topic, site, exc.reason, str(exc), message.payload))
             return
-        if isinstance(synchronized, bool) or synchronized is None:
-            with self._lock:
-                self._clock[site] = {"ntp_synchronized": synchronized}
+        except ValueError as exc:  # the topic's site level is not a valid site name
+            bad.append(bad_input(message.topic, site, "bad_site", str(exc), message.payload))
+            return
+        with self._lock:
+            self._clock[site] = {"ntp_synchronized": codec.ntp_synchronized(status)}
 
     def _note_new_epoch(self, site: str, epoch: str) -> None:
         older = [e for e in self.spool.epochs(site) if e != epoch]

@@ -56,7 +56,10 @@ def test_an_old_online_status_is_stale() -> None:
 
 def test_garbage_is_unhealthy_and_named() -> None:
     assert judge(b"\x81\xa1v\x01", "u", TOPIC, max_age=30, now=NOW).message == f"unreadable status on {TOPIC}: not JSON"
-    assert judge(b"[1]", "u", TOPIC, max_age=30, now=NOW).message.endswith("not a JSON object")
+    assert judge(b"[1]", "u", TOPIC, max_age=30, now=NOW).message.endswith("not a JSON object but list")
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert judge(deep, "u", TOPIC, max_age=30, now=NOW).message.endswith("JSON nested too deeply")
+    assert judge(b" " * 300_000, "u", TOPIC, max_age=30, now=NOW).message.endswith("at most 262144 are accepted")
     assert judge(b'{"state": "online"}', "u", TOPIC, max_age=30, now=NOW).message.endswith("no 'time'")
     unknown = judge(status(state="starting"), "u", TOPIC, max_age=30, now=NOW)
     assert not unknown.healthy and unknown.message == f"unknown state 'starting' on {TOPIC}"
