@@ -442,6 +442,9 @@ def _where(mark: Any) -> str:
 def _yaml_message(exc: yaml.YAMLError) -> str:
     mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
     problem = getattr(exc, "problem", None) or str(exc)
+    context = getattr(exc, "context", None)
+    if context:  # "while scanning a simple key", "expected a single document in the stream"
+        problem = f"{context}, {problem}"
     return _where(mark) + " ".join(str(problem).split())
 
 
