@@ -21,8 +21,9 @@ NAME_PATTERN: Final = r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"
 NAME_MAX: Final = 64
 _NAME: Final = re.compile(NAME_PATTERN)
 
-#: site names that collide with a topic of the system itself (``{prefix}/uploader/status``)
-RESERVED_SITES: Final = frozenset({"uploader"})
+#: site names that collide with the system's own topic (``{prefix}/uploader/status``) or with the
+#: broker logins of its services (a bridge's login is its site: deploy/mosquitto/acl)
+RESERVED_SITES: Final = frozenset({"uploader", "operator", "monitor"})
 
 #: run ids: 32 lowercase hex digits, made only by the bridge (:func:`new_run_id`)
 RUN_ID_PATTERN: Final = r"^[0-9a-f]{32}$"
@@ -54,7 +55,8 @@ def check_name(value: object, what: str) -> str:
 def check_site(value: object, what: str = "site") -> str:
     site = check_name(value, what)
     if site in RESERVED_SITES:
-        raise ValueError(f"{what} {site!r} is reserved (it would collide with the topic {{prefix}}/{site}/status)")
+        raise ValueError(f"{what} {site!r} is reserved: {', '.join(sorted(RESERVED_SITES))} are the logins and "
+                         f"topics of the system's own services")
     return site
 
 

@@ -39,6 +39,7 @@ from typing import Any, Final, NamedTuple
 from bridge.errors import ProtocolError
 from bridge.names import is_run_id, printable
 from bridge.publish.codec import run_start_body, run_stop_body, unpack_body
+from bridge.store.layout import MANIFEST_VERSION
 from bridge.uploader import quarantine
 from bridge.uploader.chunker import CutChunk, FlowCutter, channel_name, chunk_body
 from bridge.uploader.sinks.base import ChunkBody, StreamInfo
@@ -50,7 +51,6 @@ log = logging.getLogger(__name__)
 PAGE: Final = 20_000
 #: chunks whose readings the pass keeps in memory for their first push, at most
 CACHED_CHUNKS: Final = 1_000
-MANIFEST_VERSION: Final = 1
 
 
 class Source(NamedTuple):

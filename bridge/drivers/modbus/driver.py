@@ -25,12 +25,12 @@ from typing import Annotated, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from bridge.names import NAME_PATTERN
 from bridge.drivers.base import Channel, Driver, DriverOptions, Scale, named, reads
 from bridge.drivers.modbus import codec
 from bridge.drivers.registry import register_driver
 from bridge.errors import BridgeError, DeviceError
 from bridge.model import Measurement, Quality
+from bridge.names import NAME_PATTERN
 from bridge.transports.modbus import BitTable, ModbusTransport, RegisterTable, exception_name
 
 log = logging.getLogger("bridge.drivers.modbus")
