@@ -41,8 +41,11 @@ WORKDIR /var/lib/chamber-bridge-uploader
 
 # Healthy while the uploader's retained status (lab/uploader/status) says online and is fresh;
 # the uploader refreshes it every 5 s, and the broker publishes its last will (offline) if it dies.
+# The probe logs in as `monitor` (configs/monitor.yaml, mounted by docker-compose.yml), never with
+# the uploader's own login: the shipped broker ties client ids to users, so that would take over
+# the uploader's session.
 HEALTHCHECK --interval=30s --timeout=15s --start-period=30s --retries=3 \
-    CMD ["chamber-bridge", "health", "/etc/chamber-bridge/config.yaml", "--role", "uploader", "--max-age", "30"]
+    CMD ["chamber-bridge", "health", "/etc/chamber-bridge/monitor.yaml", "--role", "uploader", "--max-age", "30"]
 
 ENTRYPOINT ["chamber-bridge"]
 CMD ["upload", "/etc/chamber-bridge/config.yaml"]

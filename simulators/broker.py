@@ -168,11 +168,11 @@ def write_secret(path: Path, text: str) -> Path:
     return path
 
 
-def mosquitto_major() -> int:
-    """Mosquitto's major version (``mosquitto -h`` prints it first)."""
+def mosquitto_version() -> tuple[int, ...]:
+    """Mosquitto's version (``mosquitto -h`` prints it first); (2,) if it does not say."""
     out = subprocess.run([mosquitto_binary(), "-h"], capture_output=True, text=True, timeout=10).stdout
-    match = re.search(r"mosquitto version (\d+)\.", out)
-    return int(match[1]) if match else 2
+    match = re.search(r"mosquitto version (\d+(?:\.\d+)*)", out)
+    return tuple(int(part) for part in match[1].split(".")) if match else (2,)
 
 
 def mosquitto_hash(password: str, major: int = 2) -> str:
@@ -204,7 +204,7 @@ def amqtt_hash(password: str) -> str:
 def write_password_file(path: Path, users: dict[str, str], hasher: Any = None) -> Path:
     """``user:hash`` lines, mode 0600. ``hasher``: password -> hash (default: this Mosquitto's)."""
     if hasher is None:
-        major = mosquitto_major()
+        major = mosquitto_version()[0]
 
         def hasher(password: str) -> str:
             return mosquitto_hash(password, major)

@@ -3,7 +3,8 @@
 #   - python3-venv from Debian, a virtual environment in /opt/chamber-bridge with the package
 #     (the Pi side only: no server extra),
 #   - the system user chamber-bridge in group dialout (serial adapters),
-#   - /etc/chamber-bridge/config.yaml from configs/pi-mbe.yaml if there is none yet,
+#   - /etc/chamber-bridge/config.yaml from configs/pi-mbe.yaml if there is none yet (MQTT over
+#     TLS to the lab server's port 8883, checked against /etc/chamber-bridge/ca.crt),
 #   - the udev rules (stable /dev/chamber/<name>) and the systemd unit, enabled.
 # Idempotent: run it again after `git pull` to upgrade; an existing config and rules are kept.
 #
@@ -11,6 +12,8 @@
 #   bash deploy/pi/install.sh --dry-run        # print what it would do, change nothing
 #
 # Options: --dry-run; --source SPEC (what pip installs, default: this repository);
+#          --ca-file FILE (the lab CA certificate, installed as /etc/chamber-bridge/ca.crt:
+#          secrets/tls-ca/ca.crt on the lab server, deploy/mosquitto/make-certs.sh);
 #          --volatile-journal (keep the journal in RAM only: deploy/pi/README.md, SD-card wear).
 set -euo pipefail
 
@@ -26,10 +29,12 @@ journal_conf=/etc/systemd/journald.conf.d/chamber-bridge.conf
 dry_run=0
 source_spec="$repo"
 volatile_journal=0
+ca_file=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --dry-run) dry_run=1 ;;
     --source) source_spec="${2:?--source needs a pip requirement or path}"; shift ;;
+    --ca-file) ca_file="${2:?--ca-file needs the lab CA certificate}"; shift ;;
     --volatile-journal) volatile_journal=1 ;;
     -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "install.sh: unknown option $1 (try --help)" >&2; exit 2 ;;
@@ -92,8 +97,13 @@ else
   run install -m 0640 -o root -g "$user" "$repo/configs/pi-mbe.yaml" "$config_dir/config.yaml"
   fresh_config=1
 fi
+if [ -n "$ca_file" ]; then
+  run install -m 0644 -o root -g root "$ca_file" "$config_dir/ca.crt"
+elif [ ! -e "$config_dir/ca.crt" ]; then
+  echo "   copy the lab CA certificate to $config_dir/ca.crt (or run again with --ca-file FILE)"
+fi
 if [ ! -e "$config_dir/mqtt_password" ]; then
-  echo "   put the MQTT password in $config_dir/mqtt_password (root:$user, mode 0640)"
+  echo "   put this site's MQTT password in $config_dir/mqtt_password ($user:$user, mode 0600)"
 fi
 
 step "udev rules $rules"

@@ -13,11 +13,11 @@
 from __future__ import annotations
 
 import json
-import os
 import queue
 import re
 import shlex
 import shutil
+import ssl
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -30,13 +30,22 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from bridge.config import load_config, parse_config
-from bridge.health import check_health, fetch_retained
+from bridge.health import ROLES, check_health, fetch_retained
 from bridge.publish.request import request
 from bridge.uploader.service import UploaderService, UploaderSettings
+from simulators.broker import mosquitto_acl, parse_acl, write_secret
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.helpers.cli import ROOT, simulate
-from tests.helpers.mosquitto import MosquittoBroker, mosquitto_binary
+from tests.helpers.mosquitto import (
+    USERS,
+    MosquittoBroker,
+    ShippedBroker,
+    V5Client,
+    allowed,
+    conf_settings,
+    shipped_broker,
+)
 from tests.helpers.uploader import RecordingBridge, finalized, tpg_gauges, wait_for
 
 COMPOSE = ROOT / "docker-compose.yml"
@@ -44,6 +53,7 @@ DOCKERFILE = ROOT / "Dockerfile"
 MOSQUITTO = ROOT / "deploy" / "mosquitto"
 PI = ROOT / "deploy" / "pi"
 CONTAINER_CONFIG = "/etc/chamber-bridge/config.yaml"
+MONITOR_CONFIG = "/etc/chamber-bridge/monitor.yaml"
 
 
 # ====================================================================== Dockerfile
@@ -94,7 +104,8 @@ def test_dockerfile_slim_base_non_root_volumes_entrypoint_healthcheck() -> None:
     (healthcheck,) = instruction("HEALTHCHECK")
     options, _, command = healthcheck.partition(" CMD ")
     assert "--interval=" in options and "--timeout=" in options
-    assert yaml.safe_load(command)[:5] == ["chamber-bridge", "health", CONTAINER_CONFIG, "--role", "uploader"]
+    # as `monitor`, never with the uploader's login (use_username_as_clientid: it would take over its session)
+    assert yaml.safe_load(command)[:5] == ["chamber-bridge", "health", MONITOR_CONFIG, "--role", "uploader"]
     # the state directories are created for, and owned by, the non-root user
     (mkdir,) = [a for a in instruction("RUN") if "mkdir" in a]
     for path in ("/var/lib/chamber-bridge-uploader", "/srv/runs"):
@@ -197,7 +208,9 @@ def test_compose_services_and_profiles() -> None:
 
     mosquitto = services["mosquitto"]
     assert mosquitto["image"] == "eclipse-mosquitto:2"
-    assert "1883:1883" in mosquitto["ports"]
+    assert mosquitto["user"] == "1883:1883"  # the image's mosquitto user from the start: nothing to drop
+    assert "127.0.0.1:1883:1883" in mosquitto["ports"] and "8883:8883" in mosquitto["ports"]
+    assert mounts(mosquitto)["/mosquitto/certs"] == "./secrets/mosquitto-tls"
     assert mounts(mosquitto)["/mosquitto/config"] == "./deploy/mosquitto"
     assert any(v.endswith(":ro") for v in mosquitto["volumes"] if v.startswith("./deploy/mosquitto:"))
     assert not mounts(mosquitto)["/mosquitto/data"].startswith(".")  # a named volume
@@ -207,11 +220,11 @@ def test_compose_services_and_profiles() -> None:
     assert "mosquitto" in uploader["depends_on"]
     assert uploader["restart"] == "unless-stopped"
     assert uploader["command"] == ["upload", CONTAINER_CONFIG]
-    assert set(uploader["secrets"]) == {"mqtt_uploader_password", "atomscale_api_key"}
+    assert set(uploader["secrets"]) == {"mqtt_uploader_password", "mqtt_monitor_password", "atomscale_api_key"}
     uid = image_uid()
     assert uploader["user"] == f"{uid}:{uid}"
     health = uploader["healthcheck"]
-    assert health["test"][:6] == ["CMD", "chamber-bridge", "health", CONTAINER_CONFIG, "--role", "uploader"]
+    assert health["test"][:6] == ["CMD", "chamber-bridge", "health", MONITOR_CONFIG, "--role", "uploader"]
     assert {"interval", "timeout", "retries"} <= set(health)
 
     chamber, bridge = services["chamber"], services["bridge"]
@@ -219,11 +232,32 @@ def test_compose_services_and_profiles() -> None:
     assert bridge["network_mode"] == "service:chamber"
     assert bridge["entrypoint"] == ["python", "/opt/tryout/run-bridge.py"]
     assert '"poll"' in (ROOT / "deploy" / "tryout" / "run-bridge.py").read_text()
-    assert bridge["healthcheck"]["test"][:3] == ["CMD", "chamber-bridge", "health"]
-    assert "--role" in bridge["healthcheck"]["test"] and "bridge" in bridge["healthcheck"]["test"]
+    assert bridge["healthcheck"]["test"] == ["CMD", "chamber-bridge", "health", MONITOR_CONFIG, "--role", "bridge"]
     for service in services.values():
         if service.get("image", "").startswith("chamber-bridge") or "build" in service:
             assert service["user"] == f"{uid}:{uid}"
+
+
+def test_compose_hardening() -> None:
+    """Every container: no capabilities, no privilege gain, a read-only root file system (writes go
+    to named volumes and a tmpfs /tmp), not root; no plain MQTT port open beyond the host."""
+    for name, service in compose()["services"].items():
+        assert service["cap_drop"] == ["ALL"], name
+        assert "cap_add" not in service and "privileged" not in service, name
+        assert service["security_opt"] == ["no-new-privileges:true"], name
+        assert service["read_only"] is True, name
+        assert any(t.split(":")[0] == "/tmp" for t in service["tmpfs"]), name
+        assert not service["user"].startswith("0"), name
+        for port in service.get("ports", []):
+            parts = str(port).split(":")
+            if parts[-1] == "1883":  # plain MQTT: bound to the host's loopback only
+                assert parts[0] == "127.0.0.1", port
+            else:
+                assert parts[-1] == "8883", port  # nothing else is published
+        for target, source in mounts(service).items():
+            if source.startswith("."):
+                spec = next(v for v in service["volumes"] if interpolate(v).split(":")[1] == target)
+                assert spec.endswith(":ro"), f"{name}: {spec} (a host path: read-only)"
 
 
 def test_compose_volumes_secrets_and_mounts_are_declared_and_exist() -> None:
@@ -245,7 +279,9 @@ def test_compose_volumes_secrets_and_mounts_are_declared_and_exist() -> None:
     assert "/secrets/" in (ROOT / ".gitignore").read_text().split()
     for service in doc["services"].values():
         for target, source in mounts(service).items():
-            if source.startswith("."):
+            if source.startswith("./secrets/"):  # made at set-up (make-certs.sh), kept out of git
+                assert target == "/mosquitto/certs", target
+            elif source.startswith("."):
                 assert (ROOT / source).exists(), f"{source} (mounted at {target})"
 
 
@@ -297,73 +333,24 @@ def test_the_configs_compose_mounts_fit_the_containers(service: str, config: str
             assert str(cfg.uploader.sink.path) in named
     else:
         assert str(cfg.bridge.state_dir) in named
+    # its healthcheck's login: the monitor, a secret it has, and never the service's own user
+    assert mounts(spec)[MONITOR_CONFIG] == "./configs/monitor.yaml"
+    monitor = load_config(ROOT / "configs" / "monitor.yaml")
+    assert monitor.mqtt.username == "monitor" != cfg.mqtt.username
+    assert str(monitor.mqtt.password_file) in secrets and monitor.mqtt.host in compose()["services"]
+    # a bridge's user name is its site (the acl's %u patterns); the uploader's client id is its user
+    if service == "bridge":
+        assert cfg.mqtt.username == cfg.site == monitor.site
+    else:
+        assert cfg.mqtt.username == cfg.uploader.client_id == "uploader"
 
 
 # ====================================================================== Mosquitto
 
-USERS = {"uploader": "up-pw", "operator": "op-pw", "bridge-chamber-a": "a-pw", "bridge-sim-chamber": "sim-pw"}
-REWRITTEN = {"listener", "persistence_location", "password_file", "acl_file", "user", "log_dest"}
-
-
-def conf_settings(text: str) -> list[tuple[str, str]]:
-    """(key, value) of every setting line of a mosquitto.conf."""
-    settings = []
-    for line in text.splitlines():
-        if line.strip() and not line.lstrip().startswith("#"):
-            key, _, value = line.strip().partition(" ")
-            settings.append((key, value.strip()))
-    return settings
-
-
-def rewrite_for_test(text: str, port: int, workdir: Path, passwd: Path) -> str:
-    """The shipped config with only paths, the listener's port and `user` changed."""
-    out = []
-    for line in text.splitlines():
-        key = line.split(None, 1)[0] if line.strip() and not line.lstrip().startswith("#") else ""
-        if key == "listener":
-            line = f"listener {port} 127.0.0.1"
-        elif key == "persistence_location":
-            line = f"persistence_location {workdir}/"
-        elif key == "password_file":
-            line = f"password_file {passwd}"
-        elif key == "acl_file":
-            line = f"acl_file {MOSQUITTO / 'acl'}"  # the shipped file itself
-        elif key == "log_dest":
-            line = f"log_dest file {workdir / 'mosquitto.log'}"
-        elif key == "user" and os.geteuid() == 0:
-            line = "user root"  # the test's files belong to root (RELIABILITY.md: the broker drops privileges)
-        out.append(line)
-    return "\n".join(out) + "\n"
-
-
-class DeployBroker(MosquittoBroker):
-    """A private mosquitto running the shipped mosquitto.conf and acl."""
-
-    def write_config(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
-        passwd = self.workdir / "passwd"
-        passwd.unlink(missing_ok=True)
-        tool = str(Path(mosquitto_binary()).with_name("mosquitto_passwd"))
-        if not os.path.exists(tool):
-            tool = shutil.which("mosquitto_passwd") or "mosquitto_passwd"
-        for name, password in USERS.items():
-            create = [] if passwd.exists() else ["-c"]
-            subprocess.run([tool, "-b", *create, str(passwd), name, password], check=True)
-        shipped = (MOSQUITTO / "mosquitto.conf").read_text()
-        rewritten = rewrite_for_test(shipped, self.port, self.workdir, passwd)
-        changed = {a[0] for a, b in zip(conf_settings(shipped), conf_settings(rewritten), strict=True) if a != b}
-        assert changed <= REWRITTEN, changed
-        self.config_path.write_text(rewritten)
-
-
 @pytest.fixture
-def deploy_broker(tmp_path: Path) -> Iterator[DeployBroker]:
-    broker = DeployBroker(tmp_path / "mosquitto")
-    broker.start()
-    try:
+def deploy_broker(tmp_path: Path) -> Iterator[ShippedBroker]:
+    with shipped_broker(tmp_path / "mosquitto") as broker:
         yield broker
-    finally:
-        broker.kill()
 
 
 def test_mosquitto_settings_that_keep_data() -> None:
@@ -374,64 +361,57 @@ def test_mosquitto_settings_that_keep_data() -> None:
     assert int(settings["max_queued_messages"]) >= 100_000
     assert int(settings["max_queued_bytes"]) >= 100 * 2**20
     assert int(settings["max_inflight_messages"]) > 0
-    assert settings["allow_anonymous"] == "false"
-    assert settings["password_file"] == "/mosquitto/config/passwd"
-    assert settings["acl_file"] == "/mosquitto/config/acl"
     assert settings["persistence_location"] == "/mosquitto/data/"
 
 
-class Client:
-    """An MQTT v5 client that reports reason codes (3.1.1 would hide denials, RELIABILITY.md)."""
-
-    def __init__(self, broker: MosquittoBroker, user: str | None, password: str | None = None) -> None:
-        self.events: queue.Queue[tuple[str, Any]] = queue.Queue()
-        self.messages: queue.Queue[tuple[str, bytes]] = queue.Queue()
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"acl-test-{user}",
-                                  protocol=MQTTProtocolVersion.MQTTv5)
-        if user is not None:
-            self.client.username_pw_set(user, USERS.get(user) if password is None else password)
-        self.client.on_connect = lambda c, u, f, rc, p: self.events.put(("connect", rc))
-        self.client.on_publish = lambda c, u, mid, rc, p: self.events.put(("publish", rc))
-        self.client.on_subscribe = lambda c, u, mid, rcs, p: self.events.put(("subscribe", rcs[0]))
-        self.client.on_message = lambda c, u, m: self.messages.put((m.topic, bytes(m.payload)))
-        self.client.connect(broker.host, broker.port, keepalive=10)
-        self.client.loop_start()
-        self.connect_code = self._next("connect")
-
-    def _next(self, kind: str) -> Any:
-        got, value = self.events.get(timeout=10)
-        assert got == kind, (got, value)
-        return value
-
-    def publish(self, topic: str, payload: bytes = b"x") -> Any:
-        self.client.publish(topic, payload, qos=1)
-        return self._next("publish")
-
-    def subscribe(self, topic: str) -> Any:
-        self.client.subscribe(topic, qos=1)
-        return self._next("subscribe")
-
-    def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+def test_mosquitto_settings_that_keep_strangers_out() -> None:
+    settings = conf_settings((MOSQUITTO / "mosquitto.conf").read_text())
+    single = dict(settings)
+    assert single["allow_anonymous"] == "false"
+    assert single["password_file"] == "/mosquitto/config/passwd"
+    assert single["acl_file"] == "/mosquitto/config/acl"
+    assert single["per_listener_settings"] == "false"  # the login and ACL rules hold on every listener
+    # two listeners: 1883 plain (published on the host's loopback only), 8883 with TLS; each ties
+    # client ids to users (a listener setting: once for all would leave the other listener open)
+    listeners = [value for key, value in settings if key == "listener"]
+    assert listeners == ["1883", "8883"]
+    plain = dict(settings[settings.index(("listener", "1883")):settings.index(("listener", "8883"))])
+    after_tls = dict(settings[settings.index(("listener", "8883")):])
+    assert plain["use_username_as_clientid"] == after_tls["use_username_as_clientid"] == "true"
+    assert after_tls["certfile"] == "/mosquitto/certs/server.crt"
+    assert after_tls["keyfile"] == "/mosquitto/certs/server.key"
+    assert "certfile" not in dict(settings[:settings.index(("listener", "8883"))])
+    ports = compose()["services"]["mosquitto"]["ports"]
+    assert sorted(ports) == ["127.0.0.1:1883:1883", "8883:8883"]
 
 
-def allowed(code: Any) -> bool:
-    return not code.is_failure  # 0x10 "no matching subscribers" is a success
+def test_the_shipped_acl_is_the_rule_set_the_demo_runs() -> None:
+    """deploy/mosquitto/acl and simulators.broker.grants() say the same, line for line."""
+    shipped = parse_acl((MOSQUITTO / "acl").read_text())
+    assert shipped == parse_acl(mosquitto_acl("lab"))
+    # a bridge: its own site's topics only, and never an ack or a command
+    assert shipped["%u"] == {("readwrite", "lab/%u/status"), ("read", "lab/%u/ack"), ("read", "lab/%u/command"),
+                             ("write", "lab/%u/data"), ("write", "lab/%u/run"), ("write", "lab/%u/command/reply")}
+    writers = {user: {t for access, t in rules if access in ("write", "readwrite")} for user, rules in shipped.items()}
+    assert [u for u, topics in writers.items() if any(t.endswith("/ack") for t in topics)] == ["uploader"]
+    assert [u for u, topics in writers.items() if any(t.endswith("/command") for t in topics)] == ["operator"]
+    assert writers["monitor"] == set()
 
 
-def test_mosquitto_accepts_the_config_and_the_acls_hold(deploy_broker: DeployBroker) -> None:
-    anonymous = Client(deploy_broker, None)
-    assert anonymous.connect_code.is_failure
+def test_mosquitto_accepts_the_config_and_the_acls_hold(deploy_broker: ShippedBroker) -> None:
+    def client(user: str | None, password: str | None = None) -> V5Client:
+        return V5Client(deploy_broker.host, deploy_broker.port, user, password)
+
+    anonymous = client(None)
+    assert anonymous.connect_code.getName() == "Not authorized"
     anonymous.close()
-    wrong = Client(deploy_broker, "uploader", "wrong")
+    wrong = client("uploader", "wrong")
     assert wrong.connect_code.is_failure
     wrong.close()
 
-    uploader = Client(deploy_broker, "uploader")
-    site_a, site_sim = Client(deploy_broker, "bridge-chamber-a"), Client(deploy_broker, "bridge-sim-chamber")
-    operator = Client(deploy_broker, "operator")
-    clients = [uploader, site_a, site_sim, operator]
+    uploader, site_a, site_sim = client("uploader"), client("chamber-a"), client("sim-chamber")
+    operator, monitor = client("operator"), client("monitor")
+    clients = [uploader, site_a, site_sim, operator, monitor]
     try:
         assert all(not c.connect_code.is_failure for c in clients)
         # the uploader reads every site's data and status
@@ -443,8 +423,9 @@ def test_mosquitto_accepts_the_config_and_the_acls_hold(deploy_broker: DeployBro
         # a bridge writes its own site's topics only, and cannot read the others'
         for topic in ("status", "run", "command/reply"):
             assert allowed(site_a.publish(f"lab/chamber-a/{topic}")), topic
-        for topic in ("lab/sim-chamber/data", "lab/sim-chamber/status", "lab/chamber-a/ack",
-                      "lab/chamber-a/command", "lab/uploader/status"):
+        for topic in ("lab/sim-chamber/data", "lab/sim-chamber/status", "lab/sim-chamber/run", "lab/chamber-a/ack",
+                      "lab/sim-chamber/ack", "lab/chamber-a/command", "lab/sim-chamber/command", "lab/uploader/status",
+                      "lab/chamber-a/data/x", "other/chamber-a/data"):
             assert site_a.publish(topic).getName() == "Not authorized", topic
         assert allowed(site_a.subscribe("lab/chamber-a/ack")) and allowed(site_a.subscribe("lab/chamber-a/command"))
         # Mosquitto 2.0.11 grants any subscription and applies `read` per message: a bridge
@@ -456,17 +437,117 @@ def test_mosquitto_accepts_the_config_and_the_acls_hold(deploy_broker: DeployBro
         assert allowed(operator.publish("lab/chamber-a/command", b"for a"))
         assert site_sim.messages.get(timeout=10) == ("lab/sim-chamber/command", b"for sim")
         assert site_a.messages.get(timeout=10) == ("lab/chamber-a/command", b"for a"), denied
-        # the uploader acknowledges and reports, and cannot forge data or commands
+        # the uploader acknowledges and reports, and cannot forge data or commands, not even as a
+        # "site" named like itself (the %u patterns would give it lab/uploader/data: denied)
         assert allowed(uploader.publish("lab/chamber-a/ack")) and allowed(uploader.publish("lab/uploader/status"))
-        assert uploader.publish("lab/chamber-a/data").getName() == "Not authorized"
-        assert uploader.publish("lab/chamber-a/command").getName() == "Not authorized"
-        # operators send commands, read replies, statuses and $SYS; they cannot write data
+        for topic in ("lab/chamber-a/data", "lab/chamber-a/command", "lab/uploader/data", "lab/uploader/run"):
+            assert uploader.publish(topic).getName() == "Not authorized", topic
+        # operators send commands, read replies, statuses and $SYS; they cannot write data or acks
         assert allowed(operator.subscribe("lab/+/command/reply")) and allowed(operator.subscribe("$SYS/broker/#"))
-        assert operator.publish("lab/chamber-a/data").getName() == "Not authorized"
-        assert operator.publish("lab/chamber-a/ack").getName() == "Not authorized"
+        for topic in ("lab/chamber-a/data", "lab/chamber-a/ack", "lab/operator/data", "lab/operator/status"):
+            assert operator.publish(topic).getName() == "Not authorized", topic
+        # the health probes' user writes nothing at all
+        for topic in ("lab/chamber-a/status", "lab/uploader/status", "lab/monitor/data", "lab/monitor/status",
+                      "lab/chamber-a/ack", "lab/chamber-a/command"):
+            assert monitor.publish(topic).getName() == "Not authorized", topic
     finally:
-        for client in clients:
-            client.close()
+        for c in clients:
+            c.close()
+
+
+def test_no_login_takes_over_another_users_client_id(deploy_broker: ShippedBroker) -> None:
+    """use_username_as_clientid: the uploader's fixed client id is worthless to anyone else. A
+    bridge, the operator or the monitor claiming it does not disconnect the uploader."""
+    def client(user: str | None, client_id: str) -> V5Client:
+        return V5Client(deploy_broker.host, deploy_broker.port, user, client_id=client_id)
+
+    uploader = client("uploader", "uploader")
+    others = []
+    try:
+        assert allowed(uploader.connect_code) and allowed(uploader.subscribe("lab/+/data"))
+        # (the refused anonymous claim is tests/hostile/test_broker_auth.py's: on Mosquitto < 2.0.13
+        # it unlinks the uploader's session, and later same-user logins no longer replace it)
+        for user in ("chamber-a", "operator", "monitor"):
+            for client_id in ("uploader", "chamber-bridge-uploader"):
+                other = client(user, client_id)
+                assert allowed(other.connect_code), (user, client_id)
+                other.close()  # one at a time: two logins of one user would replace each other
+        # the uploader kept its one connection and its subscription
+        assert uploader.disconnects.empty() and uploader.client.is_connected()
+        site_a = client("chamber-a", "uploader")
+        others.append(site_a)
+        assert allowed(site_a.publish("lab/chamber-a/data", b"still here"))
+        assert uploader.messages.get(timeout=10) == ("lab/chamber-a/data", b"still here")
+        assert uploader.disconnects.empty()
+        # the price, documented in mosquitto.conf: a second login of the SAME user replaces the first
+        second = client("uploader", "whatever")
+        others.append(second)
+        assert allowed(second.connect_code)
+        uploader.disconnects.get(timeout=10)  # 2.0.11 just closes the socket, with no reason code
+    finally:
+        for c in [uploader, *others]:
+            c.close()
+
+
+def test_tls_listener_checks_the_broker_and_keeps_the_rules(deploy_broker: ShippedBroker, tmp_path: Path) -> None:
+    """8883: a client that trusts the lab CA (make-certs.sh) gets in with its login; anonymous
+    stays out; a client with another CA refuses the broker; ACLs hold there as on 1883."""
+    port, ca = deploy_broker.tls_port, deploy_broker.ca_file
+    bridge = V5Client(deploy_broker.host, port, "chamber-a", ca_file=ca)
+    try:
+        assert allowed(bridge.connect_code)
+        assert allowed(bridge.publish("lab/chamber-a/data"))
+        assert bridge.publish("lab/sim-chamber/data").getName() == "Not authorized"
+        assert bridge.publish("lab/chamber-a/ack").getName() == "Not authorized"
+    finally:
+        bridge.close()
+    anonymous = V5Client(deploy_broker.host, port, None, ca_file=ca)
+    assert anonymous.connect_code.getName() == "Not authorized"
+    anonymous.close()
+    other_ca = tmp_path / "other-ca"
+    subprocess.run(["bash", str(MOSQUITTO / "make-certs.sh"), "--out", str(other_ca), "127.0.0.1"], check=True,
+                   capture_output=True, timeout=60)
+    with pytest.raises(ssl.SSLCertVerificationError):
+        V5Client(deploy_broker.host, port, "chamber-a", ca_file=other_ca / "tls-ca" / "ca.crt")
+    # the plain listener does not speak TLS, and the TLS one does not speak plain MQTT
+    plain = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="plain-on-tls", protocol=MQTTProtocolVersion.MQTTv5)
+    plain.username_pw_set("chamber-a", USERS["chamber-a"])
+    codes: queue.Queue[Any] = queue.Queue()
+    plain.on_connect = lambda c, u, f, rc, p: codes.put(rc)
+    plain.connect(deploy_broker.host, port, keepalive=5)
+    plain.loop_start()
+    try:
+        with pytest.raises(queue.Empty):
+            codes.get(timeout=2)
+    finally:
+        plain.disconnect()
+        plain.loop_stop()
+
+
+def test_make_certs_sh(tmp_path: Path) -> None:
+    script = MOSQUITTO / "make-certs.sh"
+    if shutil.which("shellcheck"):
+        lint = subprocess.run(["shellcheck", str(script)], capture_output=True, text=True)
+        assert lint.returncode == 0, lint.stdout
+    out = tmp_path / "secrets"
+    first = subprocess.run(["bash", str(script), "--out", str(out), "lab-server.lab.lan", "10.0.0.5"],
+                           capture_output=True, text=True, timeout=60)
+    assert first.returncode == 0, first.stderr
+    for name in ("IP:10.0.0.5", "DNS:lab-server.lab.lan", "DNS:mosquitto"):
+        assert name in first.stdout, first.stdout
+    ca = (out / "tls-ca" / "ca.crt").read_bytes()
+    for key in (out / "tls-ca" / "ca.key", out / "mosquitto-tls" / "server.key"):
+        assert key.stat().st_mode & 0o077 == 0, key  # private keys: owner only
+    assert (out / "mosquitto-tls" / "ca.crt").read_bytes() == ca
+    again = subprocess.run(["bash", str(script), "--out", str(out), "lab-server.lab.lan"], capture_output=True,
+                           text=True, timeout=60)
+    assert again.returncode == 0 and "CA kept" in again.stdout
+    assert (out / "tls-ca" / "ca.crt").read_bytes() == ca  # renewing keeps the CA the Pis trust
+    verify = subprocess.run(["openssl", "verify", "-CAfile", str(out / "tls-ca" / "ca.crt"),
+                             str(out / "mosquitto-tls" / "server.crt")], capture_output=True, text=True)
+    assert verify.returncode == 0, verify.stdout + verify.stderr
+    bad = subprocess.run(["bash", str(script), "--out", str(out)], capture_output=True, text=True)
+    assert bad.returncode == 2 and "name the broker" in bad.stderr
 
 
 @pytest.fixture
@@ -478,29 +559,34 @@ def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
 
 
 def test_a_run_goes_through_the_shipped_broker_config_under_its_acls(
-        deploy_broker: DeployBroker, gauges: Any, tmp_path: Path) -> None:
-    """The real bridge (bridge-chamber-a), uploader (uploader) and start-run/stop-run (operator) do
-    everything they need within the ACLs; health works with each one's own login; the retained
-    status survives a broker restart (persistence)."""
+        deploy_broker: ShippedBroker, gauges: Any, tmp_path: Path) -> None:
+    """The real bridge (user chamber-a, over TLS on the 8883 listener as configs/pi-mbe.yaml),
+    uploader (uploader, plain 1883 as in compose) and start-run/stop-run (operator) do everything
+    they need within the ACLs; health works with the monitor's and the operator's logins; the
+    retained status survives a broker restart (persistence)."""
     secrets = tmp_path / "secrets"
-    secrets.mkdir()
+    secrets.mkdir(mode=0o700)
     for user, password in USERS.items():
-        (secrets / user).write_text(password + "\n")
+        write_secret(secrets / user, password + "\n")
 
-    def mqtt_for(user: str) -> dict[str, Any]:
-        return {"host": deploy_broker.host, "port": deploy_broker.port, "keepalive": 5, "username": user,
-                "password_file": str(secrets / user)}
+    def mqtt_for(user: str, tls: bool = False) -> dict[str, Any]:
+        raw: dict[str, Any] = {"host": deploy_broker.host, "port": deploy_broker.port, "keepalive": 5,
+                               "username": user, "password_file": str(secrets / user)}
+        if tls:
+            raw.update(port=deploy_broker.tls_port, tls={"ca_file": str(deploy_broker.ca_file)})
+        return raw
 
-    bridge_raw = {"site": "chamber-a", "mqtt": mqtt_for("bridge-chamber-a"), "bridge": {
+    bridge_raw = {"site": "chamber-a", "mqtt": mqtt_for("chamber-a", tls=True), "bridge": {
         "state_dir": str(tmp_path / "bridge-state"), "instruments": [
             {"name": f"gauge{i}", "driver": "pfeiffer_tpg", "interval": 0.02,
              "transport": {"kind": "serial", "port": server.url, "timeout": 0.3},
              "options": {"channels": [1, 2], "settle": 0.02}} for i, (_, server) in enumerate(gauges, 1)]}}
     store = tmp_path / "store"
     uploader_raw = {"site": "lab-server", "mqtt": mqtt_for("uploader"), "uploader": {
-        "state_dir": str(tmp_path / "uploader-state"), "points_per_chunk": 10, "client_id": "acl-test-uploader",
+        "state_dir": str(tmp_path / "uploader-state"), "points_per_chunk": 10, "client_id": "uploader",
         "sink": {"kind": "local", "path": str(store)}}}
     operator = parse_config({"site": "chamber-a", "mqtt": mqtt_for("operator")})
+    monitor = parse_config({"site": "chamber-a", "mqtt": mqtt_for("monitor")})
 
     bridge = RecordingBridge(parse_config(bridge_raw)).start()
     uploader = UploaderService(parse_config(uploader_raw),
@@ -517,20 +603,22 @@ def test_a_run_goes_through_the_shipped_broker_config_under_its_acls(
         assert stop.ok and stop_seq is not None, stop.message
         wait_for(lambda: finalized(store, run_id), what="the run to be finalized")
         wait_for(lambda: bridge.outbox.acked_seq >= stop_seq, what="the outbox to drain past the run")
-        for raw, role in ((uploader_raw, "uploader"), (bridge_raw, "bridge")):
-            health = check_health(parse_config(raw), role)  # type: ignore[arg-type]
+        for role in ROLES:
+            health = check_health(monitor, role)
             assert health.healthy, health.message
         assert check_health(operator, "bridge").healthy  # operators watch every site
         # the bridge's retained run state got through too (the run is closed now)
         run_state = json.loads(fetch_retained(operator.mqtt, "lab/chamber-a/run", 5.0))
         assert run_state["site"] == "chamber-a" and run_state["run"] is None
+        # the probes never disturbed the services' own connections
+        assert bridge.service.publisher.connected and uploader.subscriber.connected.is_set()
     finally:
         uploader.stop()
         bridge.stop()
     deploy_broker.stop()  # SIGTERM: the snapshot is written
     assert (deploy_broker.workdir / "mosquitto.db").exists()
     deploy_broker.start()
-    after = check_health(parse_config(uploader_raw), "uploader")
+    after = check_health(monitor, "uploader")
     assert not after.healthy and after.message.startswith("offline: the uploader went offline")
 
 
@@ -619,6 +707,23 @@ def test_install_sh_dry_run_prints_the_steps_and_changes_nothing() -> None:
     assert "useradd --system --user-group --groups dialout" in user_step or "is in dialout" in user_step
     bad = subprocess.run(["bash", str(script), "--no-such-option"], capture_output=True, text=True)
     assert bad.returncode == 2 and "unknown option" in bad.stderr
+
+
+def test_the_pi_talks_tls_to_8883_with_its_own_site_login() -> None:
+    """configs/pi-mbe.yaml: the broker's TLS listener, the lab CA under /etc/chamber-bridge, the
+    user named like the site (the acl's patterns); install.sh --ca-file installs that CA."""
+    cfg = load_config(ROOT / "configs" / "pi-mbe.yaml")
+    assert cfg.mqtt.port == 8883 and cfg.mqtt.tls is not None
+    assert str(cfg.mqtt.tls.ca_file) == "/etc/chamber-bridge/ca.crt"
+    assert cfg.mqtt.username == cfg.site
+    assert str(cfg.mqtt.password_file) == "/etc/chamber-bridge/mqtt_password"
+    result = subprocess.run(["bash", str(PI / "install.sh"), "--dry-run", "--ca-file", "/tmp/lab-ca.crt"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "+ install -m 0644 -o root -g root /tmp/lab-ca.crt /etc/chamber-bridge/ca.crt" in result.stdout
+    assert "mode 0600" in result.stdout  # the password file: owner-only
+    readme = (PI / "README.md").read_text()
+    assert "8883" in readme and "/etc/chamber-bridge/ca.crt" in readme
 
 
 UDEV_MATCH = re.compile(r"^(ACTION|SUBSYSTEMS?|KERNELS?|DRIVERS?|ATTRS?\{[\w/]+\}|ENV\{\w+\})$")
