@@ -14,14 +14,15 @@ from tests.helpers.net import free_port
 CONFIGS = sorted((ROOT / "configs").rglob("*.yaml"))
 #: the deployment configs the Pi, the lab server and docker-compose.yml use
 DEPLOYMENT = ("pi-mbe.yaml", "lab-server-local.yaml", "lab-server-atomscale.yaml", "tryout-bridge.yaml",
-              "operator.yaml")
+              "operator.yaml", "monitor.yaml")
 
 
 def test_every_shipped_config_passes_check() -> None:
     assert {p.name for p in CONFIGS} >= {"demo.yaml", *DEPLOYMENT}
     assert any(p.parent.name == "examples" for p in CONFIGS)
     with ThreadPoolExecutor(4) as pool:
-        # --no-files: the CA and secrets they name exist on the deployment machines, not here (tests/hostile/test_tls.py)
+        # --no-files: the CA and secrets they name exist on the deployment machines, not here
+        # (tests/hostile/test_tls.py)
         results = list(pool.map(lambda p: (p, run_cli("check", "--no-files", str(p))), CONFIGS))
     failed = [f"{p.relative_to(ROOT)}: exit {r.returncode}: {r.stderr.strip()}" for p, r in results if r.returncode]
     assert not failed, "\n".join(failed)
@@ -70,3 +71,24 @@ def test_deployment_configs_take_every_secret_from_a_file_never_inline() -> None
             assert all(f.startswith("/run/secrets/") for f in secret_files(path)), name
     assert secret_files(ROOT / "configs" / "lab-server-atomscale.yaml") == [
         "/run/secrets/mqtt_uploader_password", "/run/secrets/atomscale_api_key"]
+
+
+def test_every_config_that_talks_to_a_broker_logs_in_as_its_own_user() -> None:
+    """The shipped broker refuses anonymous clients and gives each user only its topics
+    (deploy/mosquitto/acl): a bridge's user is its site, the uploader's client id is its user (the
+    broker makes it so: use_username_as_clientid). The driver examples are for `read` only and
+    name no broker at all."""
+    for path in CONFIGS:
+        raw = yaml.safe_load(path.read_text())
+        if path.parent.name == "examples":
+            assert "mqtt" not in raw and "uploader" not in raw, path.name
+            continue
+        mqtt = raw["mqtt"]
+        assert mqtt.get("username") and mqtt.get("password_file"), path.name
+        if raw.get("bridge"):
+            assert mqtt["username"] == raw["site"], path.name
+        if raw.get("uploader", {}).get("client_id"):
+            assert raw["uploader"]["client_id"] == mqtt["username"] == "uploader", path.name
+    # off the lab server's loopback, MQTT goes over TLS, checked against the lab CA
+    pi = yaml.safe_load((ROOT / "configs" / "pi-mbe.yaml").read_text())["mqtt"]
+    assert pi["port"] == 8883 and pi["tls"]["ca_file"].startswith("/etc/chamber-bridge/")
