@@ -34,13 +34,14 @@ def atomscale_config(mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path, em
     """Both sides' config with the atomscale sink; ``endpoint`` reaches the emulator another way (a proxy)."""
     key_file = tmp_path / "api-key"
     key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
     return chamber_config(mosquitto, gauges, tmp_path, points_per_chunk=PPC, sink={
         "kind": "atomscale", "endpoint": endpoint or emulator.url, "api_key_file": str(key_file),
         "allow_insecure_http": True})  # the emulator serves plain http on loopback
 
 
 def start_uploader(raw: dict[str, Any], settings: UploaderSettings = SETTINGS,
-                   sink_options: dict[str, float] | None = None) -> UploaderService:
+                   sink_options: dict[str, Any] | None = None) -> UploaderService:
     """The uploader with the atomscale sink: fast retries unless ``sink_options`` says otherwise
     (``{}``: the sink's defaults)."""
     cfg = parse_config(raw)

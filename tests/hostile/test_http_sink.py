@@ -61,6 +61,7 @@ def tls_emulator(tls_files: TlsFiles) -> Iterator[AtomscaleEmulator]:
 def key_file(tmp_path: Path) -> Path:
     path = tmp_path / "atomscale.key"
     path.write_text(KEY + "\n")
+    path.chmod(0o600)  # check refuses a secret others can read
     return path
 
 
@@ -194,7 +195,8 @@ def test_sigterm_stops_an_upload_process_stuck_on_a_dripping_endpoint(
     try:
         emulator.add_fault("drip", delay=2.0, path_prefix=CHUNK_PATH)
         start_run(raw, name="drip-sigterm")
-        wait_for(lambda: dripping(emulator), timeout=60, what="a chunk push dripped at")
+        wait_for(lambda: dripping(emulator) or uploader.died(), timeout=60, what="a chunk push dripped at")
+        assert not uploader.died(), uploader.log_tail()
         time.sleep(1.0)
         began = time.monotonic()
         code = uploader.stop()
@@ -305,7 +307,7 @@ def test_a_bad_certificate_alarms_in_the_status_keeps_the_data_and_a_ca_file_dra
 
 
 def test_check_refuses_a_plain_http_endpoint_without_the_flag(tmp_path: Path, key_file: Path) -> None:
-    raw = {"site": "lab-server", "uploader": {"state_dir": str(tmp_path / "state"), "sink": {
+    raw: dict[str, Any] = {"site": "lab-server", "uploader": {"state_dir": str(tmp_path / "state"), "sink": {
         "kind": "atomscale", "endpoint": "http://127.0.0.1:9", "api_key_file": str(key_file)}}}
     refused = run_cli("check", str(write_config(raw, tmp_path, "plain.yaml")))
     assert refused.returncode == 2, refused
