@@ -108,3 +108,81 @@ def test_yaml_errors_name_line(tmp_path: Path) -> None:
 
 def test_not_a_mapping() -> None:
     assert problems(["a"]) == ["the config must be a mapping of keys (site, mqtt, bridge, uploader)"]
+
+
+def test_problem_order_ends_for_any_key_path() -> None:
+    """Ordering by line walked up the key path; a path whose last part it could not drop (a mapping
+    key's ``.[key]``) made it spin forever (issue 11). Every step must now shorten the path."""
+    from bridge.config import _order
+    from bridge.errors import ConfigProblem
+
+    paths = ["a.[key]", "a[", "]]", ".", "a..b", "[x]", "b[1].[key].c", "a.b[", "", "[", "a.b.[0]"]
+    ordered = _order([ConfigProblem(p, "m") for p in paths], {"": 1, "a": 2, "b": 3, "a.b": 4})
+    assert sorted(p.path for p in ordered) == sorted(paths)
+
+
+def test_a_bad_mapping_key_is_named_as_a_key() -> None:
+    raw = {"site": "a", "bridge": {"instruments": [
+        {"name": "p", "driver": "impac", "transport": {"kind": "serial", "port": "/dev/x"},
+         "options": {"exposure_times": {100: 0.01}}}]}}
+    assert problems(raw) == [
+        "bridge.instruments[0].options.exposure_times: key 100: Input should be less than or equal to 99"]
+
+
+def test_reserved_and_odd_sites_are_refused() -> None:
+    reserved = problems({"site": "uploader"})
+    assert len(reserved) == 1 and reserved[0].startswith("site: site 'uploader' is reserved")
+    assert problems({"site": "a/b"})[0].startswith("site: site must be 1-64 characters")
+
+
+def test_merge_keys_and_shared_anchors_still_load(tmp_path: Path) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text("site: a\nbridge:\n  instruments:\n"
+                    "    - &g {name: g, driver: pfeiffer_tpg, transport: &t {kind: serial, port: /dev/x}}\n"
+                    "    - {<<: *g, name: h, transport: *t}\n")
+    cfg = load_config(path)
+    assert [i.name for i in cfg.bridge.instruments] == ["g", "h"]
+
+
+def test_each_problem_is_one_printable_line() -> None:
+    found = problems({"site": "a", "bridge": {"instruments": [
+        {"name": "g", "driver": "no\nsuch\x1b[2J", "transport": {"kind": "serial", "port": "/dev/x"}}]}})
+    assert len(found) == 1 and "\n" not in found[0] and "\x1b" not in found[0]
+    assert "unknown driver 'no\\nsuch\\x1b[2J'" in found[0]
+
+
+def test_tls_needs_a_key_with_its_certificate() -> None:
+    assert problems({"site": "a", "mqtt": {"tls": {"key_password_file": "/x"}}}) == [
+        "mqtt.tls: key_password_file is the passphrase of key_file, which is not set"]
+
+
+def test_secret_reads_are_bounded(tmp_path: Path) -> None:
+    from bridge.config import SECRET_MAX_BYTES, read_secret
+
+    with pytest.raises(ConfigError, match=r"^k: /dev/zero is not a regular file$"):
+        read_secret(Path("/dev/zero"), None, "k")
+    big = tmp_path / "big"
+    big.write_bytes(b"x" * (SECRET_MAX_BYTES + 1))
+    with pytest.raises(ConfigError, match=r"bytes; at most 65536 are expected"):
+        read_secret(big, None, "k")
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfe")
+    with pytest.raises(ConfigError, match=r"^k: .*binary is not UTF-8 text$"):
+        read_secret(binary, None, "k")
+
+
+@pytest.mark.parametrize(("mode", "loose"), [(0o600, False), (0o400, False), (0o700, False), (0o644, True),
+                                             (0o606, True), (0o620, True), (0o660, True), (0o601, True)])
+def test_loose_permissions(tmp_path: Path, mode: int, loose: bool) -> None:
+    import os
+
+    from bridge.config import loose_permissions
+
+    path = tmp_path / "s"
+    path.write_text("x")
+    path.chmod(mode)
+    assert (loose_permissions(path) is not None) is loose
+    assert loose_permissions(tmp_path / "missing") is None
+    if os.geteuid() == 0:  # root owns it: group read is how root hands a secret to the service's group
+        path.chmod(0o640)
+        assert loose_permissions(path) is None
