@@ -142,6 +142,7 @@ def test_row8_uploader_killed_around_an_upload_stores_nothing_twice_at_the_targe
         pipe: Pipeline, tmp_path: Path, emulator: AtomscaleEmulator, figures: Figures) -> None:
     key_file = tmp_path / "api-key"
     key_file.write_text(KEY + "\n")
+    key_file.chmod(0o600)
     pipe.uploader_raw["uploader"]["sink"] = {"kind": "atomscale", "endpoint": emulator.url,
                                              "api_key_file": str(key_file), "allow_insecure_http": True}
     uploaders = Uploaders(pipe, tmp_path)
