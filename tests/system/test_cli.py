@@ -107,7 +107,7 @@ def test_check_reports_three_mistakes_by_key_path(tmp_path: Path) -> None:
 
 def test_check_good_config_and_shipped_configs() -> None:
     for config in sorted(Path("configs").glob("*.yaml")):
-        result = run_cli("check", str(config))
+        result = run_cli("check", "--no-files", str(config))  # their CA and secrets live on the deployment machines
         assert result.returncode == 0, f"{config}: {result.stderr}"
 
 
