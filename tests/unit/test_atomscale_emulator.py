@@ -7,6 +7,7 @@ show one, so this checks its bookkeeping with plain HTTP requests (httpx), no si
 from __future__ import annotations
 
 import socket
+import ssl
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -190,3 +191,30 @@ def test_simulate_atomscale_serves_until_stopped(tmp_path: Path) -> None:
     with simulate("atomscale", "--key-file", str(key_file), timeout=10) as process:
         assert process.where.startswith("http://127.0.0.1:")
         assert httpx.get(process.where + "/tags/", headers={"X-API-KEY": "from-a-file"}).status_code == 200
+
+
+def test_simulate_atomscale_with_tls_serves_https_trusted_by_its_ca_only(tmp_path: Path) -> None:
+    with simulate("atomscale", "--tls", str(tmp_path / "tls"), timeout=30) as process:
+        assert process.where.startswith("https://127.0.0.1:")
+        ca = tmp_path / "tls" / "ca.pem"
+        with httpx.Client(verify=ssl.create_default_context(cafile=str(ca))) as trusting:
+            assert trusting.get(process.where + "/gateway/time").status_code == 200
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(process.where + "/gateway/time")
+        remote = RemoteControl(process.where, ca_file=ca)
+        remote.add_fault("drip", delay=0.5, count=1)
+        remote.add_fault("huge_body", size=1000, count=1)
+        assert [f["kind"] for f in remote.state()["faults"]] == ["drip", "huge_body"]
+
+
+def test_drip_and_huge_body_answer_as_documented(emulator: AtomscaleEmulator) -> None:
+    emulator.add_fault("huge_body", size=200_000, count=1, path_prefix="/tags/")
+    answer = httpx.get(emulator.url + "/tags/", headers={"X-API-KEY": KEY})
+    assert answer.status_code == 200 and len(answer.content) == 200_000 and set(answer.json()) == {"pad"}
+    emulator.add_fault("drip", delay=0.01, count=1, path_prefix="/tags/")
+    with httpx.stream("GET", emulator.url + "/tags/", headers={"X-API-KEY": KEY}) as dripped:
+        pieces = list(dripped.iter_raw())
+    assert b"".join(pieces) == b"[]"
+    assert emulator.requests("/tags/")[-1].fault == "drip"
+    with pytest.raises(ValueError, match="size"):
+        Fault("huge_body", size=3)
