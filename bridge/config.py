@@ -340,18 +340,17 @@ class AtomscaleSinkConfig(StrictModel):
                              "use https:// (or set uploader.sink.allow_insecure_http: true for a test emulator)")
         return v
 
-    @field_validator("ca_file")
-    @classmethod
-    def _loadable_ca(cls, v: Path | None) -> Path | None:
-        """Loaded now, so that ``check`` finds a wrong file rather than the first upload."""
-        if v is None:
-            return v
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The TLS context trusting ``ca_file`` (None: httpx's default CAs); a problem is a ConfigError
+        naming the key. Used by ``check`` (:func:`file_problems`) and by the sink alike."""
+        if self.ca_file is None:
+            return None
         try:
-            ssl.create_default_context(cafile=str(v))
+            return ssl.create_default_context(cafile=str(self.ca_file))
         except (OSError, ValueError) as exc:
-            raise ValueError(f"cannot load {v}: {_ssl_reason(exc)} (expected PEM certificates of the CA "
-                             "that signed the endpoint's certificate)") from None
-        return v
+            raise ConfigError([ConfigProblem(
+                "uploader.sink.ca_file", f"cannot load {self.ca_file}: {_ssl_reason(exc)} (expected PEM "
+                "certificates of the CA that signed the endpoint's certificate)")]) from exc
 
     @field_validator("api_key", mode="before")
     @classmethod
@@ -738,7 +737,8 @@ def loose_permissions(path: Path) -> str | None:
 def file_problems(config: Config) -> tuple[list[ConfigProblem], list[ConfigProblem]]:
     """(errors, warnings) about the files the config names: TLS files load, secrets are private.
 
-    The TLS files are loaded exactly as the MQTT client loads them (:meth:`TlsConfig.ssl_context`).
+    The TLS files are loaded exactly as the MQTT client loads them (:meth:`TlsConfig.ssl_context`), and
+    the Atomscale sink's CA as the sink does (:meth:`AtomscaleSinkConfig.ssl_context`).
     Loose secret permissions are errors unless ``allow_loose_secret_permissions`` makes them warnings.
     """
     errors: list[ConfigProblem] = []
@@ -755,6 +755,11 @@ def file_problems(config: Config) -> tuple[list[ConfigProblem], list[ConfigProbl
     if config.mqtt.tls is not None:
         try:
             config.mqtt.tls.ssl_context()
+        except ConfigError as exc:
+            errors.extend(exc.problems)
+    if isinstance(config.uploader.sink, AtomscaleSinkConfig):
+        try:
+            config.uploader.sink.ssl_context()
         except ConfigError as exc:
             errors.extend(exc.problems)
     return _shown(errors), _shown(warnings)

@@ -60,7 +60,6 @@ import math
 import os
 import random
 import re
-import ssl
 import threading
 import time
 from collections.abc import Mapping
@@ -206,10 +205,7 @@ class AtomscaleSink:
         self._rng = rng or random.Random()
         self.deadline = deadline
         self._timeout = httpx.Timeout(timeout, connect=connect_timeout)
-        verify: ssl.SSLContext | bool = True
-        if config.ca_file is not None:
-            verify = ssl.create_default_context(cafile=str(config.ca_file))
-        self._client = BoundedClient(timeout=self._timeout, verify=verify, max_body=max_body,
+        self._client = BoundedClient(timeout=self._timeout, verify=config.ssl_context() or True, max_body=max_body,
                                      headers={"User-Agent": f"chamber-bridge/{__version__}"})
         #: a standing condition an operator should know of (plain http), for the uploader's status
         self.warning: str | None = None
