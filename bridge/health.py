@@ -174,6 +174,8 @@ def _details(status: dict[str, Any]) -> str:
                 parts.append(f"{kind} backlog {sink.get('backlog')}")
                 if sink.get("alarm"):
                     alarms.append(f"{kind} sink: {sink.get('last_error')}")
+                if sink.get("warning"):
+                    alarms.append(f"{kind} sink: {sink.get('warning')}")
     for failed in status.get("runs_failed") or ():
         if isinstance(failed, dict):
             alarms.append(f"run {failed.get('run_id')} set aside: {failed.get('reason')}")

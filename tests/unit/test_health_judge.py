@@ -80,3 +80,11 @@ def test_runs_set_aside_and_replayed_run_ids_are_alarms_printed_escaped() -> Non
     assert "site chamber-b epoch e1 set aside: JSONDecodeError" in health.message
     assert "site evil replayed run ids 2 times" in health.message
     assert "\x1b" not in health.message
+
+
+def test_a_sink_warning_is_named() -> None:
+    payload = status(sinks={"atomscale": {"backlog": 0, "alarm": False, "last_error": None,
+                                          "warning": "plain http: the API key travels in clear text"}})
+    health = judge(payload, "the uploader", TOPIC, max_age=30, now=NOW)
+    assert health.healthy
+    assert health.message.endswith("ALARM: atomscale sink: plain http: the API key travels in clear text")
