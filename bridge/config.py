@@ -345,6 +345,7 @@ class AtomscaleSinkConfig(StrictModel):
         naming the key. Used by ``check`` (:func:`file_problems`) and by the sink alike."""
         if self.ca_file is None:
             return None
+        regular_file(self.ca_file, "uploader.sink.ca_file", TLS_FILE_MAX_BYTES)
         try:
             return ssl.create_default_context(cafile=str(self.ca_file))
         except (OSError, ValueError) as exc:
