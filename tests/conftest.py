@@ -16,6 +16,7 @@ from simulators.serving import PtyServer, TcpServer
 from tests.helpers.clock import FakeClock
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.served import ServedLink, serve_on
+from tests.helpers.uploader import tpg_gauges
 
 
 @pytest.fixture
@@ -74,3 +75,12 @@ def tpg_tcp() -> Iterator[TPGLink]:
     sim = _tpg_sim()
     with serve_on("tcp", sim) as (server, port):
         yield TPGLink(sim, port, "tcp", server)
+
+
+@pytest.fixture
+def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
+    """Two simulated TPG 362 gauge controllers, each on its own TCP port (its own bus)."""
+    pairs = tpg_gauges()
+    yield pairs
+    for _, server in pairs:
+        server.stop()

@@ -26,13 +26,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge.publish.publisher import Publisher, PublisherSettings
 from bridge.uploader.service import UploaderService, UploaderSettings
 from bridge.uploader.subscriber import Subscriber
-from simulators.pfeiffer_tpg import TPGSimulator
-from simulators.serving import TcpServer
 from tests.faults.conftest import Figures
 from tests.helpers.fault_proxy import FaultProxy
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.pipeline import BRIDGE_STATUS, UPLOADER_STATUS, Pipeline, Sampler
-from tests.helpers.uploader import FAST_PUBLISHER, tpg_gauges, wait_for
+from tests.helpers.uploader import FAST_PUBLISHER, wait_for
 from tests.helpers.watch import sys_broker
 
 SLOW = [pytest.mark.slow, pytest.mark.timeout(900)]
@@ -46,14 +44,6 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
     finally:
         broker.thaw()
         broker.kill()
-
-
-@pytest.fixture
-def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
-    pairs = tpg_gauges(2)
-    yield pairs
-    for _, server in pairs:
-        server.stop()
 
 
 @pytest.fixture

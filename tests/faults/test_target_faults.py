@@ -26,8 +26,6 @@ import pytest
 from bridge.config import parse_config
 from bridge.uploader.service import UploaderService, UploaderSettings
 from simulators.atomscale_api import AtomscaleEmulator
-from simulators.pfeiffer_tpg import TPGSimulator
-from simulators.serving import TcpServer
 from tests.faults.conftest import Figures
 from tests.helpers.atomscale_run import (
     KEY,
@@ -40,7 +38,7 @@ from tests.helpers.atomscale_run import (
 from tests.helpers.fault_proxy import FaultProxy
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.pipeline import UPLOADER_STATUS
-from tests.helpers.uploader import RecordingBridge, assert_spool_drained, tpg_gauges, wait_for
+from tests.helpers.uploader import RecordingBridge, assert_spool_drained, wait_for
 from tests.helpers.watch import Watcher, sys_broker
 from tests.system.test_uploader import start_run, stop_run
 
@@ -58,14 +56,6 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield broker
     finally:
         broker.kill()
-
-
-@pytest.fixture
-def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
-    pairs = tpg_gauges(2)
-    yield pairs
-    for _, server in pairs:
-        server.stop()
 
 
 @pytest.fixture

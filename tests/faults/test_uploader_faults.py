@@ -22,14 +22,12 @@ from typing import Any
 import pytest
 
 from simulators.atomscale_api import AtomscaleEmulator
-from simulators.pfeiffer_tpg import TPGSimulator
-from simulators.serving import TcpServer
 from tests.faults.conftest import Figures
 from tests.helpers.atomscale_run import KEY, assert_emulator_holds_run, finalized_stream
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.pipeline import Pipeline
 from tests.helpers.processes import UploaderProcess, write_config
-from tests.helpers.uploader import finalized, tpg_gauges, wait_for
+from tests.helpers.uploader import finalized, wait_for
 from tests.helpers.watch import sys_broker
 
 
@@ -40,14 +38,6 @@ def broker(tmp_path: Path) -> Iterator[MosquittoBroker]:
         yield broker
     finally:
         broker.kill()
-
-
-@pytest.fixture
-def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
-    pairs = tpg_gauges(2)
-    yield pairs
-    for _, server in pairs:
-        server.stop()
 
 
 @pytest.fixture

@@ -24,14 +24,12 @@ from bridge.config import parse_config
 from bridge.uploader.sinks.atomscale import AtomscaleSink
 from bridge.uploader.sinks.base import SinkRejected, SinkUnavailable
 from simulators.atomscale_api import AtomscaleEmulator, TlsFiles, make_tls_files
-from simulators.pfeiffer_tpg import TPGSimulator
-from simulators.serving import TcpServer
 from tests.helpers.atomscale import chunk_body, sink_config, stream_info
 from tests.helpers.atomscale_run import KEY, assert_emulator_holds_run, atomscale_config, start_uploader
 from tests.helpers.cli import run_cli
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.processes import UploaderProcess, write_config
-from tests.helpers.uploader import RecordingBridge, tpg_gauges, wait_for
+from tests.helpers.uploader import RecordingBridge, wait_for
 from tests.system.test_uploader import start_run, stop_run
 
 CHUNK_PATH = "/tool-state/stream/chunk/multi"
@@ -63,14 +61,6 @@ def key_file(tmp_path: Path) -> Path:
     path.write_text(KEY + "\n")
     path.chmod(0o600)  # check refuses a secret others can read
     return path
-
-
-@pytest.fixture
-def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
-    pairs = tpg_gauges()
-    yield pairs
-    for _, server in pairs:
-        server.stop()
 
 
 def make_sink(emulator: AtomscaleEmulator, key_file: Path, **options: Any) -> AtomscaleSink:

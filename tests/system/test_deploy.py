@@ -34,8 +34,6 @@ from bridge.health import ROLES, check_health, fetch_retained
 from bridge.publish.request import request
 from bridge.uploader.service import UploaderService, UploaderSettings
 from simulators.broker import mosquitto_acl, parse_acl, write_secret
-from simulators.pfeiffer_tpg import TPGSimulator
-from simulators.serving import TcpServer
 from tests.helpers.cli import ROOT, simulate
 from tests.helpers.mosquitto import (
     USERS,
@@ -46,7 +44,7 @@ from tests.helpers.mosquitto import (
     conf_settings,
     shipped_broker,
 )
-from tests.helpers.uploader import RecordingBridge, finalized, tpg_gauges, wait_for
+from tests.helpers.uploader import RecordingBridge, finalized, wait_for
 
 COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
@@ -548,14 +546,6 @@ def test_make_certs_sh(tmp_path: Path) -> None:
     assert verify.returncode == 0, verify.stdout + verify.stderr
     bad = subprocess.run(["bash", str(script), "--out", str(out)], capture_output=True, text=True)
     assert bad.returncode == 2 and "name the broker" in bad.stderr
-
-
-@pytest.fixture
-def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
-    pairs = tpg_gauges()
-    yield pairs
-    for _, server in pairs:
-        server.stop()
 
 
 def test_a_run_goes_through_the_shipped_broker_config_under_its_acls(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,12 +16,10 @@ from bridge.config import parse_config
 from bridge.health import Health, Unreachable, check_health
 from bridge.publish.publisher import PublisherSettings
 from bridge.uploader.service import UploaderService, UploaderSettings
-from simulators.pfeiffer_tpg import TPGSimulator
-from simulators.serving import TcpServer
 from tests.helpers.cli import run_cli
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.net import free_port
-from tests.helpers.uploader import RecordingBridge, chamber_config, tpg_gauges, wait_for
+from tests.helpers.uploader import RecordingBridge, chamber_config, wait_for
 
 FAST_UPLOADER = UploaderSettings(status_interval=0.5, backoff_initial=0.1, backoff_cap=1.0)
 
@@ -104,14 +101,6 @@ def test_no_broker_and_no_status_are_named(mosquitto: MosquittoBroker, tmp_path:
                                           r"chamber-b has never connected"):
         check_health(parse_config({"site": "chamber-b", "mqtt": {"host": mosquitto.host, "port": mosquitto.port}}),
                      "bridge", timeout=0.5)
-
-
-@pytest.fixture
-def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
-    pairs = tpg_gauges()
-    yield pairs
-    for _, server in pairs:
-        server.stop()
 
 
 def test_bridge_role_reads_the_site_status(mosquitto: MosquittoBroker, gauges: Any, tmp_path: Path) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +10,6 @@ import pytest
 from bridge.config import parse_config
 from bridge.publish.request import request
 from bridge.uploader.service import UploaderService, UploaderSettings
-from simulators.pfeiffer_tpg import TPGSimulator
-from simulators.serving import TcpServer
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.uploader import (
     RecordingBridge,
@@ -20,20 +17,11 @@ from tests.helpers.uploader import (
     assert_store_holds_run,
     chamber_config,
     finalized,
-    tpg_gauges,
     wait_for,
 )
 
 FAST_UPLOADER = UploaderSettings(status_interval=0.5, backoff_initial=0.1, backoff_cap=1.0)
 PPC = 10
-
-
-@pytest.fixture
-def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
-    pairs = tpg_gauges()
-    yield pairs
-    for _, server in pairs:
-        server.stop()
 
 
 def start_run(raw: dict[str, Any], name: str = "GaN-17") -> str:

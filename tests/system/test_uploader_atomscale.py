@@ -21,8 +21,6 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.config import parse_config
 from simulators.atomscale_api import AtomscaleEmulator
-from simulators.pfeiffer_tpg import TPGSimulator
-from simulators.serving import TcpServer
 from tests.helpers.atomscale_run import (
     KEY,
     assert_emulator_holds_run,
@@ -31,16 +29,8 @@ from tests.helpers.atomscale_run import (
     start_uploader,
 )
 from tests.helpers.mosquitto import MosquittoBroker
-from tests.helpers.uploader import RecordingBridge, tpg_gauges, wait_for
+from tests.helpers.uploader import RecordingBridge, wait_for
 from tests.system.test_uploader import start_run, stop_run
-
-
-@pytest.fixture
-def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
-    pairs = tpg_gauges()
-    yield pairs
-    for _, server in pairs:
-        server.stop()
 
 
 @pytest.fixture

@@ -9,7 +9,6 @@ so the store can be compared with exactly what the bridge logged for the run.
 from __future__ import annotations
 
 import signal
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +16,6 @@ import pytest
 
 from bridge.config import parse_config
 from bridge.uploader.service import UploaderService
-from simulators.pfeiffer_tpg import TPGSimulator
-from simulators.serving import TcpServer
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.processes import UploaderProcess, write_config
 from tests.helpers.uploader import (
@@ -27,19 +24,9 @@ from tests.helpers.uploader import (
     assert_store_holds_run,
     chamber_config,
     finalized,
-    tpg_gauges,
     wait_for,
 )
 from tests.system.test_uploader import FAST_UPLOADER, PPC, start_run, stop_run
-
-
-@pytest.fixture
-def gauges() -> Iterator[list[tuple[TPGSimulator, TcpServer]]]:
-    pairs = tpg_gauges()
-    yield pairs
-    for _, server in pairs:
-        server.stop()
-
 
 # crash point -> when it is reached (the N-th time): mid-intake, mid-upload, at finalize
 CRASHES = {
