@@ -22,10 +22,10 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.config import MqttConfig
+from bridge.edge.outbox import Outbox
+from bridge.edge.publisher import Publisher
 from bridge.model import Quality, Reading
-from bridge.publish import codec
-from bridge.publish.outbox import Outbox
-from bridge.publish.publisher import Publisher
+from bridge.wire import contract
 from tests.helpers.ack_subscriber import AckingSubscriber
 from tests.helpers.mosquitto import MosquittoBroker
 
@@ -48,14 +48,14 @@ def raw_paho(broker: MosquittoBroker, readings: int) -> float:
     pub.connect(broker.host, broker.port)
     pub.loop_start()
     batches = readings // BATCH
-    bodies = [codec.reading_body(reading(i)) for i in range(BATCH)]
+    bodies = [contract.reading_body(reading(i)) for i in range(BATCH)]
     start = time.perf_counter()
     for b in range(batches):
-        entries = [codec.LogEntry(b * BATCH + i + 1, "reading", time.time(), body) for i, body in enumerate(bodies)]
-        info = pub.publish("raw/data", codec.encode_batch("raw", "epoch", entries), qos=1)
+        entries = [contract.LogEntry(b * BATCH + i + 1, "reading", time.time(), body) for i, body in enumerate(bodies)]
+        info = pub.publish("raw/data", contract.encode_batch("raw", "epoch", entries), qos=1)
         while info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
             time.sleep(0.001)
-            info = pub.publish("raw/data", codec.encode_batch("raw", "epoch", entries), qos=1)
+            info = pub.publish("raw/data", contract.encode_batch("raw", "epoch", entries), qos=1)
     for _ in range(batches):
         received.get(timeout=60)
     elapsed = time.perf_counter() - start
@@ -75,7 +75,7 @@ def bridge(broker: MosquittoBroker, readings: int, state: Path) -> tuple[float, 
     start = time.perf_counter()
     for i in range(readings):
         r = reading(i)
-        outbox.append("reading", codec.reading_body(r), r.timestamp)
+        outbox.append("reading", contract.reading_body(r), r.timestamp)
     last = outbox.flush()
     sub.wait_for(lambda: outbox.acked_seq >= (last or 0), timeout=600, what="all acknowledged")
     elapsed = time.perf_counter() - start

@@ -23,7 +23,7 @@ import serial
 from pymodbus.client import ModbusTcpClient
 
 from bridge.config import InstrumentConfig
-from bridge.instrument import connect_instrument
+from bridge.edge.instrument import connect_instrument
 from simulators.eurotherm import EurothermSimulator
 from simulators.impac import ImpacSimulator
 from simulators.mks_937b import MKS937BSimulator

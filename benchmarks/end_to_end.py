@@ -22,8 +22,8 @@ from pathlib import Path
 from benchmarks.bridge_throughput import raw_paho
 from benchmarks.uploader_throughput import INSTRUMENTS, UploaderProcess, points, wait_finalized
 from bridge.config import MqttConfig
-from bridge.publish.outbox import Outbox
-from bridge.publish.publisher import Publisher
+from bridge.edge.outbox import Outbox
+from bridge.edge.publisher import Publisher
 from simulators.broker import MosquittoBroker
 
 SITE = "bench"

@@ -32,9 +32,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bridge.edge.outbox import Outbox
 from bridge.model import Quality, Reading
-from bridge.publish.codec import reading_body
-from bridge.publish.outbox import Outbox
+from bridge.wire.contract import reading_body
 
 NOMINAL_RATE = 300.0  # 10 instruments x 3 channels x 10 Hz
 

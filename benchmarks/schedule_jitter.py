@@ -74,8 +74,8 @@ def percentile(values: list[float], p: float) -> float:
 
 def measure(ports: list[str], seconds: float, rate: float) -> None:
     from bridge.config import InstrumentConfig
+    from bridge.edge.pollers import Pollers, ReadTiming
     from bridge.model import Reading
-    from bridge.poller import Pollers, ReadTiming
 
     interval = 1 / rate
     configs = [InstrumentConfig.model_validate({

@@ -37,7 +37,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from benchmarks.bridge_throughput import raw_paho
-from bridge.publish import codec
+from bridge.wire import contract
 from tests.helpers.mosquitto import MosquittoBroker
 
 INSTRUMENTS = 10
@@ -62,22 +62,22 @@ class StandInBridge:
         self.client.loop_start()
 
     def _on_ack(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        ack = codec.decode_ack(bytes(message.payload))
+        ack = contract.decode_ack(bytes(message.payload))
         if ack.epoch == self.epoch and ack.seq > self.acked:
             self.acked = ack.seq
             self.acked_at[ack.seq] = time.perf_counter()
 
-    def entries(self, kind: str, bodies: list[dict[str, Any]], stamp: float) -> list[codec.LogEntry]:
+    def entries(self, kind: str, bodies: list[dict[str, Any]], stamp: float) -> list[contract.LogEntry]:
         out = []
         for body in bodies:
             self.seq += 1
-            out.append(codec.LogEntry(self.seq, kind, stamp if kind != "reading" else body["t"], body))  # type: ignore[arg-type]
+            out.append(contract.LogEntry(self.seq, kind, stamp if kind != "reading" else body["t"], body))  # type: ignore[arg-type]
         return out
 
-    def publish(self, entries: list[codec.LogEntry]) -> None:
+    def publish(self, entries: list[contract.LogEntry]) -> None:
         for i in range(0, len(entries), BATCH):
-            info = self.client.publish(f"lab/{SITE}/data", codec.encode_batch(SITE, self.epoch, entries[i:i + BATCH]),
-                                       qos=1)
+            batch = contract.encode_batch(SITE, self.epoch, entries[i:i + BATCH])
+            info = self.client.publish(f"lab/{SITE}/data", batch, qos=1)
             while info.rc == mqtt.MQTT_ERR_QUEUE_SIZE:
                 time.sleep(0.001)
 

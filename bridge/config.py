@@ -663,7 +663,7 @@ def parse_config(raw: Any, source: str = "", lines: dict[str, int] | None = None
             problems.extend(problems_from(exc))
         problems.extend(_driver_problems(raw))
         if config is not None:
-            from bridge.polling.bus import bus_problems
+            from bridge.edge.polling.bus import bus_problems
 
             problems.extend(bus_problems(config.bridge.instruments))
     except Exception as exc:  # a validator that raised something else: one line, not a traceback

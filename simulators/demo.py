@@ -39,10 +39,10 @@ from typing import Any, Protocol
 import click
 
 from bridge.config import Config, parse_config
+from bridge.edge.service import BridgeService
 from bridge.model import Reading
-from bridge.publish.request import request
-from bridge.service import BridgeService
 from bridge.uploader.service import UploaderService, UploaderSettings
+from bridge.wire.request import request
 from simulators.broker import (
     OPERATOR_USER,
     UPLOADER_USER,

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from bridge.config import InstrumentConfig
-from bridge.instrument import Instrument, connect_instrument
+from bridge.edge.instrument import Instrument, connect_instrument
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import PtyServer, TcpServer
 from tests.helpers.clock import FakeClock

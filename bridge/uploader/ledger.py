@@ -38,12 +38,12 @@ from typing import Any, Final, NamedTuple
 
 from bridge.errors import ProtocolError
 from bridge.names import is_run_id, printable
-from bridge.publish.codec import run_start_body, run_stop_body, unpack_body
 from bridge.store.layout import MANIFEST_VERSION
 from bridge.uploader import quarantine
 from bridge.uploader.chunker import CutChunk, FlowCutter, channel_name, chunk_body
 from bridge.uploader.sinks.base import ChunkBody, StreamInfo
 from bridge.uploader.spool import SpoolError, open_spool_db
+from bridge.wire.contract import run_start_body, run_stop_body, unpack_body
 
 log = logging.getLogger(__name__)
 

@@ -33,13 +33,13 @@ from bridge.config import Config
 from bridge.crashpoints import crash_point
 from bridge.errors import BridgeError
 from bridge.names import check_site, printable
-from bridge.publish import codec
-from bridge.publish.topics import Topics, site_level, uploader_status
 from bridge.uploader.ledger import Ledger, PendingChunk
 from bridge.uploader.quarantine import BadInput, bad_input
 from bridge.uploader.sinks.base import RunRejected, Sink, SinkError, SinkRejected
 from bridge.uploader.spool import Intake, Spool, SpoolError
 from bridge.uploader.subscriber import Message, Subscriber
+from bridge.wire import contract
+from bridge.wire.topics import Topics, site_level, uploader_status
 
 log = logging.getLogger("bridge.uploader")
 
@@ -61,7 +61,7 @@ def _affects_the_target(exc: BaseException) -> bool:
 def _repack(entry: Any) -> bytes:
     """A refused entry as msgpack again, for its quarantined copy."""
     try:
-        return codec.pack(entry)
+        return contract.pack(entry)
     except (TypeError, ValueError, OverflowError):
         return printable(repr(entry), 4096).encode()
 
@@ -221,7 +221,7 @@ class UploaderService:
             self._stop.wait(1.0)
         if self._stop.is_set():
             return  # not acked: the broker redelivers them to the next session
-        batches: list[codec.Batch] = []
+        batches: list[contract.Batch] = []
         bad: list[BadInput] = []
         for message in messages:
             if message.topic.endswith("/status"):
@@ -243,7 +243,7 @@ class UploaderService:
         if intake.stored:
             self._wake.set()
 
-    def _decode(self, message: Message, bad: list[BadInput]) -> codec.Batch | None:
+    def _decode(self, message: Message, bad: list[BadInput]) -> contract.Batch | None:
         """The message's batch, checked against the wire contract; None (and a quarantine record) if refused.
 
         A refused message is still PUBACKed with its group: held back it would come again after
@@ -253,8 +253,8 @@ class UploaderService:
         try:
             site = site_level(message.topic, self.prefix, "data")
             check_site(site)
-            batch = codec.decode_batch(message.payload, site)
-        except codec.BadMessage as exc:
+            batch = contract.decode_batch(message.payload, site)
+        except contract.BadMessage as exc:
             bad.append(bad_input(message.topic, site, exc.reason, str(exc), message.payload))
             return None
         except ValueError as exc:  # the topic's site level is not a valid site name
@@ -267,7 +267,7 @@ class UploaderService:
             bad.append(bad_input(message.topic, site, refused.reason, refused.detail, _repack(refused.entry)))
         return batch
 
-    def _commit(self, batches: list[codec.Batch], bad: list[BadInput]) -> Intake:
+    def _commit(self, batches: list[contract.Batch], bad: list[BadInput]) -> Intake:
         """One transaction for the group; if the data (not the disk) makes it fail, one per batch.
 
         A batch that SQLite itself refuses (a value the contract let through but the database
@@ -305,7 +305,7 @@ class UploaderService:
         """QoS0: an ack is cumulative and the next one supersedes a lost one (and every reconnect repeats
         them). At QoS1 it waited for a PUBACK queued behind the data backlog on the same connection: with
         paho's 20 in flight, acks fell minutes behind on a slow link and the bridges resent their backlog."""
-        self.subscriber.publish(Topics(self.prefix, site).ack, codec.encode_ack(epoch, seq), qos=0)
+        self.subscriber.publish(Topics(self.prefix, site).ack, contract.encode_ack(epoch, seq), qos=0)
 
     def _resend_acks(self) -> None:
         """After a (re)connect, tell every bridge where it stands (an ack may have been lost with the link)."""
@@ -321,15 +321,15 @@ class UploaderService:
         site = message.topic
         try:
             site = check_site(site_level(message.topic, self.prefix, "status"))
-            status = codec.decode_status(message.payload, f"status of {site}")
-        except codec.BadMessage as exc:
+            status = contract.decode_status(message.payload, f"status of {site}")
+        except contract.BadMessage as exc:
             bad.append(bad_input(message.topic, site, exc.reason, str(exc), message.payload))
             return
         except ValueError as exc:  # the topic's site level is not a valid site name
             bad.append(bad_input(message.topic, site, "bad_site", str(exc), message.payload))
             return
         with self._lock:
-            self._clock[site] = {"ntp_synchronized": codec.ntp_synchronized(status)}
+            self._clock[site] = {"ntp_synchronized": contract.ntp_synchronized(status)}
 
     def _note_new_epoch(self, site: str, epoch: str) -> None:
         older = [e for e in self.spool.epochs(site) if e != epoch]
@@ -515,7 +515,7 @@ class UploaderService:
         }
 
     def _status_json(self, state: str, details: dict[str, Any] | None = None) -> bytes:
-        body: dict[str, Any] = {"v": codec.SCHEMA_VERSION, "state": state, "time": time.time()}
+        body: dict[str, Any] = {"v": contract.SCHEMA_VERSION, "state": state, "time": time.time()}
         if details is not None:
             body.update(details)
         return json.dumps(body).encode()

@@ -31,9 +31,9 @@ from typing import Any, Final
 from bridge.crashpoints import crash_point
 from bridge.durable import connect_durable, lock_exclusively
 from bridge.errors import BridgeError
-from bridge.publish.codec import Batch, pack
 from bridge.uploader import quarantine
 from bridge.uploader.quarantine import BadInput
+from bridge.wire.contract import Batch, pack
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 import paho.mqtt.client as mqtt
 
 from bridge.config import MqttConfig
-from bridge.publish.mqtt import CallbackErrors, connect_properties, guarded, make_client, revive_network_thread
+from bridge.wire.mqtt import CallbackErrors, connect_properties, guarded, make_client, revive_network_thread
 
 log = logging.getLogger(__name__)
 

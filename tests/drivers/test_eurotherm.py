@@ -13,8 +13,8 @@ import yaml
 
 from bridge.config import load_config, parse_config
 from bridge.drivers.eurotherm import Eurotherm, EurothermOptions
+from bridge.edge.instrument import Instrument
 from bridge.errors import ConfigError, DeviceError, TransportDisconnected, TransportTimeout
-from bridge.instrument import Instrument
 from bridge.model import Quality, Reading
 from simulators.eurotherm import EurothermSimulator
 from simulators.modbus_device import Request

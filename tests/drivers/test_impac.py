@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bridge.drivers.impac import Impac, codec
+from bridge.edge.instrument import Instrument, connect_instrument
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
-from bridge.instrument import Instrument, connect_instrument
 from bridge.model import Quality, Reading
 from simulators.impac import ImpacSimulator
 from simulators.rs485 import SharedLine

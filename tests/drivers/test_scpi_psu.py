@@ -11,8 +11,8 @@ import pytest
 
 from bridge.drivers.scpi_psu import ScpiPsu
 from bridge.drivers.scpi_psu.codec import Dialect, ScpiError
+from bridge.edge.instrument import Instrument
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
-from bridge.instrument import Instrument
 from bridge.model import Quality
 from tests.helpers.cli import example_with, read_json, simulator_command
 from tests.helpers.drivers import fails_then_recovers, read_and_close, reconnect, unplug_fails, values

@@ -23,7 +23,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.publish.publisher import Publisher, PublisherSettings
+from bridge.edge.publisher import Publisher, PublisherSettings
 from bridge.uploader.service import UploaderService, UploaderSettings
 from bridge.uploader.subscriber import Subscriber
 from tests.faults.conftest import Figures

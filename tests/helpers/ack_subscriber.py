@@ -14,8 +14,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.publish import codec
-from bridge.publish.topics import Topics
+from bridge.wire import contract
+from bridge.wire.topics import Topics
 
 
 class AckingSubscriber:
@@ -23,7 +23,7 @@ class AckingSubscriber:
                  credentials: tuple[str, str] | None = None) -> None:
         self.topics = Topics(prefix, site)
         self.lock = threading.Lock()
-        self.entries: dict[int, codec.LogEntry] = {}
+        self.entries: dict[int, contract.LogEntry] = {}
         self.arrival: list[int] = []
         self.duplicates = 0
         self.conflicts: list[int] = []
@@ -48,7 +48,7 @@ class AckingSubscriber:
             with self.lock:
                 self.retained[message.topic] = bytes(message.payload)
             return
-        batch = codec.decode_batch(bytes(message.payload), message.topic.split("/")[-2])
+        batch = contract.decode_batch(bytes(message.payload), message.topic.split("/")[-2])
         with self.lock:
             self.epoch = batch.epoch
             for entry in batch.entries:
@@ -74,9 +74,9 @@ class AckingSubscriber:
             return
         seq = self.contiguous()
         self.acked = seq
-        self.client.publish(self.topics.ack, codec.encode_ack(self.epoch, seq), qos=1)
+        self.client.publish(self.topics.ack, contract.encode_ack(self.epoch, seq), qos=1)
 
-    def readings(self) -> list[codec.LogEntry]:
+    def readings(self) -> list[contract.LogEntry]:
         with self.lock:
             return [self.entries[s] for s in sorted(self.entries) if self.entries[s].kind == "reading"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.edge.instrument import Instrument
 from bridge.errors import TransportDisconnected, TransportTimeout
-from bridge.instrument import Instrument
 from bridge.model import Reading
 from bridge.transports.base import reopen
 from tests.helpers.served import ServedLink

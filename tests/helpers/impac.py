@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bridge.config import InstrumentConfig
-from bridge.instrument import Instrument, connect_instrument
+from bridge.edge.instrument import Instrument, connect_instrument
 from simulators.impac import ImpacSimulator
 from simulators.serving import PtyServer, TcpServer
 from tests.helpers.served import ServedLink

@@ -15,7 +15,7 @@ from typing import Any
 from bridge.config import InstrumentConfig
 from bridge.drivers.base import Driver
 from bridge.drivers.registry import default_registry
-from bridge.instrument import Instrument, connect_instrument
+from bridge.edge.instrument import Instrument, connect_instrument
 from bridge.transports import open_transport
 from bridge.transports.serial import SerialTransport
 from simulators.mks_937b import MKS937BSimulator

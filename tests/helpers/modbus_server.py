@@ -27,7 +27,7 @@ import serial
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from bridge.config import InstrumentConfig, ModbusRtuTransportConfig, ModbusTcpTransportConfig
-from bridge.instrument import Instrument, connect_instrument
+from bridge.edge.instrument import Instrument, connect_instrument
 from bridge.transports.modbus import ModbusTransport
 from simulators import modbus_device
 from simulators.modbus_device import DeviceServer, NullModem, RegisterDevice

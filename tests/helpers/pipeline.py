@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.config import Config, parse_config
-from bridge.publish.publisher import PublisherSettings
+from bridge.edge.publisher import PublisherSettings
 from bridge.uploader.service import UploaderService, UploaderSettings
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer

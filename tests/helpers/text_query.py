@@ -2,7 +2,7 @@
 
 Shared by the scpi_psu, scpi and serial_ascii driver tests: a simulator served on TCP (a raw
 SCPI socket or a serial device server) or a pty, and ``instrument(...)`` building the config a
-lab would write and connecting it with :func:`bridge.instrument.connect_instrument`.
+lab would write and connecting it with :func:`bridge.edge.instrument.connect_instrument`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import pytest
 
 import simulators
 from bridge.config import InstrumentConfig
+from bridge.edge.instrument import Instrument, connect_instrument
 from bridge.errors import TransportTimeout
-from bridge.instrument import Instrument, connect_instrument
 from bridge.model import Reading
 from simulators.scpi_psu import ScpiPsuSimulator
 from simulators.serving import ByteDevice, PtyServer, TcpServer

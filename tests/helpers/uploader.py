@@ -20,9 +20,9 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from bridge.config import Config
-from bridge.publish.outbox import Outbox
-from bridge.publish.publisher import PublisherSettings
-from bridge.service import BridgeService
+from bridge.edge.outbox import Outbox
+from bridge.edge.publisher import PublisherSettings
+from bridge.edge.service import BridgeService
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.helpers.mosquitto import MosquittoBroker

@@ -23,11 +23,11 @@ import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.config import parse_config
+from bridge.edge.publisher import PublisherSettings
+from bridge.edge.service import BridgeService
 from bridge.names import is_run_id
-from bridge.publish import codec
-from bridge.publish.publisher import PublisherSettings
-from bridge.publish.topics import Topics
-from bridge.service import BridgeService
+from bridge.wire import contract
+from bridge.wire.topics import Topics
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.net import free_port
 
@@ -40,12 +40,12 @@ class Commander:
 
     def __init__(self, broker: MosquittoBroker) -> None:
         self.topics = Topics("lab", SITE)
-        self.replies: queue.Queue[codec.Reply] = queue.Queue()
+        self.replies: queue.Queue[contract.Reply] = queue.Queue()
         #: replies that came while waiting for another request's
-        self.others: list[codec.Reply] = []
+        self.others: list[contract.Reply] = []
         subscribed: queue.Queue[bool] = queue.Queue()
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="hostile-commander")
-        self.client.on_message = lambda c, u, m: self.replies.put(codec.decode_reply(bytes(m.payload)))
+        self.client.on_message = lambda c, u, m: self.replies.put(contract.decode_reply(bytes(m.payload)))
         self.client.on_subscribe = lambda *args: subscribed.put(True)
         self.client.connect(broker.host, broker.port, keepalive=5)
         self.client.subscribe(self.topics.command_reply, qos=1)
@@ -56,12 +56,12 @@ class Commander:
         data = message if isinstance(message, bytes) else msgpack.packb(message)
         self.client.publish(self.topics.command, data, qos=1).wait_for_publish(timeout=10)
 
-    def ask(self, action: str, params: Any, request_id: str = "req-1") -> codec.Reply:
+    def ask(self, action: str, params: Any, request_id: str = "req-1") -> contract.Reply:
         """Send a command and return the reply to it; fails if none comes within 10 s."""
         self.send({"v": 1, "request_id": request_id, "action": action, "params": params})
         return self.reply(request_id)
 
-    def reply(self, request_id: str, timeout: float = 10.0) -> codec.Reply:
+    def reply(self, request_id: str, timeout: float = 10.0) -> contract.Reply:
         while True:
             try:
                 reply = self.replies.get(timeout=timeout)
@@ -112,12 +112,12 @@ def commander(mosquitto: MosquittoBroker, bridge: BridgeService) -> Iterator[Com
     sender.close()
 
 
-def markers(bridge: BridgeService) -> list[codec.LogEntry]:
+def markers(bridge: BridgeService) -> list[contract.LogEntry]:
     bridge.outbox.flush()
-    return [e for e in bridge.outbox.pending(0, 10_000) if e.kind in codec.RUN_MARKERS]
+    return [e for e in bridge.outbox.pending(0, 10_000) if e.kind in contract.RUN_MARKERS]
 
 
-def assert_refused(reply: codec.Reply, *words: str) -> None:
+def assert_refused(reply: contract.Reply, *words: str) -> None:
     assert not reply.ok and reply.seq is None, reply
     assert reply.message.isprintable() and len(reply.message) <= 300, reply.message
     for word in words:
@@ -209,7 +209,7 @@ def test_unanswerable_garbage_is_dropped_and_the_bridge_answers_the_next_command
         bridge: BridgeService, commander: Commander) -> None:
     for garbage in [b"\xc1", b"\x92\x01\x02", msgpack.packb({"v": 1, "request_id": "x\n" * 40, "action": "stop_run",
                                                              "params": {}}),
-                    b"\x00" * (codec.COMMAND_MAX_BYTES + 1)]:
+                    b"\x00" * (contract.COMMAND_MAX_BYTES + 1)]:
         commander.send(garbage)
     reply = commander.ask("stop_run", {}, request_id="after")
     assert reply.message == "no run is open"

@@ -22,7 +22,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.publish import codec
+from bridge.wire import contract
 from simulators.broker import mosquitto_version
 from tests.helpers.mosquitto import USERS, ShippedBroker, V5Client, allowed, shipped_broker
 
@@ -74,7 +74,7 @@ def test_a_forged_ack_never_reaches_the_bridges_ack_topic(broker: ShippedBroker)
     forgers: list[V5Client] = []
     try:
         assert allowed(bridge.subscribe(ACK)) and allowed(bridge.subscribe(COMMAND))
-        forged = codec.encode_ack(EPOCH, 10**9)
+        forged = contract.encode_ack(EPOCH, 10**9)
         anonymous = V5Client(broker.host, broker.port, None, client_id="forger-anonymous")
         forgers.append(anonymous)
         assert anonymous.connect_code.getName() == "Not authorized"
@@ -91,7 +91,7 @@ def test_a_forged_ack_never_reaches_the_bridges_ack_topic(broker: ShippedBroker)
         assert bridge.publish(ACK, forged).getName() == "Not authorized"
         assert v311_publish(broker, None, ACK, forged) == "refused"
         assert v311_publish(broker, "sim-chamber", ACK, forged) == "sent"  # acknowledged, and dropped
-        genuine = codec.encode_ack(EPOCH, 1)
+        genuine = contract.encode_ack(EPOCH, 1)
         uploader = V5Client(broker.host, broker.port, "uploader")
         forgers.append(uploader)
         assert allowed(uploader.publish(ACK, genuine))
@@ -108,7 +108,7 @@ def test_an_anonymous_or_foreign_command_never_reaches_the_command_topic(broker:
     others: list[V5Client] = []
     try:
         assert allowed(bridge.subscribe(COMMAND))
-        forged = codec.encode_command("f" * 32, "stop_run", {"exit_status": "abort"})
+        forged = contract.encode_command("f" * 32, "stop_run", {"exit_status": "abort"})
         anonymous = V5Client(broker.host, broker.port, None, client_id="forger-anonymous")
         others.append(anonymous)
         assert anonymous.connect_code.getName() == "Not authorized"
@@ -120,7 +120,7 @@ def test_an_anonymous_or_foreign_command_never_reaches_the_command_topic(broker:
             forger.close()
         assert bridge.publish(COMMAND, forged).getName() == "Not authorized"  # nor to itself
         assert v311_publish(broker, "sim-chamber", COMMAND, forged) == "sent"  # dropped in silence
-        genuine = codec.encode_command("a" * 32, "start_run", {"stream_name": "real"})
+        genuine = contract.encode_command("a" * 32, "start_run", {"stream_name": "real"})
         operator = V5Client(broker.host, broker.port, "operator")
         others.append(operator)
         assert allowed(operator.publish(COMMAND, genuine))
@@ -146,7 +146,7 @@ def test_another_login_claiming_a_client_id_does_not_take_it_over(broker: Shippe
         assert uploader.disconnects.empty() and bridge.disconnects.empty()
         assert allowed(bridge.publish(f"lab/{SITE}/data", b"reading"))
         only_message(uploader, (f"lab/{SITE}/data", b"reading"))
-        ack = codec.encode_ack(EPOCH, 1)
+        ack = contract.encode_ack(EPOCH, 1)
         assert allowed(uploader.publish(ACK, ack))
         only_message(bridge, (ACK, ack))
         assert uploader.disconnects.empty() and bridge.disconnects.empty()

@@ -275,7 +275,7 @@ def peak():
 import atexit
 atexit.register(peak)
 sys.argv = ["chamber-bridge", "check", sys.argv[1]]
-from bridge.cli import main
+from bridge.cli.main import main
 main()
 """
 

@@ -17,10 +17,10 @@ import pytest
 import yaml
 from click.testing import CliRunner
 
-from bridge.cli import cli
+from bridge.cli.main import cli
 from bridge.config import MAX_CONFIG_BYTES, MAX_DEPTH, MAX_SCALAR, MqttConfig, load_config
 from bridge.errors import ConfigError
-from bridge.publish.mqtt import make_client
+from bridge.wire.mqtt import make_client
 from tests.helpers.cli import EXAMPLES, ROOT, run_cli
 from tests.helpers.tls import Pki, make_pki
 

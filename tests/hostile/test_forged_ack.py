@@ -1,5 +1,5 @@
 """Forged acks over a real private Mosquitto: an ack deletes data, so the bridge takes only one
-the uploader could have sent (issue 11; docs/security.md; bridge.publish.publisher._ack_refusal).
+the uploader could have sent (issue 11; docs/security.md; bridge.edge.publisher._ack_refusal).
 
 On a broker without ACLs anyone may publish on ``{prefix}/{site}/ack``. One ack claiming a seq
 far beyond what the bridge has published, or naming another epoch, used to trim every entry up
@@ -22,10 +22,10 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.config import parse_config
-from bridge.publish import codec
-from bridge.publish.publisher import PublisherSettings
-from bridge.service import OUTBOX_FILE, BridgeService
+from bridge.edge.publisher import PublisherSettings
+from bridge.edge.service import OUTBOX_FILE, BridgeService
 from bridge.uploader.service import UploaderService, UploaderSettings
+from bridge.wire import contract
 from tests.helpers.ack_subscriber import AckingSubscriber
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.uploader import chamber_config, tpg_gauges, wait_for
@@ -61,7 +61,7 @@ class Forger:
         self.client.loop_start()
 
     def ack(self, epoch: str, seq: int) -> None:
-        self.client.publish("lab/chamber-t/ack", codec.encode_ack(epoch, seq), qos=1).wait_for_publish(timeout=10)
+        self.client.publish("lab/chamber-t/ack", contract.encode_ack(epoch, seq), qos=1).wait_for_publish(timeout=10)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -90,7 +90,7 @@ def retained_status(sub: AckingSubscriber) -> dict[str, Any]:
 def test_a_forged_ack_deletes_nothing_is_counted_and_real_acks_still_trim(
         mosquitto: MosquittoBroker, subscriber: AckingSubscriber, forger: Forger, gauges: Any,
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="bridge.publish")
+    caplog.set_level(logging.WARNING, logger="bridge.edge.publisher")
     state = tmp_path / "state"
     service = BridgeService(parse_config(make_config(mosquitto, gauges, state)), FAST)
     service.start()

@@ -28,9 +28,9 @@ import pytest
 from click.testing import CliRunner
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.cli import cli
+from bridge.cli.main import cli
 from bridge.model import Quality, Reading
-from bridge.publish import codec
+from bridge.wire import contract
 from tests.faults.conftest import Figures
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.pipeline import Pipeline
@@ -49,7 +49,7 @@ def _batch(entries: list[list[Any]], *, site: str = EVIL, epoch: str = EPOCH, **
 
 
 def _reading(seq: int, **change: Any) -> list[Any]:
-    body = {**codec.reading_body(Reading("gauge1", "p1", 1e-7, Quality.OK, T, "mbar")), **change}
+    body = {**contract.reading_body(Reading("gauge1", "p1", 1e-7, Quality.OK, T, "mbar")), **change}
     return [seq, "reading", T, body]
 
 

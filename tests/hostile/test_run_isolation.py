@@ -18,12 +18,12 @@ from typing import Any
 import pytest
 
 from bridge.model import Quality, Reading
-from bridge.publish.codec import Batch, LogEntry, reading_body
 from bridge.uploader.ledger import Ledger
 from bridge.uploader.service import UploaderService
 from bridge.uploader.sinks.base import ChunkBody
 from bridge.uploader.sinks.local import LocalSink
 from bridge.uploader.spool import Spool
+from bridge.wire.contract import Batch, LogEntry, reading_body
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.pipeline import Pipeline
 from tests.helpers.uploader import finalized, tpg_gauges, wait_for

@@ -26,7 +26,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 from click.testing import CliRunner
 
-from bridge.cli_runs import runs as runs_group
+from bridge.cli.runs import runs as runs_group
 from bridge.store.layout import CHUNK_MAX_BYTES, MANIFEST_MAX_BYTES
 from tests.helpers.cli import run_cli
 from tests.helpers.run_store import BAKE1, BAKE2, GAN17, GAN18, START, build_store, small_flow, write_run

@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from bridge.config import Config, parse_config
-from bridge.service import BridgeService
+from bridge.edge.service import BridgeService
 from bridge.uploader.service import UploaderService, UploaderSettings
 from tests.faults.conftest import Figures
 from tests.helpers.cli import run_cli
@@ -68,7 +68,7 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> 
 
 
 def link_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "bridge.mqtt" and "cannot connect to the broker" in r.getMessage()]
+    return [r for r in caplog.records if r.name == "bridge.wire.mqtt" and "cannot connect to the broker" in r.getMessage()]
 
 
 def test_a_bridge_with_the_wrong_ca_says_why_at_once_and_once(tmp_path: Path, broker: tuple[MosquittoBroker, int],

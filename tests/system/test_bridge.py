@@ -15,8 +15,8 @@ import pytest
 import yaml
 
 from bridge.config import parse_config
-from bridge.publish.publisher import PublisherSettings
-from bridge.service import BridgeService
+from bridge.edge.publisher import PublisherSettings
+from bridge.edge.service import BridgeService
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.helpers.ack_subscriber import AckingSubscriber

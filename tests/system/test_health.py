@@ -12,9 +12,9 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bridge.cli.health import Health, Unreachable, check_health
 from bridge.config import parse_config
-from bridge.health import Health, Unreachable, check_health
-from bridge.publish.publisher import PublisherSettings
+from bridge.edge.publisher import PublisherSettings
 from bridge.uploader.service import UploaderService, UploaderSettings
 from tests.helpers.cli import run_cli
 from tests.helpers.mosquitto import MosquittoBroker

@@ -221,7 +221,7 @@ def test_a_manifest_that_is_not_json_is_named_and_list_shows_the_rest(store: Pat
 def test_missing_server_extra_exits_1_with_the_pip_line(store: Path, tmp_path: Path) -> None:
     for args, module in ((["export", "GaN-17", "--format", "parquet", "--out", str(tmp_path / "x.parquet")], "pyarrow"),
                          (["plot", "GaN-17", "--out", str(tmp_path / "x.png")], "matplotlib")):
-        code = (f"import sys; sys.modules[{module!r}] = None; from bridge.cli import main; "
+        code = (f"import sys; sys.modules[{module!r}] = None; from bridge.cli.main import main; "
                 f"sys.argv = ['chamber-bridge', 'runs', *{args!r}, '--store', {str(store)!r}]; main()")
         result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
         line = one_error_line(result, 1)
@@ -245,7 +245,7 @@ def test_the_store_can_come_from_the_config(store: Path, tmp_path: Path) -> None
 
 
 def test_help_loads_neither_matplotlib_nor_pyarrow() -> None:
-    code = ("import sys; from bridge.cli import main; sys.argv = ['chamber-bridge', 'runs', '--help']\n"
+    code = ("import sys; from bridge.cli.main import main; sys.argv = ['chamber-bridge', 'runs', '--help']\n"
             "try:\n    main()\nexcept SystemExit:\n    pass\n"
             "print(sorted(m for m in ('matplotlib', 'pyarrow', 'numpy') if m in sys.modules))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from bridge.config import parse_config
-from bridge.instrument import connect_instrument
+from bridge.edge.instrument import connect_instrument
 from simulators.chamber import SimulatedChamber
 from tests.helpers.cli import read_json, run_cli, simulate
 

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from bridge.config import parse_config
-from bridge.publish.request import request
 from bridge.uploader.service import UploaderService, UploaderSettings
+from bridge.wire.request import request
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.uploader import (
     RecordingBridge,

@@ -7,8 +7,8 @@ import json
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from bridge.publish.codec import pack
 from bridge.uploader.chunker import ChunkReading, CutChunk, FlowCutter, channel_name, chunk_body
+from bridge.wire.contract import pack
 
 T0 = 1_763_700_000.0
 

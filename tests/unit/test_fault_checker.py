@@ -14,7 +14,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from bridge.publish.codec import LogEntry
+from bridge.wire.contract import LogEntry
 from simulators.pfeiffer_tpg import TPGSimulator
 from tests.helpers.checker import CommittedLog, assert_served_in_order, read_not_committed
 

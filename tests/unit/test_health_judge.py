@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from bridge.health import judge
+from bridge.cli.health import judge
 
 NOW = 1_763_700_000.0
 TOPIC = "lab/uploader/status"

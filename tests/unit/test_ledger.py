@@ -18,11 +18,11 @@ from typing import Any
 import pytest
 
 from bridge.model import Quality, Reading
-from bridge.publish.codec import Batch, LogEntry, pack, reading_body
 from bridge.uploader.chunker import ChunkReading, chunk_body
 from bridge.uploader.ledger import Ledger, PendingChunk, Progress
 from bridge.uploader.sinks.base import StreamInfo
 from bridge.uploader.spool import SPOOL_FILE, Spool
+from bridge.wire.contract import Batch, LogEntry, pack, reading_body
 from tests.helpers.clock import FakeClock
 
 SITE = "chamber-a"

@@ -14,9 +14,9 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 import pytest
 
-from bridge.publish.codec import pack
 from bridge.uploader.sinks.base import SinkError, SinkRejected, StreamInfo
 from bridge.uploader.sinks.local import LocalSink, write_atomically
+from bridge.wire.contract import pack
 
 RUN = "0123456789abcdef" * 2
 T0 = 1_763_700_000.0

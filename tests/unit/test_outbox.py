@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
+from bridge.edge.outbox import Outbox, OutboxError, OverflowState
 from bridge.model import Quality, Reading
-from bridge.publish.codec import reading_body
-from bridge.publish.outbox import Outbox, OutboxError, OverflowState
+from bridge.wire.contract import reading_body
 from tests.helpers.polling import wait_until
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -275,7 +275,7 @@ def test_close_commits_what_is_buffered_and_refuses_more(path: Path) -> None:
 APPEND_UNTIL_KILLED = """
 import sys
 from pathlib import Path
-from bridge.publish.outbox import Outbox
+from bridge.edge.outbox import Outbox
 
 box = Outbox(Path(sys.argv[1]), commit_interval=0.002, commit_rows=40)
 n = box.last_seq or 0
@@ -328,7 +328,7 @@ def test_kill_9_loses_no_flushed_entry_corrupts_nothing_and_reuses_no_seq(path: 
 FILL_THE_DISK = """
 import json, resource, signal, sys
 from pathlib import Path
-from bridge.publish.outbox import Outbox, OutboxError
+from bridge.edge.outbox import Outbox, OutboxError
 
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG instead
 box = Outbox(Path(sys.argv[1]), commit_interval=0.01)

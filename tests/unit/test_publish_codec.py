@@ -14,9 +14,9 @@ import pytest
 
 from bridge.errors import ProtocolError
 from bridge.model import Quality, Reading
-from bridge.publish import codec
-from bridge.publish.codec import LogEntry
-from bridge.publish.topics import Topics, uploader_status
+from bridge.wire import contract
+from bridge.wire.contract import LogEntry
+from bridge.wire.topics import Topics, uploader_status
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "payload.md"
 
@@ -31,8 +31,8 @@ def entries() -> list[LogEntry]:
     return [
         LogEntry(41, "run_start", 1_763_700_000.0, {"run_id": RUN, "stream_name": "GaN-17", "physical_sample": None,
                                                     "synth_source_id": None, "project_id": None, "tags": ["a"]}),
-        LogEntry(42, "reading", GAUGE.timestamp, codec.reading_body(GAUGE)),
-        LogEntry(43, "reading", OFF.timestamp, codec.reading_body(OFF)),
+        LogEntry(42, "reading", GAUGE.timestamp, contract.reading_body(GAUGE)),
+        LogEntry(43, "reading", OFF.timestamp, contract.reading_body(OFF)),
         LogEntry(44, "run_stop", 1_763_700_001.0, {"run_id": RUN, "exit_status": "success", "last_seq": 43}),
     ]
 
@@ -51,20 +51,20 @@ def packed(obj: Any) -> bytes:
 
 
 def test_reading_body_uses_the_compact_keys_and_omits_an_empty_detail() -> None:
-    assert codec.reading_body(GAUGE) == {"i": "main_gauge", "c": "p1", "v": GAUGE.value, "q": "ok",
+    assert contract.reading_body(GAUGE) == {"i": "main_gauge", "c": "p1", "v": GAUGE.value, "q": "ok",
                                          "t": GAUGE.timestamp, "u": "mbar"}
-    assert codec.reading_body(OFF)["d"] == "gauge switched off"
-    assert codec.reading_body(OFF)["v"] is None
+    assert contract.reading_body(OFF)["d"] == "gauge switched off"
+    assert contract.reading_body(OFF)["v"] is None
 
 
 @pytest.mark.parametrize("reading", [GAUGE, OFF], ids=["value", "status"])
 def test_readings_round_trip_bit_for_bit_through_msgpack(reading: Reading) -> None:
-    body = codec.unpack_body(codec.pack(codec.reading_body(reading)))
-    assert codec.reading_from_body(body) == reading
+    body = contract.unpack_body(contract.pack(contract.reading_body(reading)))
+    assert contract.reading_from_body(body) == reading
 
 
 def test_an_integer_value_from_another_writer_reads_as_a_float() -> None:
-    reading = codec.reading_from_body({**codec.reading_body(GAUGE), "v": 3})
+    reading = contract.reading_from_body({**contract.reading_body(GAUGE), "v": 3})
     assert reading.value == 3.0 and isinstance(reading.value, float)
 
 
@@ -80,9 +80,9 @@ def test_an_integer_value_from_another_writer_reads_as_a_float() -> None:
     ],
 )
 def test_bad_reading_bodies_name_what_is_wrong(change: dict[str, Any], message: str) -> None:
-    body = without_ellipsis({**codec.reading_body(GAUGE), **change})
+    body = without_ellipsis({**contract.reading_body(GAUGE), **change})
     with pytest.raises(ProtocolError) as info:
-        codec.reading_from_body(body)
+        contract.reading_from_body(body)
     assert str(info.value) == message
 
 
@@ -90,32 +90,32 @@ def test_bad_reading_bodies_name_what_is_wrong(change: dict[str, Any], message: 
 
 
 def test_batch_layout_is_the_documented_one() -> None:
-    raw = msgpack.unpackb(codec.encode_batch("chamber-a", "e" * 32, entries()[:2]))
+    raw = msgpack.unpackb(contract.encode_batch("chamber-a", "e" * 32, entries()[:2]))
     assert raw == {"v": 1, "site": "chamber-a", "epoch": "e" * 32, "entries": [
         [41, "run_start", 1_763_700_000.0, entries()[0].body],
-        [42, "reading", GAUGE.timestamp, codec.reading_body(GAUGE)],
+        [42, "reading", GAUGE.timestamp, contract.reading_body(GAUGE)],
     ]}
 
 
 def test_batches_round_trip_in_seq_order() -> None:
-    batch = codec.decode_batch(codec.encode_batch("chamber-a", "ab12", entries()), "chamber-a")
+    batch = contract.decode_batch(contract.encode_batch("chamber-a", "ab12", entries()), "chamber-a")
     assert (batch.site, batch.epoch, batch.refused) == ("chamber-a", "ab12", ())
     assert list(batch.entries) == entries()
-    assert [codec.reading_from_body(e.body) for e in batch.entries if e.kind == "reading"] == [GAUGE, OFF]
+    assert [contract.reading_from_body(e.body) for e in batch.entries if e.kind == "reading"] == [GAUGE, OFF]
 
 
 def test_unknown_keys_are_ignored_so_optional_keys_need_no_new_version() -> None:
-    raw = msgpack.unpackb(codec.encode_batch("chamber-a", "ab12", entries()[1:2]))
+    raw = msgpack.unpackb(contract.encode_batch("chamber-a", "ab12", entries()[1:2]))
     raw["compressed"] = False
     raw["entries"][0][3]["x"] = "new optional key"
-    batch = codec.decode_batch(packed(raw), "chamber-a")
-    assert codec.reading_from_body(batch.entries[0].body) == GAUGE
+    batch = contract.decode_batch(packed(raw), "chamber-a")
+    assert contract.reading_from_body(batch.entries[0].body) == GAUGE
 
 
 def test_unknown_marker_keys_are_dropped_so_metadata_stays_bounded() -> None:
-    raw = msgpack.unpackb(codec.encode_batch("chamber-a", "ab12", entries()[:1]))
+    raw = msgpack.unpackb(contract.encode_batch("chamber-a", "ab12", entries()[:1]))
     raw["entries"][0][3]["blob"] = b"x" * 100_000
-    (start,) = codec.decode_batch(packed(raw), "chamber-a").entries
+    (start,) = contract.decode_batch(packed(raw), "chamber-a").entries
     assert start.body == entries()[0].body
 
 
@@ -138,27 +138,27 @@ def _batch_with(**change: Any) -> bytes:
         (packed([1, 2]), "bad_envelope", "batch: expected a map, got list"),
         (_batch_with(site="other"), "site_mismatch", "batch on the topic of site 's' says it is from 'other'"),
         (_batch_with(epoch="../x"), "bad_epoch", "batch: epoch '../x' is not a valid name"),
-        (_batch_with(entries=[[]] * (codec.MAX_BATCH_ENTRIES + 1)), "too_large",
-         f"batch: {codec.MAX_BATCH_ENTRIES + 1} entries; at most {codec.MAX_BATCH_ENTRIES} are accepted"),
+        (_batch_with(entries=[[]] * (contract.MAX_BATCH_ENTRIES + 1)), "too_large",
+         f"batch: {contract.MAX_BATCH_ENTRIES + 1} entries; at most {contract.MAX_BATCH_ENTRIES} are accepted"),
         (b"\xc1\x00", "not_msgpack", None),
     ],
 )
 def test_bad_batches_are_refused_whole_naming_why(data: bytes, reason: str, message: str | None) -> None:
-    with pytest.raises(codec.BadMessage) as info:
-        codec.decode_batch(data, "s")
+    with pytest.raises(contract.BadMessage) as info:
+        contract.decode_batch(data, "s")
     assert info.value.reason == reason
     if message is not None:
         assert str(info.value) == message
 
 
 def test_an_oversized_message_is_refused_before_it_is_decoded() -> None:
-    with pytest.raises(codec.BadMessage, match="at most") as info:
-        codec.decode_batch(b"\x00" * (codec.MAX_MESSAGE_BYTES + 1), "s")
+    with pytest.raises(contract.BadMessage, match="at most") as info:
+        contract.decode_batch(b"\x00" * (contract.MAX_MESSAGE_BYTES + 1), "s")
     assert info.value.reason == "too_large"
 
 
 def _reading(**change: Any) -> dict[str, Any]:
-    return without_ellipsis({**codec.reading_body(GAUGE), **change})
+    return without_ellipsis({**contract.reading_body(GAUGE), **change})
 
 
 T = 1_763_700_000.0
@@ -201,7 +201,7 @@ T = 1_763_700_000.0
 def test_a_bad_entry_is_refused_alone_and_the_others_are_kept(entry: list[Any], seq: int | None, reason: str,
                                                                fragment: str) -> None:
     good = [7, "reading", T, _reading()]
-    batch = codec.decode_batch(_batch_with(entries=[entry, good]), "s")
+    batch = contract.decode_batch(_batch_with(entries=[entry, good]), "s")
     assert [e.seq for e in batch.entries] == [7]
     (refused,) = batch.refused
     assert (refused.seq, refused.reason) == (seq, reason)
@@ -211,47 +211,48 @@ def test_a_bad_entry_is_refused_alone_and_the_others_are_kept(entry: list[Any], 
 
 def test_garbage_and_truncated_batches_raise_protocol_errors_only() -> None:
     """Whatever arrives on the topic, a decoder raises ProtocolError, never KeyError/TypeError/..."""
-    good = codec.encode_batch("chamber-a", "ab12", entries())
+    good = contract.encode_batch("chamber-a", "ab12", entries())
     rng = random.Random(4)
     samples = [good[:n] for n in range(len(good))] + [rng.randbytes(rng.randrange(1, 80)) for _ in range(2000)]
     samples += [bytes(b ^ (1 << rng.randrange(8)) if i == k else b for i, b in enumerate(good))
                 for k in range(len(good))]
     for data in samples:
-        for decode in (lambda d: codec.decode_batch(d, "chamber-a"), codec.decode_ack, codec.decode_command,
-                       codec.decode_reply):
+        for decode in (lambda d: contract.decode_batch(d, "chamber-a"), contract.decode_ack, contract.decode_command,
+                       contract.decode_reply):
             with contextlib.suppress(ProtocolError):
                 decode(data)
 
 
 def test_a_msgpack_error_quotes_the_start_of_the_payload() -> None:
     with pytest.raises(ProtocolError, match=r"^batch: not valid msgpack \(.*\): b'\\xc1"):
-        codec.decode_batch(b"\xc1\x00", "s")
+        contract.decode_batch(b"\xc1\x00", "s")
 
 
 # ---------------------------------------------------------------- acks, commands, replies
 
 
 def test_acks_round_trip_and_are_checked() -> None:
-    assert codec.decode_ack(codec.encode_ack("ab12", 1234)) == codec.Ack("ab12", 1234)
-    assert msgpack.unpackb(codec.encode_ack("ab12", 0)) == {"v": 1, "epoch": "ab12", "seq": 0}
+    assert contract.decode_ack(contract.encode_ack("ab12", 1234)) == contract.Ack("ab12", 1234)
+    assert msgpack.unpackb(contract.encode_ack("ab12", 0)) == {"v": 1, "epoch": "ab12", "seq": 0}
     with pytest.raises(ProtocolError, match=r"^ack: key 'seq' must be an integer >= 0, got -1$"):
-        codec.decode_ack(packed({"v": 1, "epoch": "ab12", "seq": -1}))
+        contract.decode_ack(packed({"v": 1, "epoch": "ab12", "seq": -1}))
     with pytest.raises(ProtocolError, match=r"^ack: missing key 'epoch'$"):
-        codec.decode_ack(packed({"v": 1, "seq": 3}))
+        contract.decode_ack(packed({"v": 1, "seq": 3}))
 
 
 def test_commands_round_trip_and_unknown_actions_are_refused() -> None:
     params = {"stream_name": "GaN-17", "tags": ["a", "b"], "project_id": None}
-    data = codec.encode_command("req-1", "start_run", params)
-    assert codec.decode_command(data) == codec.Command("req-1", "start_run", codec.StartRun("GaN-17", tags=("a", "b")))
+    data = contract.encode_command("req-1", "start_run", params)
+    expected = contract.Command("req-1", "start_run", contract.StartRun("GaN-17", tags=("a", "b")))
+    assert contract.decode_command(data) == expected
     assert msgpack.unpackb(data)["params"] == {"stream_name": "GaN-17", "physical_sample": None,
                                                "synth_source_id": None, "project_id": None, "tags": ["a", "b"]}
-    stop = codec.decode_command(codec.encode_command("req-2", "stop_run", {}))
-    assert stop == codec.Command("req-2", "stop_run", codec.StopRun("success"))
+    stop = contract.decode_command(contract.encode_command("req-2", "stop_run", {}))
+    assert stop == contract.Command("req-2", "stop_run", contract.StopRun("success"))
     with pytest.raises(ProtocolError, match=r"^command req-1: action 'reboot' is not one of start_run, stop_run$"):
-        codec.decode_command(packed({"v": 1, "request_id": "req-1", "action": "reboot", "params": {}}))
+        contract.decode_command(packed({"v": 1, "request_id": "req-1", "action": "reboot", "params": {}}))
     with pytest.raises(ValueError, match="reboot"):
-        codec.encode_command("req-1", "reboot", {})  # type: ignore[arg-type]
+        contract.encode_command("req-1", "reboot", {})  # type: ignore[arg-type]
 
 
 def command(action: str = "start_run", **params: Any) -> bytes:
@@ -291,8 +292,8 @@ def command(action: str = "start_run", **params: Any) -> bytes:
      "payload version 2 is not supported (this codec reads 1)"),
 ])
 def test_bad_command_params_are_refused_with_one_line_that_keeps_the_request_id(data: bytes, reason: str) -> None:
-    with pytest.raises(codec.CommandError) as caught:
-        codec.decode_command(data)
+    with pytest.raises(contract.CommandError) as caught:
+        contract.decode_command(data)
     assert caught.value.request_id == "req-1", "a refusal the bridge can address must be answerable"
     assert caught.value.reason == reason
     assert str(caught.value) == f"command req-1: {reason}"
@@ -307,34 +308,34 @@ def test_bad_command_params_are_refused_with_one_line_that_keeps_the_request_id(
     packed({"v": 1, "request_id": "req-1", "pad": "x" * 20_000}),
 ])
 def test_a_command_without_a_readable_request_id_is_refused_without_one(data: bytes) -> None:
-    with pytest.raises(codec.CommandError) as caught:
-        codec.decode_command(data)
+    with pytest.raises(contract.CommandError) as caught:
+        contract.decode_command(data)
     assert caught.value.request_id is None
     assert str(caught.value).startswith("command: ") and str(caught.value).isprintable()
 
 
 def test_senders_check_params_before_sending() -> None:
-    with pytest.raises(codec.CommandError, match="run_id"):
-        codec.encode_command("req-1", "start_run", {"stream_name": "x", "run_id": "0" * 32})
-    with pytest.raises(codec.CommandError, match="control characters"):
-        codec.encode_command("req-1", "start_run", {"stream_name": "x\n"})
+    with pytest.raises(contract.CommandError, match="run_id"):
+        contract.encode_command("req-1", "start_run", {"stream_name": "x", "run_id": "0" * 32})
+    with pytest.raises(contract.CommandError, match="control characters"):
+        contract.encode_command("req-1", "start_run", {"stream_name": "x\n"})
     with pytest.raises(ValueError, match="StopRun params do not go with the action start_run"):
-        codec.encode_command("req-1", "start_run", codec.StopRun())
-    data = codec.encode_command("req-1", "stop_run", codec.StopRun("abort", "power cut"))
-    assert codec.decode_command(data).params == codec.StopRun("abort", "power cut")
+        contract.encode_command("req-1", "start_run", contract.StopRun())
+    data = contract.encode_command("req-1", "stop_run", contract.StopRun("abort", "power cut"))
+    assert contract.decode_command(data).params == contract.StopRun("abort", "power cut")
 
 
 @pytest.mark.parametrize("seq", [None, 57])
 def test_replies_round_trip(seq: int | None) -> None:
-    data = codec.encode_reply("req-1", seq is not None, "run r1 started", seq)
-    assert codec.decode_reply(data) == codec.Reply("req-1", seq is not None, "run r1 started", seq)
+    data = contract.encode_reply("req-1", seq is not None, "run r1 started", seq)
+    assert contract.decode_reply(data) == contract.Reply("req-1", seq is not None, "run r1 started", seq)
 
 
 def test_a_reply_needs_every_key() -> None:
     with pytest.raises(ProtocolError, match=r"^reply req-1: missing key 'seq'$"):
-        codec.decode_reply(packed({"v": 1, "request_id": "req-1", "ok": True, "message": ""}))
+        contract.decode_reply(packed({"v": 1, "request_id": "req-1", "ok": True, "message": ""}))
     with pytest.raises(ProtocolError, match=r"^reply req-1: key 'ok' must be a boolean, got 1$"):
-        codec.decode_reply(packed({"v": 1, "request_id": "req-1", "ok": 1, "message": "", "seq": None}))
+        contract.decode_reply(packed({"v": 1, "request_id": "req-1", "ok": 1, "message": "", "seq": None}))
 
 
 # ---------------------------------------------------------------- the document
@@ -349,16 +350,16 @@ def _doc_examples() -> dict[str, Any]:
 def test_the_documented_examples_decode_with_this_codec() -> None:
     examples = _doc_examples()
     assert set(examples) >= {"batch", "ack", "command", "reply"}
-    batch = codec.decode_batch(packed(examples["batch"]), examples["batch"]["site"])
+    batch = contract.decode_batch(packed(examples["batch"]), examples["batch"]["site"])
     assert batch.refused == ()
     assert {e.kind for e in batch.entries} == {"reading", "run_start", "run_stop"}
     for entry in batch.entries:
         if entry.kind == "reading":
-            codec.reading_from_body(entry.body)
-    codec.decode_ack(packed(examples["ack"]))
-    codec.decode_command(packed(examples["command"]))
-    codec.decode_reply(packed(examples["reply"]))
-    assert all(example["v"] == codec.SCHEMA_VERSION for example in examples.values())
+            contract.reading_from_body(entry.body)
+    contract.decode_ack(packed(examples["ack"]))
+    contract.decode_command(packed(examples["command"]))
+    contract.decode_reply(packed(examples["reply"]))
+    assert all(example["v"] == contract.SCHEMA_VERSION for example in examples.values())
 
 
 # ---------------------------------------------------------------- topics
@@ -380,7 +381,7 @@ def test_names_that_would_change_the_topic_tree_are_refused(prefix: str, site: s
 
 
 def test_a_batch_from_stored_bodies_is_byte_identical() -> None:
-    from bridge.publish import codec as c
+    from bridge.wire import contract as c
 
     entries = [
         c.LogEntry(7, "reading", 1795250000.25, {"i": "g", "c": "p1", "v": 1.5e-7, "q": "ok", "t": 1795250000.2,

@@ -9,8 +9,8 @@ import logging
 
 import pytest
 
-from bridge.polling.health import Health, State
-from bridge.polling.schedule import Backoff, Grid, spread
+from bridge.edge.polling.availability import Availability, State
+from bridge.edge.polling.schedule import Backoff, Grid, spread
 from tests.helpers.clock import FakeClock
 
 # ---------------------------------------------------------------------- grid
@@ -145,12 +145,12 @@ def test_retries_count_from_one() -> None:
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "bridge.poller" and r.levelno == level]
+    return [r.getMessage() for r in caplog.records if r.name == "bridge.edge.pollers" and r.levelno == level]
 
 
 def test_unavailable_after_the_configured_failures_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, "bridge.poller")
-    health = Health("pyrometer", failures_before_unavailable=3, backoff=Backoff(1.0, 30.0))
+    caplog.set_level(logging.DEBUG, "bridge.edge.pollers")
+    health = Availability("pyrometer", failures_before_unavailable=3, backoff=Backoff(1.0, 30.0))
     assert health.succeeded(1.5e9) is True  # starting -> up: worth publishing
     assert [health.failed("no reply", 10.0), health.failed("no reply", 10.5)] == [False, False]
     assert health.available and health.consecutive_failures == 2
@@ -168,10 +168,10 @@ def test_unavailable_after_the_configured_failures_logged_once(caplog: pytest.Lo
 
 
 def test_recovery_logged_once_and_counts_reset(caplog: pytest.LogCaptureFixture) -> None:
-    health = Health("gauge", failures_before_unavailable=1, backoff=Backoff(0.1, 0.2))
+    health = Availability("gauge", failures_before_unavailable=1, backoff=Backoff(0.1, 0.2))
     health.succeeded(1.0)
     health.failed("lost /dev/ttyUSB0", 5.0)
-    caplog.set_level(logging.INFO, "bridge.poller")
+    caplog.set_level(logging.INFO, "bridge.edge.pollers")
     assert health.succeeded(2.0) is True
     assert health.succeeded(3.0) is False
     assert health.available and health.consecutive_failures == 0 and health.last_error is None
@@ -180,7 +180,7 @@ def test_recovery_logged_once_and_counts_reset(caplog: pytest.LogCaptureFixture)
 
 
 def test_failures_below_the_threshold_are_forgotten_by_a_success() -> None:
-    health = Health("gauge", failures_before_unavailable=3)
+    health = Availability("gauge", failures_before_unavailable=3)
     for _ in range(10):
         health.failed("garbled reply", 1.0)
         health.failed("garbled reply", 1.0)
@@ -189,8 +189,8 @@ def test_failures_below_the_threshold_are_forgotten_by_a_success() -> None:
 
 
 def test_an_instrument_that_cannot_connect_at_start_is_down_at_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, "bridge.poller")
-    health = Health("psu", failures_before_unavailable=3, backoff=Backoff(0.5, 4.0))
+    caplog.set_level(logging.WARNING, "bridge.edge.pollers")
+    health = Availability("psu", failures_before_unavailable=3, backoff=Backoff(0.5, 4.0))
     assert health.failed("cannot open TCPIP::10.0.0.9::5025::SOCKET: refused", 0.0, connecting=True) is True
     assert health.state is State.DOWN and health.retry_at == 0.5
     assert messages(caplog, logging.WARNING) == [
@@ -198,7 +198,7 @@ def test_an_instrument_that_cannot_connect_at_start_is_down_at_once(caplog: pyte
 
 
 def test_a_first_read_failing_after_a_good_connect_counts_like_any_other() -> None:
-    health = Health("gauge", failures_before_unavailable=2)
+    health = Availability("gauge", failures_before_unavailable=2)
     assert health.failed("no reply", 0.0) is False
     assert health.state is State.STARTING
     assert health.failed("no reply", 1.0) is True
@@ -207,4 +207,4 @@ def test_a_first_read_failing_after_a_good_connect_counts_like_any_other() -> No
 
 def test_threshold_must_be_at_least_one() -> None:
     with pytest.raises(ValueError, match="at least 1"):
-        Health("gauge", failures_before_unavailable=0)
+        Availability("gauge", failures_before_unavailable=0)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bridge.model import Quality, Reading
-from bridge.publish.codec import Batch, LogEntry, reading_body, unpack_body
 from bridge.uploader.spool import SPOOL_FILE, Spool, SpoolError
+from bridge.wire.contract import Batch, LogEntry, reading_body, unpack_body
 
 SITE = "chamber-a"
 EPOCH = "e1" * 16

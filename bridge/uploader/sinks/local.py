@@ -24,9 +24,9 @@ from pathlib import Path
 from typing import Any
 
 from bridge.names import printable
-from bridge.publish.codec import pack
 from bridge.store import layout
 from bridge.uploader.sinks.base import ChunkBody, RunRejected, SinkRejected, SinkUnavailable, StreamInfo
+from bridge.wire.contract import pack
 
 
 def write_atomically(path: Path, data: bytes) -> None:

@@ -28,9 +28,9 @@ import paho.mqtt.client as mqtt
 from bridge.config import Config, MqttConfig
 from bridge.errors import BridgeError
 from bridge.names import printable
-from bridge.publish import codec
-from bridge.publish.mqtt import CallbackErrors, guarded, make_client
-from bridge.publish.topics import Topics, uploader_status
+from bridge.wire import contract
+from bridge.wire.mqtt import CallbackErrors, guarded, make_client
+from bridge.wire.topics import Topics, uploader_status
 
 Role = Literal["uploader", "bridge"]
 ROLES: tuple[Role, ...] = ("uploader", "bridge")
@@ -132,8 +132,8 @@ def fetch_retained(config: MqttConfig, topic: str, timeout: float, who: str = "t
 def judge(payload: bytes, who: str, topic: str, *, max_age: float, now: float) -> Health:
     """Healthy if the status says ``online`` and is at most ``max_age`` seconds old."""
     try:
-        status = codec.decode_status(payload, f"status on {topic}")
-    except codec.BadMessage as exc:
+        status = contract.decode_status(payload, f"status on {topic}")
+    except contract.BadMessage as exc:
         return Health(False, f"unreadable {exc}")
     state, stamp = status.get("state"), status.get("time")
     if not isinstance(stamp, int | float) or isinstance(stamp, bool):

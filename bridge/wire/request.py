@@ -11,9 +11,9 @@ import paho.mqtt.client as mqtt
 
 from bridge.config import MqttConfig
 from bridge.errors import BridgeError, ProtocolError
-from bridge.publish import codec
-from bridge.publish.mqtt import CallbackErrors, guarded, make_client
-from bridge.publish.topics import Topics
+from bridge.wire import contract
+from bridge.wire.mqtt import CallbackErrors, guarded, make_client
+from bridge.wire.topics import Topics
 
 
 class NoAnswer(BridgeError):
@@ -21,17 +21,17 @@ class NoAnswer(BridgeError):
 
 
 def request(config: MqttConfig, site: str, action: str,
-            params: Mapping[str, Any] | codec.StartRun | codec.StopRun, timeout: float = 10.0) -> codec.Reply:
+            params: Mapping[str, Any] | contract.StartRun | contract.StopRun, timeout: float = 10.0) -> contract.Reply:
     """Publish a command and return the bridge's reply to it (matched by request id).
 
     The params are checked by the wire contract before anything is connected or sent
-    (:class:`~bridge.publish.codec.CommandError`, a one-line ProtocolError), so the operator
+    (:class:`~bridge.wire.contract.CommandError`, a one-line ProtocolError), so the operator
     hears of a bad name at once, in the same words the bridge would use.
     """
     topics = Topics(config.topic_prefix, site)
     request_id = uuid.uuid4().hex
-    payload = codec.encode_command(request_id, action, params)  # type: ignore[arg-type]  # checked inside
-    replies: queue.Queue[codec.Reply] = queue.Queue()
+    payload = contract.encode_command(request_id, action, params)  # type: ignore[arg-type]  # checked inside
+    replies: queue.Queue[contract.Reply] = queue.Queue()
     subscribed: queue.Queue[bool] = queue.Queue()
     errors = CallbackErrors()
 
@@ -44,7 +44,7 @@ def request(config: MqttConfig, site: str, action: str,
 
     def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
-            reply = codec.decode_reply(bytes(message.payload))
+            reply = contract.decode_reply(bytes(message.payload))
         except ProtocolError:
             return
         if reply.request_id == request_id:

@@ -56,7 +56,7 @@ from typing import Any, Final
 from bridge.crashpoints import crash_point
 from bridge.durable import connect_durable, lock_exclusively
 from bridge.errors import BridgeError
-from bridge.publish.codec import ENTRY_KINDS, RUN_MARKERS, EntryKind, LogEntry, StoredEntry, pack, unpack_body
+from bridge.wire.contract import ENTRY_KINDS, RUN_MARKERS, EntryKind, LogEntry, StoredEntry, pack, unpack_body
 
 log = logging.getLogger(__name__)
 

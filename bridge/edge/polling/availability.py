@@ -16,9 +16,9 @@ import logging
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bridge.polling.schedule import Backoff
+from bridge.edge.polling.schedule import Backoff
 
-log = logging.getLogger("bridge.poller")
+log = logging.getLogger("bridge.edge.pollers")
 
 
 class State(StrEnum):
@@ -47,7 +47,7 @@ class InstrumentStatus:
     last_reading_at: float | None
 
 
-class Health:
+class Availability:
     """One instrument's availability; every method returns True when ``available`` changed or
     the instrument first failed to come up (the moments the status is worth publishing)."""
 

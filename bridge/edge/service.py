@@ -11,16 +11,16 @@ import threading
 import time
 from typing import Any
 
-from bridge.clock_sync import ntp_synchronized
 from bridge.config import Config
+from bridge.edge.clock_sync import ntp_synchronized
+from bridge.edge.outbox import Outbox
+from bridge.edge.pollers import InstrumentStatus, Pollers
+from bridge.edge.publisher import Publisher, PublisherSettings
+from bridge.edge.runs import Runs
 from bridge.model import Reading
-from bridge.poller import InstrumentStatus, Pollers
-from bridge.publish import codec
-from bridge.publish.outbox import Outbox
-from bridge.publish.publisher import Publisher, PublisherSettings
-from bridge.runs import Runs
+from bridge.wire import contract
 
-log = logging.getLogger("bridge.service")
+log = logging.getLogger("bridge.edge.service")
 
 OUTBOX_FILE = "outbox.sqlite"
 #: how often the NTP state is asked again (it costs a subprocess)
@@ -47,7 +47,7 @@ class BridgeService:
         """
         poll = readings[0].timestamp if readings else 0.0
         for reading in readings:
-            body = codec.reading_body(reading)
+            body = contract.reading_body(reading)
             body["p"] = poll
             self.outbox.append("reading", body, reading.timestamp)
 

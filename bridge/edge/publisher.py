@@ -7,7 +7,7 @@ Duplicates that this causes are expected and removed by the uploader.
 
 An ack deletes data, so it must be one the uploader could have sent: an ack for another epoch
 or for a seq never published is refused, logged and counted (:meth:`Publisher._ack_refusal`).
-Commands are checked by the wire contract (:func:`codec.decode_command`) and every one whose
+Commands are checked by the wire contract (:func:`contract.decode_command`) and every one whose
 request id can be read is answered, refusals included.
 
 All work happens in one sender thread; paho's callbacks only set flags and queue messages
@@ -28,16 +28,16 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from bridge.config import MqttConfig
+from bridge.edge.outbox import Outbox
 from bridge.errors import ProtocolError
 from bridge.names import printable
-from bridge.publish import codec
-from bridge.publish.mqtt import CallbackErrors, connect_properties, guarded, make_client, revive_network_thread
-from bridge.publish.outbox import Outbox
-from bridge.publish.topics import Topics
+from bridge.wire import contract
+from bridge.wire.mqtt import CallbackErrors, connect_properties, guarded, make_client, revive_network_thread
+from bridge.wire.topics import Topics
 
-log = logging.getLogger("bridge.publish")
+log = logging.getLogger("bridge.edge.publisher")
 
-CommandHandler = Callable[[codec.Command], tuple[bool, str, int | None]]
+CommandHandler = Callable[[contract.Command], tuple[bool, str, int | None]]
 StatusProvider = Callable[[], dict[str, Any]]
 
 #: a refused ack or command is logged at most this often per reason (a flood must not fill the disk)
@@ -228,7 +228,7 @@ class Publisher:
         entries = self.outbox.pending_stored(cursor, self.settings.batch_size)
         if not entries:
             return False
-        payload = codec.encode_stored_batch(self.site, self.outbox.epoch, entries)
+        payload = contract.encode_stored_batch(self.site, self.outbox.epoch, entries)
         # counted as published before paho answers: it may queue and send a message even when it
         # returns an error, and a real ack for it must never be refused (_ack_refusal)
         self._published_seq = max(self._published_seq, entries[-1][0])
@@ -263,14 +263,14 @@ class Publisher:
                 return
             try:
                 if topic == self.topics.ack:
-                    self._handle_ack(codec.decode_ack(payload))
+                    self._handle_ack(contract.decode_ack(payload))
                 elif topic == self.topics.command:
                     self._handle_command(payload)
             except ProtocolError as exc:
                 self._log_refusal(f"bad message on {topic}", "ignored a bad message on %s: %s", topic,
                                   printable(exc))
 
-    def _ack_refusal(self, ack: codec.Ack) -> tuple[str, str] | None:
+    def _ack_refusal(self, ack: contract.Ack) -> tuple[str, str] | None:
         """Why ``ack`` cannot be the uploader's (a short key and one line), or None if it can be.
 
         The uploader acks only seqs it received, and it can only have received seqs of this
@@ -291,7 +291,7 @@ class Publisher:
                               f"was ever published (a forged or corrupt ack)")
         return None
 
-    def _handle_ack(self, ack: codec.Ack) -> None:
+    def _handle_ack(self, ack: contract.Ack) -> None:
         refusal = self._ack_refusal(ack)
         if refusal is not None:
             self.refused_acks += 1
@@ -316,8 +316,8 @@ class Publisher:
         carrying it out (the outbox cannot commit) is answered too, so no requester waits in vain.
         """
         try:
-            command = codec.decode_command(payload)
-        except codec.CommandError as exc:
+            command = contract.decode_command(payload)
+        except contract.CommandError as exc:
             self.refused_commands += 1
             self._log_refusal("command", "refused a command: %s (%d refused so far)", printable(exc),
                               self.refused_commands)
@@ -334,7 +334,7 @@ class Publisher:
 
     def _reply(self, request_id: str, ok: bool, message: str, seq: int | None) -> None:
         self.client.publish(self.topics.command_reply,
-                            codec.encode_reply(request_id, ok, printable(message, 300), seq), qos=1)
+                            contract.encode_reply(request_id, ok, printable(message, 300), seq), qos=1)
 
     def _log_refusal(self, key: str, message: str, *args: Any) -> None:
         """A warning, at most once per REFUSAL_LOG_INTERVAL for each ``key``: a flood of forged
@@ -354,7 +354,7 @@ class Publisher:
     # ---------------------------------------------------------- status
 
     def _status_payload(self, state: str, details: dict[str, Any] | None = None) -> bytes:
-        body: dict[str, Any] = {"v": codec.SCHEMA_VERSION, "site": self.site, "state": state, "time": time.time()}
+        body: dict[str, Any] = {"v": contract.SCHEMA_VERSION, "site": self.site, "state": state, "time": time.time()}
         if details is not None:
             body.update(details)
             body["publisher"] = {"callback_errors": self.callback_errors.count,
@@ -373,5 +373,5 @@ class Publisher:
             return
         details = self._status()
         self.client.publish(self.topics.status, self._status_payload("online", details), qos=1, retain=True)
-        run = {"v": codec.SCHEMA_VERSION, "site": self.site, "run": details.get("run")}
+        run = {"v": contract.SCHEMA_VERSION, "site": self.site, "run": details.get("run")}
         self.client.publish(self.topics.run, json.dumps(run).encode(), qos=1, retain=True)

@@ -33,17 +33,17 @@ from typing import Any, Literal
 from bridge.config import InstrumentConfig
 from bridge.drivers.base import Driver
 from bridge.drivers.registry import DriverRegistry, default_registry
+from bridge.edge.polling.availability import Availability, InstrumentStatus, State
+from bridge.edge.polling.bus import build_driver, bus_key, bus_problems, shared_transport_config, transport_owner
+from bridge.edge.polling.schedule import Backoff, Clock, Grid, spread
 from bridge.errors import BridgeError, ConfigError, TransportDisconnected
 from bridge.model import Reading
-from bridge.polling.bus import build_driver, bus_key, bus_problems, shared_transport_config, transport_owner
-from bridge.polling.health import Health, InstrumentStatus, State
-from bridge.polling.schedule import Backoff, Clock, Grid, spread
 from bridge.transports import open_transport
 from bridge.transports.base import Transport, reopen
 
-log = logging.getLogger("bridge.poller")
+log = logging.getLogger("bridge.edge.pollers")
 
-Sink = Callable[[list[Reading]], None]
+ReadingSink = Callable[[list[Reading]], None]
 OnChange = Callable[[InstrumentStatus], None]
 TurnKind = Literal["poll", "connect", "retry"]
 Phase = Literal["open", "connect", "read"]
@@ -77,7 +77,7 @@ Observer = Callable[[ReadTiming], None]
 class _Member:
     config: InstrumentConfig
     driver: Driver[Any, Any]
-    health: Health
+    health: Availability
     grid: Grid
     #: the driver must connect() before its next read (at start, after the link was reopened)
     needs_connect: bool = True
@@ -99,7 +99,7 @@ class _Outcome:
 
 
 class BusPoller:
-    """Polls the instruments of one bus (see :func:`bridge.polling.bus.group_by_bus`) in a thread.
+    """Polls the instruments of one bus (see :func:`bridge.edge.polling.bus.group_by_bus`) in a thread.
 
     ``sink`` gets each successful poll's readings; ``on_change`` each status change worth
     publishing (available or not, or an instrument that could not start); ``observer`` every
@@ -108,7 +108,7 @@ class BusPoller:
     time stamped by the drivers).
     """
 
-    def __init__(self, instruments: Sequence[InstrumentConfig], sink: Sink, *,
+    def __init__(self, instruments: Sequence[InstrumentConfig], sink: ReadingSink, *,
                  on_change: OnChange | None = None, observer: Observer | None = None,
                  registry: DriverRegistry | None = None, failures_before_unavailable: int = 3,
                  backoff: Backoff | None = None, clock: Clock = time.monotonic) -> None:
@@ -128,7 +128,7 @@ class BusPoller:
         registry = registry or default_registry()
         self._members = [
             _Member(inst, build_driver(registry, inst, self.transport, bus_config),
-                    Health(inst.name, failures_before_unavailable, backoff), Grid(0.0, inst.interval))
+                    Availability(inst.name, failures_before_unavailable, backoff), Grid(0.0, inst.interval))
             for inst in instruments
         ]
         self._sink = sink

@@ -19,8 +19,8 @@ from typing import NoReturn
 import click
 
 from bridge import __version__
-from bridge.cli_quarantine import upload_quarantine
-from bridge.cli_runs import runs
+from bridge.cli.quarantine import upload_quarantine
+from bridge.cli.runs import runs
 from bridge.config import Config, check_files, load_config
 from bridge.errors import BridgeError, ConfigError
 from bridge.model import Reading
@@ -29,7 +29,7 @@ EXIT_RUNTIME = 1
 EXIT_USAGE = 2
 COMMAND_ENTRY_POINTS = "chamber_bridge.commands"
 
-log = logging.getLogger("bridge.cli")
+log = logging.getLogger("bridge.cli.main")
 
 
 def fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
@@ -158,7 +158,7 @@ def _format_reading(r: Reading) -> str:
 @click.pass_context
 def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> None:
     """Poll each instrument of CONFIG once and print its readings (commissioning)."""
-    from bridge.instrument import connect_instrument
+    from bridge.edge.instrument import connect_instrument
 
     cfg = _load(ctx, config, files=False)  # reads instruments only: no MQTT, no secrets
     debug = ctx.obj["debug"]
@@ -200,7 +200,7 @@ def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> No
 @click.pass_context
 def poll(ctx: click.Context, config: str) -> None:
     """Run the bridge until SIGINT/SIGTERM, then flush and publish offline status."""
-    from bridge.service import BridgeService
+    from bridge.edge.service import BridgeService
 
     cfg = _load(ctx, config)
     if not cfg.bridge.instruments:
@@ -243,12 +243,12 @@ def _serve_until_signal(start: Callable[[], None], stop: Callable[[], None]) -> 
 def _run_request(ctx: click.Context, config: str, action: str, params: dict[str, object], timeout: float) -> None:
     """Check ``params`` as the bridge will (exit 2 naming the bad one, nothing sent), then ask the bridge."""
     from bridge.names import printable
-    from bridge.publish import codec
-    from bridge.publish.request import request
+    from bridge.wire import contract
+    from bridge.wire.request import request
 
     try:
-        checked = codec.command_params(action, params)
-    except codec.CommandError as exc:
+        checked = contract.command_params(action, params)
+    except contract.CommandError as exc:
         fail(exc.reason, EXIT_USAGE)
     cfg = _load(ctx, config)
     with reported_errors(ctx.obj["debug"]):
@@ -297,7 +297,7 @@ def stop_run(ctx: click.Context, config: str, exit_status: str, timeout: float) 
 @click.pass_context
 def health(ctx: click.Context, config: str, role: str, max_age: float, timeout: float) -> None:
     """Exit 0 if the service's retained status is online and fresh, else 1 saying why (Docker HEALTHCHECK)."""
-    from bridge.health import check_health
+    from bridge.cli.health import check_health
 
     cfg = _load(ctx, config)
     with reported_errors(ctx.obj["debug"]):

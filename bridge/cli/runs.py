@@ -50,7 +50,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    from bridge.cli import fail  # not at import time: bridge.cli imports this module
+    from bridge.cli.main import fail  # not at import time: bridge.cli.main imports this module
 
     fail(message, code)
 
@@ -79,7 +79,7 @@ def _open_store(ctx: click.Context, store: str | None, config: str | None) -> Ru
         _fail("give --store or --config, not both", EXIT_USAGE)
     if config is None:
         return RunStore(store if store is not None else DEFAULT_STORE)
-    from bridge.cli import reported_errors
+    from bridge.cli.main import reported_errors
     from bridge.config import LocalSinkConfig, load_config
 
     with reported_errors((ctx.obj or {}).get("debug", False)):

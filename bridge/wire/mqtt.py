@@ -25,7 +25,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 
 from bridge.config import MqttConfig
 
-log = logging.getLogger("bridge.mqtt")
+log = logging.getLogger("bridge.wire.mqtt")
 
 P = ParamSpec("P")
 

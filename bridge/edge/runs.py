@@ -8,7 +8,7 @@ so no stream is left open forever.
 Run ids are the bridge's alone (:func:`bridge.names.new_run_id`): a run id becomes a folder of
 the store and an id at the API, so one taken from a command (``../../../x``) could write
 anywhere. Commands carry names and metadata only, checked by the wire contract
-(:func:`bridge.publish.codec.command_params`) before they get here.
+(:func:`bridge.wire.contract.command_params`) before they get here.
 """
 
 from __future__ import annotations
@@ -18,11 +18,11 @@ import threading
 from collections.abc import Mapping
 from typing import Any
 
+from bridge.edge.outbox import Outbox
 from bridge.names import new_run_id, printable
-from bridge.publish import codec
-from bridge.publish.outbox import Outbox
+from bridge.wire import contract
 
-log = logging.getLogger("bridge.runs")
+log = logging.getLogger("bridge.edge.runs")
 
 #: what every request answers: whether the marker was logged, one line for the operator, its seq
 Outcome = tuple[bool, str, int | None]
@@ -41,35 +41,35 @@ class Runs:
         """Close a run a crash left open: its stream must end, marked as aborted."""
         if self.current is not None:
             run_id = self.current.get("run_id")
-            seq = self._stop(codec.StopRun("abort", "the bridge restarted while the run was open"))
+            seq = self._stop(contract.StopRun("abort", "the bridge restarted while the run was open"))
             log.warning("run %s was left open by a crash or power cut: closed as abort (seq %s)",
                         printable(run_id, 80), seq)
 
-    def start(self, params: codec.StartRun | Mapping[str, Any]) -> Outcome:
+    def start(self, params: contract.StartRun | Mapping[str, Any]) -> Outcome:
         """Open a run under a fresh run id; a mapping is checked as a command's params first."""
         try:
-            start = params if isinstance(params, codec.StartRun) else codec.command_params("start_run", params)
-        except codec.CommandError as exc:
+            start = params if isinstance(params, contract.StartRun) else contract.command_params("start_run", params)
+        except contract.CommandError as exc:
             return False, exc.reason, None
-        assert isinstance(start, codec.StartRun)
+        assert isinstance(start, contract.StartRun)
         with self._lock:
             current = self.current
             if current is not None:
                 return False, (f"run {printable(current.get('run_id'), 80)} "
                                f"({printable(current.get('stream_name'), 80)}) is still open"), None
             run_id = new_run_id()
-            body: dict[str, Any] = {**codec.params_map(start), "run_id": run_id}
+            body: dict[str, Any] = {**contract.params_map(start), "run_id": run_id}
             seq = self.outbox.append_marker("run_start", body, open_run=body)
         log.info("run %s (%s) started at seq %d", run_id, printable(start.stream_name), seq)
         return True, f"run {run_id} started", seq
 
-    def stop(self, params: codec.StopRun | Mapping[str, Any]) -> Outcome:
+    def stop(self, params: contract.StopRun | Mapping[str, Any]) -> Outcome:
         """Close the open run; a mapping is checked as a command's params first."""
         try:
-            stop = params if isinstance(params, codec.StopRun) else codec.command_params("stop_run", params)
-        except codec.CommandError as exc:
+            stop = params if isinstance(params, contract.StopRun) else contract.command_params("stop_run", params)
+        except contract.CommandError as exc:
             return False, exc.reason, None
-        assert isinstance(stop, codec.StopRun)
+        assert isinstance(stop, contract.StopRun)
         with self._lock:
             current = self.current
             if current is None:
@@ -79,16 +79,16 @@ class Runs:
         log.info("run %s stopped (%s) at seq %d", run_id, stop.exit_status, seq)
         return True, f"run {run_id} stopped ({stop.exit_status})", seq
 
-    def _stop(self, stop: codec.StopRun) -> int:
+    def _stop(self, stop: contract.StopRun) -> int:
         run = self.current or {}
         last = self.outbox.flush()
         body = {"run_id": run.get("run_id"), "exit_status": stop.exit_status, "last_seq": last,
                 **({"reason": stop.reason} if stop.reason else {})}
         return self.outbox.append_marker("run_stop", body, open_run=None)
 
-    def handle(self, command: codec.Command) -> Outcome:
-        """A command from the broker, its params already checked by :func:`codec.decode_command`."""
-        if isinstance(command.params, codec.StartRun):
+    def handle(self, command: contract.Command) -> Outcome:
+        """A command from the broker, its params already checked by :func:`contract.decode_command`."""
+        if isinstance(command.params, contract.StartRun):
             return self.start(command.params)
         return self.stop(command.params)
 

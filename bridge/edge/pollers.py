@@ -4,8 +4,8 @@
 :class:`BusPoller` per bus, hands every poll's readings to one ``sink`` and availability changes
 to one ``on_change``, and reports every instrument's :class:`InstrumentStatus`. All buses start
 on one clock origin, the instruments' first deadlines spread evenly over the shortest interval
-(:func:`bridge.polling.schedule.spread`), so bus threads do not all wake at the same instant.
-How a bus schedules and recovers: :mod:`bridge.polling.bus_poller`.
+(:func:`bridge.edge.polling.schedule.spread`), so bus threads do not all wake at the same instant.
+How a bus schedules and recovers: :mod:`bridge.edge.polling.bus_poller`.
 """
 
 from __future__ import annotations
@@ -17,10 +17,10 @@ from typing import Self
 
 from bridge.config import InstrumentConfig
 from bridge.drivers.registry import DriverRegistry
-from bridge.polling.bus import bus_key, bus_problems, group_by_bus
-from bridge.polling.bus_poller import BusPoller, Observer, OnChange, ReadTiming, Sink
-from bridge.polling.health import InstrumentStatus
-from bridge.polling.schedule import Backoff, Clock, spread
+from bridge.edge.polling.availability import InstrumentStatus
+from bridge.edge.polling.bus import bus_key, bus_problems, group_by_bus
+from bridge.edge.polling.bus_poller import BusPoller, Observer, OnChange, ReadingSink, ReadTiming
+from bridge.edge.polling.schedule import Backoff, Clock, spread
 
 __all__ = [
     "Backoff",
@@ -42,7 +42,7 @@ class Pollers:
     (retried with backoff), never of the others.
     """
 
-    def __init__(self, instruments: Sequence[InstrumentConfig], sink: Sink, *,
+    def __init__(self, instruments: Sequence[InstrumentConfig], sink: ReadingSink, *,
                  on_change: OnChange | None = None, observer: Observer | None = None,
                  registry: DriverRegistry | None = None, failures_before_unavailable: int = 3,
                  backoff: Backoff | None = None, clock: Clock = time.monotonic) -> None:

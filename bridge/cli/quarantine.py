@@ -27,7 +27,7 @@ from bridge.uploader.spool import SPOOL_FILE
 @click.pass_context
 def upload_quarantine(ctx: click.Context, config: str, limit: int, as_json: bool) -> None:
     """List the messages the uploader refused: counts per site and reason, then the last copies."""
-    from bridge.cli import _load, fail
+    from bridge.cli.main import _load, fail
 
     cfg = _load(ctx, config)
     path = cfg.uploader.state_dir / SPOOL_FILE
