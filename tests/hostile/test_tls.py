@@ -68,7 +68,8 @@ def wait_for(condition: Callable[[], Any], what: str, timeout: float = 10.0) -> 
 
 
 def link_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
-    return [r for r in caplog.records if r.name == "bridge.wire.mqtt" and "cannot connect to the broker" in r.getMessage()]
+    return [r for r in caplog.records
+            if r.name == "bridge.wire.mqtt" and "cannot connect to the broker" in r.getMessage()]
 
 
 def test_a_bridge_with_the_wrong_ca_says_why_at_once_and_once(tmp_path: Path, broker: tuple[MosquittoBroker, int],
