@@ -1,7 +1,7 @@
 """Bytes the outbox writes to disk per reading, group commit against one transaction per reading; append rate.
 
 An SD card wears by the write and guarantees only 500-2,000 random 4 KiB writes per second
-(RELIABILITY.md), so the figure that matters is what the kernel sends to storage per reading:
+(docs/design.md section 12), so the figure that matters is what the kernel sends to storage per reading:
 ``write_bytes`` of /proc/self/io (every thread of this process, counted when a page is
 dirtied), read around N appends and the commits that make them durable. ``wchar`` (bytes
 passed to write/pwrite) is printed beside it. Three ways of writing the same readings:

@@ -1,4 +1,4 @@
-"""The YAML config (DESIGN.md section 8) as typed models, with every problem named by key path.
+"""The YAML config (docs/design.md section 8) as typed models, with every problem named by key path.
 
 Validation happens in two passes so that one run reports all problems of a file at once:
 pydantic checks structure and types of the whole document, then each instrument's driver,
@@ -13,6 +13,7 @@ import os
 import re
 import ssl
 import stat
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
@@ -20,8 +21,6 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import (
     AfterValidator,
-    BaseModel,
-    ConfigDict,
     Field,
     ValidationError,
     ValidationInfo,
@@ -31,6 +30,8 @@ from pydantic import (
 
 from bridge.errors import ConfigError, ConfigProblem
 from bridge.names import NAME_PATTERN, check_site, printable
+from bridge.schema import StrictModel
+from bridge.transports.settings import TRANSPORT_KINDS, TcpPort, TransportConfig, bus_key, line_settings
 
 log = logging.getLogger("bridge.config")
 
@@ -39,12 +40,6 @@ INLINE_SECRET = "secrets are never written inline; use {file} or {env}"
 SECRET_MAX_BYTES = 64 * 1024
 #: a CA bundle, a certificate or a key (the system's whole CA bundle is about 200 kB)
 TLS_FILE_MAX_BYTES = 1024 * 1024
-
-
-class StrictModel(BaseModel):
-    """Unknown keys are errors: a misspelt key must not silently fall back to a default."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def _plain_path(path: Path) -> Path:
@@ -100,83 +95,6 @@ def read_secret(file: Path | None, env: str | None, what: str) -> str | None:
             raise ConfigError([ConfigProblem(what, f"environment variable {env} is not set")])
         return value
     return None
-
-
-# ---------------------------------------------------------------- transports
-
-Parity = Literal["N", "E", "O", "M", "S"]
-Timeout = Annotated[float, Field(gt=0, le=60)]
-TcpPort = Annotated[int, Field(ge=1, le=65535)]
-ModbusUnit = Annotated[int, Field(ge=0, le=247)]
-STANDARD_BAUDRATES = (300, 600, 1200, 2400, 4800, 9600, 14400, 19200, 38400, 57600, 115200,
-                      230400, 460800, 921600)
-
-
-class _SerialLine(StrictModel):
-    port: str = Field(min_length=1)
-    baudrate: int = 9600
-    bytesize: Literal[5, 6, 7, 8] = 8
-    parity: Parity = "N"
-    stopbits: float = 1
-    timeout: Timeout = 1.0
-
-    @field_validator("stopbits")
-    @classmethod
-    def _stopbits(cls, v: float) -> float:
-        if v not in (1, 1.5, 2):
-            raise ValueError("stopbits must be 1, 1.5 or 2")
-        return v
-
-    @field_validator("baudrate")
-    @classmethod
-    def _standard_baudrate(cls, v: int) -> int:
-        if v not in STANDARD_BAUDRATES:
-            raise ValueError(f"{v} is not a standard baud rate ({', '.join(map(str, STANDARD_BAUDRATES))})")
-        return v
-
-
-class SerialTransportConfig(_SerialLine):
-    """A serial line: a device path, or a pyserial URL such as socket://host:port."""
-
-    kind: Literal["serial"]
-
-
-class ModbusTcpTransportConfig(StrictModel):
-    kind: Literal["modbus_tcp"]
-    host: str = Field(min_length=1)
-    port: TcpPort = 502
-    unit: ModbusUnit = 1
-    timeout: Timeout = 1.0
-
-
-class ModbusRtuTransportConfig(_SerialLine):
-    """Modbus RTU. The baud default is 9600 (Eurotherm's), not pymodbus' 19200."""
-
-    kind: Literal["modbus_rtu"]
-    unit: ModbusUnit = 1
-
-
-class VisaTransportConfig(StrictModel):
-    kind: Literal["visa"]
-    resource: str = Field(min_length=1)
-    backend: str = "@py"
-    read_termination: str | None = "\n"
-    write_termination: str = "\n"
-    timeout: Timeout = 2.0
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, v: str) -> str:
-        if not (v == "@py" or v.endswith("@sim")):
-            raise ValueError("backend must be '@py' (pyvisa-py) or '@sim' / 'FILE.yaml@sim' (pyvisa-sim)")
-        return v
-
-
-TransportConfig = Annotated[
-    SerialTransportConfig | ModbusTcpTransportConfig | ModbusRtuTransportConfig | VisaTransportConfig,
-    Field(discriminator="kind"),
-]
-TRANSPORT_KINDS = ("serial", "modbus_tcp", "modbus_rtu", "visa")
 
 
 # ---------------------------------------------------------------- sections
@@ -663,7 +581,6 @@ def parse_config(raw: Any, source: str = "", lines: dict[str, int] | None = None
             problems.extend(problems_from(exc))
         problems.extend(_driver_problems(raw))
         if config is not None:
-            from bridge.edge.polling.bus import bus_problems
 
             problems.extend(bus_problems(config.bridge.instruments))
     except Exception as exc:  # a validator that raised something else: one line, not a traceback
@@ -773,3 +690,59 @@ def check_files(config: Config, source: str = "") -> None:
         log.warning("%s%s", f"{source}: " if source else "", warning)
     if errors:
         raise ConfigError(errors, source)
+
+
+# ---------------------------------------------------------------- buses: instruments sharing one transport
+
+#: what the transport of a bus of several instruments calls itself in errors (the instrument's
+#: name is put in front by the poller; the transport adds the port)
+SHARED_OWNER = "shared bus"
+
+
+def bus_problems(instruments: Sequence[InstrumentConfig]) -> list[ConfigProblem]:
+    """Instruments on one bus whose line settings disagree with the first one's on it.
+
+    A shared line has one set of line settings: two instruments naming the same port with
+    different settings are a config error, reported by key path like every other one.
+    """
+    first: dict[str, tuple[int, InstrumentConfig]] = {}
+    problems = []
+    for i, inst in enumerate(instruments):
+        key = bus_key(inst.transport)
+        if key not in first:
+            first[key] = (i, inst)
+            continue
+        j, other = first[key]
+        mine, theirs = line_settings(inst.transport), line_settings(other.transport)
+        differing = [f"{name} {mine.get(name)!r} vs {theirs.get(name)!r}"
+                     for name in sorted(mine.keys() | theirs.keys()) if mine.get(name) != theirs.get(name)]
+        if differing:
+            problems.append(ConfigProblem(
+                f"bridge.instruments[{i}].transport",
+                f"on the same bus as {other.name!r} (bridge.instruments[{j}]) but with other settings "
+                f"({'; '.join(differing)}); one line has one set of settings"))
+    return problems
+
+
+def group_by_bus(instruments: Sequence[InstrumentConfig]) -> dict[str, list[InstrumentConfig]]:
+    """Instruments by :func:`~bridge.transports.settings.bus_key`, buses and their instruments in
+    config order; raises ConfigError when instruments on one bus disagree about its settings."""
+    problems = bus_problems(instruments)
+    if problems:
+        raise ConfigError(problems)
+    buses: dict[str, list[InstrumentConfig]] = {}
+    for inst in instruments:
+        buses.setdefault(bus_key(inst.transport), []).append(inst)
+    return buses
+
+
+def shared_transport_config(instruments: Sequence[InstrumentConfig]) -> TransportConfig:
+    """The config of the one transport of these instruments' bus: the first one's, waiting as
+    long as the longest timeout among them (the most patient instrument's)."""
+    longest = max(inst.transport.timeout for inst in instruments)
+    return instruments[0].transport.model_copy(update={"timeout": longest})
+
+
+def transport_owner(instruments: Sequence[InstrumentConfig]) -> str:
+    """How the bus's transport names itself in errors: the instrument, or :data:`SHARED_OWNER`."""
+    return instruments[0].name if len(instruments) == 1 else SHARED_OWNER

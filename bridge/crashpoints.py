@@ -18,7 +18,7 @@ from typing import Final
 ENV: Final = "CHAMBER_BRIDGE_CRASH_AT"
 
 POINTS: Final = frozenset({
-    # uploader: receiving (DESIGN.md section 3)
+    # uploader: receiving (docs/design.md section 3)
     "spool.before_commit", "spool.after_commit", "spool.after_ack",
     # uploader: delivering to the sink
     "upload.before_push", "upload.after_push", "finalize.before_sink", "finalize.after_sink",

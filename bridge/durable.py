@@ -1,7 +1,7 @@
 """SQLite opened the one way both durable queues (the bridge's outbox, the uploader's spool) need.
 
 WAL with ``synchronous=FULL``: anything that gates an acknowledgement must survive a power cut,
-and WAL+NORMAL can roll back a committed transaction (RELIABILITY.md). A lock file beside the
+and WAL+NORMAL can roll back a committed transaction (docs/design.md section 12). A lock file beside the
 database stops a second process from using it: two writers would hand out or acknowledge the
 same seqs.
 """

@@ -32,6 +32,7 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 
 .venv/bin/ruff check .
 .venv/bin/mypy
+.venv/bin/lint-imports --no-cache  # the layers (pyproject.toml [tool.importlinter])
 # Two workers (the machine has two cores; most tests wait on brokers and simulators), one test
 # file per worker at a time: module-scoped scenarios run once, and every fixture takes free ports.
 .venv/bin/pytest -n 2 --dist loadfile "$@"

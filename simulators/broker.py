@@ -1,7 +1,7 @@
 """MQTT brokers the demo and the tests start for themselves, on a free port, and who may use them.
 
 :class:`MosquittoBroker`: a private Mosquitto (the broker labs run) in a temporary directory,
-with persistence and a large explicit queue limit (RELIABILITY.md). Its owner controls its
+with persistence and a large explicit queue limit (docs/design.md section 12). Its owner controls its
 life: stop (SIGTERM, clean persistence), kill (SIGKILL, what a crash does), freeze/thaw
 (SIGSTOP/SIGCONT) and restart on the same port, so clients reconnect to it. Given users, an
 ACL and ``clientid_from_username``, it runs with the same rules as the shipped broker

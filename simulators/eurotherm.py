@@ -3,17 +3,17 @@
 A :class:`~simulators.modbus_device.RegisterDevice`, so it runs on a real pymodbus server
 (:class:`~simulators.modbus_device.DeviceServer`, Modbus TCP or RTU on a pty; several
 controllers with their own unit ids on one RS-485 line) and in unit tests through ``serve``.
-Protocol facts: protocols.md section 6.
+Protocol facts: docs/protocols.md section 6.
 
 What it reproduces, and why:
 
 * Every parameter in both regions: the integer region (16-bit signed, scaled by the display
   resolution :attr:`~EurothermSimulator.decimals`, 1 decimal for percentages) and the IEEE region
   (float at 0x8000 + 2 * address, high word first). A front-panel resolution change
-  (``decimals``) shifts the integers by 10x and leaves the floats alone (protocols.md 6.6.2).
+  (``decimals``) shifts the integers by 10x and leaves the floats alone (docs/protocols.md 6.6.2).
 * A family's own map: 2400/3500 OP at 3; 3200 MAN.OP at 3 and WRK.OP at 4; 3500 loop 2 at
   loop-1 address + 1024. Addresses a family does not document answer exception 0x02, and a
-  block read that touches one fails as a whole (protocols.md 6.6.5, 6.6.7).
+  block read that touches one fails as a whole (docs/protocols.md 6.6.5, 6.6.7).
 * A PI loop per control loop (proportional band ``Pb``, integral time ``Ti``) driving a
   first-order heater: PV approaches the setpoint while the output power moves, with noise on
   the PV as read. :meth:`~EurothermSimulator.set_pv_source` lets a chamber model give the PV
@@ -23,9 +23,9 @@ What it reproduces, and why:
   ``range_lo..range_hi``), any other bits through :attr:`~EurothermSimulator.status_bits`.
 * Writes are accepted where the instrument takes them; every write to an EEPROM-backed
   parameter (TgSP, SP1, SP2, Pb, Ti, ...) is counted in ``eeprom_writes`` (100,000-write life,
-  protocols.md 6.5), so a test can prove a driver never writes.
+  docs/protocols.md 6.5), so a test can prove a driver never writes.
 
-Choices where the sources are silent ([U] in protocols.md):
+Choices where the sources are silent ([U] in docs/protocols.md):
 
 * Integer values beyond the 16-bit range saturate at -32768/32767.
 * The status word is instrument-wide (one word for both loops of a 3504).

@@ -1,4 +1,4 @@
-"""IMPAC IGA/ISR/IS pyrometer (UPP protocol) as a state machine (protocols.md section 5.1).
+"""IMPAC IGA/ISR/IS pyrometer (UPP protocol) as a state machine (docs/protocols.md section 5.1).
 
 Bytes in through :meth:`ImpacSimulator.received`, bytes out through the :class:`~simulators.
 serving.Link` it was connected with; no sockets, no threads, so the same object runs under a
@@ -27,7 +27,7 @@ What it reproduces, and why:
   :attr:`~ImpacSimulator.echo`, :attr:`~ImpacSimulator.special`,
   :attr:`~ImpacSimulator.warm_up` with :meth:`~ImpacSimulator.power_cycle`.
 
-Choices where the sources are silent or disagree (protocols.md marks them [U]):
+Choices where the sources are silent or disagree (docs/protocols.md marks them [U]):
 
 * Model traits are illustrative combinations, one model per protocol variant, not captured
   from hardware: the IGA 320/23 (range of its MB 12 datasheet entry) has older firmware
@@ -73,7 +73,7 @@ MAX_LINE = 32
 GLOBAL_NO_REPLY = 98
 GLOBAL_WITH_REPLY = 99
 
-#: Special values (protocols.md 5.1) by the names the CLI uses.
+#: Special values (docs/protocols.md 5.1) by the names the CLI uses.
 NOT_READY = 77770
 OVER_RANGE = 88880
 AIMING_LIGHT = 80000

@@ -1,4 +1,4 @@
-"""MKS 937B gauge controller: the ``@aaa...;FF`` protocol as a state machine (protocols.md section 3).
+"""MKS 937B gauge controller: the ``@aaa...;FF`` protocol as a state machine (docs/protocols.md section 3).
 
 Bytes in through :meth:`MKS937BSimulator.received`, bytes out through the :class:`~simulators.
 serving.Link` it was connected with; no sockets, no threads of its own, so the same object runs
@@ -30,7 +30,7 @@ What it reproduces, and why:
   :attr:`~MKS937BSimulator.no_gauge_spelling`, :meth:`~MKS937BSimulator.set_status`
   (any status string on a channel), :meth:`~MKS937BSimulator.set_unit` (front-panel change).
 
-Choices where the sources are silent or disagree (protocols.md marks them [U]):
+Choices where the sources are silent or disagree (docs/protocols.md marks them [U]):
 
 * ``PRZ?`` fields are separated by one blank (EPICS/ISIS client code splits on whitespace).
 * A missing gauge reads ``NOGAUGE`` (EPICS spelling); :attr:`no_gauge_spelling` switches to

@@ -13,9 +13,10 @@ from typing import Any
 import click
 from pydantic import ValidationError
 
-from bridge.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig, load_config
+from bridge.config import load_config
 from bridge.drivers.modbus.driver import ModbusOptions
 from bridge.errors import ConfigError
+from bridge.transports.settings import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from simulators.cli_common import delay_option, options, serve_until_signal, silent_option, tcp_address, where_options
 from simulators.modbus_device import DeviceServer, MappedDevice, RegisterDevice
 

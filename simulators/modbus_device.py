@@ -13,7 +13,7 @@ Three layers, each usable on its own:
   ``SimDevice`` action callback is where a :class:`RegisterDevice` answers (so dynamics and
   faults happen per request, as on an instrument); ``trace_packet`` is where replies are
   suppressed, because pymodbus 3.16.1 answers an unknown unit id with exception 0x04 while a
-  real RS-485 slave stays silent (protocols.md 8.1).
+  real RS-485 slave stays silent (docs/protocols.md 8.1).
 * :class:`NullModem` - two pty pairs whose masters are joined by a copying thread, so that the
   pymodbus server and a driver each open their own serial path; :meth:`NullModem.unplug` pulls
   the cable on the host side.
@@ -28,7 +28,7 @@ Choices where pymodbus or the devices leave room:
   no reply, as the standard requires.
 * Addresses are validated against the device's own tables (exception 0x02 for anything not
   defined or :meth:`~RegisterDevice.refuse`-d, for a whole request even if only one address is
-  missing, as Eurotherm does, protocols.md 6.6.5). Writes to read-only addresses also get 0x02
+  missing, as Eurotherm does, docs/protocols.md 6.6.5). Writes to read-only addresses also get 0x02
   (what pymodbus' own ``readonly`` does; the devices' exact answer is [U]).
 * A slow reply (:attr:`~RegisterDevice.reply_delay`) is late, not lost: it still goes out after
   the host gave up, as a slow instrument's would.
@@ -640,7 +640,7 @@ class DeviceServer(ModbusServerThread):
 
     ``transport="rtu"`` without ``serial_port`` makes its own :class:`NullModem`: the host opens
     :attr:`host_port` (also what :attr:`where` says). Unit ids nobody has, and silent devices,
-    get no reply at all (protocols.md 8.1).
+    get no reply at all (docs/protocols.md 8.1).
     """
 
     def __init__(self, devices: RegisterDevice | Sequence[RegisterDevice], *,

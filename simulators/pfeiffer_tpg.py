@@ -3,7 +3,7 @@
 Bytes in through :meth:`TPGSimulator.received`, bytes out through the :class:`~simulators.
 serving.Link` it was connected with; no sockets, no threads of its own, so the same object runs
 under a :class:`~simulators.serving.PtyServer`, a :class:`~simulators.serving.TcpServer` or a
-unit test with a :class:`~simulators.serving.MemoryLink` (protocols.md section 1).
+unit test with a :class:`~simulators.serving.MemoryLink` (docs/protocols.md section 1).
 
 What it reproduces, and why:
 
@@ -21,7 +21,7 @@ What it reproduces, and why:
   :attr:`~TPGSimulator.nak_all`, :meth:`~TPGSimulator.set_status`,
   :meth:`~TPGSimulator.set_unit` (front-panel change), :meth:`~TPGSimulator.power_cycle`.
 
-Choices where the sources are silent or disagree (protocols.md marks them [U]):
+Choices where the sources are silent or disagree (docs/protocols.md marks them [U]):
 
 * Positive numbers are written with ``+`` (TPG 36x capture); drivers must accept any sign form.
 * Unit 5 (Volt, 36x only) is accepted and outputs a gauge-voltage-like number from the PKR
@@ -68,7 +68,7 @@ _CONTROL = re.compile(rb"([\x03\x05])")
 
 
 class Status(IntEnum):
-    """First field of every reading (protocols.md 1.4)."""
+    """First field of every reading (docs/protocols.md 1.4)."""
 
     OK = 0
     UNDERRANGE = 1

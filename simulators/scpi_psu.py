@@ -4,7 +4,7 @@ Bytes in through :meth:`ScpiPsuSimulator.received`, bytes out through the
 :class:`~simulators.serving.Link` it was connected with, so the same object serves a raw SCPI
 socket (:class:`~simulators.serving.TcpServer`, what ``TCPIP::host::port::SOCKET`` talks to; the
 real ports are 5025 Keysight and 5555 Rigol, any free port here), a pty (an ``ASRL`` resource),
-or a unit test with a :class:`~simulators.serving.MemoryLink` (protocols.md section 7).
+or a unit test with a :class:`~simulators.serving.MemoryLink` (docs/protocols.md section 7).
 
 What it reproduces, and why:
 
@@ -31,7 +31,7 @@ What it reproduces, and why:
   next command arrives), :attr:`~ScpiPsuSimulator.min_command_gap` (commands arriving too soon
   after a reply are lost, as on supplies that need ``query_delay``), :meth:`push_error`.
 
-Choices where the sources are silent (protocols.md marks these [U] or does not cover them):
+Choices where the sources are silent (docs/protocols.md marks these [U] or does not cover them):
 number formats (Keysight NR3 with 8 decimals, Rigol 3 decimals for volts and 4 for amps), the
 codes chosen for malformed arguments, ``:OUTP:CVCC?`` answering ``CV`` while the output is off,
 the *RST state (0 V, limit at the rating, outputs off), and identity strings (illustrative).

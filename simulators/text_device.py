@@ -12,7 +12,7 @@ Replies are templates formatted with named values: ``{"T?": "T={T:.2f}C"}`` with
 or come from a callable (:meth:`set_source`, for a chamber model); a template may be replaced
 at any time (:meth:`set_reply`), e.g. by a reading a driver cannot parse (``T=----C``).
 
-Faults (plain attributes, flip them while a server runs), the ones protocols.md section 9 lists
+Faults (plain attributes, flip them while a server runs), the ones docs/protocols.md section 9 lists
 for simple serial devices: :attr:`~TextDevice.silent`, :attr:`~TextDevice.garbage` (noise before
 the next reply), :attr:`~TextDevice.split_replies`, :attr:`~TextDevice.reply_delay`,
 :attr:`~TextDevice.echo` (a 2-wire RS-485 adapter hearing its own request),

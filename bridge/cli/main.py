@@ -1,4 +1,4 @@
-"""The ``chamber-bridge`` command line (DESIGN.md section 7).
+"""The ``chamber-bridge`` command line (docs/design.md section 7).
 
 Exit codes: 0 success, 2 bad usage or config, 1 runtime failure. Errors are one line on
 stderr; ``--debug`` adds tracebacks and debug logging (including raw bytes on the wire).
@@ -11,48 +11,21 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from importlib.metadata import entry_points
-from typing import NoReturn
 
 import click
 
 from bridge import __version__
+from bridge.cli.common import EXIT_RUNTIME, EXIT_USAGE, fail, load, reported_errors
 from bridge.cli.quarantine import upload_quarantine
 from bridge.cli.runs import runs
-from bridge.config import Config, check_files, load_config
-from bridge.errors import BridgeError, ConfigError
+from bridge.errors import BridgeError
 from bridge.model import Reading
 
-EXIT_RUNTIME = 1
-EXIT_USAGE = 2
 COMMAND_ENTRY_POINTS = "chamber_bridge.commands"
 
 log = logging.getLogger("bridge.cli.main")
-
-
-def fail(message: str, code: int = EXIT_RUNTIME) -> NoReturn:
-    click.echo(f"chamber-bridge: error: {message}", err=True)
-    sys.exit(code)
-
-
-@contextmanager
-def reported_errors(debug: bool) -> Iterator[None]:
-    """Turn project errors into one line and an exit code; keep tracebacks for --debug."""
-    try:
-        yield
-    except ConfigError as exc:
-        if debug:
-            raise
-        head = f"{exc.source}: " if exc.source else ""
-        for problem in exc.problems:
-            click.echo(f"{head}{problem}", err=True)
-        sys.exit(EXIT_USAGE)
-    except BridgeError as exc:
-        if debug:
-            raise
-        fail(str(exc))
 
 
 def configure_logging(debug: bool) -> None:
@@ -93,16 +66,6 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def _load(ctx: click.Context, path: str, files: bool = True) -> Config:
-    """Load CONFIG; with ``files``, also the TLS files it names and the permissions of its secrets."""
-    with reported_errors(ctx.obj["debug"]):
-        config = load_config(path)
-        if files:
-            check_files(config, path)
-        return config
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--no-files", is_flag=True,
@@ -114,7 +77,7 @@ def check(ctx: click.Context, config: str, no_files: bool) -> None:
     Also loads the TLS files (mqtt.tls) as the MQTT client would and refuses secret files that
     other users can read or write; a secret file that does not exist here is not judged.
     """
-    cfg = _load(ctx, config, files=not no_files)
+    cfg = load(ctx, config, files=not no_files)
     click.echo(f"{config}: ok (site {cfg.site}, {len(cfg.bridge.instruments)} instruments)")
 
 
@@ -160,7 +123,7 @@ def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> No
     """Poll each instrument of CONFIG once and print its readings (commissioning)."""
     from bridge.edge.instrument import connect_instrument
 
-    cfg = _load(ctx, config, files=False)  # reads instruments only: no MQTT, no secrets
+    cfg = load(ctx, config, files=False)  # reads instruments only: no MQTT, no secrets
     debug = ctx.obj["debug"]
     with reported_errors(debug):
         targets = [cfg.bridge.instrument(only)] if only else list(cfg.bridge.instruments)
@@ -202,7 +165,7 @@ def poll(ctx: click.Context, config: str) -> None:
     """Run the bridge until SIGINT/SIGTERM, then flush and publish offline status."""
     from bridge.edge.service import BridgeService
 
-    cfg = _load(ctx, config)
+    cfg = load(ctx, config)
     if not cfg.bridge.instruments:
         fail(f"{config}: no instruments configured (bridge.instruments is empty)", EXIT_USAGE)
     logging.getLogger("bridge").setLevel(logging.DEBUG if ctx.obj["debug"] else logging.INFO)
@@ -216,7 +179,7 @@ def poll(ctx: click.Context, config: str) -> None:
 @click.pass_context
 def upload(ctx: click.Context, config: str) -> None:
     """Run the uploader until SIGINT/SIGTERM: every site's data into one stream per run."""
-    cfg = _load(ctx, config)
+    cfg = load(ctx, config)
     logging.getLogger("bridge").setLevel(logging.DEBUG if ctx.obj["debug"] else logging.INFO)
     with reported_errors(ctx.obj["debug"]):
         from bridge.uploader.service import UploaderService
@@ -250,7 +213,7 @@ def _run_request(ctx: click.Context, config: str, action: str, params: dict[str,
         checked = contract.command_params(action, params)
     except contract.CommandError as exc:
         fail(exc.reason, EXIT_USAGE)
-    cfg = _load(ctx, config)
+    cfg = load(ctx, config)
     with reported_errors(ctx.obj["debug"]):
         reply = request(cfg.mqtt, cfg.site, action, checked, timeout)
     if not reply.ok:  # the reply comes from the broker: printed escaped, like any text from outside
@@ -299,7 +262,7 @@ def health(ctx: click.Context, config: str, role: str, max_age: float, timeout: 
     """Exit 0 if the service's retained status is online and fresh, else 1 saying why (Docker HEALTHCHECK)."""
     from bridge.cli.health import check_health
 
-    cfg = _load(ctx, config)
+    cfg = load(ctx, config)
     with reported_errors(ctx.obj["debug"]):
         result = check_health(cfg, "bridge" if role == "bridge" else "uploader", max_age=max_age, timeout=timeout)
     if not result.healthy:

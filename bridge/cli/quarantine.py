@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 
+from bridge.cli.common import fail, load
 from bridge.names import printable
 from bridge.uploader import quarantine
 from bridge.uploader.spool import SPOOL_FILE
@@ -27,9 +28,7 @@ from bridge.uploader.spool import SPOOL_FILE
 @click.pass_context
 def upload_quarantine(ctx: click.Context, config: str, limit: int, as_json: bool) -> None:
     """List the messages the uploader refused: counts per site and reason, then the last copies."""
-    from bridge.cli.main import _load, fail
-
-    cfg = _load(ctx, config)
+    cfg = load(ctx, config)
     path = cfg.uploader.state_dir / SPOOL_FILE
     if not path.exists():
         fail(f"no spool at {path}: has the uploader run with this config?")

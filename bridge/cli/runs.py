@@ -25,6 +25,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
+from bridge.cli.common import fail, reported_errors
 from bridge.names import printable
 from bridge.store.reader import (
     Manifest,
@@ -50,7 +51,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int) -> NoReturn:
-    from bridge.cli.main import fail  # not at import time: bridge.cli.main imports this module
 
     fail(message, code)
 
@@ -79,7 +79,6 @@ def _open_store(ctx: click.Context, store: str | None, config: str | None) -> Ru
         _fail("give --store or --config, not both", EXIT_USAGE)
     if config is None:
         return RunStore(store if store is not None else DEFAULT_STORE)
-    from bridge.cli.main import reported_errors
     from bridge.config import LocalSinkConfig, load_config
 
     with reported_errors((ctx.obj or {}).get("debug", False)):

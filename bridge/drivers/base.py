@@ -106,6 +106,9 @@ class Driver(Generic[TransportT, OptionsT]):
     Options: ClassVar[type[DriverOptions]] = DriverOptions
     #: one line for ``chamber-bridge drivers``
     summary: ClassVar[str] = ""
+    #: whether ``from_config`` takes ``unit=``: the device's address on a line shared with other
+    #: devices (Modbus RTU); others need a transport of their own
+    addresses_units: ClassVar[bool] = False
 
     def __init__(self, transport: TransportT, options: OptionsT, instrument: str) -> None:
         self.transport = transport

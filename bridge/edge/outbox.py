@@ -2,11 +2,11 @@
 
 Why it exists: a QoS1 PUBACK does not make a message safe (a slow subscriber past the broker's
 queue limit, a broker crash between autosaves, an MQTT v5 session without expiry all lose
-PUBACKed messages), and paho keeps its queue in memory only (RELIABILITY.md). So each entry
+PUBACKed messages), and paho keeps its queue in memory only (docs/design.md section 12). So each entry
 is first committed here under the next ``seq`` of this outbox's ``epoch``, published from
 here, and trimmed only when the uploader's ack on ``{prefix}/{site}/ack`` covers it.
 
-How it is stored (DESIGN.md section 3): one SQLite database in WAL mode with
+How it is stored (docs/design.md section 3): one SQLite database in WAL mode with
 ``synchronous=FULL`` (WAL+NORMAL can roll back a committed transaction on power loss), and
 **group commit**: :meth:`Outbox.append` only buffers; a committer thread writes the buffer in
 one transaction at most ``commit_interval`` seconds after its first entry or as soon as it

@@ -1,4 +1,4 @@
-"""Polling every instrument of a config: one thread per bus (DESIGN.md section 2, "poller").
+"""Polling every instrument of a config: one thread per bus (docs/design.md section 2, "poller").
 
 :class:`Pollers` groups the instruments by bus (:func:`group_by_bus`), runs one
 :class:`BusPoller` per bus, hands every poll's readings to one ``sink`` and availability changes
@@ -15,10 +15,9 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Self
 
-from bridge.config import InstrumentConfig
+from bridge.config import InstrumentConfig, group_by_bus
 from bridge.drivers.registry import DriverRegistry
 from bridge.edge.polling.availability import InstrumentStatus
-from bridge.edge.polling.bus import bus_key, bus_problems, group_by_bus
 from bridge.edge.polling.bus_poller import BusPoller, Observer, OnChange, ReadingSink, ReadTiming
 from bridge.edge.polling.schedule import Backoff, Clock, spread
 
@@ -28,9 +27,6 @@ __all__ = [
     "InstrumentStatus",
     "Pollers",
     "ReadTiming",
-    "bus_key",
-    "bus_problems",
-    "group_by_bus",
 ]
 
 

@@ -1,6 +1,6 @@
 """Publishes the outbox to MQTT in seq order and trims it only on the uploader's ack.
 
-A PUBACK does not make a message safe (RELIABILITY.md), so the outbox keeps every entry until
+A PUBACK does not make a message safe (docs/design.md section 12), so the outbox keeps every entry until
 the uploader acknowledges it on ``{prefix}/{site}/ack``; after a reconnect, or when acks stop
 coming while entries are outstanding, publishing rewinds to the last acknowledged seq.
 Duplicates that this causes are expected and removed by the uploader.
@@ -346,7 +346,7 @@ class Publisher:
             log.warning(message, *args)
 
     def _watch_network_thread(self) -> None:
-        """paho's loop thread can die (RELIABILITY.md); restart it rather than go quiet."""
+        """paho's loop thread can die (docs/design.md section 12); restart it rather than go quiet."""
         if revive_network_thread(self.client):
             self.loop_restarts += 1
             log.error("the MQTT network thread was gone; restarted it (restart %d)", self.loop_restarts)

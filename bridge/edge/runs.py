@@ -1,4 +1,4 @@
-"""Growth runs: start and stop markers written into the ordered log (DESIGN.md section 4).
+"""Growth runs: start and stop markers written into the ordered log (docs/design.md section 4).
 
 A marker is an outbox entry like any reading, so it has a seq and the uploader knows exactly
 which readings belong to the run. The open run is persisted with its marker in one

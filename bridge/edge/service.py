@@ -1,7 +1,7 @@
 """``chamber-bridge poll``: pollers -> outbox -> publisher, with runs and status.
 
 Every reading is written to the outbox before anything is published, so a broker outage, a
-network cut or this process dying costs nothing that was committed (DESIGN.md section 3).
+network cut or this process dying costs nothing that was committed (docs/design.md section 3).
 """
 
 from __future__ import annotations

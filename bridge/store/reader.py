@@ -1,4 +1,4 @@
-"""Reading runs back from the local store (DESIGN.md section 5, the store layout contract).
+"""Reading runs back from the local store (docs/design.md section 5, the store layout contract).
 
 ```
 STORE/<data_id>/manifest.json

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from bridge.config import (
+from bridge.transports.settings import (
     ModbusRtuTransportConfig,
     ModbusTcpTransportConfig,
     SerialTransportConfig,

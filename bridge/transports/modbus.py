@@ -25,8 +25,8 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.pdu import ModbusPDU
 
-from bridge.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
+from bridge.transports.settings import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 
 log = logging.getLogger("bridge.transports.modbus")
 

@@ -15,8 +15,8 @@ import time
 
 import serial
 
-from bridge.config import ModbusRtuTransportConfig, SerialTransportConfig
 from bridge.errors import TransportDisconnected, TransportTimeout
+from bridge.transports.settings import ModbusRtuTransportConfig, SerialTransportConfig
 
 log = logging.getLogger("bridge.transports.serial")
 

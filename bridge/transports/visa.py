@@ -28,8 +28,8 @@ from pyvisa import constants, rname
 from pyvisa.errors import InvalidSession, VisaIOError
 from pyvisa.resources import MessageBasedResource
 
-from bridge.config import VisaTransportConfig
 from bridge.errors import ProtocolError, TransportDisconnected, TransportTimeout
+from bridge.transports.settings import VisaTransportConfig
 
 log = logging.getLogger("bridge.transports.visa")
 

@@ -1,4 +1,4 @@
-"""Cutting a run's readings into chunks: pure logic, no SQL and no I/O (DESIGN.md section 5).
+"""Cutting a run's readings into chunks: pure logic, no SQL and no I/O (docs/design.md section 5).
 
 A **flow** is one instrument: the channels it produces in one poll. A **point** is one poll
 of a flow; the bridge marks every reading with its poll (``p`` in docs/payload.md), because a

@@ -584,7 +584,7 @@ class Ledger:
 
     def manifest(self, run_id: str, *, finalized: bool = False, clock: dict[str, Any] | None = None,
                  finalized_at: float | None = None) -> dict[str, Any]:
-        """The store's manifest.json for a run: metadata and the completeness report (DESIGN.md section 5)."""
+        """The store's manifest.json for a run: metadata and the completeness report (docs/design.md section 5)."""
         (site, epoch, start_seq, start_json, started_at, stop_seq, stop_json, stopped_at, data_id, gaps_json,
          retries) = self._db.execute(
             "SELECT site, epoch, start_seq, start, started_at, stop_seq, stop, stopped_at, data_id, gaps, retries"

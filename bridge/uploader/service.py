@@ -5,7 +5,7 @@ bridges' outboxes):
 
 - **intake**: takes messages from the subscriber's queue, commits a group of them to the spool
   in one transaction, then PUBACKs them in receive order, then publishes each touched source's
-  contiguous seq on ``{prefix}/{site}/ack`` (DESIGN.md section 3: commit, MQTT ack, app ack).
+  contiguous seq on ``{prefix}/{site}/ack`` (docs/design.md section 3: commit, MQTT ack, app ack).
   While the spool is full it stops taking messages: they stay unacknowledged at the broker
   and in the bridges' outboxes.
 - **delivery**: cuts chunks (the ledger's pass), initializes streams, pushes chunks in order

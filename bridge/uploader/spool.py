@@ -1,7 +1,7 @@
 """The uploader's durable intake: every log entry of every bridge, once, before anything is acknowledged.
 
 Why: the bridge trims its outbox as soon as the uploader's ack covers a seq, so the ack may
-only be sent after the entry is on the uploader's disk (DESIGN.md section 3). Entries are
+only be sent after the entry is on the uploader's disk (docs/design.md section 3). Entries are
 keyed by (site, epoch, seq): duplicates, which the bridge's resends make certain, are dropped
 here (``seq <= contiguous`` or already held). For each source (site, epoch) the spool keeps
 ``contiguous``, the highest seq such that every seq up to it is held: that is the ack.

@@ -2,7 +2,7 @@
 
 Persistent, so the broker queues data while the uploader is away: a fixed client id, MQTT v5
 with a session expiry interval (without one the session dies at disconnect and the bridges'
-publishes are dropped as "no matching subscribers", RELIABILITY.md) or 3.1.1 with
+publishes are dropped as "no matching subscribers", docs/design.md section 12) or 3.1.1 with
 ``clean_session`` false. ``manual_ack``: paho would otherwise PUBACK a message as soon as the
 callback returns, before it is on disk; here the service acks after the spool commit, in
 receive order. The callbacks only put messages on a queue: nothing slow, nothing that can

@@ -6,7 +6,7 @@ missing key, a wrong type or another version raises :class:`~bridge.errors.Proto
 it (never a bare ``KeyError`` from deep inside a callback), while unknown extra keys are ignored,
 so a newer writer may add optional keys without bumping the version (the rule in docs/payload.md).
 
-msgpack rather than JSON: it encodes about 7x faster and is about 30 % smaller (RELIABILITY.md),
+msgpack rather than JSON: it encodes about 7x faster and is about 30 % smaller (docs/design.md section 12),
 and it carries floats as IEEE doubles, so a value round-trips bit for bit.
 """
 

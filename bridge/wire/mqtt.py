@@ -2,7 +2,7 @@
 
 Every callback handed to paho goes through :func:`guarded`: an exception escaping a paho
 callback silently kills its network thread while ``publish()`` keeps returning success
-(RELIABILITY.md), so none may escape.
+(docs/design.md section 12), so none may escape.
 
 paho retries a failed connection in silence (its ``on_connect_fail`` is told nothing of why), so
 a wrong CA or host name looked like a broker that was merely slow. The client built here keeps
@@ -170,7 +170,7 @@ def make_client(config: MqttConfig, client_id: str, *, clean_start: bool = True,
         client.tls_set_context(config.tls.ssl_context())
     client.reconnect_delay_set(min_delay=1, max_delay=30)  # paho's own capped backoff
     # paho's queue lives in memory only: the publisher keeps a few batches in flight and the
-    # outbox holds the rest (RELIABILITY.md: 65,535 message ids at most).
+    # outbox holds the rest (docs/design.md section 12: 65,535 message ids at most).
     client.max_inflight_messages_set(20)
     return client
 
@@ -188,7 +188,7 @@ def connect_properties(config: MqttConfig, session_expiry: int | None = None) ->
 
 
 def revive_network_thread(client: mqtt.Client) -> bool:
-    """Restart paho's loop thread if it died (RELIABILITY.md: it can, silently); True if it had to."""
+    """Restart paho's loop thread if it died (docs/design.md section 12: it can, silently); True if it had to."""
     thread = getattr(client, "_thread", None)
     if thread is not None and thread.is_alive():
         return False

@@ -1,4 +1,4 @@
-"""The MQTT topic names of DESIGN.md section 9, built in one place.
+"""The MQTT topic names of docs/design.md section 9, built in one place.
 
 A misspelt topic fails silently in MQTT (a publish to a topic nobody subscribes to is simply
 dropped), so every component takes its names from here rather than formatting its own.

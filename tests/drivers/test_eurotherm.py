@@ -80,7 +80,7 @@ def test_reads_pv_setpoint_and_power_in_two_requests(link: ModbusLink) -> None:
     assert (pv.value, pv.quality, pv.units, pv.detail) == (234.5, Quality.OK, "degC", "")
     assert (sp.value, sp.units) == (250.0, "degC")
     assert op.units == "%" and op.quality is Quality.OK and 0.0 < (op.value or 0) <= 100.0
-    # the status word, then parameters 1..5 as IEEE floats in one block (protocols.md 6.3)
+    # the status word, then parameters 1..5 as IEEE floats in one block (docs/protocols.md 6.3)
     assert [(r.function, r.address, r.count) for r in link.server.requests] == [(3, 75, 1), (3, 0x8002, 10)]
     assert before <= pv.timestamp == sp.timestamp == op.timestamp <= after
     assert sim_of(link).writes == [] and sim_of(link).eeprom_writes == 0, "the driver never writes"

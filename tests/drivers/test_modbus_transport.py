@@ -7,11 +7,11 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.config import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from bridge.errors import DeviceError, TransportDisconnected, TransportTimeout
 from bridge.transports import open_transport
 from bridge.transports.base import Transport
 from bridge.transports.modbus import ModbusTransport
+from bridge.transports.settings import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from tests.helpers.modbus_server import (
     COILS,
     DISCRETE,

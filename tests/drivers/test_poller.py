@@ -20,10 +20,11 @@ from typing import Any
 
 import pytest
 
-from bridge.config import InstrumentConfig
-from bridge.edge.pollers import Backoff, InstrumentStatus, Pollers, ReadTiming, bus_key, group_by_bus
+from bridge.config import InstrumentConfig, group_by_bus
+from bridge.edge.pollers import Backoff, InstrumentStatus, Pollers, ReadTiming
 from bridge.errors import ConfigError
 from bridge.model import Reading
+from bridge.transports.settings import bus_key
 from simulators.chamber import SimulatedChamber
 from simulators.eurotherm import EurothermSimulator
 from simulators.pfeiffer_tpg import TPGSimulator

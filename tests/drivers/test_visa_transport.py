@@ -6,10 +6,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from bridge.config import VisaTransportConfig
 from bridge.errors import TransportDisconnected, TransportTimeout
 from bridge.transports import open_transport
 from bridge.transports.base import Transport, reopen
+from bridge.transports.settings import VisaTransportConfig
 from bridge.transports.visa import VisaTransport
 from tests.helpers.net import free_port
 from tests.helpers.scpi_server import IDN, ScpiServer

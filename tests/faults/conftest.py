@@ -1,4 +1,4 @@
-"""The fault matrix (RELIABILITY.md): shared fixtures.
+"""The fault matrix (docs/design.md section 13): shared fixtures.
 
 ``figures``: each row's test records what it measured (lost, duplicates, recovery time...) with
 ``figures.record(row=N, fault="...", **values)``; the records go to

@@ -3,7 +3,7 @@
 The chain runs in this process (tests/helpers/pipeline.py): simulated gauges -> bridge (its log
 recorded: the exact ground truth) -> a private Mosquitto (``$SYS`` every second, so its dropped
 counter is watched) -> uploader -> local store. Network faults go through the TCP fault proxy
-(tests/helpers/fault_proxy.py). Every test asserts "nothing lost" as RELIABILITY.md defines it
+(tests/helpers/fault_proxy.py). Every test asserts "nothing lost" as docs/design.md section 12 defines it
 (:meth:`Pipeline.finish`) and records what it measured with ``figures``; none asserts a time.
 The long versions (minutes of outage, 65,535+ entries, 10x keepalive) are marked ``slow``
 (scripts/test-slow.sh).

@@ -3,7 +3,7 @@
 The services run as real processes (``chamber-bridge poll`` / ``upload``); since the bridge's
 process dies in these rows, the ground truth is outside it (tests/helpers/checker.py): the tap on
 the data topic plus the outbox and spool files read while their processes were dead, and what the
-simulated gauges actually served. Every row asserts "nothing lost" (RELIABILITY.md) and records
+simulated gauges actually served. Every row asserts "nothing lost" (docs/design.md section 12) and records
 what it measured with the ``figures`` fixture.
 """
 

@@ -4,7 +4,7 @@ The bridge runs in this process with its log recorded (the exact ground truth), 
 pushes to the Atomscale API emulator (simulators/atomscale_api.py) directly or through the TCP
 fault proxy (tests/helpers/fault_proxy.py, for the blackhole). tests/system/test_uploader_atomscale.py
 already shows every fault mode at random (30 % of requests) costs nothing; these rows switch a
-fault on for every request for a stretch of time, then off, and measure what RELIABILITY.md asks:
+fault on for every request for a stretch of time, then off, and measure what docs/design.md section 12 asks:
 how often the uploader knocked during the outage (no hot loop), how long it took to drain, that
 Retry-After was waited out, when the alarm showed. Afterwards the emulator must hold exactly the
 run's readings, each once, in one finalized stream (``assert_emulator_holds_run``), the spool must

@@ -1,7 +1,7 @@
 """Stands in for the uploader: a persistent QoS1 subscriber that dedupes and acknowledges.
 
 It keeps every (epoch, seq) once, acknowledges the highest contiguous seq on the ack topic
-(DESIGN.md section 3), and can be told to stop acknowledging, to show the outbox grow.
+(docs/design.md section 3), and can be told to stop acknowledging, to show the outbox grow.
 """
 
 from __future__ import annotations

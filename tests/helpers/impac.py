@@ -21,7 +21,7 @@ def line_parity(port: str) -> str:
     A Linux pty always clears PARENB, and (seen on kernel 6.18) tcsetattr then fails with EINVAL
     when a request asks for even parity and changes nothing else: pyserial's open() with
     parity E succeeds on a fresh pty but fails on every later open of it (a second instrument on
-    the same line, a reconnect). A pty has no parity anyway (protocols.md 8.4), so ptys get N;
+    the same line, a reconnect). A pty has no parity anyway (docs/protocols.md 8.4), so ptys get N;
     ``socket://`` ignores the setting and keeps E, as a user's config would say.
     """
     return "N" if port.startswith("/dev/pts/") else "E"

@@ -26,9 +26,10 @@ from typing import Any, Literal, cast
 import serial
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from bridge.config import InstrumentConfig, ModbusRtuTransportConfig, ModbusTcpTransportConfig
+from bridge.config import InstrumentConfig
 from bridge.edge.instrument import Instrument, connect_instrument
 from bridge.transports.modbus import ModbusTransport
+from bridge.transports.settings import ModbusRtuTransportConfig, ModbusTcpTransportConfig
 from simulators import modbus_device
 from simulators.modbus_device import DeviceServer, NullModem, RegisterDevice
 from tests.helpers.polling import wait_until

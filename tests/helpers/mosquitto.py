@@ -103,7 +103,8 @@ class ShippedBroker(MosquittoBroker):
             elif key == "keyfile":
                 line = f"keyfile {server / 'server.key'}"
             elif key == "user" and os.geteuid() == 0:
-                line = "user root"  # the test's files belong to root (RELIABILITY.md: the broker drops privileges)
+                # the test's files belong to root (docs/design.md section 12: the broker drops privileges)
+                line = "user root"
             out.append(line)
         return "\n".join(out) + "\n"
 
@@ -132,7 +133,7 @@ def shipped_broker(workdir: Path) -> Iterator[ShippedBroker]:
 
 
 class V5Client:
-    """An MQTT v5 client that reports reason codes (3.1.1 would hide denials, RELIABILITY.md).
+    """An MQTT v5 client that reports reason codes (3.1.1 would hide denials, docs/design.md section 12).
 
     ``user`` None logs in anonymously; ``password`` defaults to the user's in :data:`USERS`;
     ``ca_file`` connects with TLS, checking the broker's certificate against that CA.

@@ -7,7 +7,7 @@ its recorded log is the exact ground truth, and the uploader as an
 state directory). A :class:`~tests.helpers.watch.Watcher` on the broker itself (not through any
 proxy) keeps the statuses and the broker's dropped counter.
 
-:meth:`Pipeline.finish` is the row's verdict, "nothing lost" as RELIABILITY.md defines it: the
+:meth:`Pipeline.finish` is the row's verdict, "nothing lost" as docs/design.md section 12 defines it: the
 run's stream holds exactly the readings the bridge logged for it, each once, in order; the spool
 drained; the outbox acknowledged past the stop marker; the broker dropped nothing.
 """

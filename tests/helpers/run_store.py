@@ -1,4 +1,4 @@
-"""Local run stores written file by file exactly per the contract (DESIGN.md section 5).
+"""Local run stores written file by file exactly per the contract (docs/design.md section 5).
 
 The reader must accept what the contract allows, not just what today's writer happens to
 produce, so the tests build stores here by hand: channels of one chunk of different lengths

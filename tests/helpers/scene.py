@@ -110,7 +110,7 @@ class Scene:
     # ------------------------------------------------------------ the verdict
 
     def assert_nothing_lost(self, run_id: str) -> dict[str, Any]:
-        """Nothing lost for a run, as RELIABILITY.md defines it, with the bridge's log seen from outside:
+        """Nothing lost for a run, as docs/design.md section 12 defines it, with the bridge's log seen from outside:
         the finalized stream holds exactly the committed readings of the run (each once, in order),
         each value was served by its instrument, the report is complete. Returns figures."""
         readings = self.truth.run(run_id)

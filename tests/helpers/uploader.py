@@ -3,7 +3,7 @@
 The ground truth is what the bridge logged: :class:`RecordingBridge` wraps the outbox's two
 append methods under one lock, so the recorded order is the seq order. A run's readings are
 those recorded between its start and stop markers; :func:`assert_store_holds_run` checks that
-the local store holds exactly those, each once, in order, chunked as DESIGN.md section 5 says.
+the local store holds exactly those, each once, in order, chunked as docs/design.md section 5 says.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 with the time it arrived, so a test can ask when an alarm first showed on a status topic.
 :func:`sys_broker` starts a Mosquitto that publishes its ``$SYS`` counters every second;
 :meth:`Watcher.dropped` sums ``$SYS/broker/publish/messages/dropped`` over the broker's restarts
-(the counter starts again at 0 with every broker process). RELIABILITY.md: a QoS1 subscriber
+(the counter starts again at 0 with every broker process). docs/design.md section 12: a QoS1 subscriber
 that falls behind loses messages the publisher saw PUBACKed, and this counter is how it shows.
 """
 

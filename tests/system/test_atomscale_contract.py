@@ -1,4 +1,4 @@
-"""The wire contract (DESIGN.md section 5): for the same inputs, AtomscaleSink sends what the SDK sends.
+"""The wire contract (docs/design.md section 5): for the same inputs, AtomscaleSink sends what the SDK sends.
 
 The official SDK (``atomscale`` 0.21.10, ``TimeseriesStreamer``) and the project's sink each
 stream the same three runs to their own Atomscale emulator (a separate process: the SDK holds

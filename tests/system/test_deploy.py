@@ -354,8 +354,9 @@ def deploy_broker(tmp_path: Path) -> Iterator[ShippedBroker]:
 def test_mosquitto_settings_that_keep_data() -> None:
     settings = dict(conf_settings((MOSQUITTO / "mosquitto.conf").read_text()))
     assert settings["persistence"] == "true"
-    assert 0 < int(settings["autosave_interval"]) <= 300  # RELIABILITY.md: the default 1800 s snapshot
-    # RELIABILITY.md: the default 1000 dropped PUBACKed messages; 0 (unlimited) bytes was buggy in 2.0.16-2.0.21
+    assert 0 < int(settings["autosave_interval"]) <= 300  # docs/design.md section 12: the default 1800 s snapshot
+    # docs/design.md section 12: the default 1000 dropped PUBACKed messages;
+    # 0 (unlimited) bytes was buggy in 2.0.16-2.0.21
     assert int(settings["max_queued_messages"]) >= 100_000
     assert int(settings["max_queued_bytes"]) >= 100 * 2**20
     assert int(settings["max_inflight_messages"]) > 0

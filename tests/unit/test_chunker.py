@@ -1,4 +1,7 @@
-"""The chunker as pure logic: where points start, where chunks are cut, the push_multi body (DESIGN.md section 5)."""
+"""The chunker as pure logic: where points start, where chunks are cut, the push_multi body.
+
+docs/design.md section 5.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Eurotherm specifics: address maps, the IEEE region, display-resolution integers, the status word.
 
-Register payloads are those of the literal RTU frames in protocols.md 6.3.
+Register payloads are those of the literal RTU frames in docs/protocols.md 6.3.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from bridge.model import Quality
 
 
 def test_ieee_region_addresses() -> None:
-    # protocols.md 6.3: PV -> 0x8002, OP -> 0x8006, wSP -> 0x800A
+    # docs/protocols.md 6.3: PV -> 0x8002, OP -> 0x8006, wSP -> 0x800A
     assert codec.ieee_address(codec.PV) == 0x8002
     assert codec.ieee_address(3) == 0x8006
     assert codec.ieee_address(codec.WORKING_SETPOINT) == 0x800A

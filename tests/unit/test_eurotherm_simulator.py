@@ -1,5 +1,5 @@
 """The Eurotherm simulator: its register map and heating loop on a fake clock, then the literal
-RTU frames of protocols.md 6.3 on a real pymodbus server over a pty, byte for byte."""
+RTU frames of docs/protocols.md 6.3 on a real pymodbus server over a pty, byte for byte."""
 
 from __future__ import annotations
 
@@ -169,11 +169,11 @@ def test_a_chamber_model_drives_the_pv_and_reads_the_power(clock: FakeClock) -> 
     assert sim.value("TgSP") == 500.0
 
 
-# ---------------------------------------------------------------- the frames of protocols.md 6.3
+# ---------------------------------------------------------------- the frames of docs/protocols.md 6.3
 
 
 def exchange(port: serial.Serial, request: str, expected: int, wait: float = 2.0) -> str:
-    """:func:`tests.helpers.modbus_server.exchange` in the hex notation of protocols.md."""
+    """:func:`tests.helpers.modbus_server.exchange` in the hex notation of docs/protocols.md."""
     return modbus_server.exchange(port, bytes.fromhex(request), expected, wait).hex(" ").upper()
 
 

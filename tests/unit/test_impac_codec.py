@@ -1,4 +1,4 @@
-"""Byte-exact rules of the IMPAC UPP protocol (protocols.md section 5.1)."""
+"""Byte-exact rules of the IMPAC UPP protocol (docs/protocols.md section 5.1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The IMPAC simulator as a pure state machine: bytes in, exact bytes out, on a fake clock.
 
-These pin the wire behaviour the impac driver is tested against (protocols.md section 5.1), so a
+These pin the wire behaviour the impac driver is tested against (docs/protocols.md section 5.1), so a
 change here is a change of the simulated instrument, not a refactor.
 """
 

@@ -2,7 +2,7 @@
 
 Logs are built here entry by entry as a bridge's outbox numbers them, committed through the real
 :class:`Spool` and worked through by the real :class:`Ledger`; the expected chunks are derived
-from the polls the log recorded (DESIGN.md sections 3-5). ``now`` is always passed explicitly,
+from the polls the log recorded (docs/design.md sections 3-5). ``now`` is always passed explicitly,
 so grace periods are tested without sleeping; holes age on the ledger's monotonic clock, a
 :class:`FakeClock` the tests move along with ``now`` (or not, to step the wall clock alone).
 """

@@ -1,4 +1,4 @@
-"""The local store on real files: the contract layout (DESIGN.md section 5), atomic writes, repeats, failures."""
+"""The local store on real files: the contract layout (docs/design.md section 5), atomic writes, repeats, failures."""
 
 from __future__ import annotations
 

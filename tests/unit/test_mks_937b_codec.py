@@ -1,4 +1,4 @@
-"""Byte-exact rules of the MKS 937B ``@aaa...;FF`` protocol (protocols.md section 3)."""
+"""Byte-exact rules of the MKS 937B ``@aaa...;FF`` protocol (docs/protocols.md section 3)."""
 
 from __future__ import annotations
 

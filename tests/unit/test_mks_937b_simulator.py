@@ -1,6 +1,6 @@
 """The MKS 937B simulator as a pure state machine: bytes in, exact bytes out, on a fake clock.
 
-These pin the wire behaviour the mks_937b driver is tested against (protocols.md section 3), so a
+These pin the wire behaviour the mks_937b driver is tested against (docs/protocols.md section 3), so a
 change here is a change of the simulated instrument, not a refactor.
 """
 

@@ -30,7 +30,7 @@ def test_uint32_in_every_word_and_byte_order(word_order: codec.Order, byte_order
 @pytest.mark.parametrize(
     ("value_type", "registers", "value"),
     [
-        ("int16", [0x0929], 2345),  # Eurotherm PV 234.5 with one decimal (protocols.md 6.3)
+        ("int16", [0x0929], 2345),  # Eurotherm PV 234.5 with one decimal (docs/protocols.md 6.3)
         ("int16", [0xFFFF], -1),
         ("int16", [0x8000], -32768),
         ("uint16", [0xFFFF], 65535),
@@ -55,7 +55,7 @@ def test_float64_word_order_reverses_all_four_registers() -> None:
 
 
 def test_float32_little_word_order_is_garbage_when_misconfigured() -> None:
-    # protocols.md 6.6.3: the wrong word order turns 234.5 into a tiny denormal-looking number
+    # docs/protocols.md 6.6.3: the wrong word order turns 234.5 into a tiny denormal-looking number
     wrong = codec.decode([0x436A, 0x8000], "float32", word_order="little")
     assert wrong != 234.5 and abs(wrong) < 1e-30
 

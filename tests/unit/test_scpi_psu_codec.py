@@ -1,4 +1,4 @@
-"""Exact rules of the SCPI power-supply codec (protocols.md 7.1): commands, identities, replies."""
+"""Exact rules of the SCPI power-supply codec (docs/protocols.md 7.1): commands, identities, replies."""
 
 from __future__ import annotations
 
@@ -27,7 +27,7 @@ def test_commands_per_dialect(quantity: Quantity, keysight: str, rigol: str) -> 
 
 
 def test_every_command_is_a_query() -> None:
-    # A command without reply followed by a read hangs (protocols.md 7.5.1): none may be sent.
+    # A command without reply followed by a read hangs (docs/protocols.md 7.5.1): none may be sent.
     for dialect in Dialect:
         for quantity in Quantity:
             assert "?" in codec.command(dialect, quantity, 1)

@@ -1,6 +1,6 @@
 """The SCPI power-supply simulator as a pure state machine: bytes in, exact bytes out.
 
-These pin what the scpi_psu and scpi drivers are tested against (protocols.md section 7), so a
+These pin what the scpi_psu and scpi drivers are tested against (docs/protocols.md section 7), so a
 change here is a change of the simulated instrument, not a refactor.
 """
 

@@ -1,4 +1,4 @@
-"""Byte-exact rules of the Pfeiffer TPG mnemonic protocol (protocols.md section 1)."""
+"""Byte-exact rules of the Pfeiffer TPG mnemonic protocol (docs/protocols.md section 1)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The TPG simulator as a pure state machine: bytes in, exact bytes out, on a fake clock.
 
-These pin the wire behaviour the pfeiffer_tpg driver is tested against (protocols.md section 1),
+These pin the wire behaviour the pfeiffer_tpg driver is tested against (docs/protocols.md section 1),
 so a change here is a change of the simulated instrument, not a refactor.
 """
 

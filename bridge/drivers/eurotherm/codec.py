@@ -1,4 +1,4 @@
-"""Eurotherm 2400/3200/3500 specifics over Modbus, registers in and values out (protocols.md 6).
+"""Eurotherm 2400/3200/3500 specifics over Modbus, registers in and values out (docs/protocols.md 6).
 
 What is generic Modbus (float and integer decoding, read planning) comes from
 ``bridge.drivers.modbus.codec``; here only what Eurotherm defines: the parameter addresses per
@@ -17,7 +17,7 @@ from bridge.model import Measurement, Quality
 
 Family = Literal["2400", "3200", "3500"]
 
-#: Parameter addresses shared by every family (protocols.md 6.2). PDU addresses: no -1.
+#: Parameter addresses shared by every family (docs/protocols.md 6.2). PDU addresses: no -1.
 PV = 1
 TARGET_SETPOINT = 2
 WORKING_SETPOINT = 5
@@ -35,7 +35,7 @@ class FamilyMap:
 
     name: Family
     #: the output power actually applied, in % (2400/3500: OP at 3; 3200: WRK.OP at 4, since
-    #: its address 3 is MAN.OP, the manual output value, protocols.md 6.6.7)
+    #: its address 3 is MAN.OP, the manual output value, docs/protocols.md 6.6.7)
     output_power: int
     output_mnemonic: str
     loops: int

@@ -1,4 +1,4 @@
-"""Eurotherm 2400/3200/3500 temperature controllers over Modbus RTU or TCP (protocols.md 6).
+"""Eurotherm 2400/3200/3500 temperature controllers over Modbus RTU or TCP (docs/protocols.md 6).
 
 Every poll reads the instrument status word (integer region, address 75) and the loop's process
 value, working setpoint and output power (IEEE float region by default, or display-resolution

@@ -1,4 +1,4 @@
-"""IMPAC UPP ("Universal Pyrometer Protocol"), bytes in and values out (protocols.md section 5.1).
+"""IMPAC UPP ("Universal Pyrometer Protocol"), bytes in and values out (docs/protocols.md section 5.1).
 
 Pure functions only, so every rule is tested with byte-exact frames. The transport, the
 address and the recovery after a failed exchange live in ``driver.py``.

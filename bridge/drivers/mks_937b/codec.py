@@ -1,4 +1,4 @@
-"""MKS 937B (and 900-series) ``@aaa...;FF`` protocol, bytes in and values out (protocols.md section 3).
+"""MKS 937B (and 900-series) ``@aaa...;FF`` protocol, bytes in and values out (docs/protocols.md section 3).
 
 Pure functions only, so every rule is tested with byte-exact conversations. The transport and the
 dialogue (resync, retries, echo skipping) live in ``driver.py``.

@@ -3,7 +3,7 @@
 Dialogue: send ``@aaaCMD?;FF``, read ``;FF``-terminated frames until one is ours. On a shared
 RS-485 line the frames before ours may be the request's own echo (2-wire adapters), a late
 reply from another unit, or a reply whose first characters were lost at the line turnaround;
-each is skipped, and an exchange that produced only fragments is retried (protocols.md 3.4/3.5).
+each is skipped, and an exchange that produced only fragments is retried (docs/protocols.md 3.4/3.5).
 Whatever goes wrong, the next exchange first waits a moment and drops what is in flight, so a
 late reply to the failed request is never taken for the next one.
 """

@@ -1,10 +1,10 @@
-"""Modbus register decoding and read planning, registers in and values out (protocols.md 6, 8.1).
+"""Modbus register decoding and read planning, registers in and values out (docs/protocols.md 6, 8.1).
 
 Pure functions only, shared by every Modbus driver (the generic ``modbus`` driver and
 ``eurotherm``) and by the simulators, so that one tested piece decides what two registers mean.
 The transport and the dialogue (block reads, refusals) live in ``driver.py``.
 
-Word order and byte order are both explicit because devices disagree (protocols.md 6.6.3):
+Word order and byte order are both explicit because devices disagree (docs/protocols.md 6.6.3):
 
 * ``word_order``: ``big`` = the most significant register first (Modbus convention, Eurotherm's
   IEEE region); ``little`` = the least significant register first ("CDAB", many PLCs).

@@ -145,6 +145,7 @@ class ModbusDriver(Driver[ModbusTransport, OptionsT]):
     RTU line share one transport); None uses the transport's own."""
 
     transports = ("modbus_tcp", "modbus_rtu")
+    addresses_units = True
 
     def __init__(self, transport: ModbusTransport, options: OptionsT, instrument: str, *,
                  unit: int | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Pfeiffer TPG mnemonic protocol, bytes in and values out (protocols.md section 1).
+"""Pfeiffer TPG mnemonic protocol, bytes in and values out (docs/protocols.md section 1).
 
 Pure functions only, so every rule is tested with byte-exact conversations. The transport and
 the ACK/ENQ dialogue live in ``driver.py``.
@@ -89,7 +89,7 @@ def _pair(status_text: str, number_text: str, units: str, frame: bytes) -> Measu
         raise ProtocolError(f"unknown TPG status {status_text!r} in frame {frame!r}")
     quality, detail = STATUS_QUALITY[int(status_text)]
     if quality is not Quality.OK:
-        # The number is filler or a limit: never publish it (protocols.md 1.4).
+        # The number is filler or a limit: never publish it (docs/protocols.md 1.4).
         return Measurement.status(quality, units, detail)
     return Measurement(_number(number_text, frame), Quality.OK, units)
 

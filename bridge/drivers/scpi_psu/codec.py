@@ -1,4 +1,4 @@
-"""SCPI power supplies, text in and values out (protocols.md sections 7.1 and 7.5).
+"""SCPI power supplies, text in and values out (docs/protocols.md sections 7.1 and 7.5).
 
 Pure functions only: which query reads which quantity in each dialect, how the identity names
 the dialect, and how replies (numbers, output states, error-queue entries) decode. The VISA

@@ -3,7 +3,7 @@
 The driver only asks: measured voltage and current, the programmed setpoints and the output
 state per channel, and the error queue. It never sends a command without a reply (``*RST``,
 ``*CLS``, a setting), because a read after one hangs until timeout and has hung a DP832's LAN
-interface (protocols.md 7.5.1), and because a reading bridge has no business changing a supply.
+interface (docs/protocols.md 7.5.1), and because a reading bridge has no business changing a supply.
 
 After every poll the error queue is read with ``SYST:ERR?`` until it reports no error: left
 alone it fills and overflows (-350, 7.5.3). Entries are logged with the instrument's name (once

@@ -9,7 +9,7 @@ Three things go wrong with message-based instruments and are handled here once:
   through :class:`VisaTransport`, a marker can. A reply that does not parse may be a late one
   too: drivers call :meth:`VisaSession.invalidate` and the next exchange resynchronises.
 * **A slow first reply.** Some instruments answer the first query after a TCP connect seconds
-  late (protocols.md 7.5.5); ``identify`` waits ``first_reply_timeout`` for it, then asks again
+  late (docs/protocols.md 7.5.5); ``identify`` waits ``first_reply_timeout`` for it, then asks again
   and keeps that answer as the sync marker.
 * **Pacing.** Some instruments lose commands sent back to back (7.5.6); ``query_delay`` keeps a
   gap between the end of one exchange and the next command.

@@ -30,16 +30,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bridge.config import InstrumentConfig
+from bridge.config import InstrumentConfig, bus_problems, shared_transport_config, transport_owner
 from bridge.drivers.base import Driver
 from bridge.drivers.registry import DriverRegistry, default_registry
 from bridge.edge.polling.availability import Availability, InstrumentStatus, State
-from bridge.edge.polling.bus import build_driver, bus_key, bus_problems, shared_transport_config, transport_owner
+from bridge.edge.polling.bus import build_driver
 from bridge.edge.polling.schedule import Backoff, Clock, Grid, spread
 from bridge.errors import BridgeError, ConfigError, TransportDisconnected
 from bridge.model import Reading
 from bridge.transports import open_transport
 from bridge.transports.base import Transport, reopen
+from bridge.transports.settings import bus_key
 
 log = logging.getLogger("bridge.edge.pollers")
 

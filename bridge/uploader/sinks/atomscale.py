@@ -8,7 +8,7 @@ the SDK as the reference for the wire contract: for the same inputs this sink se
 requests (method, path, JSON keys, ``X-API-KEY``), which ``tests/system/test_atomscale_contract.py``
 checks by running both against the emulator in :mod:`simulators.atomscale_api`.
 
-``initialize`` follows the SDK's sequence (DESIGN.md section 5): ``GET /gateway/time`` (no key;
+``initialize`` follows the SDK's sequence (docs/design.md section 5): ``GET /gateway/time`` (no key;
 before the first initialize and then at most every 5 minutes, as the SDK's clock samples;
 skipped when ``ATOMSCALE_SKIP_CLOCK_SYNC`` is set, as the SDK does), resolve or create the
 physical sample and each tag by name, ``POST /tool-state/stream/initialize``, then link the sample

@@ -1,4 +1,4 @@
-"""The local store, the uploader's embedded default sink: one folder per run (DESIGN.md section 5, a contract).
+"""The local store, the uploader's embedded default sink: one folder per run (docs/design.md section 5, a contract).
 
 ```
 STORE/<data_id>/manifest.json
