@@ -74,7 +74,7 @@ def percentile(values: list[float], p: float) -> float:
 
 def measure(ports: list[str], seconds: float, rate: float) -> None:
     from bridge.config import InstrumentConfig
-    from bridge.edge.pollers import Pollers, ReadTiming
+    from bridge.edge.polling.pollers import Pollers, ReadTiming
     from bridge.model import Reading
 
     interval = 1 / rate

@@ -16,30 +16,21 @@ service runs on (the Docker healthcheck does), or keep both clocks NTP-synchroni
 
 from __future__ import annotations
 
-import queue
 import time
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-import paho.mqtt.client as mqtt
-
-from bridge.config import Config, MqttConfig
-from bridge.errors import BridgeError
+from bridge.config import Config
 from bridge.names import printable
 from bridge.wire import contract
-from bridge.wire.mqtt import CallbackErrors, guarded, make_client
+from bridge.wire.request import fetch_retained
 from bridge.wire.topics import Topics, uploader_status
 
 Role = Literal["uploader", "bridge"]
 ROLES: tuple[Role, ...] = ("uploader", "bridge")
 DEFAULT_MAX_AGE = 30.0
 DEFAULT_TIMEOUT = 5.0
-
-
-class Unreachable(BridgeError):
-    """The status could not be fetched: no broker, a refused login or subscription, no status."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,71 +53,10 @@ def describe(config: Config, role: Role) -> str:
 
 def check_health(config: Config, role: Role = "uploader", *, max_age: float = DEFAULT_MAX_AGE,
                  timeout: float = DEFAULT_TIMEOUT, now: Callable[[], float] = time.time) -> Health:
-    """Fetch the retained status and judge it; :class:`Unreachable` if there is none to judge."""
+    """Fetch the retained status and judge it; :class:`~bridge.wire.request.NoAnswer` if there is none to judge."""
     topic = status_topic(config, role)
     payload = fetch_retained(config.mqtt, topic, timeout, describe(config, role))
     return judge(payload, describe(config, role), topic, max_age=max_age, now=now())
-
-
-def fetch_retained(config: MqttConfig, topic: str, timeout: float, who: str = "the service") -> bytes:
-    """The retained message on ``topic``, fetched with a throw-away clean session."""
-    events: queue.Queue[tuple[str, Any]] = queue.Queue()
-    errors = CallbackErrors()
-
-    def on_connect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        if reason_code.is_failure:
-            events.put(("refused", reason_code))
-        else:
-            client.subscribe(topic, qos=1)
-
-    def on_subscribe(client: mqtt.Client, userdata: Any, mid: int, codes: Any, properties: Any) -> None:
-        code = codes[0] if codes else None
-        events.put(("denied" if code is None or code.is_failure else "subscribed", code))
-
-    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        if message.topic == topic:
-            events.put(("message", bytes(message.payload)))
-
-    def on_disconnect(client: mqtt.Client, userdata: Any, flags: Any, reason_code: Any, properties: Any) -> None:
-        events.put(("disconnected", reason_code))
-
-    client = make_client(config, f"chamber-bridge-health-{uuid.uuid4().hex[:12]}")
-    client.connect_timeout = timeout
-    client.on_connect = guarded(errors, "on_connect", on_connect)
-    client.on_subscribe = guarded(errors, "on_subscribe", on_subscribe)
-    client.on_message = guarded(errors, "on_message", on_message)
-    client.on_disconnect = guarded(errors, "on_disconnect", on_disconnect)
-    where = f"{config.host}:{config.port}"
-    login = config.username if config.username is not None else "anonymous"
-    try:
-        client.connect(config.host, config.port, keepalive=max(config.keepalive, 5))
-    except OSError as exc:
-        raise Unreachable(f"no broker at {where}: {exc.strerror or exc}") from exc
-    client.loop_start()
-    deadline = time.monotonic() + timeout
-    subscribed = False
-    try:
-        while True:
-            try:
-                kind, value = events.get(timeout=max(0.0, deadline - time.monotonic()))
-            except queue.Empty:
-                if subscribed:
-                    raise Unreachable(f"no status on {topic} within {timeout:g} s: {who} has never "
-                                      f"connected to the broker at {where}") from None
-                raise Unreachable(f"no broker at {where}: no answer within {timeout:g} s") from None
-            if kind == "message":
-                return bytes(value)
-            if kind == "subscribed":
-                subscribed = True
-            elif kind == "refused":
-                raise Unreachable(f"the broker at {where} refused the login of {login}: {value}")
-            elif kind == "denied":
-                raise Unreachable(f"{login} may not read {topic} (broker ACL): {value}")
-            elif kind == "disconnected" and not subscribed:
-                raise Unreachable(f"the broker at {where} closed the connection: {value}")
-    finally:
-        client.disconnect()
-        client.loop_stop()
 
 
 def judge(payload: bytes, who: str, topic: str, *, max_age: float, now: float) -> Health:

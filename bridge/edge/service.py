@@ -14,7 +14,7 @@ from typing import Any
 from bridge.config import Config
 from bridge.edge.clock_sync import ntp_synchronized
 from bridge.edge.outbox import Outbox
-from bridge.edge.pollers import InstrumentStatus, Pollers
+from bridge.edge.polling.pollers import InstrumentStatus, Pollers
 from bridge.edge.publisher import Publisher, PublisherSettings
 from bridge.edge.runs import Runs
 from bridge.model import Reading

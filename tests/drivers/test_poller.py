@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from bridge.config import InstrumentConfig, group_by_bus
-from bridge.edge.pollers import Backoff, InstrumentStatus, Pollers, ReadTiming
+from bridge.edge.polling.pollers import Backoff, InstrumentStatus, Pollers, ReadTiming
 from bridge.errors import ConfigError
 from bridge.model import Reading
 from bridge.transports.settings import bus_key
@@ -121,7 +121,7 @@ def status_of(pollers: Pollers, name: str) -> InstrumentStatus:
 
 def warnings_about(caplog: pytest.LogCaptureFixture, name: str, level: int = logging.WARNING) -> list[str]:
     return [r.getMessage() for r in caplog.records
-            if r.name == "bridge.edge.pollers" and r.levelno == level and r.getMessage().startswith(f"{name}: ")]
+            if r.name == "bridge.edge.polling" and r.levelno == level and r.getMessage().startswith(f"{name}: ")]
 
 
 # ---------------------------------------------------------------------- what a bus is
@@ -211,7 +211,7 @@ def test_every_instrument_of_a_chamber_is_polled_once_per_interval(chamber: Simu
 
 def test_a_silent_instrument_goes_unavailable_and_the_other_buses_keep_their_counts(
         chamber: SimulatedChamber, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "bridge.edge.pollers")
+    caplog.set_level(logging.INFO, "bridge.edge.polling")
     collector = Collector()
     pollers = collector.pollers(chamber_instruments(chamber, timeout=0.3), failures_before_unavailable=3)
     healthy = {n: i for n, i in CHAMBER_INTERVALS.items() if n != "pyrometer"}
@@ -280,7 +280,7 @@ def test_two_controllers_on_one_line_share_one_transport_and_take_turns(line: mk
 
 def test_a_silent_controller_costs_its_neighbour_at_most_its_own_timeouts(
         line: mks_937b.MKSLink, caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "bridge.edge.pollers")
+    caplog.set_level(logging.INFO, "bridge.edge.polling")
     interval = 0.05
     collector = Collector()
     pollers = collector.pollers(line_instruments(line, interval), failures_before_unavailable=3)
@@ -356,7 +356,7 @@ def test_a_dropped_tcp_link_is_reopened_and_polling_goes_on(tpg_tcp: TPGLink, re
 
 def test_an_instrument_that_cannot_start_comes_up_when_its_device_appears(
         caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, "bridge.edge.pollers")
+    caplog.set_level(logging.WARNING, "bridge.edge.polling")
     port = free_port()
     late = instrument("late_gauge", "pfeiffer_tpg", {"kind": "serial", "port": f"socket://127.0.0.1:{port}",
                                                      "timeout": 0.3}, 0.05, settle=0.05)
@@ -393,7 +393,7 @@ def test_stop_ends_a_bus_waiting_on_a_silent_instrument_and_closes_its_line() ->
 
 
 def test_a_failing_sink_or_callback_does_not_stop_the_bus(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.INFO, "bridge.edge.pollers")
+    caplog.set_level(logging.INFO, "bridge.edge.polling")
     collector = Collector()
     calls = Counter[str]()
 
@@ -411,7 +411,7 @@ def test_a_failing_sink_or_callback_does_not_stop_the_bus(caplog: pytest.LogCapt
         with pollers:
             assert wait_until(lambda: collector.count("thermometer") >= 3)
     assert status_of(pollers, "thermometer").reads == calls["sink"]
-    errors = [r for r in caplog.records if r.name == "bridge.edge.pollers" and r.levelno == logging.ERROR]
+    errors = [r for r in caplog.records if r.name == "bridge.edge.polling" and r.levelno == logging.ERROR]
     assert [r.getMessage().split(";")[0] for r in errors] == [
         f"bus serial:{os.path.realpath(pty.port)}: the reading sink failed",
         "the poller's on_change callback raised"]

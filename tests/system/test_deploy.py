@@ -29,10 +29,10 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from bridge.cli.health import ROLES, check_health, fetch_retained
+from bridge.cli.health import ROLES, check_health
 from bridge.config import load_config, parse_config
 from bridge.uploader.service import UploaderService, UploaderSettings
-from bridge.wire.request import request
+from bridge.wire.request import fetch_retained, request
 from simulators.broker import mosquitto_acl, parse_acl, write_secret
 from tests.helpers.cli import ROOT, simulate
 from tests.helpers.mosquitto import (

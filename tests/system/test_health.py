@@ -12,10 +12,11 @@ import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.cli.health import Health, Unreachable, check_health
+from bridge.cli.health import Health, check_health
 from bridge.config import parse_config
 from bridge.edge.publisher import PublisherSettings
 from bridge.uploader.service import UploaderService, UploaderSettings
+from bridge.wire.request import NoAnswer
 from tests.helpers.cli import run_cli
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.net import free_port
@@ -42,7 +43,7 @@ def healthy_soon(raw: dict[str, Any], role: str = "uploader", saying: str = "") 
     def attempt() -> Health | None:
         try:
             result = check_health(parse_config(raw), role, timeout=2.0)  # type: ignore[arg-type]
-        except Unreachable:
+        except NoAnswer:
             return None
         return result if result.healthy and saying in result.message else None
     result: Health = wait_for(attempt, what=f"the {role} to report online")
@@ -97,7 +98,7 @@ def test_no_broker_and_no_status_are_named(mosquitto: MosquittoBroker, tmp_path:
     assert result.returncode == 1
     assert result.stderr.startswith("chamber-bridge: error: no broker at 127.0.0.1:")
     assert len(result.stderr.splitlines()) == 1 and "Traceback" not in result.stderr
-    with pytest.raises(Unreachable, match=r"^no status on lab/chamber-b/status within 0.5 s: the bridge of site "
+    with pytest.raises(NoAnswer, match=r"^no status on lab/chamber-b/status within 0.5 s: the bridge of site "
                                           r"chamber-b has never connected"):
         check_health(parse_config({"site": "chamber-b", "mqtt": {"host": mosquitto.host, "port": mosquitto.port}}),
                      "bridge", timeout=0.5)

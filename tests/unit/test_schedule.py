@@ -145,11 +145,11 @@ def test_retries_count_from_one() -> None:
 
 
 def messages(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
-    return [r.getMessage() for r in caplog.records if r.name == "bridge.edge.pollers" and r.levelno == level]
+    return [r.getMessage() for r in caplog.records if r.name == "bridge.edge.polling" and r.levelno == level]
 
 
 def test_unavailable_after_the_configured_failures_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.DEBUG, "bridge.edge.pollers")
+    caplog.set_level(logging.DEBUG, "bridge.edge.polling")
     health = Availability("pyrometer", failures_before_unavailable=3, backoff=Backoff(1.0, 30.0))
     assert health.succeeded(1.5e9) is True  # starting -> up: worth publishing
     assert [health.failed("no reply", 10.0), health.failed("no reply", 10.5)] == [False, False]
@@ -171,7 +171,7 @@ def test_recovery_logged_once_and_counts_reset(caplog: pytest.LogCaptureFixture)
     health = Availability("gauge", failures_before_unavailable=1, backoff=Backoff(0.1, 0.2))
     health.succeeded(1.0)
     health.failed("lost /dev/ttyUSB0", 5.0)
-    caplog.set_level(logging.INFO, "bridge.edge.pollers")
+    caplog.set_level(logging.INFO, "bridge.edge.polling")
     assert health.succeeded(2.0) is True
     assert health.succeeded(3.0) is False
     assert health.available and health.consecutive_failures == 0 and health.last_error is None
@@ -189,7 +189,7 @@ def test_failures_below_the_threshold_are_forgotten_by_a_success() -> None:
 
 
 def test_an_instrument_that_cannot_connect_at_start_is_down_at_once(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, "bridge.edge.pollers")
+    caplog.set_level(logging.WARNING, "bridge.edge.polling")
     health = Availability("psu", failures_before_unavailable=3, backoff=Backoff(0.5, 4.0))
     assert health.failed("cannot open TCPIP::10.0.0.9::5025::SOCKET: refused", 0.0, connecting=True) is True
     assert health.state is State.DOWN and health.retry_at == 0.5

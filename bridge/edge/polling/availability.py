@@ -18,7 +18,7 @@ from enum import StrEnum
 
 from bridge.edge.polling.schedule import Backoff
 
-log = logging.getLogger("bridge.edge.pollers")
+log = logging.getLogger("bridge.edge.polling")
 
 
 class State(StrEnum):

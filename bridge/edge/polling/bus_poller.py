@@ -42,7 +42,7 @@ from bridge.transports import open_transport
 from bridge.transports.base import Transport, reopen
 from bridge.transports.settings import bus_key
 
-log = logging.getLogger("bridge.edge.pollers")
+log = logging.getLogger("bridge.edge.polling")
 
 ReadingSink = Callable[[list[Reading]], None]
 OnChange = Callable[[InstrumentStatus], None]
