@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from bridge.errors import BridgeError
+
 
 @dataclass(frozen=True, slots=True)
 class StreamInfo:
@@ -32,7 +34,7 @@ class StreamInfo:
 ChunkBody = dict[str, Any]
 
 
-class SinkError(Exception):
+class SinkError(BridgeError):
     """A sink call did not succeed; the data stays in the spool and the call is retried later."""
 
     def __init__(self, message: str, *, retry_after: float | None = None, status: int | None = None) -> None:
