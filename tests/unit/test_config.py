@@ -113,7 +113,7 @@ def test_not_a_mapping() -> None:
 def test_problem_order_ends_for_any_key_path() -> None:
     """Ordering by line walked up the key path; a path whose last part it could not drop (a mapping
     key's ``.[key]``) made it spin forever (issue 11). Every step must now shorten the path."""
-    from bridge.config import _order
+    from bridge.config.loading import _order
     from bridge.errors import ConfigProblem
 
     paths = ["a.[key]", "a[", "]]", ".", "a..b", "[x]", "b[1].[key].c", "a.b[", "", "[", "a.b.[0]"]

@@ -11,7 +11,7 @@ from bridge.errors import BridgeError
 
 #: signals inside one module, never raised to a caller: a private passphrase callback's, and the
 #: two the bounded HTTP transport raises *as httpcore's own* so httpx maps them like its errors
-INTERNAL = {"bridge.config._NeedsPassphrase", "bridge.uploader.sinks.bounded_http.DeadlineExceeded",
+INTERNAL = {"bridge.config.models._NeedsPassphrase", "bridge.uploader.sinks.bounded_http.DeadlineExceeded",
             "bridge.uploader.sinks.bounded_http.Aborted"}
 
 
