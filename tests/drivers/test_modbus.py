@@ -13,8 +13,8 @@ import pytest
 import yaml
 
 from bridge.config import load_config, parse_config
+from bridge.drivers.common.modbus_codec import RegisterSpec
 from bridge.drivers.modbus import ModbusOptions, ModbusRegisters
-from bridge.drivers.modbus.codec import RegisterSpec
 from bridge.errors import ConfigError, DeviceError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
 from bridge.transports.base import reopen

@@ -5,7 +5,7 @@ it with a regex (one group), then ``value * scale + offset`` in ``units``. Two d
 table and the codec and differ only in how the bytes travel:
 
 * ``scpi`` goes through a VISA resource (``TCPIP::host::port::SOCKET``, ``ASRL...``, ``@sim``),
-  with the resync of :mod:`bridge.drivers.text_query.session`;
+  with the resync of :mod:`bridge.drivers.common.visa_session`;
 * ``serial_ascii`` writes ``command + terminator`` on a serial line (device path or
   ``socket://``) and reads up to the reply terminator; stale input is dropped before every
   command and, after a failed exchange or a reply that did not parse, the line is left to settle
@@ -24,10 +24,10 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from bridge.drivers.base import Channel, Driver, DriverOptions, Scale, reads
+from bridge.drivers.common import text_codec as codec
+from bridge.drivers.common.serial_session import SerialSession
+from bridge.drivers.common.visa_session import VisaSession, VisaSessionOptions
 from bridge.drivers.registry import register_driver
-from bridge.drivers.serial_session import SerialSession
-from bridge.drivers.text_query import codec
-from bridge.drivers.text_query.session import VisaSession, VisaSessionOptions
 from bridge.errors import ProtocolError
 from bridge.model import Measurement
 from bridge.transports.serial import SerialTransport
@@ -161,7 +161,7 @@ class ScpiText(_QueryTableDriver[VisaTransport, ScpiOptions]):
 
     def __init__(self, transport: VisaTransport, options: ScpiOptions, instrument: str) -> None:
         super().__init__(transport, options, instrument)
-        self.session = VisaSession(transport, instrument, options, options.sync_command)
+        self.session = VisaSession(transport, instrument, options, options.sync_command, log)
         #: the sync query's answer at connect (``*IDN?``: the identity), None without one
         self.identity: str | None = None
 
