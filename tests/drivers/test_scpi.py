@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from bridge.drivers.text_query import ScpiText
+from bridge.drivers.scpi import ScpiText
 from bridge.errors import ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality
 from simulators.text_device import TextDevice

@@ -8,7 +8,9 @@ import pytest
 from pydantic import ValidationError
 
 from bridge.drivers.common import text_codec as codec
-from bridge.drivers.text_query import Query, ScpiOptions, SerialAsciiOptions
+from bridge.drivers.common.query_table import Query
+from bridge.drivers.scpi import ScpiOptions
+from bridge.drivers.serial_ascii import SerialAsciiOptions
 from bridge.errors import ProtocolError
 from bridge.model import Quality
 
