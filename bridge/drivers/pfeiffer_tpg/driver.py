@@ -67,9 +67,6 @@ class PfeifferTPG(GaugeControllerDriver[TPGOptions]):
     def read_unit(self) -> str:
         return self._parse(codec.parse_unit, self.query("UNI"))
 
-    def error_word(self) -> list[str]:
-        return self._parse(codec.decode_error_word, self.query("ERR"))
-
     # ---------------------------------------------------------- dialogue
 
     def _parse(self, parse: Callable[..., T], frame: bytes, *args: str) -> T:
