@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.config import load_config, parse_config
+from bridge.config import SHARED_OWNER, InstrumentConfig, load_config, parse_config
 from bridge.drivers.common.modbus_codec import encode
 from bridge.drivers.eurotherm import Eurotherm, EurothermOptions
 from bridge.edge.instrument import Instrument
+from bridge.edge.polling.bus import assemble
 from bridge.errors import ConfigError, DeviceError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
 from bridge.transports.memory import ModbusRequest
@@ -389,3 +390,18 @@ def test_conversation_connect_and_one_poll_register_for_register() -> None:
     assert (readings["pv"].value, readings["pv"].quality) == (None, Quality.SENSOR_ERROR)
     assert "sensor break" in readings["pv"].detail
     assert (readings["working_setpoint"].value, readings["output_power"].value) == (240.0, 42.0)
+
+
+def test_conversation_two_controllers_on_one_line_are_assembled_with_their_units() -> None:
+    with modbus_conversation(
+        (ModbusRequest("holding", 75, 1, 1), [0]),     # each connect asks its own unit
+        (ModbusRequest("holding", 75, 1, 2), [0]),
+        owner=SHARED_OWNER,
+    ) as link:
+        configs = [InstrumentConfig(name=name, driver="eurotherm", options={"family": "3200"},
+                                    transport=link.config.model_copy(update={"unit": unit}))
+                   for name, unit in (("cell_a", 1), ("cell_b", 2))]
+        bus = assemble(configs, transport=link)
+        assert bus.transport is link and bus.owner == SHARED_OWNER
+        for _config, driver in bus.drivers:
+            driver.connect()

@@ -25,8 +25,9 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any, Generic, TypeVar
 
+from bridge.config import InstrumentConfig
 from bridge.drivers.base import Driver
-from bridge.drivers.registry import default_registry
+from bridge.edge.polling.bus import assemble
 from bridge.transports.memory import (
     MemoryModbusTransport,
     MemorySerialTransport,
@@ -104,10 +105,13 @@ def modbus_conversation(*rows: tuple[ModbusRequest, ModbusAnswer], owner: str = 
 
 
 def driver_on(transport: MemorySerialTransport | MemoryVisaTransport | MemoryModbusTransport, driver: str,
-              options: dict[str, Any] | None = None, **kwargs: Any) -> Driver[Any, Any]:
-    """The registered driver ``driver`` for the transport's instrument (its owner), built as the bridge
-    builds it."""
-    return default_registry().get(driver).from_config(transport, options or {}, transport.owner, **kwargs)
+              options: dict[str, Any] | None = None) -> Driver[Any, Any]:
+    """The driver of an instrument named after the transport's owner, with ``options``, assembled
+    on ``transport`` the way ``poll`` and ``read`` assemble it (:func:`bridge.edge.polling.bus.assemble`)."""
+    config = InstrumentConfig(name=transport.owner, driver=driver, transport=transport.config,
+                              options=options or {})
+    ((_, assembled),) = assemble([config], transport=transport).drivers
+    return assembled
 
 
 def _replies(reply: VisaReply) -> Sequence[str]:

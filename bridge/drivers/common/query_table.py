@@ -22,16 +22,14 @@ from bridge.errors import ProtocolError
 from bridge.model import Measurement
 from bridge.names import NAME_PATTERN
 
-#: channel names end up in topics and file columns: the config's instrument-name rule
-CHANNEL_NAME = NAME_PATTERN
-
 
 class Query(BaseModel):
     """One row of the query table: one channel."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=CHANNEL_NAME)
+    #: channel names end up in topics and file columns: the instrument-name rule
+    name: str = Field(pattern=NAME_PATTERN)
     command: str = Field(min_length=1)
     parse: Literal["number", "regex"] = "number"
     #: with ``parse: regex``: searched in the reply; exactly one group holds the number
