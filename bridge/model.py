@@ -26,10 +26,6 @@ class Quality(StrEnum):
     AIMING_LIGHT = "aiming_light"
     INVALID = "invalid"
 
-    @property
-    def is_ok(self) -> bool:
-        return self is Quality.OK
-
 
 def _check_value_matches_quality(value: float | None, quality: Quality) -> None:
     if quality is Quality.OK and value is None:

@@ -41,6 +41,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal, cast
 
+from bridge.drivers.common.modbus_codec import Table, decode
 from bridge.drivers.eurotherm.codec import (
     FAMILIES,
     PV_OUT_OF_RANGE,
@@ -50,7 +51,6 @@ from bridge.drivers.eurotherm.codec import (
     ieee_address,
     loop_address,
 )
-from bridge.drivers.modbus.codec import Table, decode
 from simulators.modbus_device import Clock, RegisterDevice, Source
 
 Kind = Literal["temperature", "percent", "integer"]

@@ -57,7 +57,7 @@ from pymodbus.pdu import ModbusPDU
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from bridge.drivers.modbus.codec import BIT_TABLES, RegisterSpec, Table
+from bridge.drivers.common.modbus_codec import BIT_TABLES, RegisterSpec, Table
 
 log = logging.getLogger("simulators.modbus")
 

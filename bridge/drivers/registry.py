@@ -25,7 +25,8 @@ BUILTIN_MODULES = (
     "bridge.drivers.eurotherm",
     "bridge.drivers.modbus",
     "bridge.drivers.scpi_psu",
-    "bridge.drivers.text_query",
+    "bridge.drivers.scpi",
+    "bridge.drivers.serial_ascii",
 )
 
 DriverClass = type[Driver[Any, Any]]

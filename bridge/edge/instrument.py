@@ -7,9 +7,9 @@ from typing import Any
 
 from bridge.config import InstrumentConfig
 from bridge.drivers.base import Driver
-from bridge.drivers.registry import DriverRegistry, default_registry
+from bridge.drivers.registry import DriverRegistry
+from bridge.edge.polling.bus import assemble
 from bridge.model import Reading
-from bridge.transports import open_transport
 from bridge.transports.base import Transport
 
 
@@ -30,18 +30,20 @@ class Instrument:
         self.transport.close()
 
 
-def connect_instrument(config: InstrumentConfig, registry: DriverRegistry | None = None) -> Instrument:
-    """Open the transport and let the driver bring the link into a known state.
+def connect_instrument(config: InstrumentConfig, registry: DriverRegistry | None = None, *,
+                       transport: Transport | None = None) -> Instrument:
+    """The instrument as a bus of its own (:func:`~bridge.edge.polling.bus.assemble`, as ``poll``
+    builds it): open the transport and let the driver bring the link into a known state.
 
     The transport is closed again if the driver's handshake fails, so a retry starts clean.
+    ``transport`` replaces the one the config describes (tests: :mod:`bridge.transports.memory`).
     """
-    driver_cls = (registry or default_registry()).get(config.driver)
-    transport = open_transport(config.transport, config.name)
-    transport.open()
+    bus = assemble([config], registry, transport=transport)
+    ((_, driver),) = bus.drivers
+    bus.transport.open()
     try:
-        driver = driver_cls.from_config(transport, config.options, config.name)
         driver.connect()
     except BaseException:
-        transport.close()
+        bus.transport.close()
         raise
-    return Instrument(config, transport, driver)
+    return Instrument(config, bus.transport, driver)

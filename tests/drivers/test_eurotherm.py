@@ -11,14 +11,18 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bridge.config import load_config, parse_config
+from bridge.config import SHARED_OWNER, InstrumentConfig, load_config, parse_config
+from bridge.drivers.common.modbus_codec import encode
 from bridge.drivers.eurotherm import Eurotherm, EurothermOptions
 from bridge.edge.instrument import Instrument
+from bridge.edge.polling.bus import assemble
 from bridge.errors import ConfigError, DeviceError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
+from bridge.transports.memory import ModbusRequest
 from simulators.eurotherm import EurothermSimulator
 from simulators.modbus_device import Request
 from tests.helpers.cli import EXAMPLES, example_with, read_json, simulator_command
+from tests.helpers.conversation import driver_on, modbus_conversation
 from tests.helpers.drivers import by_channel, read_and_close, reconnect
 from tests.helpers.modbus_server import SHORT, TIMEOUT, ModbusLink, serve
 
@@ -370,3 +374,34 @@ def test_simulate_command_on_an_rtu_pty(tmp_path: Path) -> None:
              "options": {"family": "3500", "loop": 2}}]}}))
         readings = read_json(config)
     assert readings[0]["value"] == 99.5
+
+
+def test_conversation_connect_and_one_poll_register_for_register() -> None:
+    pv, op, wsp = encode(234.5, "float32"), encode(42.0, "float32"), encode(240.0, "float32")
+    with modbus_conversation(
+        (ModbusRequest("holding", 75, 1, 1), [0]),                   # connect: the status word answers
+        (ModbusRequest("holding", 75, 1, 1), [1 << 5]),              # every poll: status word (sensor break) ...
+        (ModbusRequest("holding", 0x8002, 10, 1), [*pv, 0, 0, *op, 0, 0, *wsp]),   # ... PV..wSP in one read
+        owner="cell",
+    ) as link:
+        driver = driver_on(link, "eurotherm", {"family": "2400"})
+        driver.connect()
+        readings = {r.channel: r for r in driver.read()}
+    assert (readings["pv"].value, readings["pv"].quality) == (None, Quality.SENSOR_ERROR)
+    assert "sensor break" in readings["pv"].detail
+    assert (readings["working_setpoint"].value, readings["output_power"].value) == (240.0, 42.0)
+
+
+def test_conversation_two_controllers_on_one_line_are_assembled_with_their_units() -> None:
+    with modbus_conversation(
+        (ModbusRequest("holding", 75, 1, 1), [0]),     # each connect asks its own unit
+        (ModbusRequest("holding", 75, 1, 2), [0]),
+        owner=SHARED_OWNER,
+    ) as link:
+        configs = [InstrumentConfig(name=name, driver="eurotherm", options={"family": "3200"},
+                                    transport=link.config.model_copy(update={"unit": unit}))
+                   for name, unit in (("cell_a", 1), ("cell_b", 2))]
+        bus = assemble(configs, transport=link)
+        assert bus.transport is link and bus.owner == SHARED_OWNER
+        for _config, driver in bus.drivers:
+            driver.connect()

@@ -16,6 +16,7 @@ from simulators.impac import ImpacSimulator
 from simulators.rs485 import SharedLine
 from simulators.serving import PtyServer
 from tests.helpers.cli import example_with, read_json, simulate
+from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.impac import ImpacLink, impac_config
 from tests.helpers.served import serve_on
@@ -483,3 +484,30 @@ def test_simulate_command_serves_a_line_that_read_reaches(tmp_path: Path) -> Non
     assert readings[("substrate_pyrometer", "emissivity")]["value"] == pytest.approx(1.0)
     assert readings[("substrate_pyrometer", "exposure_time")]["quality"] == "invalid"
     assert readings[("viewport_pyrometer", "temperature")]["value"] == pytest.approx(845.0)
+
+
+def test_conversation_connect_and_one_poll_byte_for_byte() -> None:
+    with serial_conversation(
+        (b"01fh\r", b"1\r"),                  # connect: the unit the pyrometer shows (°F)
+        (b"01fh\r", b"1\r"),                  # tracked every poll
+        (b"01ms\r", b"02563\r"),              # tenths of a degree
+        (b"01em\r", b"0853\r"),               # emissivity in thousandths
+        owner="substrate",
+    ) as line:
+        driver = driver_on(line, "impac", {"address": 1, "emissivity": True})
+        driver.connect()
+        temperature, emissivity = driver.read()
+    assert (temperature.value, temperature.units) == (pytest.approx(256.3), "°F")
+    assert (emissivity.channel, emissivity.value) == ("emissivity", pytest.approx(0.853))
+
+
+def test_conversation_a_model_without_aafh_is_assumed_in_the_configured_unit() -> None:
+    with serial_conversation(
+        (b"00fh\r", b"no\r"),                 # older firmware refuses the unit query
+        (b"00ms\r", b"88880\r"),              # a special value, not a temperature
+        owner="cell",
+    ) as line:
+        driver = driver_on(line, "impac", {"unit": "C"})
+        driver.connect()
+        (temperature,) = driver.read()
+    assert (temperature.value, temperature.units, temperature.quality) == (None, "°C", Quality.OVER_RANGE)

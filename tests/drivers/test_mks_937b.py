@@ -14,6 +14,7 @@ from pydantic import ValidationError
 from bridge.drivers.mks_937b import MKS937B, MKS937BOptions
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
+from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.mks_937b import TORR, MKSLink, make_sims, one_bus, serve
 
@@ -427,3 +428,31 @@ def test_channel_table_names_slots() -> None:
     table = MKS937B.channel_table(MKS937BOptions(channels=[1, 6]))
     assert [(c.name, c.description) for c in table] == [("pressure_1", "PR1 (937B slot A1)"),
                                                          ("pressure_6", "PR6 (937B slot C2)")]
+
+
+def test_conversation_connect_and_one_poll_of_all_channels_byte_for_byte() -> None:
+    with serial_conversation(
+        (b"@253U?;FF", b"@253ACKTORR;FF"),                       # connect: the display unit
+        (b"@253U?;FF", b"@253ACKMBAR;FF"),                       # every poll reads it again
+        (b"@253PRZ?;FF", b"@253ACK1.10E-9 LO<E-11 RP_OFF;FF"),   # mode all: one exchange
+        owner="gauges",
+    ) as line:
+        driver = driver_on(line, "mks_937b", {"channels": [1, 2, 3], "mode": "all"})
+        driver.connect()
+        one, two, three = driver.read()
+    assert (one.channel, one.value, one.units, one.quality) == ("pressure_1", 1.1e-9, "mbar", Quality.OK)
+    assert (two.quality, two.detail, three.quality) == (Quality.UNDER_RANGE, "LO<E-11", Quality.SENSOR_OFF)
+    assert one.timestamp == two.timestamp == three.timestamp  # one exchange, one timestamp
+
+
+def test_conversation_rs485_echo_is_skipped_and_a_nak_names_its_code() -> None:
+    with serial_conversation(
+        (b"@001PR1?;FF", b"@001PR1?;FF@001ACK5.00E-7;FF"),   # a 2-wire line hears its own request
+        (b"@001PR2?;FF", b"@001NAK160;FF"),
+        owner="gauges",
+    ) as line:
+        driver = driver_on(line, "mks_937b", {"address": 1, "channels": [1, 2]})
+        driver.session.needs_resync = False  # as after a connect
+        assert driver.query("PR1") == "5.00E-7"
+        with pytest.raises(DeviceError, match=r"^gauges: PR2\? refused with NAK160 UNRECOGNIZED_MSG"):
+            driver.query("PR2")

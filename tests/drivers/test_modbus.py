@@ -13,14 +13,16 @@ import pytest
 import yaml
 
 from bridge.config import load_config, parse_config
+from bridge.drivers.common.modbus_codec import RegisterSpec
 from bridge.drivers.modbus import ModbusOptions, ModbusRegisters
-from bridge.drivers.modbus.codec import RegisterSpec
 from bridge.errors import ConfigError, DeviceError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
 from bridge.transports.base import reopen
+from bridge.transports.memory import ModbusRequest, Refusal
 from simulators.modbus_cli import DEMO_CHANNELS, DEMO_OPTIONS, DEMO_VALUES, demo_device
 from simulators.modbus_device import MappedDevice, Request
 from tests.helpers.cli import EXAMPLES, example_with, read_json, simulator_command
+from tests.helpers.conversation import driver_on, modbus_conversation
 from tests.helpers.drivers import by_channel, read_and_close
 from tests.helpers.modbus_server import SHORT, ModbusLink, serve
 
@@ -323,3 +325,32 @@ def test_simulate_command_serves_a_configs_map_on_a_pty(tmp_path: Path) -> None:
 def test_requests_are_logged_with_their_unit(link: ModbusLink) -> None:
     poll(link)
     assert Request(1, 4, 0, 4) in link.server.requests
+
+
+def test_conversation_blocks_merged_and_a_refused_block_split_register_for_register() -> None:
+    options = {"channels": [
+        {"name": "pressure", "table": "input", "address": 0, "type": "float32", "units": "mbar"},
+        {"name": "flow", "table": "input", "address": 2, "scale": 0.1, "units": "l/min"},
+        {"name": "setpoint", "table": "holding", "address": 20, "type": "float32", "word_order": "little"},
+        {"name": "missing", "table": "holding", "address": 22},
+        {"name": "shutter", "table": "coil", "address": 0},
+    ]}
+    with modbus_conversation(
+        (ModbusRequest("coils", 0, 1, 7), [True]),                   # tables in order: coil, holding, input
+        (ModbusRequest("holding", 20, 3, 7), Refusal(0x02)),         # one read for both holding channels: refused
+        (ModbusRequest("holding", 20, 2, 7), [0x0000, 0x4170]),      # so each is read on its own
+        (ModbusRequest("holding", 22, 1, 7), Refusal(0x02)),
+        (ModbusRequest("input", 0, 3, 7), [0x3A83, 0x126F, 152]),    # adjacent: merged
+        (ModbusRequest("coils", 0, 1, 7), [False]),
+        (ModbusRequest("holding", 20, 2, 7), [0x0000, 0x4170]),      # the next poll: the split is kept
+        (ModbusRequest("holding", 22, 1, 7), Refusal(0x02)),
+        (ModbusRequest("input", 0, 3, 7), [0x3A83, 0x126F, 153]),
+        owner="plc", unit=7,
+    ) as link:
+        driver = driver_on(link, "modbus", options)
+        first = {r.channel: r for r in driver.read()}
+        second = {r.channel: r for r in driver.read()}
+    assert (first["pressure"].value, first["flow"].value, first["setpoint"].value) == (0.001, 15.2, 15.0)
+    missing = first["missing"]
+    assert (missing.quality, missing.detail) == (Quality.INVALID, "refused: illegal data address (0x02)")
+    assert (first["shutter"].value, second["shutter"].value, second["flow"].value) == (1.0, 0.0, 15.3)

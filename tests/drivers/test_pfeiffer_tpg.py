@@ -12,6 +12,7 @@ from bridge.model import Quality
 from simulators.pfeiffer_tpg import TPGSimulator
 from simulators.serving import PtyServer, TcpServer
 from tests.conftest import TPGLink
+from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.rfc2217_server import Rfc2217Server
 
@@ -172,7 +173,7 @@ def test_nak_reads_and_decodes_the_error_word(tpg: TPGLink) -> None:
     try:
         with pytest.raises(DeviceError, match="XYZ refused with NAK \\(syntax error\\)"):
             inst.driver.query("XYZ")
-        assert inst.driver.error_word() == []  # the word is cleared once read
+        assert codec.decode_error_word(inst.driver.query("ERR")) == []  # the word is cleared once read
         assert inst.read()[0].quality in (Quality.OK, Quality.UNDER_RANGE)
     finally:
         inst.close()
@@ -242,3 +243,33 @@ def test_a_bad_frame_is_named_with_the_instrument_and_the_frame(tpg: TPGLink) ->
         assert inst.read()[0].instrument == "gauge"
     finally:
         inst.close()
+
+
+def test_conversation_connect_and_one_poll_byte_for_byte() -> None:
+    with serial_conversation(
+        (b"\x03", b""),                                  # connect: ETX stops a stream, then settle and flush
+        (b"UNI\r", b"\x06\r\n"), (b"\x05", b"1\r\n"),      # the display unit: Torr
+        (b"UNI\r", b"\x06\r\n"), (b"\x05", b"1\r\n"),      # every poll reads it again
+        (b"PR1\r", b"\x06\r\n"), (b"\x05", b"0,+4.4000E-06\r\n"),
+        (b"PR2\r", b"\x06\r\n"), (b"\x05", b"5,+0.0000E+00\r\n"),
+        owner="gauge",
+    ) as line:
+        driver = driver_on(line, "pfeiffer_tpg", {"channels": [1, 2]})
+        driver.connect()
+        first, second = driver.read()
+    assert (first.channel, first.value, first.units, first.quality) == ("pressure_1", 4.4e-6, "Torr", Quality.OK)
+    assert (second.value, second.quality) == (None, Quality.NO_SENSOR)
+
+
+def test_conversation_nak_reads_the_error_word_and_the_next_exchange_resyncs() -> None:
+    with serial_conversation(
+        (b"PR1\r", b"\x15\r\n"), (b"\x05", b"0001\r\n"),   # NAK, then ENQ returns the error word
+        (b"\x03", b""),                                    # the next exchange resynchronises first
+        (b"UNI\r", b"\x06\r\n"), (b"\x05", b"0\r\n"),
+        owner="gauge",
+    ) as line:
+        driver = driver_on(line, "pfeiffer_tpg", {"channels": [1]})
+        driver.session.needs_resync = False  # as after a connect
+        with pytest.raises(DeviceError, match=r"^gauge: PR1 refused with NAK \(syntax error\)"):
+            driver.query("PR1")
+        assert driver.query("UNI") == b"0\r\n"

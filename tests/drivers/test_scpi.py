@@ -9,11 +9,12 @@ from typing import Any
 
 import pytest
 
-from bridge.drivers.text_query import ScpiText
+from bridge.drivers.scpi import ScpiText
 from bridge.errors import ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality
 from simulators.text_device import TextDevice
 from tests.helpers.cli import example_with, read_json, simulator_command
+from tests.helpers.conversation import driver_on, visa_conversation
 from tests.helpers.drivers import fails_then_recovers, read_and_close, reconnect, values
 from tests.helpers.text_query import Served, psu_sim, read_after_late_replies, serve, sim_instrument, sim_of
 
@@ -170,3 +171,41 @@ def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
     assert got["voltage"] == (pytest.approx(5.0, rel=1e-2), "V")
     assert got["current_ma"] == (pytest.approx(250.0, rel=1e-2), "mA")
     assert got["power"] == (pytest.approx(1.25, rel=1e-2), "W")
+
+
+IDN = "RIGOL TECHNOLOGIES,DP832,DP8A0000001,00.01.16"
+TABLE = {"queries": [
+    {"name": "voltage", "command": ":MEAS:VOLT? CH1", "units": "V"},
+    {"name": "power", "command": ":MEAS:ALL? CH1", "parse": "regex", "regex": r"^[^,]*,[^,]*,\s*(\S+)$", "units": "W"},
+]}
+
+
+def test_conversation_connect_and_one_poll_message_for_message() -> None:
+    with visa_conversation(
+        ("*IDN?", IDN),                       # connect: the first reply, waited for ...
+        ("*IDN?", IDN),                       # ... then asked again and kept as the sync marker
+        (":MEAS:VOLT? CH1", "5.0010"),
+        (":MEAS:ALL? CH1", "5.0010,0.5000,2.5005"),
+        owner="cell_supply",
+    ) as resource:
+        driver = driver_on(resource, "scpi", TABLE)
+        driver.connect()
+        voltage, power = driver.read()
+    assert (voltage.value, voltage.units, power.value, power.units) == (5.001, "V", 2.5005, "W")
+
+
+def test_conversation_after_a_timeout_the_late_reply_is_skipped_up_to_the_marker() -> None:
+    with visa_conversation(
+        ("*IDN?", IDN), ("*IDN?", IDN),
+        (":MEAS:VOLT? CH1", []),              # silence: the reply comes late ...
+        ("*IDN?", ["5.0010", IDN]),           # ... and is skipped while resynchronising
+        (":MEAS:VOLT? CH1", "5.0020"),
+        (":MEAS:ALL? CH1", "5.0020,0.5000,2.5010"),
+        owner="cell_supply",
+    ) as resource:
+        driver = driver_on(resource, "scpi", TABLE)
+        driver.connect()
+        with pytest.raises(TransportTimeout, match=r"no reply to ':MEAS:VOLT\? CH1'"):
+            driver.read()
+        voltage, _power = driver.read()
+    assert voltage.value == 5.002

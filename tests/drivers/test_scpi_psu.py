@@ -15,6 +15,7 @@ from bridge.edge.instrument import Instrument
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality
 from tests.helpers.cli import example_with, read_json, simulator_command
+from tests.helpers.conversation import driver_on, visa_conversation
 from tests.helpers.drivers import fails_then_recovers, read_and_close, reconnect, unplug_fails, values
 from tests.helpers.text_query import Served, psu_sim, read_after_late_replies, serve, sim_instrument, sim_of
 
@@ -318,3 +319,44 @@ def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
     assert got["current_1"] == pytest.approx(0.5, rel=1e-2)
     assert (got["output_1"], got["output_2"]) == (1.0, 0.0)
     assert cli.process.wait(timeout=10) == 0
+
+
+KEYSIGHT_IDN = "Keysight Technologies,E36312A,MY00000001,1.0.4"
+
+
+def test_conversation_connect_poll_and_error_queue_message_for_message() -> None:
+    with visa_conversation(
+        ("*IDN?", KEYSIGHT_IDN), ("*IDN?", KEYSIGHT_IDN),   # first reply, then the sync marker
+        ("SYST:ERR?", '-113,"Undefined header"'),           # what piled up before we came ...
+        ("SYST:ERR?", '+0,"No error"'),                     # ... drained at connect
+        ("MEAS:VOLT? (@2)", "+5.00100000E+00"),
+        ("MEAS:CURR? (@2)", "+9.9E37"),                     # overload: no value
+        ("VOLT? (@2)", "+5.00000000E+00"),
+        ("CURR? (@2)", "+1.00000000E+00"),
+        ("OUTP? (@2)", "1"),
+        ("SYST:ERR?", '+0,"No error"'),                     # the queue, after every poll
+        owner="psu",
+    ) as resource:
+        driver = driver_on(resource, "scpi_psu", {"channels": [2]})
+        driver.connect()
+        assert driver.dialect is Dialect.KEYSIGHT
+        readings = {r.channel: r for r in driver.read()}
+    assert [(r.value, r.quality) for r in readings.values()] == [
+        (5.001, Quality.OK), (None, Quality.OVER_RANGE), (5.0, Quality.OK), (1.0, Quality.OK), (1.0, Quality.OK)]
+    assert list(readings) == ["voltage_2", "current_2", "voltage_setpoint_2", "current_setpoint_2", "output_2"]
+
+
+def test_conversation_a_silent_query_is_explained_by_the_error_queue() -> None:
+    with visa_conversation(
+        ("*IDN?", "RIGOL TECHNOLOGIES,DP832,DP8A1,00.01.16"), ("*IDN?", "RIGOL TECHNOLOGIES,DP832,DP8A1,00.01.16"),
+        ("SYST:ERR?", '0,"No error"'),
+        (":MEAS:VOLT? CH1", []),                            # SCPI gives a refused query no reply ...
+        ("*IDN?", "RIGOL TECHNOLOGIES,DP832,DP8A1,00.01.16"),  # (resync before the next exchange)
+        ("SYST:ERR?", ['-113,"Undefined header"']),         # ... the queue says why
+        ("SYST:ERR?", '0,"No error"'),
+        owner="psu",
+    ) as resource:
+        driver = driver_on(resource, "scpi_psu", {"channels": [1]})
+        driver.connect()
+        with pytest.raises(DeviceError, match=r'^psu: no reply to .*; the instrument reports -113,"Undefined header"'):
+            driver.read()

@@ -13,6 +13,7 @@ from bridge.errors import ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality
 from simulators.text_device import TextDevice
 from tests.helpers.cli import example_with, read_json, simulator_command
+from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import fails_then_recovers, read_and_close, unplug_fails, values
 from tests.helpers.text_query import Served, connect, serve
 
@@ -201,3 +202,31 @@ def test_cli_serves_on_a_pty_by_default() -> None:
             assert values(inst.read()) == {"f": pytest.approx(2.5)}
         finally:
             inst.close()
+
+
+def test_conversation_one_poll_byte_for_byte_with_echo_and_blank_line_skipped() -> None:
+    options = {"terminator": "\r", "reply_terminator": "\n", "queries": [
+        {"name": "temperature", "command": "T?", "parse": "regex", "regex": r"T=([-+0-9.]+)C", "units": "degC"},
+        {"name": "flow", "command": "F?", "scale": 0.1, "units": "l/min"},
+    ]}
+    with serial_conversation(
+        (b"T?\r", b"T=23.5C\r\n"),
+        (b"F?\r", b"F?\n\r\n152\r\n"),        # the command's echo and a blank line, then the reply
+        owner="bath",
+    ) as line:
+        driver = driver_on(line, "serial_ascii", options)
+        driver.connect()
+        temperature, flow = driver.read()
+    assert (temperature.value, temperature.units) == (23.5, "degC")
+    assert (flow.value, flow.units) == (pytest.approx(15.2), "l/min")
+
+
+def test_conversation_after_an_unparsable_reply_a_late_reply_is_dropped_not_read() -> None:
+    options = {"queries": [{"name": "t", "command": "T?"}]}
+    with serial_conversation((b"T?\r", b"ERR 3\r"), (b"T?\r", b"22.0\r"), owner="bath") as line:
+        driver = driver_on(line, "serial_ascii", options)
+        with pytest.raises(ProtocolError, match=r"^bath: t \('T\?'\): reply 'ERR 3' is not a number"):
+            driver.read()
+        line.feed(b"21.0\r")  # the real answer to the last query, late
+        (reading,) = driver.read()
+    assert reading.value == 22.0

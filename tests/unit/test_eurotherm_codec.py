@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
+from bridge.drivers.common.modbus_codec import Span
 from bridge.drivers.eurotherm import codec
-from bridge.drivers.modbus.codec import Span
 from bridge.model import Quality
 
 

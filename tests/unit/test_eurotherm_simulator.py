@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 import serial
 
-from bridge.drivers.modbus.codec import decode, encode
+from bridge.drivers.common.modbus_codec import decode, encode
 from simulators.eurotherm import EurothermSimulator
 from simulators.modbus_device import ILLEGAL_ADDRESS, DeviceServer
 from tests.helpers import modbus_server

@@ -6,8 +6,8 @@ import itertools
 
 import pytest
 
-from bridge.drivers.modbus import codec
-from bridge.drivers.modbus.codec import Block, RegisterSpec, Span, plan_blocks
+from bridge.drivers.common import modbus_codec as codec
+from bridge.drivers.common.modbus_codec import Block, RegisterSpec, Span, plan_blocks
 from bridge.errors import ProtocolError
 from bridge.model import Quality
 

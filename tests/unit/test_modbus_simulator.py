@@ -18,7 +18,7 @@ from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer.rtu import FramerRTU
 
-from bridge.drivers.modbus.codec import RegisterSpec
+from bridge.drivers.common.modbus_codec import RegisterSpec
 from simulators.cli_common import parse_host_port
 from simulators.eurotherm_cli import command as eurotherm_command
 from simulators.modbus_cli import command as modbus_command

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import importlib
+import logging
 from importlib.metadata import EntryPoint
+from pathlib import Path
 
 import pytest
 
 from bridge.drivers.pfeiffer_tpg import PfeifferTPG
 from bridge.drivers.registry import DriverRegistry, default_registry
 from bridge.errors import DriverRegistryError
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class NotADriver:
@@ -21,6 +26,18 @@ def test_builtins_and_installed_plugins_are_registered() -> None:
     assert registry.origin("pfeiffer_tpg") == "built-in"
     assert "loopback_echo" in registry  # tests/plugins/example_driver, installed by the test run
     assert not registry.broken
+
+
+def test_each_builtin_driver_has_a_folder_a_readme_an_example_and_a_logger_of_its_name() -> None:
+    """A newcomer finds a driver by its ``driver:`` name: folder, README, example config, logger."""
+    builtins = [(name, cls) for name, cls in default_registry() if default_registry().origin(name) == "built-in"]
+    assert len(builtins) >= 8
+    for name, cls in builtins:
+        assert cls.__module__.startswith(f"bridge.drivers.{name}."), (name, cls.__module__)
+        assert (ROOT / "bridge" / "drivers" / name / "README.md").is_file(), name
+        assert (ROOT / "configs" / "examples" / f"{name}.yaml").is_file(), name
+        module_logger = getattr(importlib.import_module(cls.__module__), "log", None)
+        assert isinstance(module_logger, logging.Logger) and module_logger.name == f"bridge.drivers.{name}", name
 
 
 def test_duplicate_names_are_refused() -> None:

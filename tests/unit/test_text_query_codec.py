@@ -7,7 +7,10 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from bridge.drivers.text_query import Query, ScpiOptions, SerialAsciiOptions, codec
+from bridge.drivers.common import text_codec as codec
+from bridge.drivers.common.query_table import Query
+from bridge.drivers.scpi import ScpiOptions
+from bridge.drivers.serial_ascii import SerialAsciiOptions
 from bridge.errors import ProtocolError
 from bridge.model import Quality
 

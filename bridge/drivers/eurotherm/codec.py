@@ -1,7 +1,7 @@
 """Eurotherm 2400/3200/3500 specifics over Modbus, registers in and values out (docs/protocols.md 6).
 
 What is generic Modbus (float and integer decoding, read planning) comes from
-``bridge.drivers.modbus.codec``; here only what Eurotherm defines: the parameter addresses per
+``bridge.drivers.common.modbus_codec``; here only what Eurotherm defines: the parameter addresses per
 family, loop 2 of the 3500, the IEEE float region, the display-resolution integers and the
 instrument status word.
 """
@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from bridge.drivers.modbus import codec as modbus
+from bridge.drivers.common import modbus_codec as modbus
 from bridge.model import Measurement, Quality
 
 Family = Literal["2400", "3200", "3500"]

@@ -11,17 +11,20 @@ write life.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
 from bridge.drivers.base import Channel, DriverOptions, reads
+from bridge.drivers.common.modbus_blocks import BlockReader, Fetched, ModbusDriver
 from bridge.drivers.eurotherm import codec
-from bridge.drivers.modbus.driver import BlockReader, Fetched, ModbusDriver
 from bridge.drivers.registry import register_driver
 from bridge.model import Measurement, Quality
 from bridge.transports.modbus import ModbusTransport
+
+log = logging.getLogger("bridge.drivers.eurotherm")
 
 #: PV, output power and working setpoint sit at parameters 1, 3 or 4, and 5: a read may span the
 #: parameters in between (2 registers each in the IEEE region); should one of them be absent on a
@@ -103,7 +106,7 @@ class Eurotherm(ModbusDriver[EurothermOptions]):
         self.reader.read([self.status_span])
 
     def block_reader(self, unit: int | None) -> BlockReader:
-        return BlockReader(self.transport, self.instrument, max_gap=MAX_GAP, unit=unit)
+        return BlockReader(self.transport, self.instrument, max_gap=MAX_GAP, unit=unit, log=log)
 
     def poll(self) -> dict[str, Measurement]:
         status, *values = self.reader.read([self.status_span, *self.value_spans])

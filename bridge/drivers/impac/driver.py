@@ -16,9 +16,9 @@ from typing import Annotated, Literal, TypeVar
 from pydantic import Field, field_validator
 
 from bridge.drivers.base import Channel, Driver, DriverOptions, at_middle, named
+from bridge.drivers.common.serial_session import SerialSession
 from bridge.drivers.impac import codec
 from bridge.drivers.registry import register_driver
-from bridge.drivers.serial_session import SerialSession
 from bridge.errors import DeviceError, ProtocolError, TransportError, TransportTimeout
 from bridge.model import Measurement
 from bridge.transports.serial import SerialTransport

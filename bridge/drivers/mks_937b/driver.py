@@ -18,10 +18,10 @@ from typing import Annotated, TypeVar
 from pydantic import Field
 
 from bridge.drivers.base import distinct
-from bridge.drivers.gauge_controller import GaugeController, GaugeControllerOptions
+from bridge.drivers.common.gauge_controller import GaugeControllerDriver, GaugeControllerOptions
+from bridge.drivers.common.serial_session import SerialSession
 from bridge.drivers.mks_937b import codec
 from bridge.drivers.registry import register_driver
-from bridge.drivers.serial_session import SerialSession
 from bridge.errors import DeviceError, ProtocolError, TransportTimeout
 from bridge.model import Measurement
 from bridge.transports.serial import SerialTransport
@@ -52,7 +52,7 @@ class MKS937BOptions(GaugeControllerOptions):
 
 
 @register_driver("mks_937b")
-class MKS937B(GaugeController[MKS937BOptions]):
+class MKS937B(GaugeControllerDriver[MKS937BOptions]):
     """Pressure per channel, in the unit set on the controller (read with ``U?`` every poll).
 
     ``mode: per_channel`` sends PRn? per channel; ``mode: all`` reads every channel with one

@@ -1,5 +1,5 @@
-"""Generic Modbus driver: ``codec`` (register decoding, read planning; shared) and ``driver``."""
+"""The generic ``modbus`` driver: one channel per entry of the config's register map."""
 
-from bridge.drivers.modbus.driver import BlockReader, ModbusOptions, ModbusRegisters, RegisterChannel
+from bridge.drivers.modbus.driver import ModbusOptions, ModbusRegisters, RegisterChannel
 
-__all__ = ["BlockReader", "ModbusOptions", "ModbusRegisters", "RegisterChannel"]
+__all__ = ["ModbusOptions", "ModbusRegisters", "RegisterChannel"]

@@ -14,10 +14,10 @@ from typing import Annotated, TypeVar
 from pydantic import Field
 
 from bridge.drivers.base import distinct
-from bridge.drivers.gauge_controller import GaugeController, GaugeControllerOptions
+from bridge.drivers.common.gauge_controller import GaugeControllerDriver, GaugeControllerOptions
+from bridge.drivers.common.serial_session import SerialSession
 from bridge.drivers.pfeiffer_tpg import codec
 from bridge.drivers.registry import register_driver
-from bridge.drivers.serial_session import SerialSession
 from bridge.errors import DeviceError, ProtocolError
 from bridge.model import Measurement
 from bridge.transports.serial import SerialTransport
@@ -39,7 +39,7 @@ class TPGOptions(GaugeControllerOptions):
 
 
 @register_driver("pfeiffer_tpg")
-class PfeifferTPG(GaugeController[TPGOptions]):
+class PfeifferTPG(GaugeControllerDriver[TPGOptions]):
     """Pressure per gauge, in the unit set on the controller (read with UNI every poll).
 
     ``mode: per_channel`` sends PRn per gauge; ``mode: all`` reads every gauge with one PRX exchange.
@@ -66,9 +66,6 @@ class PfeifferTPG(GaugeController[TPGOptions]):
 
     def read_unit(self) -> str:
         return self._parse(codec.parse_unit, self.query("UNI"))
-
-    def error_word(self) -> list[str]:
-        return self._parse(codec.decode_error_word, self.query("ERR"))
 
     # ---------------------------------------------------------- dialogue
 

@@ -2,7 +2,7 @@
 
 Pure functions only: which query reads which quantity in each dialect, how the identity names
 the dialect, and how replies (numbers, output states, error-queue entries) decode. The VISA
-dialogue lives in ``driver.py`` and :mod:`bridge.drivers.text_query.session`; numbers are parsed
+dialogue lives in ``driver.py`` and :mod:`bridge.drivers.common.visa_session`; numbers are parsed
 by the shared text codec so that every text driver reads ``+1.2E+01`` the same way.
 """
 
@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass
 from enum import StrEnum
 
-from bridge.drivers.text_query.codec import number_measurement, parse_number
+from bridge.drivers.common.text_codec import number_measurement, parse_number
 from bridge.errors import ProtocolError
 from bridge.model import Measurement, Quality
 

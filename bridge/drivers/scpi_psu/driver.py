@@ -22,10 +22,10 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from bridge.drivers.base import Channel, Driver, distinct, reads
+from bridge.drivers.common.visa_session import VisaSession, VisaSessionOptions
 from bridge.drivers.registry import register_driver
 from bridge.drivers.scpi_psu import codec
 from bridge.drivers.scpi_psu.codec import Dialect, Quantity, ScpiError
-from bridge.drivers.text_query.session import VisaSession, VisaSessionOptions
 from bridge.errors import BridgeError, DeviceError, ProtocolError, TransportTimeout
 from bridge.model import Measurement, Reading
 from bridge.transports.visa import VisaTransport
@@ -64,7 +64,7 @@ class ScpiPsu(Driver[VisaTransport, PsuOptions]):
 
     def __init__(self, transport: VisaTransport, options: PsuOptions, instrument: str) -> None:
         super().__init__(transport, options, instrument)
-        self.session = VisaSession(transport, instrument, options, codec.IDN)
+        self.session = VisaSession(transport, instrument, options, codec.IDN, log)
         #: the ``*IDN?`` answer read at connect
         self.identity = ""
         self.dialect = Dialect.KEYSIGHT if options.dialect == "auto" else Dialect(options.dialect)

@@ -30,17 +30,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from bridge.config import InstrumentConfig, bus_problems, shared_transport_config, transport_owner
+from bridge.config import InstrumentConfig
 from bridge.drivers.base import Driver
-from bridge.drivers.registry import DriverRegistry, default_registry
+from bridge.drivers.registry import DriverRegistry
 from bridge.edge.polling.availability import Availability, InstrumentStatus, State
-from bridge.edge.polling.bus import build_driver
+from bridge.edge.polling.bus import assemble
 from bridge.edge.polling.schedule import Backoff, Clock, Grid, spread
-from bridge.errors import BridgeError, ConfigError, TransportDisconnected
+from bridge.errors import BridgeError, TransportDisconnected
 from bridge.model import Reading
-from bridge.transports import open_transport
 from bridge.transports.base import Transport, reopen
-from bridge.transports.settings import bus_key
 
 log = logging.getLogger("bridge.edge.polling")
 
@@ -113,24 +111,15 @@ class BusPoller:
                  on_change: OnChange | None = None, observer: Observer | None = None,
                  registry: DriverRegistry | None = None, failures_before_unavailable: int = 3,
                  backoff: Backoff | None = None, clock: Clock = time.monotonic) -> None:
-        if not instruments:
-            raise ValueError("a bus needs at least one instrument")
-        keys = {bus_key(inst.transport) for inst in instruments}
-        if len(keys) != 1:
-            raise ValueError(f"instruments of several buses given to one BusPoller: {', '.join(sorted(keys))}")
-        problems = bus_problems(instruments)
-        if problems:
-            raise ConfigError(problems)
-        self.key = keys.pop()
-        bus_config = shared_transport_config(instruments)
-        self._owner = transport_owner(instruments)
-        self._bus_timeout = bus_config.timeout
-        self.transport = open_transport(bus_config, self._owner)
-        registry = registry or default_registry()
+        bus = assemble(instruments, registry)
+        self.key = bus.key
+        self._owner = bus.owner
+        self._bus_timeout = bus.config.timeout
+        self.transport = bus.transport
         self._members = [
-            _Member(inst, build_driver(registry, inst, self.transport, bus_config),
-                    Availability(inst.name, failures_before_unavailable, backoff), Grid(0.0, inst.interval))
-            for inst in instruments
+            _Member(inst, driver, Availability(inst.name, failures_before_unavailable, backoff),
+                    Grid(0.0, inst.interval))
+            for inst, driver in bus.drivers
         ]
         self._sink = sink
         self._on_change = on_change

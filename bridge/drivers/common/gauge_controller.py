@@ -5,7 +5,7 @@ unit. The unit can be changed on the front panel at any time and the values foll
 read at connect and at the start of every poll. ``mode: per_channel`` asks for each channel in
 turn; ``mode: all`` reads every channel with one exchange per poll, each value stamped at the
 middle of that exchange. A driver only says how its protocol reads the unit, one channel and
-all channels, and builds its :class:`~bridge.drivers.serial_session.SerialSession`.
+all channels, and builds its :class:`~bridge.drivers.common.serial_session.SerialSession`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Literal, TypeVar
 from pydantic import Field
 
 from bridge.drivers.base import Channel, Driver, DriverOptions, at_middle, reads
-from bridge.drivers.serial_session import SerialSession
+from bridge.drivers.common.serial_session import SerialSession
 from bridge.errors import ProtocolError
 from bridge.model import Measurement
 from bridge.transports.serial import SerialTransport
@@ -32,7 +32,7 @@ class GaugeControllerOptions(DriverOptions):
 OptionsT = TypeVar("OptionsT", bound=GaugeControllerOptions)
 
 
-class GaugeController(Driver[SerialTransport, OptionsT]):
+class GaugeControllerDriver(Driver[SerialTransport, OptionsT]):
     """Pressure per channel, in the unit set on the controller (read every poll)."""
 
     transports = ("serial",)

@@ -2,7 +2,7 @@
 
 Pure functions only, shared by every Modbus driver (the generic ``modbus`` driver and
 ``eurotherm``) and by the simulators, so that one tested piece decides what two registers mean.
-The transport and the dialogue (block reads, refusals) live in ``driver.py``.
+The dialogue (block reads, refusals) lives in :mod:`bridge.drivers.common.modbus_blocks`.
 
 Word order and byte order are both explicit because devices disagree (docs/protocols.md 6.6.3):
 

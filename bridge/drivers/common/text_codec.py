@@ -1,9 +1,8 @@
 """Text replies in, values out: the rules shared by every line-based instrument.
 
 Pure functions only, so each rule is tested with exact strings and bytes. Used by the ``scpi``
-and ``serial_ascii`` drivers of this package (one query table, parsed the same way whatever the
-transport) and by ``scpi_psu`` for its numbers. The dialogues live in ``driver.py`` and
-``session.py``.
+and ``serial_ascii`` drivers (one query table, parsed the same way whatever the transport:
+:mod:`bridge.drivers.common.query_table`) and by ``scpi_psu`` for its numbers.
 """
 
 from __future__ import annotations

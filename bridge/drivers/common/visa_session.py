@@ -29,8 +29,6 @@ from bridge.drivers.base import DriverOptions
 from bridge.errors import BridgeError, ProtocolError, TransportTimeout
 from bridge.transports.visa import VisaTransport
 
-log = logging.getLogger("bridge.drivers.visa_session")
-
 
 class VisaSessionOptions(DriverOptions):
     """Options of every driver that talks through :class:`VisaSession`."""
@@ -44,12 +42,14 @@ class VisaSessionOptions(DriverOptions):
 
 
 class VisaSession:
-    """Queries with resync after failures; ``sync_command=None`` disables the resync."""
+    """Queries with resync after failures; ``sync_command=None`` disables the resync. Messages go
+    to the driver's ``log``."""
 
     def __init__(self, transport: VisaTransport, instrument: str, options: VisaSessionOptions,
-                 sync_command: str | None) -> None:
+                 sync_command: str | None, log: logging.Logger) -> None:
         self.transport = transport
         self.instrument = instrument
+        self.log = log
         self.options = options
         self.sync_command = sync_command
         #: the sync query's answer, learnt by :meth:`identify`; None until then
@@ -80,7 +80,7 @@ class VisaSession:
                         raise TransportTimeout(
                             f"{self.instrument}: no reply to {command!r} within "
                             f"{self.options.first_reply_timeout:g} s after connecting") from exc
-            log.debug("%s: first reply %r", self.instrument, first)
+            self.log.debug("%s: first reply %r", self.instrument, first)
             self._last_exchange = time.monotonic()
             self.marker = self._exchange(command)
         finally:
@@ -126,12 +126,12 @@ class VisaSession:
                 except TransportTimeout:
                     if not seen:
                         raise
-                    log.debug("%s: %d sync replies never came (lost while not listening)", self.instrument,
+                    self.log.debug("%s: %d sync replies never came (lost while not listening)", self.instrument,
                               self._owed)
                     self._owed = 0
                 else:
                     if reply != self.marker:
-                        log.debug("%s: skipped late reply %r while resynchronising", self.instrument, reply)
+                        self.log.debug("%s: skipped late reply %r while resynchronising", self.instrument, reply)
                         continue
                     seen += 1
                     self._owed -= 1
