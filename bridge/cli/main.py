@@ -218,7 +218,7 @@ def _run_request(ctx: click.Context, config: str, action: str, params: dict[str,
         reply = request(cfg.mqtt, cfg.site, action, checked, timeout)
     if not reply.ok:  # the reply comes from the broker: printed escaped, like any text from outside
         fail(f"the bridge of {cfg.site} refused: {printable(reply.message)}")
-    click.echo(f"{printable(reply.message)} (seq {reply.seq})")
+    click.echo(printable(reply.message) + ("" if reply.seq is None else f" (seq {reply.seq})"))
 
 
 @cli.command("start-run")
@@ -247,6 +247,48 @@ def start_run(ctx: click.Context, config: str, name: str, sample: str | None, in
 def stop_run(ctx: click.Context, config: str, exit_status: str, timeout: float) -> None:
     """Ask the site's bridge to close the open run; exit 0 once it has logged the marker."""
     _run_request(ctx, config, "stop_run", {"exit_status": exit_status}, timeout)
+
+
+@cli.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.argument("text")
+@click.option("--tag", "tags", multiple=True, help="Tag of the event; repeatable.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the bridge.")
+@click.pass_context
+def annotate(ctx: click.Context, config: str, text: str, tags: tuple[str, ...], timeout: float) -> None:
+    """Log an event (TEXT) in the bridge's ordered log, in the open run if one is open; exit 0 once it is logged."""
+    _run_request(ctx, config, "annotate", {"text": text, "tags": list(tags)}, timeout)
+
+
+@cli.command("auto")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the bridge.")
+@click.pass_context
+def auto(ctx: click.Context, state: str, config: str, timeout: float) -> None:
+    """Switch the automatic run triggers (bridge.runs.auto) on or off; kept across restarts."""
+    _run_request(ctx, config, "auto", {"enabled": state == "on"}, timeout)
+
+
+@cli.command("next-run")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--name", help="Stream name of the next run (wins over an automatic run's name template).")
+@click.option("--sample", help="Physical sample grown in the next run.")
+@click.option("--instrument-id", help="Synthesis source (instrument) id.")
+@click.option("--project", help="Project id.")
+@click.option("--tag", "tags", multiple=True, help="Tag for the stream; repeatable.")
+@click.option("--clear", is_flag=True, help="Forget what an earlier next-run set.")
+@click.option("--timeout", type=float, default=10.0, show_default=True, help="Seconds to wait for the bridge.")
+@click.pass_context
+def next_run(ctx: click.Context, config: str, name: str | None, sample: str | None, instrument_id: str | None,
+             project: str | None, tags: tuple[str, ...], clear: bool, timeout: float) -> None:
+    """Set the metadata of the next run, manual or automatic; used once, shown in the run topic."""
+    given = {"stream_name": name, "physical_sample": sample, "synth_source_id": instrument_id,
+             "project_id": project, "tags": list(tags)}
+    if clear == any(given[key] for key in given):
+        fail("give the next run's metadata (--name, --sample, --instrument-id, --project, --tag) or --clear, "
+             "not both or neither", EXIT_USAGE)
+    _run_request(ctx, config, "next_run", {} if clear else given, timeout)
 
 
 @cli.command()

@@ -34,6 +34,7 @@ from bridge.store.reader import (
     RunStore,
     StoreError,
     format_duration,
+    format_event,
     format_gap,
     format_time,
     load_run,
@@ -163,8 +164,12 @@ def _metadata(m: Manifest) -> list[tuple[str, str]]:
     else:
         finalized = "no (still streaming, or waiting for data)"
     complete = {True: "yes", False: "no", None: "-"}[m.complete]
-    if m.complete is False and m.gaps:
-        complete += f": {len(m.gaps)} gap{'' if len(m.gaps) == 1 else 's'} (below)"
+    missing = m.missing_gaps
+    if m.complete is False and missing:
+        complete += f": {len(missing)} gap{'' if len(missing) == 1 else 's'} (below)"
+    down = report.get("bridge_down_s")
+    if isinstance(down, int | float) and not isinstance(down, bool) and down > 0:
+        complete += f"; the bridge was down {format_duration(down)} while the run went on (below)"
     counts = ", ".join(f"{_value(report[k], CELL)} {k.replace('_', ' ')}"
                        for k in ("readings", "bad_quality", "chunks", "retries") if k in report)
     clock_text = {True: "NTP synchronized", False: "not NTP synchronized", None: "sync unknown"}.get(
@@ -176,12 +181,22 @@ def _metadata(m: Manifest) -> list[tuple[str, str]]:
         ("tags", _value(", ".join(printable(t, 64) for t in m.tags[:32]) or "-")),
         ("points/chunk", str(m.points_per_chunk or "-")),
         ("started", f"{format_time(m.started_at)} UTC"), ("stopped", stopped),
-        ("exit status", _value(m.exit_status or "-")), ("finalized", finalized), ("complete", complete),
+        ("exit status", _value(m.exit_status or "-")), ("trigger", _value(m.trigger, CELL)),
+        *[(label, _why(m.why[when])) for when, label in (("start", "why started"), ("stop", "why stopped"))
+          if isinstance(m.why.get(when), dict)],
+        ("finalized", finalized), ("complete", complete),
         ("report", counts or "-"),
         ("clock", clock_text),
         *([("stop reason", _value(report["stop_reason"]))] if report.get("stop_reason") else []),
         ("store", _value(m.run_dir, LINE)),
     ]
+
+
+def _why(why: dict[str, Any]) -> str:
+    """``cell_ga.pv > 500.0 (cell_ga.pv=512.3)``: the expression and the values that made it true."""
+    values = why.get("values") if isinstance(why.get("values"), dict) else {}
+    shown = ", ".join(f"{printable(k, 80)}={printable(v, 40)}" for k, v in list(values.items())[:16])
+    return _value(f"{printable(why.get('expression'), VALUE)}" + (f" ({shown})" if shown else ""), LINE)
 
 
 def _value(text: object, limit: int = VALUE) -> str:
@@ -219,7 +234,8 @@ def _channel_rows(m: Manifest, data: RunData | None) -> list[tuple[str, ...]]:
 
 @runs.command()
 @click.argument("run")
-@click.option("--json", "as_json", is_flag=True, help="Print the manifest as JSON.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the manifest as JSON: metadata, completeness report, gaps and events.")
 @_with_store
 def show(store: RunStore, run: str, as_json: bool) -> None:
     """A run's metadata and completeness report; checks its chunk files against the manifest.
@@ -256,6 +272,9 @@ def show(store: RunStore, run: str, as_json: bool) -> None:
     click.echo(f"gaps: {len(m.gaps)}" if m.gaps else "gaps: none")
     for gap in m.gaps:
         click.echo(f"  {format_gap(gap)}")
+    click.echo(f"events: {len(m.events)}" if m.events else "events: none")
+    for event in m.events:
+        click.echo(f"  {format_event(event)}")
     if error is not None:
         raise error
     assert data is not None
@@ -287,22 +306,34 @@ def _load(store: RunStore, run: str) -> RunData:
 @click.argument("run")
 @click.option("--format", "fmt", type=click.Choice(["csv", "parquet"]), default="csv", show_default=True)
 @click.option("--out", type=click.Path(dir_okay=False), metavar="FILE",
-              help="Output file ('-' for CSV on stdout) [default: STREAM-ID.csv|parquet here].")
+              help="Output file ('-' for CSV on stdout) [default: STREAM-ID.csv|parquet here, "
+                   "STREAM-ID-events.csv|parquet with --events].")
+@click.option("--events", "events", is_flag=True,
+              help="Export the run's events instead: timestamp_iso, timestamp, seq, source, text, tags.")
 @_with_store
-def export(store: RunStore, run: str, fmt: str, out: str | None) -> None:
+def export(store: RunStore, run: str, fmt: str, out: str | None, events: bool) -> None:
     """A run as a table, one row per point: timestamp_iso, timestamp, channel, value, units.
 
-    Sorted by channel then time; values are written so they read back exactly. Parquet needs
-    the server extra (pyarrow)."""
+    Sorted by channel then time; values are written so they read back exactly. With --events,
+    the run's events (annotations) in log order instead. Parquet needs the server extra (pyarrow)."""
     from bridge.store import export as exporter
 
     if out == "-" and fmt != "csv":
         raise click.BadParameter("only CSV can go to stdout", param_hint="--out")
+    if events:
+        m = store.find(run)
+        if out == "-":
+            exporter.write_events_csv(m, None)
+            return
+        path = Path(out) if out else exporter.default_name(m, fmt, "events")
+        count = exporter.write_events_csv(m, path) if fmt == "csv" else exporter.write_events_parquet(m, path)
+        click.echo(f"{_value(path, LINE)}: {count} events of run {m.short_id} ({_value(m.stream_name, 2 * CELL)})")
+        return
     data = _load(store, run)
     if out == "-":
         exporter.write_csv(data, None)
         return
-    path = Path(out) if out else exporter.default_name(data, fmt)
+    path = Path(out) if out else exporter.default_name(data.manifest, fmt)
     count = exporter.write_csv(data, path) if fmt == "csv" else exporter.write_parquet(data, path)
     click.echo(f"{_value(path, LINE)}: {count} points of run {_said(data)}")
 
@@ -313,13 +344,13 @@ def export(store: RunStore, run: str, fmt: str, out: str | None) -> None:
               help="Image file, .png (150 dpi), .svg or .pdf [default: STREAM-ID.png here].")
 @_with_store
 def plot(store: RunStore, run: str, out: str | None) -> None:
-    """A run as a figure: one panel per unit, shared UTC time axis, gaps shaded. Needs the
-    server extra (matplotlib)."""
+    """A run as a figure: one panel per unit, shared UTC time axis, gaps shaded, events drawn as
+    labelled vertical lines. Needs the server extra (matplotlib)."""
     from bridge.store.export import default_name
     from bridge.store.plot import plot_run
 
     data = _load(store, run)
-    path = plot_run(data, Path(out) if out else default_name(data, "png"))
+    path = plot_run(data, Path(out) if out else default_name(data.manifest, "png"))
     click.echo(f"{_value(path, LINE)}: {data.points} points of run {_said(data)}")
 
 

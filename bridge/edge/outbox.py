@@ -13,8 +13,8 @@ one transaction at most ``commit_interval`` seconds after its first entry or as 
 holds ``commit_rows`` rows. Measured by benchmarks/outbox_disk_bytes.py: one transaction per
 reading writes about 8.4 KB per reading; group commit about 0.5 KB at the nominal 300
 readings/s and about 0.15 KB at full speed.
-Run markers (:meth:`Outbox.append_marker`) are committed at once, with everything buffered
-before them, because a CLI is waiting for them.
+Markers (:meth:`Outbox.append_marker`: run markers and events) are committed at once, with
+everything buffered before them, because a CLI is waiting for them.
 
 Seq: one counter per outbox, handed out in append order, never reused. The highest seq ever
 committed is the larger of the highest seq in ``entries`` and ``meta.last_seq``, which every
@@ -28,8 +28,8 @@ uploader's "highest contiguous seq" relies on.
 **Overflow policy** (also in docs/payload.md): when :meth:`Outbox.depth` (committed plus
 buffered, unacknowledged) reaches ``max_entries``, the alarm is raised; while it is at or
 above the limit, new *readings* are refused and counted in :attr:`Outbox.overflow` (they get
-no seq, so no gap appears in the log); run markers are always accepted, so a run can still be
-closed. The alarm clears when depth falls below 90 % of ``max_entries``. The oldest data is
+no seq, so no gap appears in the log); markers are always accepted, so a run can still be
+closed and an operator's annotation is never refused. The alarm clears when depth falls below 90 % of ``max_entries``. The oldest data is
 kept rather than overwritten: it is the start of the run the uploader is still waiting for.
 
 A commit that fails (disk full, I/O error) keeps its rows buffered and is retried with capped
@@ -46,6 +46,7 @@ import os
 import sqlite3
 import threading
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from time import monotonic
@@ -56,7 +57,7 @@ from typing import Any, Final
 from bridge.crashpoints import crash_point
 from bridge.durable import connect_durable, lock_exclusively
 from bridge.errors import BridgeError
-from bridge.wire.contract import ENTRY_KINDS, RUN_MARKERS, EntryKind, LogEntry, StoredEntry, pack, unpack_body
+from bridge.wire.contract import ENTRY_KINDS, MARKERS, EntryKind, LogEntry, StoredEntry, pack, unpack_body
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,11 @@ _SCHEMA: Final = (
     " body BLOB NOT NULL)",
     "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value) WITHOUT ROWID",
 )
+
+#: run state the bridge keeps across restarts beside the open run, as JSON in ``meta``
+#: (bridge/edge/runs.py): whether automatic runs are switched on (null: as configured), and the
+#: metadata ``next-run`` set for the next run
+STATE_KEYS: Final = ("auto", "next_run")
 
 _Row = tuple[int, str, float, bytes]
 
@@ -127,6 +133,15 @@ class Outbox:
         self._last: int = max(int(meta["last_seq"]), max_seq or 0)
         self._last_at_open = self._last
         self._open_run_json: str = str(meta["open_run"])
+        self._state_json: dict[str, str] = {key: str(meta[key]) for key in STATE_KEYS}
+        # the time of the last entry ever committed: the newest row's, or (every row trimmed) the
+        # one recorded beside last_seq at the last trim; it says how long a restarted bridge was down
+        last_time = None
+        if max_seq is not None:  # rows are left only above the last trim, so the newest is the last committed
+            (last_time,) = self._db.execute("SELECT time FROM entries WHERE seq = ?", (max_seq,)).fetchone()
+        elif meta["last_time"] is not None:
+            last_time = meta["last_time"]
+        self._last_time: float | None = None if last_time is None else float(last_time)
         # _db_lock serialises use of the connection and is held from taking the buffer to the
         # end of its commit, so commits land in seq order; _lock guards the buffer and counters
         # and is only ever taken inside _db_lock, never around it.
@@ -148,8 +163,8 @@ class Outbox:
 
     # ---------------------------------------------------------------- writing
 
-    def append(self, kind: EntryKind, body: dict[str, Any], time: float | None = None) -> None:
-        """Buffer one entry; the committer makes it durable within ``commit_interval``.
+    def append(self, kind: EntryKind, body: dict[str, Any], time: float | None = None) -> int | None:
+        """Buffer one entry; the committer makes it durable within ``commit_interval``. Its seq, or None if refused.
 
         A reading is refused (and counted in :attr:`overflow`) while the outbox is full.
         ``time`` defaults to now on the bridge's clock.
@@ -161,11 +176,12 @@ class Outbox:
         with self._lock:
             if self._stopping:
                 raise OutboxError(f"the outbox {self.path} is closed")
-            if kind not in RUN_MARKERS and self._next - 1 - self._acked >= self._max:
+            if kind not in MARKERS and self._next - 1 - self._acked >= self._max:
                 self._refused += 1
                 self._raise_alarm()
-                return
-            self._buffer.append((self._next, kind, stamp, blob))
+                return None
+            seq = self._next
+            self._buffer.append((seq, kind, stamp, blob))
             self._next += 1
             buffered = len(self._buffer)
             if buffered == 1:
@@ -175,19 +191,23 @@ class Outbox:
                 self._wake.notify()
             if self._next - 1 - self._acked >= self._max:
                 self._raise_alarm()
+            return seq
 
     def append_marker(self, kind: EntryKind, body: dict[str, Any],
-                      open_run: dict[str, Any] | _Keep | None = KEEP) -> int:
-        """Commit a run marker now, after everything buffered before it, and return its seq.
+                      open_run: dict[str, Any] | _Keep | None = KEEP, *, state: Mapping[str, Any] | None = None,
+                      time: float | None = None) -> int:
+        """Commit a marker now, after everything buffered before it, and return its seq.
 
-        ``open_run`` (the open run's start body, or None once it is closed) is persisted in the
-        same transaction, so a crash cannot leave a marker without the matching run state.
+        ``open_run`` (the open run's start body, or None once it is closed) and ``state`` (keys of
+        :data:`STATE_KEYS`) are persisted in the same transaction, so a crash cannot leave a
+        marker without the matching run state. ``time`` defaults to now on the bridge's clock.
         """
-        if kind not in RUN_MARKERS:
-            raise ValueError(f"{kind!r} is not a run marker (expected one of {', '.join(sorted(RUN_MARKERS))})")
+        if kind not in MARKERS:
+            raise ValueError(f"{kind!r} is not a marker (expected one of {', '.join(sorted(MARKERS))})")
         blob = pack(body)
         run_json = None if open_run is KEEP else json.dumps(open_run)
-        stamp = wall_clock()
+        states = self._state_rows(state or {})
+        stamp = wall_clock() if time is None else time
         # _lock is held through the commit so no append takes a seq after the marker's: if the
         # commit fails, the marker's seq is handed back and the log stays gap-free.
         with self._db_lock, self._lock:
@@ -195,13 +215,14 @@ class Outbox:
                 raise OutboxError(f"the outbox {self.path} is closed")
             seq = self._next
             rows = [*self._buffer, (seq, kind, stamp, blob)]
-            self._write(rows, run_json)
+            self._write(rows, run_json, states)
             self._buffer = []
             self._next = seq + 1
             if self._next - 1 - self._acked >= self._max:
                 self._raise_alarm()
             if run_json is not None:
                 self._open_run_json = run_json
+            self._state_json.update(states)
             return seq
 
     def flush(self) -> int | None:
@@ -230,6 +251,34 @@ class Outbox:
         with self._db_lock:
             self._write([], run_json)
             self._open_run_json = run_json
+
+    def state(self, key: str) -> Any:
+        """A persisted run state value (:data:`STATE_KEYS`), as it was last set; None if never."""
+        if key not in STATE_KEYS:
+            raise KeyError(f"{key!r} is not an outbox state key (expected one of {', '.join(STATE_KEYS)})")
+        return json.loads(self._state_json[key])
+
+    def set_state(self, **values: Any) -> None:
+        """Persist run state values (:data:`STATE_KEYS`) durably now, without logging an entry."""
+        states = self._state_rows(values)
+        with self._db_lock:
+            self._write([], None, states)
+            self._state_json.update(states)
+
+    @staticmethod
+    def _state_rows(values: Mapping[str, Any]) -> dict[str, str]:
+        unknown = [key for key in values if key not in STATE_KEYS]
+        if unknown:
+            raise KeyError(f"{unknown[0]!r} is not an outbox state key (expected one of {', '.join(STATE_KEYS)})")
+        return {key: json.dumps(value) for key, value in values.items()}
+
+    @property
+    def last_entry_time(self) -> float | None:
+        """The ``time`` of the last entry ever committed, trimmed or not (None for a new outbox).
+
+        A bridge that restarts reads it to know how long it was down (docs/runs.md, resume).
+        """
+        return self._last_time
 
     # ---------------------------------------------------------------- reading and trimming
 
@@ -268,7 +317,8 @@ class Outbox:
                 trimmed = self._db.execute("DELETE FROM entries WHERE seq <= ?", (target,)).rowcount
                 # rows leave only here, with the highest committed seq recorded beside them (module docstring)
                 self._db.executemany("UPDATE meta SET value = ? WHERE key = ?",
-                                     [(target, "acked_seq"), (self._last, "last_seq")])
+                                     [(target, "acked_seq"), (self._last, "last_seq"),
+                                      (self._last_time, "last_time")])
                 self._db.execute("COMMIT")
             except sqlite3.Error as exc:
                 self._rollback()
@@ -295,6 +345,12 @@ class Outbox:
         legitimate even before this process has published anything (the publisher's ack check).
         """
         return self._last_at_open
+
+    @property
+    def handed_out(self) -> int:
+        """The highest seq given to an entry so far, committed or still buffered (0 for a new outbox)."""
+        with self._lock:
+            return self._next - 1
 
     @property
     def last_seq(self) -> int | None:
@@ -360,7 +416,7 @@ class Outbox:
             log.warning("outbox full (%d entries unacknowledged): refusing new readings until the uploader "
                         "acknowledges; run markers are still accepted", self._max)
 
-    def _write(self, rows: list[_Row], open_run_json: str | None) -> None:
+    def _write(self, rows: list[_Row], open_run_json: str | None, states: Mapping[str, str] | None = None) -> None:
         """With _db_lock held: commit ``rows`` (in seq order) and the run state in one transaction."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
@@ -368,6 +424,9 @@ class Outbox:
                 self._db.executemany("INSERT INTO entries (seq, kind, time, body) VALUES (?, ?, ?, ?)", rows)
             if open_run_json is not None:
                 self._db.execute("UPDATE meta SET value = ? WHERE key = 'open_run'", (open_run_json,))
+            if states:
+                self._db.executemany("UPDATE meta SET value = ? WHERE key = ?",
+                                     [(value, key) for key, value in states.items()])
             crash_point("outbox.before_commit")
             self._db.execute("COMMIT")
             crash_point("outbox.after_commit")
@@ -384,6 +443,7 @@ class Outbox:
             self._commit_error = None
         if rows:
             self._last = rows[-1][0]
+            self._last_time = rows[-1][2]
 
     def _rollback(self) -> None:
         if self._db.in_transaction:
@@ -426,4 +486,5 @@ def _lock_exclusively(path: Path) -> int:
 def _connect(path: Path) -> sqlite3.Connection:
     return connect_durable(path, _SCHEMA, [
         ("format", 1), ("epoch", uuid.uuid4().hex), ("acked_seq", 0), ("last_seq", 0), ("open_run", "null"),
+        ("last_time", None), *((key, "null") for key in STATE_KEYS),
     ])

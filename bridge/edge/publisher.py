@@ -63,7 +63,8 @@ class PublisherSettings:
 
 class Publisher:
     def __init__(self, config: MqttConfig, site: str, outbox: Outbox, *, status: StatusProvider,
-                 commands: CommandHandler, settings: PublisherSettings | None = None) -> None:
+                 commands: CommandHandler, run_state: StatusProvider | None = None,
+                 settings: PublisherSettings | None = None) -> None:
         self.config = config
         self.site = site
         self.outbox = outbox
@@ -71,6 +72,7 @@ class Publisher:
         self.settings = settings or PublisherSettings()
         self._status = status
         self._commands = commands
+        self._run_state = run_state
         self.callback_errors = CallbackErrors()
         self._leaving = False
         self.loop_restarts = 0
@@ -366,12 +368,14 @@ class Publisher:
         return json.dumps(body).encode()
 
     def _publish_status(self) -> None:
-        """Retained status, and the retained run state dashboards show (the open run or none)."""
+        """Retained status, and the retained run state dashboards show (the open run or none, automatic
+        runs on or off, the next run's metadata: docs/payload.md)."""
         self._status_dirty.clear()
         self._status_due = time.monotonic() + self.settings.status_interval
         if not self.connected:
             return
         details = self._status()
         self.client.publish(self.topics.status, self._status_payload("online", details), qos=1, retain=True)
-        run = {"v": contract.SCHEMA_VERSION, "site": self.site, "run": details.get("run")}
+        state = self._run_state() if self._run_state is not None else {"run": details.get("run")}
+        run = {"v": contract.SCHEMA_VERSION, "site": self.site, **state}
         self.client.publish(self.topics.run, json.dumps(run).encode(), qos=1, retain=True)

@@ -32,10 +32,12 @@ class BridgeService:
         self.config = config
         config.bridge.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(config.bridge.state_dir / OUTBOX_FILE)
-        self.runs = Runs(self.outbox)
+        runs = config.bridge.runs
+        self.runs = Runs(self.outbox, resume_within=runs.resume_within, auto_configured=runs.auto is not None)
         self.pollers = Pollers(config.bridge.instruments, sink=self._store, on_change=self._instrument_changed)
         self.publisher = Publisher(config.mqtt, config.site, self.outbox, status=self.status,
-                                   commands=self.runs.handle, settings=settings)
+                                   commands=self.runs.handle, run_state=self.runs.state, settings=settings)
+        self.runs.on_change.append(self.publisher.status_changed)
         self._clock: tuple[float, bool | None] = (0.0, None)
         self.stopped = threading.Event()
 

@@ -9,6 +9,7 @@ live in their own modules and import pyarrow and matplotlib inside their functio
 from bridge.store.layout import MANIFEST_VERSION, StoreDamaged, StoreLayoutError
 from bridge.store.reader import (
     ChannelSummary,
+    Event,
     FlowSummary,
     Manifest,
     MissingExtra,
@@ -25,6 +26,7 @@ from bridge.store.reader import (
 __all__ = [
     "MANIFEST_VERSION",
     "ChannelSummary",
+    "Event",
     "FlowSummary",
     "Manifest",
     "MissingExtra",

@@ -7,7 +7,9 @@ own timestamp and its own unit, loses nothing, and is what ``pandas.read_csv(...
 or a spreadsheet pivot table wants anyway.
 
 Columns (both formats): ``timestamp_iso`` (UTC), ``timestamp`` (Unix seconds, the bridge's
-clock), ``channel`` (``instrument/channel``), ``value``, ``units``. Rows are sorted by channel,
+clock), ``channel`` (``instrument/channel``), ``value``, ``units``. A run's events
+(``runs export --events``) are a table of their own, in log order: ``timestamp_iso``,
+``timestamp``, ``seq``, ``source``, ``text``, ``tags`` (joined with ``;``). Rows are sorted by channel,
 then time (stable, so chunk order breaks ties). Numbers are written with Python's shortest
 round-trip representation, so ``float(cell)`` gives back exactly the stored double.
 
@@ -29,9 +31,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, NamedTuple
 
-from bridge.store.reader import MissingExtra, RunData, StoreError
+from bridge.store.reader import Manifest, MissingExtra, RunData, StoreError
 
 COLUMNS = ("timestamp_iso", "timestamp", "channel", "value", "units")
+EVENT_COLUMNS = ("timestamp_iso", "timestamp", "seq", "source", "text", "tags")
+#: joins an event's tags in one cell (a tag may hold anything but control characters; ``;`` reads well)
+TAG_SEPARATOR = ";"
 FORMATS = ("csv", "parquet")
 
 
@@ -59,15 +64,16 @@ def iso(ts: float) -> str:
 STEM_MAX = 64
 
 
-def default_name(run: RunData, fmt: str) -> Path:
-    """``GaN-17-1a2b3c4d.csv`` in the current directory: the stream name a person recognises,
-    the short id that keeps two runs of the same name apart.
+def default_name(manifest: Manifest, fmt: str, what: str = "") -> Path:
+    """``GaN-17-1a2b3c4d.csv`` (``GaN-17-1a2b3c4d-events.csv`` for ``what="events"``) in the current
+    directory: the stream name a person recognises, the short id that keeps two runs of the same
+    name apart.
 
     The stream name is only a hint: anything but ASCII letters, digits, ``.``, ``_``, ``-`` becomes
     ``_`` (no ``/``, so no ``..`` path) and it is cut to STEM_MAX characters, so whatever the
     manifest says the file lands in the current folder with a name every file system takes."""
-    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", run.manifest.stream_name)[:STEM_MAX].strip("._") or "run"
-    return Path(f"{stem}-{run.manifest.short_id}.{fmt}")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "_", manifest.stream_name)[:STEM_MAX].strip("._") or "run"
+    return Path(f"{stem}-{manifest.short_id}{'-' + what if what else ''}.{fmt}")
 
 
 def write_csv_to(run: RunData, stream: IO[str]) -> int:
@@ -127,6 +133,45 @@ def write_parquet(run: RunData, out: Path) -> int:
     with atomic_path(out) as tmp:
         pq.write_table(table, str(tmp))
     return len(table_rows)
+
+
+def write_events_csv(manifest: Manifest, out: Path | None) -> int:
+    """The run's events as CSV to ``out`` (atomically), or to stdout when ``out`` is None; the row count."""
+    if out is None:
+        return _events_csv_to(manifest, sys.stdout)
+    with atomic_path(out) as tmp, open(tmp, "w", encoding="utf-8", newline="") as handle:
+        return _events_csv_to(manifest, handle)
+
+
+def _events_csv_to(manifest: Manifest, stream: IO[str]) -> int:
+    writer = csv.writer(stream, lineterminator="\n")
+    writer.writerow(EVENT_COLUMNS)
+    for e in manifest.events:
+        writer.writerow((iso(e.time), repr(e.time), "" if e.seq is None else e.seq, e.source, e.text,
+                         TAG_SEPARATOR.join(e.tags)))
+    return len(manifest.events)
+
+
+def write_events_parquet(manifest: Manifest, out: Path) -> int:
+    """The run's events as Parquet (needs pyarrow); ``tags`` a list column; the row count."""
+    try:
+        import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type information
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+    except ImportError:
+        raise MissingExtra("export --events --format parquet", "pyarrow") from None
+    events = manifest.events
+    table = pa.table({
+        "timestamp_iso": pa.array([round(e.time * 1_000_000) for e in events], pa.int64()).cast(
+            pa.timestamp("us", tz="UTC")),
+        "timestamp": pa.array([e.time for e in events], pa.float64()),
+        "seq": pa.array([e.seq for e in events], pa.int64()),
+        "source": pa.array([e.source for e in events], pa.string()),
+        "text": pa.array([e.text for e in events], pa.string()),
+        "tags": pa.array([list(e.tags) for e in events], pa.list_(pa.string())),
+    }).replace_schema_metadata({"chamber_bridge.manifest": json.dumps(manifest.raw, ensure_ascii=False)})
+    with atomic_path(out) as tmp:
+        pq.write_table(table, str(tmp))
+    return len(events)
 
 
 @contextmanager

@@ -38,7 +38,7 @@ import os
 import re
 import stat
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
@@ -232,6 +232,21 @@ class FlowSummary:
 
 
 @dataclass(frozen=True, slots=True)
+class Event:
+    """One event of a run (an annotation): when, what, its tags, who logged it, its seq in the bridge's log."""
+
+    time: float
+    text: str
+    tags: tuple[str, ...]
+    source: str
+    seq: int | None
+
+
+#: the cause of a gap of time (the bridge was down, the run went on) rather than of seqs that never arrived
+BRIDGE_DOWN: Final = "bridge_down"
+
+
+@dataclass(frozen=True, slots=True)
 class Manifest:
     """``manifest.json`` of one run, checked against the contract; ``raw`` keeps every key.
 
@@ -258,6 +273,12 @@ class Manifest:
     flows: dict[str, FlowSummary]
     gaps: tuple[dict[str, Any], ...]
     report: dict[str, Any]
+    #: ``manual`` or ``auto`` (a manifest written before automatic runs says nothing: manual)
+    trigger: str = "manual"
+    #: why an automatic trigger opened (``start``) and closed (``stop``) the run: expression and values
+    why: dict[str, Any] = field(default_factory=dict)
+    #: the run's events (annotations) in log order
+    events: tuple[Event, ...] = ()
 
     @property
     def run_dir(self) -> Path:
@@ -283,6 +304,11 @@ class Manifest:
         return None if self.stopped_at is None else self.stopped_at - self.started_at
 
     @property
+    def missing_gaps(self) -> tuple[dict[str, Any], ...]:
+        """The gaps of seqs that never arrived; not the time a bridge was down while the run went on."""
+        return tuple(g for g in self.gaps if g.get("cause") != BRIDGE_DOWN)
+
+    @property
     def state(self) -> str:
         """``open``, ``finalized, complete`` or ``finalized, incomplete (2 gaps)``: one glance."""
         if not self.finalized:
@@ -292,7 +318,7 @@ class Manifest:
             return "finalized"
         if complete:
             return "finalized, complete"
-        gaps = len(self.gaps)
+        gaps = len(self.missing_gaps)
         return f"finalized, incomplete ({gaps} gap{'' if gaps == 1 else 's'})" if gaps else "finalized, incomplete"
 
 
@@ -407,6 +433,10 @@ def parse_manifest(path: Path, raw: object) -> Manifest:
         raise f.bad("gaps", "a list of objects")
     started_at = f.timestamp("started_at")
     assert started_at is not None
+    trigger = f.text("trigger", optional=True) or "manual"
+    why = f.mapping("why")
+    if not all(isinstance(v, dict) or v is None for v in why.values()):
+        raise f.bad("why", "an object of objects (start, stop)")
     return Manifest(
         path=path, raw=raw, data_id=data_id, stream_name=f.required_text("stream_name"),
         site=f.text("site", optional=True), run_id=f.text("run_id", optional=True),
@@ -416,8 +446,32 @@ def parse_manifest(path: Path, raw: object) -> Manifest:
         stopped_at=f.timestamp("stopped_at", optional=True), exit_status=f.text("exit_status", optional=True),
         finalized=finalized, finalized_at=f.timestamp("finalized_at", optional=True),
         channels=dict(sorted(channels.items())), flows=dict(sorted(flows.items())), gaps=tuple(gaps),
-        report=f.mapping("report"),
+        report=f.mapping("report"), trigger=trigger, why=why, events=_events(path, raw.get("events")),
     )
+
+
+def _events(path: Path, raw: object) -> tuple[Event, ...]:
+    """The manifest's ``events``, each checked: a time, a text, tags, a source, a seq (optional)."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list):
+        raise StoreDamaged(f"{path}: events should be a list of objects, not {type(raw).__name__}")
+    events = []
+    for n, item in enumerate(raw):
+        if not isinstance(item, dict):
+            raise StoreDamaged(f"{path}: events[{n}] should be an object")
+        e = _Fields(path, item, f"events[{n}].")
+        stamp = e.timestamp("time")
+        assert stamp is not None
+        tags = item.get("tags") or []
+        if not isinstance(tags, list) or not all(isinstance(t, str) for t in tags):
+            raise e.bad("tags", "a list of text")
+        seq = item.get("seq")
+        if seq is not None and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0):
+            raise e.bad("seq", "a seq (integer >= 0) or null")
+        events.append(Event(stamp, e.required_text("text"), tuple(tags), e.text("source", optional=True) or "",
+                            seq))
+    return tuple(events)
 
 
 def _damaged_folder(root: Path | str, name: str, exc: StoreLayoutError) -> StoreDamaged:

@@ -8,8 +8,10 @@ exit status and whether the run was finalized and complete, and nothing is drawn
 no data: a channel's line breaks where its points are missing (a bad-quality reading leaves its
 point out, an instrument may drop out), and stretches where nothing at all was recorded (lost
 seqs, a bridge that was down) are shaded on every panel, so a reader never mistakes an
-interpolated line for a measurement. Gaps the manifest records (lost seqs) and
-problems with the chunk files are listed under the title.
+interpolated line for a measurement. Gaps the manifest records (lost seqs, the time a bridge
+was down) and problems with the chunk files are listed under the title. The run's events
+(annotations: a shutter opened, a ramp began) are vertical lines through every panel, labelled
+on the top one.
 
 matplotlib (the ``server`` extra) is imported inside :func:`plot_run` and only its object API
 with the Agg canvas is used: no pyplot, no global backend switch, safe in any process.
@@ -48,6 +50,9 @@ HOLE_FACTOR = 3.0
 #: below this many points per channel, points get markers (an isolated point has no line)
 MARKERS_BELOW = 300
 MAX_LISTED = 3
+#: events labelled on the figure, at most (more are drawn as lines only: labels would overlap anyway)
+MAX_EVENT_LABELS = 40
+EVENT_COLOR = "#6a3d9a"
 
 
 def unit_label(units: str) -> str:
@@ -211,6 +216,8 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
     from matplotlib.figure import Figure
     from matplotlib.patches import Patch
 
+    from matplotlib.lines import Line2D
+
     groups = panels(run)
     intervals = poll_intervals(run)
     empty = holes((t for s in run.series.values() for t in s.timestamps), max(intervals.values())) if intervals else []
@@ -226,6 +233,7 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
     t1 = max(m.stopped_at if m.stopped_at is not None else last, last)
     if t1 <= t0:
         t1 = t0 + 1.0
+    events = [e for e in m.events if t0 <= e.time <= t1]
     with matplotlib.rc_context({"font.size": 10, "axes.titlesize": 10, "axes.labelsize": 10, "legend.fontsize": 9,
                                 "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.spines.top": False,
                                 "axes.spines.right": False}):
@@ -245,6 +253,8 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
                         markersize=2.5)
             for a, b in empty:
                 ax.axvspan(days(a), days(b), color="0.5", alpha=0.18, linewidth=0, zorder=0)
+            for event in events:
+                ax.axvline(days(event.time), color=EVENT_COLOR, linewidth=0.9, linestyle="--", alpha=0.8, zorder=1)
             if group.log_scale:
                 ax.set_yscale("log")
                 ax.grid(True, which="minor", axis="y", alpha=0.12)
@@ -256,8 +266,15 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
             if empty and ax is axes[0]:
                 handles.append(Patch(facecolor="0.5", alpha=0.18, label="no data"))
                 labels.append("no data")
+            if events and ax is axes[0]:
+                handles.append(Line2D([], [], color=EVENT_COLOR, linewidth=0.9, linestyle="--"))
+                labels.append("event")
             ax.legend(handles, labels, loc="best", frameon=True, framealpha=0.85)
         axes[0].set_xlim(days(t0), days(t1))
+        for event in events[:MAX_EVENT_LABELS]:
+            axes[0].annotate(plain(event.text, 40), xy=(days(event.time), 1.0), xycoords=("data", "axes fraction"),
+                             xytext=(2, -3), textcoords="offset points", rotation=90, va="top", ha="left",
+                             fontsize=7, color=EVENT_COLOR, clip_on=True)
         locator = mdates.AutoDateLocator(tz=UTC, minticks=4, maxticks=10)  # type: ignore[no-untyped-call]
         bottom = axes[-1]
         bottom.xaxis.set_major_locator(locator)

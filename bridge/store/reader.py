@@ -35,10 +35,12 @@ from typing import Any
 from bridge.names import printable
 from bridge.store import layout
 from bridge.store.layout import (
+    BRIDGE_DOWN,
     CHUNKS,
     MANIFEST,
     SHORT_ID,
     ChannelSummary,
+    Event,
     FlowSummary,
     Manifest,
     StoreCorrupt,
@@ -60,9 +62,10 @@ SERVER_EXTRA = "pip install 'chamber-bridge[server]'"
 MAX_RANGES = 10
 
 __all__ = [
-    "CHUNKS", "MANIFEST", "SHORT_ID", "ChannelSummary", "FlowSummary", "Manifest", "MissingExtra", "RunData",
-    "RunLookupError", "RunStore", "Series", "StoreCorrupt", "StoreDamaged", "StoreError", "StoreLayoutError",
-    "format_duration", "format_gap", "format_time", "load_run", "parse_manifest", "read_chunk", "read_manifest",
+    "BRIDGE_DOWN", "CHUNKS", "MANIFEST", "SHORT_ID", "ChannelSummary", "Event", "FlowSummary", "Manifest",
+    "MissingExtra", "RunData", "RunLookupError", "RunStore", "Series", "StoreCorrupt", "StoreDamaged", "StoreError",
+    "StoreLayoutError", "format_duration", "format_event", "format_gap", "format_time", "load_run", "parse_manifest",
+    "read_chunk", "read_manifest",
 ]
 
 
@@ -353,13 +356,37 @@ def format_duration(seconds: float | None) -> str:
 
 
 def format_gap(gap: Mapping[str, Any]) -> str:
-    """One manifest gap: ``seq 120-130 (chamber-a, epoch 1a2b3c4d): missing at grace expiry``,
-    escaped and cut for printing (its texts come from a file)."""
-    lo, hi = gap.get("from_seq"), gap.get("to_seq")
-    span = f"seq {printable(lo, 40)}" if lo == hi else f"seq {printable(lo, 40)}-{printable(hi, 40)}"
+    """One manifest gap: ``seq 120-130 (chamber-a, epoch 1a2b3c4d): missing at grace expiry``, or for
+    the time a bridge was down while the run went on ``2025-11-21 04:40:00 to 04:40:03 UTC (3s),
+    before seq 1234 (...): bridge_down``; escaped and cut for printing (its texts come from a file)."""
+    if gap.get("cause") == BRIDGE_DOWN:
+        span = _down(gap.get("from_time"), gap.get("to_time"))
+        if gap.get("at_seq") is not None:
+            span += f", before seq {printable(gap['at_seq'], 40)}"
+    else:
+        lo, hi = gap.get("from_seq"), gap.get("to_seq")
+        span = f"seq {printable(lo, 40)}" if lo == hi else f"seq {printable(lo, 40)}-{printable(hi, 40)}"
     where = ", ".join(printable(x, 80) for x in (gap.get("site"), _short(gap.get("epoch"))) if x)
     cause = f": {printable(gap['cause'], 200)}" if gap.get("cause") else ""
     return f"{span}" + (f" ({where})" if where else "") + cause
+
+
+def _down(start: object, end: object) -> str:
+    """``2025-11-21 04:40:00 to 04:40:03 UTC (3s)``: an interval of the manifest, whatever it holds."""
+    if not (is_timestamp(start) and is_timestamp(end)):
+        return f"from {printable(start, 40)} to {printable(end, 40)}"
+    assert isinstance(start, int | float) and isinstance(end, int | float)
+    first, last = format_time(start), format_time(end)
+    if first[:10] == last[:10]:
+        last = last[11:]
+    return f"{first} to {last} UTC ({format_duration(end - start)})"
+
+
+def format_event(event: Event) -> str:
+    """``2025-11-21 04:40:00.123 UTC  [cli] Ga shutter open (shutter)``, escaped and cut for printing."""
+    stamp = datetime.fromtimestamp(event.time, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    tags = f" ({', '.join(printable(t, 64) for t in event.tags[:32])})" if event.tags else ""
+    return f"{stamp} UTC  [{printable(event.source or '-', 40)}] {printable(event.text, 1000)}{tags}"
 
 
 def _short(epoch: object) -> str | None:

@@ -43,7 +43,7 @@ from bridge.uploader import quarantine
 from bridge.uploader.chunker import CutChunk, FlowCutter, channel_name, chunk_body
 from bridge.uploader.sinks.base import ChunkBody, StreamInfo
 from bridge.uploader.spool import SpoolError, open_spool_db
-from bridge.wire.contract import run_start_body, run_stop_body, unpack_body
+from bridge.wire.contract import event_body, run_resume_body, run_start_body, run_stop_body, unpack_body
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +51,10 @@ log = logging.getLogger(__name__)
 PAGE: Final = 20_000
 #: chunks whose readings the pass keeps in memory for their first push, at most
 CACHED_CHUNKS: Final = 1_000
+#: the cause of a gap of time, not of seqs: the bridge was down and the run went on (docs/store.md)
+BRIDGE_DOWN: Final = "bridge_down"
+#: a run's events listed in its manifest, at most (the rest stay in the spool's events table and are counted)
+MANIFEST_EVENTS_MAX: Final = 10_000
 
 
 class Source(NamedTuple):
@@ -242,6 +246,7 @@ class Ledger:
         chunks: list[tuple[str, CutChunk]] = []
         idle: list[list[int]] = []
         refused: list[tuple[str, str, int]] = []
+        events: list[tuple[Any, ...]] = []
         with self._transaction() as db:
             building = self._building
             for seq, kind, stamp, flow, channel, t, quality, units, body, value, poll in rows:
@@ -292,6 +297,23 @@ class Ledger:
                     db.execute("INSERT OR IGNORE INTO runs (run_id, site, epoch, start_seq, start, started_at, state)"
                                " VALUES (?, ?, ?, ?, ?, ?, 'open')",
                                (open_run, source.site, source.epoch, seq, json.dumps(start), stamp))
+                elif kind == "event":
+                    event = self._marker(event_body, body, source, seq)
+                    if event:  # kept in the events table (the run's, or the history's), not as an entry
+                        events.append((source.site, source.epoch, seq, stamp, open_run, event["text"],
+                                       json.dumps(event["tags"]), event["source"]))
+                    refused.append((source.site, source.epoch, seq))
+                elif kind == "run_resume":
+                    resume = self._marker(run_resume_body, body, source, seq)
+                    if open_run is not None and resume.get("run_id") == open_run:
+                        # the bridge was down and the run went on: a gap of time, not of seqs (docs/store.md)
+                        self._add_gap(db, open_run, {
+                            "site": source.site, "epoch": source.epoch, "cause": BRIDGE_DOWN, "at_seq": seq,
+                            "from_time": resume["down_from"], "to_time": resume["down_to"]})
+                        continue
+                    log.warning("%s: resume marker (seq %d) for run %s, which is not open here; ignored",
+                                source.site, seq, resume.get("run_id"))
+                    refused.append((source.site, source.epoch, seq))
                 else:  # run_stop
                     stop = self._marker(run_stop_body, body, source, seq)
                     if open_run is None or stop.get("run_id") != open_run:
@@ -314,6 +336,8 @@ class Ledger:
             if not self.keep_idle:
                 db.executemany("DELETE FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ?",
                                [(source.site, source.epoch, a, b) for a, b in idle])
+            db.executemany("INSERT OR IGNORE INTO events (site, epoch, seq, time, run_id, text, tags, source)"
+                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", events)
             db.executemany("DELETE FROM entries WHERE site=? AND epoch=? AND seq=?", refused)
             db.execute("UPDATE sources SET cursor=?, open_run=? WHERE site=? AND epoch=?",
                        (last, open_run, source.site, source.epoch))
@@ -356,8 +380,8 @@ class Ledger:
         (gaps_json,) = db.execute("SELECT gaps FROM runs WHERE run_id=?", (run_id,)).fetchone()
         gaps = json.loads(gaps_json)
         last = gaps[-1] if gaps else None
-        if (last is not None and last.get("cause") == gap["cause"] and last.get("epoch") == gap["epoch"]
-                and last.get("to_seq") == gap["from_seq"] - 1):
+        if (last is not None and "from_seq" in gap and last.get("cause") == gap["cause"]
+                and last.get("epoch") == gap["epoch"] and last.get("to_seq") == gap["from_seq"] - 1):
             last["to_seq"] = gap["to_seq"]
         else:
             gaps.append(gap)
@@ -584,7 +608,7 @@ class Ledger:
 
     def manifest(self, run_id: str, *, finalized: bool = False, clock: dict[str, Any] | None = None,
                  finalized_at: float | None = None) -> dict[str, Any]:
-        """The store's manifest.json for a run: metadata and the completeness report (docs/design.md section 5)."""
+        """The store's manifest.json for a run: metadata, its events and the completeness report (docs/store.md)."""
         (site, epoch, start_seq, start_json, started_at, stop_seq, stop_json, stopped_at, data_id, gaps_json,
          retries) = self._db.execute(
             "SELECT site, epoch, start_seq, start, started_at, stop_seq, stop, stopped_at, data_id, gaps, retries"
@@ -603,23 +627,53 @@ class Ledger:
                 if changed:
                     units_changed.append(name)
         gaps = json.loads(gaps_json)
+        # a bridge that was down while the run went on lost no reading it logged: such a gap is
+        # reported, but the run is complete if every seq arrived
+        missing = [g for g in gaps if g.get("cause") != BRIDGE_DOWN]
+        down = sum(max(0.0, g["to_time"] - g["from_time"]) for g in gaps if g.get("cause") == BRIDGE_DOWN)
         readings = sum(c["points"] + c["bad_quality"] for c in channels.values())
         bad = sum(c["bad_quality"] for c in channels.values())
+        events = self.events(run_id=run_id, limit=MANIFEST_EVENTS_MAX + 1)
+        (event_count,) = self._db.execute("SELECT count(*) FROM events WHERE run_id=?", (run_id,)).fetchone()
         return {
             "v": MANIFEST_VERSION, "data_id": data_id, "stream_name": start.get("stream_name"), "site": site,
             "run_id": run_id, "physical_sample": start.get("physical_sample"),
             "synth_source_id": start.get("synth_source_id"), "project_id": start.get("project_id"),
             "tags": list(start.get("tags") or ()), "points_per_chunk": self.points_per_chunk,
             "started_at": started_at, "stopped_at": stopped_at, "exit_status": stop.get("exit_status"),
+            "trigger": start.get("trigger", "manual"), "why": {"start": start.get("why"), "stop": stop.get("why")},
             "finalized": finalized, "finalized_at": finalized_at, "channels": channels, "flows": flows, "gaps": gaps,
+            "events": events[:MANIFEST_EVENTS_MAX],
             "report": {
-                "complete": not gaps, "finalized_because": "complete" if not gaps else "grace_expired",
+                "complete": not missing, "finalized_because": "complete" if not missing else "grace_expired",
                 "readings": readings, "bad_quality": bad, "chunks": sum(f["chunks"] for f in flows.values()),
                 "retries": retries, "clock": clock or {"ntp_synchronized": None},
                 "epoch": epoch, "first_seq": start_seq, "last_seq": stop_seq,
                 "stop_reason": stop.get("reason"), "units_changed": units_changed,
+                "bridge_down_s": round(down, 3), "events": int(event_count),
+                **({"events_not_in_manifest": int(event_count) - MANIFEST_EVENTS_MAX}
+                   if event_count > MANIFEST_EVENTS_MAX else {}),
             },
         }
+
+    def events(self, *, run_id: str | None = None, site: str | None = None, limit: int = MANIFEST_EVENTS_MAX
+               ) -> list[dict[str, Any]]:
+        """Events in log order: a run's (``run_id``), or a site's outside any run (``site``), or every one.
+
+        Events outside runs are kept here for the history (docs/store.md); a run's are also in its manifest.
+        """
+        where, args = [], []
+        if run_id is not None:
+            where.append("run_id=?")
+            args.append(run_id)
+        if site is not None:
+            where.append("site=? AND run_id IS NULL")
+            args.append(site)
+        sql = ("SELECT site, epoch, seq, time, run_id, text, tags, source FROM events"
+               + (f" WHERE {' AND '.join(where)}" if where else "") + " ORDER BY site, epoch, seq LIMIT ?")
+        return [{"seq": seq, "time": stamp, "text": text, "tags": json.loads(tags), "source": source,
+                 **({} if run_id is not None else {"site": s, "epoch": e, "run_id": r})}
+                for s, e, seq, stamp, r, text, tags, source in self._db.execute(sql, (*args, limit))]
 
     # ------------------------------------------------------------ status
 

@@ -62,6 +62,12 @@ SCHEMA: Final = (
     " first_seq INTEGER NOT NULL, last_seq INTEGER NOT NULL, points INTEGER NOT NULL,"
     " confirmed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (run_id, flow, chunk_index)) WITHOUT ROWID",
     "CREATE INDEX IF NOT EXISTS chunks_pending ON chunks (confirmed, run_id, first_seq)",
+    # every event (annotation) the bridges logged, kept after its run is finalized: a run's are in its
+    # manifest too, those outside runs only here (the history: docs/store.md)
+    "CREATE TABLE IF NOT EXISTS events (site TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL,"
+    " time REAL NOT NULL, run_id TEXT, text TEXT NOT NULL, tags TEXT NOT NULL, source TEXT NOT NULL,"
+    " PRIMARY KEY (site, epoch, seq)) WITHOUT ROWID",
+    "CREATE INDEX IF NOT EXISTS events_run ON events (run_id, seq)",
     *quarantine.SCHEMA,
 )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NamedTuple, get_args
@@ -22,7 +23,7 @@ import msgpack  # type: ignore[import-untyped]  # msgpack ships no type informat
 
 from bridge.errors import ProtocolError
 from bridge.model import Quality, Reading
-from bridge.names import TEXT_MAX, check_name, check_tags, check_text, is_name, is_run_id, printable
+from bridge.names import NAME_PATTERN, TEXT_MAX, check_name, check_tags, check_text, is_name, is_run_id, printable
 
 SCHEMA_VERSION: Final = 1
 
@@ -42,13 +43,21 @@ TIME_MAX: Final = 4_102_444_800.0
 UNITS_MAX: Final = 32
 DETAIL_MAX: Final = 500
 EXIT_STATUSES: Final = ("success", "abort", "fail")
+#: how a run was opened: by ``start-run`` or by the automatic trigger (docs/runs.md)
+TRIGGERS: Final = ("manual", "auto")
+#: a ``why`` (the expression that opened or closed a run, and the values that made it true): bounded
+WHY_EXPRESSION_MAX: Final = 1000
+WHY_VALUES_MAX: Final = 64
+#: an annotation's text, at most this many characters
+EVENT_TEXT_MAX: Final = 1000
 
-EntryKind = Literal["reading", "run_start", "run_stop"]
+EntryKind = Literal["reading", "run_start", "run_stop", "run_resume", "event"]
 ENTRY_KINDS: Final[tuple[str, ...]] = get_args(EntryKind)
-#: kinds the outbox always accepts, even when full (docs/payload.md, overflow policy)
-RUN_MARKERS: Final = frozenset({"run_start", "run_stop"})
+#: every kind but readings: committed at once and always accepted, even when the outbox is full
+#: (docs/payload.md, overflow policy): they close runs and record what an operator said
+MARKERS: Final = frozenset({"run_start", "run_stop", "run_resume", "event"})
 
-CommandAction = Literal["start_run", "stop_run"]
+CommandAction = Literal["start_run", "stop_run", "annotate", "auto", "next_run"]
 COMMAND_ACTIONS: Final[tuple[str, ...]] = get_args(CommandAction)
 
 
@@ -110,14 +119,15 @@ class Ack:
 
 @dataclass(frozen=True, slots=True)
 class Command:
-    """A request to the bridge on ``{prefix}/{site}/command`` (start-run / stop-run), its params checked.
+    """A request to the bridge on ``{prefix}/{site}/command``, its params checked.
 
-    ``params`` is a :class:`StartRun` for ``start_run`` and a :class:`StopRun` for ``stop_run``.
+    ``params`` is the class :data:`PARAMS` names for the action: :class:`StartRun` for
+    ``start_run``, :class:`StopRun`, :class:`Annotate`, :class:`SetAuto`, :class:`NextRun`.
     """
 
     request_id: str
     action: CommandAction
-    params: StartRun | StopRun
+    params: CommandParams
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,9 +367,13 @@ def _checked_entry(item: Any, n: int) -> LogEntry | Refused:
             _check_reading(body, what)
             return LogEntry(seq, kind, float(stamp), body)
         if kind == "run_start":
-            return LogEntry(seq, kind, float(stamp), run_start_body(body, what))
+            return LogEntry(seq, kind, float(stamp), run_start_body(body, what, seq))
         if kind == "run_stop":
             return LogEntry(seq, kind, float(stamp), run_stop_body(body, what))
+        if kind == "run_resume":
+            return LogEntry(seq, kind, float(stamp), run_resume_body(body, what))
+        if kind == "event":
+            return LogEntry(seq, kind, float(stamp), event_body(body, what))
     except ValueError as exc:
         return Refused(seq, f"bad_{kind}", str(exc), item)
     return Refused(seq, "bad_kind", f"{what}: kind {printable(repr(kind), 80)} is not one of "
@@ -419,29 +433,46 @@ def _optional_text(body: Mapping[str, Any], key: str, what: str, max_length: int
     return None if value is None else check_text(value, f"{what}: {key}", max_length)
 
 
-def run_start_body(body: Mapping[str, Any], what: str = "run_start") -> dict[str, Any]:
-    """The ``run_start`` marker's body as the contract allows it (ValueError otherwise).
-
-    Only the known keys are kept, so a marker's metadata is bounded in size and plain in type.
-    """
+def _run_id(body: Mapping[str, Any], what: str) -> str:
     run_id = body.get("run_id")
     if not is_run_id(run_id):
         raise ValueError(f"{what}: run_id must be 32 lowercase hex digits, got {printable(repr(run_id), 80)}")
-    return {
-        "run_id": run_id,
+    assert isinstance(run_id, str)
+    return run_id
+
+
+def run_start_body(body: Mapping[str, Any], what: str = "run_start", seq: int | None = None) -> dict[str, Any]:
+    """The ``run_start`` marker's body as the contract allows it (ValueError otherwise).
+
+    Only the known keys are kept, so a marker's metadata is bounded in size and plain in type.
+    ``seq`` is the marker's own, when known: ``pre_roll_from`` must lie before it.
+    """
+    checked: dict[str, Any] = {
+        "run_id": _run_id(body, what),
         "stream_name": check_text(body.get("stream_name"), f"{what}: stream_name"),
         "physical_sample": _optional_text(body, "physical_sample", what),
         "synth_source_id": _optional_text(body, "synth_source_id", what),
         "project_id": _optional_text(body, "project_id", what),
         "tags": check_tags(body.get("tags") or [], f"{what}: tags"),
     }
+    if body.get("trigger") is not None:  # absent: manual (a bridge before automatic runs)
+        checked["trigger"] = check_trigger(body["trigger"], f"{what}: trigger")
+    if body.get("why") is not None:
+        checked["why"] = why_body(body["why"], f"{what}: why")
+    pre_roll_from = body.get("pre_roll_from")
+    if pre_roll_from is not None:
+        if type(pre_roll_from) is not int or not 1 <= pre_roll_from <= SEQ_MAX:
+            raise ValueError(f"{what}: pre_roll_from must be an integer 1..2**63-1, got "
+                             f"{printable(repr(pre_roll_from), 80)}")
+        if seq is not None and pre_roll_from >= seq:
+            raise ValueError(f"{what}: pre_roll_from ({pre_roll_from}) must be a seq before the marker's own ({seq})")
+        checked["pre_roll_from"] = pre_roll_from
+    return checked
 
 
 def run_stop_body(body: Mapping[str, Any], what: str = "run_stop") -> dict[str, Any]:
     """The ``run_stop`` marker's body as the contract allows it (ValueError otherwise)."""
-    run_id = body.get("run_id")
-    if not is_run_id(run_id):
-        raise ValueError(f"{what}: run_id must be 32 lowercase hex digits, got {printable(repr(run_id), 80)}")
+    run_id = _run_id(body, what)
     status = body.get("exit_status")
     if status not in EXIT_STATUSES:
         raise ValueError(f"{what}: exit_status must be one of {', '.join(EXIT_STATUSES)}, got "
@@ -453,7 +484,77 @@ def run_stop_body(body: Mapping[str, Any], what: str = "run_stop") -> dict[str, 
     reason = _optional_text(body, "reason", what, 1000)
     if reason is not None:
         checked["reason"] = reason
+    if body.get("why") is not None:
+        checked["why"] = why_body(body["why"], f"{what}: why")
     return checked
+
+
+def run_resume_body(body: Mapping[str, Any], what: str = "run_resume") -> dict[str, Any]:
+    """The ``run_resume`` marker: the run goes on after the bridge was down from ``down_from`` to ``down_to``.
+
+    Both are the bridge's clock (the last entry it had logged, and its restart); they are not
+    required to be in order, because a clock stepped back while the bridge was down is a fact
+    the report must show, not a reason to refuse the marker.
+    """
+    checked: dict[str, Any] = {"run_id": _run_id(body, what)}
+    for key in ("down_from", "down_to"):
+        value = body.get(key)
+        if not _finite_time(value):
+            raise ValueError(f"{what}: {key} must be Unix seconds between 2000 and 2100, got "
+                             f"{printable(repr(value), 80)}")
+        checked[key] = float(value)
+    return checked
+
+
+def event_body(body: Mapping[str, Any], what: str = "event") -> dict[str, Any]:
+    """An ``event`` entry (an annotation): text, tags, who logged it, and the run open then, if any."""
+    run_id = body.get("run_id")
+    if run_id is not None and not is_run_id(run_id):
+        raise ValueError(f"{what}: run_id must be 32 lowercase hex digits or nil, got {printable(repr(run_id), 80)}")
+    return {
+        "text": check_text(body.get("text"), f"{what}: text", EVENT_TEXT_MAX),
+        "tags": check_tags(body.get("tags") or [], f"{what}: tags"),
+        "source": check_name(body.get("source"), f"{what}: source"),
+        "run_id": run_id,
+    }
+
+
+def check_trigger(value: object, what: str = "trigger") -> str:
+    if value not in TRIGGERS:
+        raise ValueError(f"{what} must be one of {', '.join(TRIGGERS)}, got {printable(repr(value), 80)}")
+    assert isinstance(value, str)
+    return value
+
+
+#: a channel as expressions name it, ``instrument.channel`` (both names; a name may hold dots itself)
+_CHANNEL_REF: Final = re.compile(NAME_PATTERN[:-1] + r"\." + NAME_PATTERN[1:])
+
+
+def why_body(value: object, what: str = "why") -> dict[str, Any]:
+    """Why a trigger opened or closed a run: the CEL expression and the values that made it true.
+
+    Bounded (an expression of at most 1000 characters, at most 64 values) and plain: each value
+    is a finite number under its ``instrument.channel``, as the expression saw it.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a map with expression and values, got {type(value).__name__}")
+    unknown = [key for key in value if key not in ("expression", "values")]
+    if unknown:
+        raise ValueError(f"{what}: unknown key {printable(repr(unknown[0]), 80)} (accepted: expression, values)")
+    expression = check_text(value.get("expression"), f"{what}.expression", WHY_EXPRESSION_MAX)
+    values = value.get("values", {})
+    if not isinstance(values, Mapping):
+        raise ValueError(f"{what}.values must be a map of instrument.channel to number, got {type(values).__name__}")
+    if len(values) > WHY_VALUES_MAX:
+        raise ValueError(f"{what}.values: {len(values)} values; at most {WHY_VALUES_MAX} are allowed")
+    checked: dict[str, float | int] = {}
+    for key, number in values.items():
+        if not isinstance(key, str) or _CHANNEL_REF.fullmatch(key) is None:
+            raise ValueError(f"{what}.values: {printable(repr(key), 80)} is not instrument.channel")
+        if type(number) not in (int, float) or not math.isfinite(number):
+            raise ValueError(f"{what}.values[{key}] must be a finite number, got {printable(repr(number), 80)}")
+        checked[key] = number
+    return {"expression": expression, "values": checked}
 
 
 # ---------------------------------------------------------------- acknowledgements
@@ -510,8 +611,48 @@ class StopRun:
     reason: str | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Annotate:
+    """``annotate``'s params: an event's text and tags (the bridge adds the time, the source and the run)."""
+
+    text: str
+    tags: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class SetAuto:
+    """``auto``'s params: switch the automatic run triggers on or off (``chamber-bridge auto on|off``)."""
+
+    enabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class NextRun:
+    """``next_run``'s params: metadata for the next run, manual or automatic, used once.
+
+    Every field is optional; none at all clears what an earlier ``next-run`` set.
+    """
+
+    stream_name: str | None = None
+    physical_sample: str | None = None
+    synth_source_id: str | None = None
+    project_id: str | None = None
+    tags: tuple[str, ...] = ()
+
+    @property
+    def empty(self) -> bool:
+        return self == NextRun()
+
+
+CommandParams = StartRun | StopRun | Annotate | SetAuto | NextRun
+#: the params class of each action
+PARAMS: Final[dict[str, type]] = {"start_run": StartRun, "stop_run": StopRun, "annotate": Annotate,
+                                  "auto": SetAuto, "next_run": NextRun}
+
 _START_PARAMS: Final = ("stream_name", "physical_sample", "synth_source_id", "project_id", "tags")
 _STOP_PARAMS: Final = ("exit_status", "reason")
+_ANNOTATE_PARAMS: Final = ("text", "tags")
+_AUTO_PARAMS: Final = ("enabled",)
 
 
 class CommandError(ProtocolError):
@@ -524,7 +665,7 @@ class CommandError(ProtocolError):
         super().__init__(f"command {request_id}: {self.reason}" if request_id else f"command: {self.reason}")
 
 
-def command_params(action: str, params: Mapping[str, Any]) -> StartRun | StopRun:
+def command_params(action: str, params: Mapping[str, Any]) -> CommandParams:
     """``params`` of ``action`` checked against the contract; :class:`CommandError` naming the first problem.
 
     One check for every side: the bridge applies it to what arrives (:func:`decode_command`),
@@ -534,32 +675,49 @@ def command_params(action: str, params: Mapping[str, Any]) -> StartRun | StopRun
     """
     if not isinstance(params, Mapping):
         raise CommandError(f"{action}: params must be a map, got {type(params).__name__}")
-    if action == "start_run":
-        if "run_id" in params:
-            raise CommandError("start_run: params must not carry a run_id; the bridge chooses the run id itself")
-        _only_known(params, action, _START_PARAMS)
-        if "stream_name" not in params:
-            raise CommandError("start_run needs a stream_name")
-        tags = params.get("tags")
-        try:
+    if action in ("start_run", "next_run") and "run_id" in params:
+        raise CommandError(f"{action}: params must not carry a run_id; the bridge chooses the run id itself")
+    try:
+        if action == "start_run":
+            _only_known(params, action, _START_PARAMS)
+            if "stream_name" not in params:
+                raise CommandError("start_run needs a stream_name")
             return StartRun(check_text(params["stream_name"], "start_run: stream_name"),
-                            _optional_text(params, "physical_sample", action),
-                            _optional_text(params, "synth_source_id", action),
-                            _optional_text(params, "project_id", action),
-                            tuple(check_tags([] if tags is None else tags, "start_run: tags")))
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
-    if action == "stop_run":
-        _only_known(params, action, _STOP_PARAMS)
-        status = params.get("exit_status", "success")
-        if not isinstance(status, str) or status not in EXIT_STATUSES:
-            raise CommandError(f"stop_run: exit_status must be one of {', '.join(EXIT_STATUSES)}, got "
-                               f"{printable(repr(status), 80)}")
-        try:
+                            *_metadata(params, action))
+        if action == "next_run":
+            _only_known(params, action, _START_PARAMS)
+            return NextRun(_optional_text(params, "stream_name", action), *_metadata(params, action))
+        if action == "stop_run":
+            _only_known(params, action, _STOP_PARAMS)
+            status = params.get("exit_status", "success")
+            if not isinstance(status, str) or status not in EXIT_STATUSES:
+                raise CommandError(f"stop_run: exit_status must be one of {', '.join(EXIT_STATUSES)}, got "
+                                   f"{printable(repr(status), 80)}")
             return StopRun(status, _optional_text(params, "reason", action))
-        except ValueError as exc:
-            raise CommandError(str(exc)) from None
+        if action == "annotate":
+            _only_known(params, action, _ANNOTATE_PARAMS)
+            if "text" not in params:
+                raise CommandError("annotate needs a text")
+            tags = params.get("tags")
+            return Annotate(check_text(params["text"], "annotate: text", EVENT_TEXT_MAX),
+                            tuple(check_tags([] if tags is None else tags, "annotate: tags")))
+        if action == "auto":
+            _only_known(params, action, _AUTO_PARAMS)
+            enabled = params.get("enabled")
+            if not isinstance(enabled, bool):
+                raise CommandError(f"auto: enabled must be true or false, got {printable(repr(enabled), 80)}")
+            return SetAuto(enabled)
+    except ValueError as exc:
+        raise CommandError(str(exc)) from None
     raise CommandError(f"action {printable(repr(action), 80)} is not one of {', '.join(COMMAND_ACTIONS)}")
+
+
+def _metadata(params: Mapping[str, Any], action: str) -> tuple[str | None, str | None, str | None, tuple[str, ...]]:
+    """A run's optional metadata (sample, instrument id, project, tags), checked; ValueError naming the first problem."""
+    tags = params.get("tags")
+    return (_optional_text(params, "physical_sample", action), _optional_text(params, "synth_source_id", action),
+            _optional_text(params, "project_id", action), tuple(check_tags([] if tags is None else tags,
+                                                                          f"{action}: tags")))
 
 
 def _only_known(params: Mapping[str, Any], action: str, known: tuple[str, ...]) -> None:
@@ -568,22 +726,25 @@ def _only_known(params: Mapping[str, Any], action: str, known: tuple[str, ...]) 
         raise CommandError(f"{action}: unknown param {printable(repr(unknown[0]), 80)} (accepted: {', '.join(known)})")
 
 
-def params_map(params: StartRun | StopRun) -> dict[str, Any]:
+def params_map(params: CommandParams) -> dict[str, Any]:
     """The params as the map that goes on the wire (and, for a start, into the ``run_start`` marker)."""
-    if isinstance(params, StartRun):
+    if isinstance(params, StartRun | NextRun):
         return {"stream_name": params.stream_name, "physical_sample": params.physical_sample,
                 "synth_source_id": params.synth_source_id, "project_id": params.project_id,
                 "tags": list(params.tags)}
-    return {"exit_status": params.exit_status, **({"reason": params.reason} if params.reason else {})}
+    if isinstance(params, StopRun):
+        return {"exit_status": params.exit_status, **({"reason": params.reason} if params.reason else {})}
+    if isinstance(params, Annotate):
+        return {"text": params.text, "tags": list(params.tags)}
+    return {"enabled": params.enabled}
 
 
-def encode_command(request_id: str, action: CommandAction,
-                   params: Mapping[str, Any] | StartRun | StopRun) -> bytes:
+def encode_command(request_id: str, action: CommandAction, params: Mapping[str, Any] | CommandParams) -> bytes:
     """A command; its params are checked first (:class:`CommandError`), so nothing invalid is sent."""
     if action not in COMMAND_ACTIONS:
         raise ValueError(f"unknown command action {action!r} (expected one of {', '.join(COMMAND_ACTIONS)})")
-    checked = params if isinstance(params, StartRun | StopRun) else command_params(action, params)
-    if isinstance(checked, StartRun) != (action == "start_run"):
+    checked = params if isinstance(params, CommandParams) else command_params(action, params)
+    if type(checked) is not PARAMS[action]:
         raise ValueError(f"{type(checked).__name__} params do not go with the action {action}")
     return pack({"v": SCHEMA_VERSION, "request_id": request_id, "action": action, "params": params_map(checked)})
 

@@ -123,7 +123,7 @@ class OneShot:
 
 
 def request(config: MqttConfig, site: str, action: str,
-            params: Mapping[str, Any] | contract.StartRun | contract.StopRun, timeout: float = 10.0) -> contract.Reply:
+            params: Mapping[str, Any] | contract.CommandParams, timeout: float = 10.0) -> contract.Reply:
     """Publish a command and return the bridge's reply to it (matched by request id).
 
     The params are checked by the wire contract before anything is connected or sent

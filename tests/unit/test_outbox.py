@@ -129,7 +129,7 @@ def test_bad_entries_are_refused_without_using_a_seq(outbox: Outbox) -> None:
         outbox.append("sample", BODY)  # type: ignore[arg-type]
     with pytest.raises(TypeError):
         outbox.append("reading", {"v": object()})
-    with pytest.raises(ValueError, match="not a run marker"):
+    with pytest.raises(ValueError, match="not a marker"):
         outbox.append_marker("reading", BODY)
     outbox.append("reading", BODY)
     assert outbox.flush() == 1

@@ -249,7 +249,8 @@ def test_commands_round_trip_and_unknown_actions_are_refused() -> None:
                                                "synth_source_id": None, "project_id": None, "tags": ["a", "b"]}
     stop = contract.decode_command(contract.encode_command("req-2", "stop_run", {}))
     assert stop == contract.Command("req-2", "stop_run", contract.StopRun("success"))
-    with pytest.raises(ProtocolError, match=r"^command req-1: action 'reboot' is not one of start_run, stop_run$"):
+    with pytest.raises(ProtocolError, match=r"^command req-1: action 'reboot' is not one of start_run, stop_run, "
+                                            r"annotate, auto, next_run$"):
         contract.decode_command(packed({"v": 1, "request_id": "req-1", "action": "reboot", "params": {}}))
     with pytest.raises(ValueError, match="reboot"):
         contract.encode_command("req-1", "reboot", {})  # type: ignore[arg-type]
