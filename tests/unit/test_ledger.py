@@ -658,3 +658,113 @@ def test_a_stop_marker_for_a_run_that_is_not_open_is_ignored(spool: Spool, ledge
     assert (manifest["report"]["first_seq"], manifest["report"]["last_seq"]) == (start, stop)
     assert manifest["report"]["readings"] == 4
     assert [s.open_run for s in ledger.sources()] == [None]
+
+
+# ---------------------------------------------------------------- resumed runs and events (docs/runs.md)
+
+
+def resume(log: Log, run_id: str, down_from: float, down_to: float) -> int:
+    return log._add("run_resume", down_to, {"run_id": run_id, "down_from": down_from, "down_to": down_to})
+
+
+def event(log: Log, t: float, text: str, run_id: str | None = None, tags: list[str] | None = None) -> int:
+    return log._add("event", t, {"text": text, "tags": tags or [], "source": "cli", "run_id": run_id})
+
+
+def test_a_resumed_run_records_the_time_down_as_a_gap_and_stays_complete(spool: Spool, ledger: Ledger,
+                                                                        state_dir: Path) -> None:
+    log = Log()
+    start = log.start(RUN, T0)
+    before = [log.poll("main_gauge", T0 + 1 + k, "mbar", p1=1.0 + k, p2=2.0) for k in range(2)]
+    at = resume(log, RUN, T0 + 2.5, T0 + 5.5)
+    after = [log.poll("main_gauge", T0 + 6 + k, "mbar", p1=5.0 + k, p2=2.0) for k in range(2)]
+    stop = log.stop(RUN, T0 + 8)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    deliver_all(ledger)
+    manifest = ledger.begin_finalize(RUN, CLOCK, now=NOW)
+    assert manifest["gaps"] == [{"site": SITE, "epoch": EPOCH, "cause": "bridge_down", "at_seq": at,
+                                 "from_time": T0 + 2.5, "to_time": T0 + 5.5}]
+    report = manifest["report"]
+    assert (report["complete"], report["finalized_because"], report["bridge_down_s"]) == (True, "complete", 3.0)
+    assert report["readings"] == 8 and (report["first_seq"], report["last_seq"]) == (start, stop)
+    assert manifest["exit_status"] == "success"
+    assert cut(state_dir) == [("main_gauge", 0, before[0][0], after[0][-1], 3),
+                              ("main_gauge", 1, after[1][0], after[1][-1], 1)]
+
+
+def test_a_resume_for_a_run_that_is_not_open_is_ignored(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    idle_polls(log, 1, T0)
+    resume(log, RUN, T0 + 1, T0 + 2)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    assert held(state_dir) == [] and ledger.open_runs() == []
+
+
+def test_a_hole_and_a_resume_both_count_but_only_the_hole_makes_the_run_incomplete(
+        spool: Spool, ledger: Ledger, mono: FakeClock) -> None:
+    log = Log()
+    log.start(RUN, T0)
+    lost = log.poll("main_gauge", T0 + 1, "mbar", p1=1.0, p2=2.0)
+    resume(log, RUN, T0 + 1.5, T0 + 9.5)
+    log.poll("main_gauge", T0 + 10, "mbar", p1=1.0, p2=2.0)
+    log.stop(RUN, T0 + 11)
+    spool.commit([log.without(*lost)], now=NOW)
+    advance(ledger, mono, NOW)
+    advance(ledger, mono, NOW + GRACE + 1)
+    manifest = ledger.manifest(RUN)
+    assert [g["cause"] for g in manifest["gaps"]] == [f"not received within the grace period ({GRACE:g} s)",
+                                                      "bridge_down"]
+    assert manifest["report"]["complete"] is False and manifest["report"]["bridge_down_s"] == 8.0
+
+
+def test_events_go_with_their_run_in_log_order_and_those_outside_runs_are_kept(spool: Spool, ledger: Ledger,
+                                                                              state_dir: Path) -> None:
+    log = Log()
+    idle_seq = event(log, T0 - 10, "bake-out done", tags=["bake"])
+    log.start(RUN, T0)
+    first = event(log, T0 + 0.5, "Ga shutter open", RUN, ["shutter"])
+    log.poll("main_gauge", T0 + 1, "mbar", p1=1.0, p2=2.0)
+    second = event(log, T0 + 1.5, "Ga shutter closed", RUN, ["shutter"])
+    log.stop(RUN, T0 + 2)
+    after = event(log, T0 + 3, "venting")
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    assert held(state_dir) == [2, 4, 5, 7]  # the run's markers and readings wait; the events are in their table
+    deliver_all(ledger)
+    manifest = ledger.begin_finalize(RUN, CLOCK, now=NOW)
+    assert manifest["events"] == [
+        {"seq": first, "time": T0 + 0.5, "text": "Ga shutter open", "tags": ["shutter"], "source": "cli"},
+        {"seq": second, "time": T0 + 1.5, "text": "Ga shutter closed", "tags": ["shutter"], "source": "cli"}]
+    assert manifest["report"]["events"] == 2
+    ledger.end_finalize(RUN)
+    outside = ledger.events(site=SITE)
+    assert [(e["seq"], e["text"], e["run_id"]) for e in outside] == [(idle_seq, "bake-out done", None),
+                                                                     (after, "venting", None)]
+    assert held(state_dir) == []
+
+
+def test_an_event_delivered_twice_is_kept_once(spool: Spool, ledger: Ledger) -> None:
+    log = Log()
+    log.start(RUN, T0)
+    event(log, T0 + 1, "once", RUN)
+    log.stop(RUN, T0 + 2)
+    spool.commit([log.batch([1, 2])], now=NOW)
+    ledger.advance(now=NOW)
+    spool.commit([log.batch()], now=NOW)  # a resend overlapping what was taken
+    ledger.advance(now=NOW)
+    assert [e["text"] for e in ledger.manifest(RUN)["events"]] == ["once"]
+
+
+def test_an_automatic_runs_trigger_and_why_are_in_its_manifest(spool: Spool, ledger: Ledger) -> None:
+    log = Log()
+    why_start = {"expression": "cell_ga.pv > 500.0", "values": {"cell_ga.pv": 512.0}}
+    why_stop = {"expression": "cell_ga.pv < 400.0", "values": {"cell_ga.pv": 399.0}}
+    log._add("run_start", T0, {"run_id": RUN, "stream_name": "auto-1", "tags": [], "trigger": "auto",
+                               "why": why_start})
+    log._add("run_stop", T0 + 1, {"run_id": RUN, "exit_status": "success", "last_seq": 1, "why": why_stop})
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    manifest = ledger.manifest(RUN)
+    assert manifest["trigger"] == "auto" and manifest["why"] == {"start": why_start, "stop": why_stop}

@@ -171,7 +171,8 @@ T = 1_763_700_000.0
         ([0, "reading", T, _reading()], None, "bad_seq", "seq must be an integer 1..2**63-1, got 0"),
         ([True, "reading", T, _reading()], None, "bad_seq", "got True"),
         ([2**63, "reading", T, _reading()], None, "bad_seq", "got 9223372036854775808"),
-        ([5, "sample", T, {}], 5, "bad_kind", "kind 'sample' is not one of reading, run_start, run_stop"),
+        ([5, "sample", T, {}], 5, "bad_kind",
+         "kind 'sample' is not one of reading, run_start, run_stop, run_resume, event"),
         ([5, "reading", None, _reading()], 5, "bad_time", "got None"),
         ([5, "reading", float("nan"), _reading()], 5, "bad_time", "got nan"),
         ([5, "reading", 1e300, _reading()], 5, "bad_time", "got 1e+300"),
@@ -196,6 +197,31 @@ T = 1_763_700_000.0
          "bad_run_start", "must be a string"),
         ([5, "run_stop", T, {"run_id": RUN, "exit_status": "great"}], 5, "bad_run_stop", "exit_status"),
         ([5, "run_stop", T, {"run_id": RUN, "exit_status": "abort", "last_seq": -3}], 5, "bad_run_stop", "last_seq"),
+        ([5, "run_start", T, {"run_id": RUN, "stream_name": "x", "trigger": "timer"}], 5, "bad_run_start",
+         "trigger must be one of manual, auto, got 'timer'"),
+        ([5, "run_start", T, {"run_id": RUN, "stream_name": "x", "pre_roll_from": 5}], 5, "bad_run_start",
+         "pre_roll_from (5) must be a seq before the marker's own (5)"),
+        ([5, "run_start", T, {"run_id": RUN, "stream_name": "x", "pre_roll_from": 0}], 5, "bad_run_start",
+         "pre_roll_from must be an integer 1..2**63-1, got 0"),
+        ([5, "run_start", T, {"run_id": RUN, "stream_name": "x", "why": "because"}], 5, "bad_run_start",
+         "why must be a map with expression and values"),
+        ([5, "run_start", T, {"run_id": RUN, "stream_name": "x", "why": {"expression": "a.b > 1",
+                                                                         "values": {"a.b": "hot"}}}],
+         5, "bad_run_start", "why.values[a.b] must be a finite number, got 'hot'"),
+        ([5, "run_start", T, {"run_id": RUN, "stream_name": "x", "why": {"expression": "a.b > 1",
+                                                                         "values": {f"a.c{n}": 1 for n in range(65)}}}],
+         5, "bad_run_start", "65 values; at most 64 are allowed"),
+        ([5, "run_stop", T, {"run_id": RUN, "exit_status": "success", "why": {"expression": "a\x1b[2J"}}], 5,
+         "bad_run_stop", "control characters"),
+        ([5, "run_resume", T, {"run_id": RUN, "down_from": T}], 5, "bad_run_resume", "down_to must be Unix seconds"),
+        ([5, "run_resume", T, {"run_id": "x", "down_from": T, "down_to": T}], 5, "bad_run_resume", "run_id"),
+        ([5, "run_resume", T, {"run_id": RUN, "down_from": float("nan"), "down_to": T}], 5, "bad_run_resume",
+         "down_from"),
+        ([5, "event", T, {"text": "", "source": "cli"}], 5, "bad_event", "text must not be empty"),
+        ([5, "event", T, {"text": "x" * 1001, "source": "cli"}], 5, "bad_event", "at most 1000"),
+        ([5, "event", T, {"text": "ok", "source": "../cli"}], 5, "bad_event", "source must be 1-64 characters"),
+        ([5, "event", T, {"text": "ok", "source": "cli", "run_id": "../x"}], 5, "bad_event", "run_id"),
+        ([5, "event", T, {"text": "ok", "source": "cli", "tags": [1]}], 5, "bad_event", "tags[0] must be a string"),
     ],
 )
 def test_a_bad_entry_is_refused_alone_and_the_others_are_kept(entry: list[Any], seq: int | None, reason: str,
@@ -286,6 +312,19 @@ def command(action: str = "start_run", **params: Any) -> bytes:
     (command("stop_run", exit_status=None), "stop_run: exit_status must be one of success, abort, fail, got None"),
     (command("stop_run", reason="x" * 201), "stop_run: reason is 201 characters long; at most 200 are allowed"),
     (command("stop_run", run_id="0" * 32), "stop_run: unknown param 'run_id' (accepted: exit_status, reason)"),
+    (command("annotate"), "annotate needs a text"),
+    (command("annotate", text="a\nb"), "annotate: text must not contain control characters (found '\\n')"),
+    (command("annotate", text="x" * 1001), "annotate: text is 1001 characters long; at most 1000 are allowed"),
+    (command("annotate", text="x", tags="shutter"), "annotate: tags must be a list of strings, got str"),
+    (command("annotate", text="x", source="rule"), "annotate: unknown param 'source' (accepted: text, tags)"),
+    (command("auto"), "auto: enabled must be true or false, got None"),
+    (command("auto", enabled="on"), "auto: enabled must be true or false, got 'on'"),
+    (command("next_run", run_id="0" * 32),
+     "next_run: params must not carry a run_id; the bridge chooses the run id itself"),
+    (command("next_run", stream_name="a\x1b"), "next_run: stream_name must not contain control characters "
+                                                "(found '\\x1b')"),
+    (command("next_run", trigger="auto"), "next_run: unknown param 'trigger' (accepted: stream_name, "
+                                          "physical_sample, synth_source_id, project_id, tags)"),
     (packed({"v": 1, "request_id": "req-1", "action": "stop_run", "params": 5}),
      "stop_run: params must be a map, got int"),
     (packed({"v": 1, "request_id": "req-1", "action": "stop_run"}), "missing key 'params'"),
@@ -326,6 +365,44 @@ def test_senders_check_params_before_sending() -> None:
     assert contract.decode_command(data).params == contract.StopRun("abort", "power cut")
 
 
+def test_the_run_commands_round_trip() -> None:
+    cases: list[tuple[Any, dict[str, Any], Any]] = [
+        ("annotate", {"text": "Ga shutter open", "tags": ["shutter"]}, contract.Annotate("Ga shutter open",
+                                                                                           ("shutter",))),
+        ("auto", {"enabled": False}, contract.SetAuto(False)),
+        ("next_run", {"physical_sample": "S-17", "tags": ["GaAs"]}, contract.NextRun(physical_sample="S-17",
+                                                                                      tags=("GaAs",))),
+        ("next_run", {}, contract.NextRun()),
+    ]
+    for action, params, expected in cases:
+        command = contract.decode_command(contract.encode_command("req-1", action, params))
+        assert (command.action, command.params) == (action, expected)
+        assert contract.decode_command(contract.encode_command("req-1", action, expected)).params == expected
+    assert contract.NextRun().empty and not contract.NextRun(project_id="p").empty
+    with pytest.raises(ValueError, match="SetAuto params do not go with the action annotate"):
+        contract.encode_command("req-1", "annotate", contract.SetAuto(True))
+
+
+def test_the_new_markers_and_events_round_trip_and_keep_only_known_keys() -> None:
+    why = {"expression": "cell_ga.pv > 500.0 && pyrometer.temperature > 300.0",
+           "values": {"cell_ga.pv": 512.5, "pyrometer.temperature": 301}}
+    good = [
+        [10, "run_start", T, {"run_id": RUN, "stream_name": "auto-1", "tags": ["auto"], "trigger": "auto",
+                              "why": why, "pre_roll_from": 3, "extra": "dropped"}],
+        [11, "event", T, {"text": "Ga shutter open", "tags": ["shutter"], "source": "cli", "run_id": RUN, "x": 1}],
+        [12, "run_resume", T, {"run_id": RUN, "down_from": T - 3, "down_to": T, "x": 1}],
+        [13, "run_stop", T, {"run_id": RUN, "exit_status": "success", "last_seq": 12, "why": why}],
+    ]
+    batch = contract.decode_batch(_batch_with(entries=good), "s")
+    assert batch.refused == ()
+    start, event, resume, stop = (e.body for e in batch.entries)
+    assert start == {"run_id": RUN, "stream_name": "auto-1", "physical_sample": None, "synth_source_id": None,
+                     "project_id": None, "tags": ["auto"], "trigger": "auto", "why": why, "pre_roll_from": 3}
+    assert event == {"text": "Ga shutter open", "tags": ["shutter"], "source": "cli", "run_id": RUN}
+    assert resume == {"run_id": RUN, "down_from": T - 3, "down_to": T}
+    assert stop["why"] == why
+
+
 @pytest.mark.parametrize("seq", [None, 57])
 def test_replies_round_trip(seq: int | None) -> None:
     data = contract.encode_reply("req-1", seq is not None, "run r1 started", seq)
@@ -353,12 +430,13 @@ def test_the_documented_examples_decode_with_this_codec() -> None:
     assert set(examples) >= {"batch", "ack", "command", "reply"}
     batch = contract.decode_batch(packed(examples["batch"]), examples["batch"]["site"])
     assert batch.refused == ()
-    assert {e.kind for e in batch.entries} == {"reading", "run_start", "run_stop"}
+    assert {e.kind for e in batch.entries} == {"reading", "run_start", "run_stop", "run_resume", "event"}
     for entry in batch.entries:
         if entry.kind == "reading":
             contract.reading_from_body(entry.body)
     contract.decode_ack(packed(examples["ack"]))
-    contract.decode_command(packed(examples["command"]))
+    for name in ("command", "command_annotate", "command_auto", "command_next_run"):
+        contract.decode_command(packed(examples[name]))
     contract.decode_reply(packed(examples["reply"]))
     assert all(example["v"] == contract.SCHEMA_VERSION for example in examples.values())
 
