@@ -167,9 +167,8 @@ def _metadata(m: Manifest) -> list[tuple[str, str]]:
     missing = m.missing_gaps
     if m.complete is False and missing:
         complete += f": {len(missing)} gap{'' if len(missing) == 1 else 's'} (below)"
-    down = report.get("bridge_down_s")
-    if isinstance(down, int | float) and not isinstance(down, bool) and down > 0:
-        complete += f"; the bridge was down {format_duration(down)} while the run went on (below)"
+    if m.bridge_down > 0:
+        complete += f"; the bridge was down {format_duration(m.bridge_down)} while the run went on (below)"
     counts = ", ".join(f"{_value(report[k], CELL)} {k.replace('_', ' ')}"
                        for k in ("readings", "bad_quality", "chunks", "retries") if k in report)
     clock_text = {True: "NTP synchronized", False: "not NTP synchronized", None: "sync unknown"}.get(

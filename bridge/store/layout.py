@@ -309,6 +309,13 @@ class Manifest:
         return tuple(g for g in self.gaps if g.get("cause") != BRIDGE_DOWN)
 
     @property
+    def bridge_down(self) -> float:
+        """Seconds the bridge was down while the run went on (its ``bridge_down`` gaps), 0 when never."""
+        return sum(max(0.0, float(g["to_time"]) - float(g["from_time"])) for g in self.gaps
+                   if g.get("cause") == BRIDGE_DOWN and is_timestamp(g.get("from_time"))
+                   and is_timestamp(g.get("to_time")))
+
+    @property
     def state(self) -> str:
         """``open``, ``finalized, complete`` or ``finalized, incomplete (2 gaps)``: one glance."""
         if not self.finalized:

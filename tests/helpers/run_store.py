@@ -62,8 +62,10 @@ def points(flows: list[Flow]) -> dict[str, list[tuple[float, float, str]]]:
 def write_run(store: Path, data_id: str, flows: list[Flow], *, stream_name: str, ppc: int = 10,
               started_at: float = START, stopped_at: float | None = None, exit_status: str | None = "success",
               finalized: bool = True, gaps: list[dict[str, Any]] | None = None, site: str = "chamber-a",
-              physical_sample: str | None = None, tags: tuple[str, ...] = ()) -> dict[str, Any]:
-    """Write one run (chunk files, then the manifest) and return the manifest."""
+              physical_sample: str | None = None, tags: tuple[str, ...] = (),
+              events: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+    """Write one run (chunk files, then the manifest) and return the manifest; ``events`` and ``extra``
+    (``trigger``, ``why``...) go into the manifest as given."""
     run_dir = store / data_id
     channels: dict[str, dict[str, Any]] = {}
     flow_counts: dict[str, dict[str, int]] = {}
@@ -91,10 +93,12 @@ def write_run(store: Path, data_id: str, flows: list[Flow], *, stream_name: str,
         "finalized_at": stopped_at + 1.2 if finalized and stopped_at is not None else None,
         # an open run's manifest counts nothing yet (what the local sink writes at initialize)
         "channels": channels if finalized else {}, "flows": flow_counts if finalized else {}, "gaps": gaps,
+        **({"events": events} if events is not None else {}), **extra,
     }
+    missing = [g for g in gaps if g.get("cause") != "bridge_down"]
     if finalized:
         manifest["report"] = {
-            "complete": not gaps, "finalized_because": "complete" if not gaps else "grace_expired",
+            "complete": not missing, "finalized_because": "complete" if not missing else "grace_expired",
             "readings": sum(c["points"] + c["bad_quality"] for c in channels.values()),
             "bad_quality": sum(c["bad_quality"] for c in channels.values()),
             "chunks": sum(f["chunks"] for f in flow_counts.values()), "retries": 0,
@@ -145,3 +149,23 @@ def build_store(store: Path) -> dict[str, list[Flow]]:
     write_run(store, BAKE1, runs[BAKE1], stream_name="bakeout", started_at=START - 86_400, exit_status="abort")
     write_run(store, BAKE2, runs[BAKE2], stream_name="bakeout", started_at=START + 20_000)
     return runs
+
+
+# ---------------------------------------------------------------- a run that resumed, with events
+
+RESUMED = "e0e0e0e0" + "0" * 23 + "5"
+DOWN = {"site": "chamber-a", "epoch": "e1e2e3e4e5e6", "cause": "bridge_down", "at_seq": 40,
+        "from_time": START + 4.2, "to_time": START + 7.2}
+EVENTS = [
+    {"seq": 3, "time": START + 1.5, "text": "Ga shutter open", "tags": ["shutter"], "source": "cli"},
+    {"seq": 55, "time": START + 8.5, "text": "ramp to 580 °C, $T$ stable", "tags": [], "source": "auto"},
+]
+WHY = {"start": {"expression": "main_gauge.p1 > 0.0", "values": {"main_gauge.p1": 1.0e-7}}, "stop": None}
+
+
+def write_resumed(store: Path) -> dict[str, Any]:
+    """An automatic run whose bridge was down for 3 s in the middle, with two events."""
+    flow = Flow("main_gauge", {"p1": "mbar"})
+    flow.polls = [(START + i, {"p1": 1.0e-7 * (i + 1)}) for i in range(10) if not 4 < i < 8]
+    return write_run(store, RESUMED, [flow], stream_name="resumed", gaps=[DOWN], events=EVENTS, trigger="auto",
+                     why=WHY)

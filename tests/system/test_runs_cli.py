@@ -13,7 +13,18 @@ import pytest
 import yaml
 
 from tests.helpers.cli import ROOT, run_cli
-from tests.helpers.run_store import BAKE1, BAKE2, GAN17, GAN18, build_store, gan17_flows, points
+from tests.helpers.run_store import (
+    BAKE1,
+    BAKE2,
+    EVENTS,
+    GAN17,
+    GAN18,
+    RESUMED,
+    build_store,
+    gan17_flows,
+    points,
+    write_resumed,
+)
 
 
 @pytest.fixture
@@ -79,8 +90,10 @@ def test_show_prints_metadata_channels_gaps_and_checks_the_files(store: Path) ->
     assert out.split("\n\n")[3].splitlines() == [
         "gaps: 1",
         "  seq 120-130 (chamber-a, epoch e1e2e3e4): not received within the grace period (300 s)",
+        "events: none",
         "files: 5 chunk files, 47 points, all readable; match the manifest",
     ]
+    assert fields["trigger"] == "manual" and "why started" not in fields
     open_run = runs(store, "show", "a1b2f")
     assert open_run.returncode == 0, open_run.stderr
     assert "finalized      no (still streaming, or waiting for data)" in open_run.stdout
@@ -253,3 +266,73 @@ def test_help_loads_neither_matplotlib_nor_pyarrow() -> None:
     assert result.stdout.splitlines()[-1] == "[]"
     assert [line.split()[0] for line in result.stdout.split("Commands:")[1].splitlines()[1:-1]] == [
         "export", "list", "plot", "show"]
+
+
+# ---------------------------------------------------------------- a resumed automatic run with events
+
+
+def test_show_lists_the_events_the_time_down_and_why_the_run_started(store: Path) -> None:
+    write_resumed(store)
+    result = runs(store, "show", "resumed")
+    assert result.returncode == 0, result.stderr
+    head, *_, tail = result.stdout.split("\n\n")
+    fields = dict([s.strip() for s in line.split("  ", 1)] for line in head.splitlines())
+    assert fields["trigger"] == "auto"
+    assert fields["why started"] == "main_gauge.p1 > 0.0 (main_gauge.p1=1e-07)"
+    assert fields["complete"] == "yes; the bridge was down 3s while the run went on (below)"
+    assert tail.splitlines() == [
+        "gaps: 1",
+        "  2025-11-21 04:40:04 to 04:40:07 UTC (3s), before seq 40 (chamber-a, epoch e1e2e3e4): bridge_down",
+        "events: 2",
+        "  2025-11-21 04:40:01.500 UTC  [cli] Ga shutter open (shutter)",
+        "  2025-11-21 04:40:08.500 UTC  [auto] ramp to 580 °C, $T$ stable",
+        "files: 1 chunk file, 7 points, all readable; match the manifest",
+    ]
+    as_json = json.loads(runs(store, "show", "resumed", "--json").stdout)
+    assert as_json["events"] == EVENTS
+    assert (as_json["trigger"], as_json["report"]["complete"], as_json["gaps"][0]["cause"]) == (
+        "auto", True, "bridge_down")
+
+
+def test_export_events_writes_them_in_log_order(store: Path, tmp_path: Path) -> None:
+    write_resumed(store)
+    out = tmp_path / "events.csv"
+    result = runs(store, "export", "resumed", "--events", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == f"{out}: 2 events of run {RESUMED[:8]} (resumed)\n"
+    assert list(csv.reader(io.StringIO(out.read_text(encoding="utf-8")))) == [
+        ["timestamp_iso", "timestamp", "seq", "source", "text", "tags"],
+        ["2025-11-21T04:40:01.500000Z", "1763700001.5", "3", "cli", "Ga shutter open", "shutter"],
+        ["2025-11-21T04:40:08.500000Z", "1763700008.5", "55", "auto", "ramp to 580 °C, $T$ stable", ""],
+    ]
+    here = subprocess.run([sys.executable, "-m", "bridge", "runs", "export", "resumed", "--events", "--store",
+                           str(store)], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert here.returncode == 0, here.stderr
+    assert (tmp_path / f"resumed-{RESUMED[:8]}-events.csv").exists()
+    pq = pytest.importorskip("pyarrow.parquet")
+    parquet = tmp_path / "events.parquet"
+    assert runs(store, "export", "resumed", "--events", "--format", "parquet", "--out", str(parquet)).returncode == 0
+    table = pq.read_table(parquet)
+    assert table.column("text").to_pylist() == ["Ga shutter open", "ramp to 580 °C, $T$ stable"]
+    assert table.column("tags").to_pylist() == [["shutter"], []]
+
+
+def test_plot_draws_the_events_as_vertical_lines(store: Path, tmp_path: Path) -> None:
+    image = pytest.importorskip("matplotlib.image")
+    from bridge.store.plot import EVENT_COLOR
+
+    write_resumed(store)
+    colour = [int(EVENT_COLOR[i:i + 2], 16) / 255 for i in (1, 3, 5)]
+
+    def event_pixels(path: Path) -> int:
+        pixels = image.imread(path)[..., :3]
+        return int((abs(pixels - colour).max(axis=-1) < 0.08).sum())
+
+    with_events = tmp_path / "with.png"
+    assert runs(store, "plot", "resumed", "--out", str(with_events)).returncode == 0
+    manifest = store / RESUMED / "manifest.json"
+    manifest.write_text(json.dumps({**json.loads(manifest.read_text()), "events": []}))
+    without = tmp_path / "without.png"
+    assert runs(store, "plot", "resumed", "--out", str(without)).returncode == 0
+    assert event_pixels(without) == 0
+    assert event_pixels(with_events) > 200  # two dashed lines through the panel, and their labels

@@ -12,21 +12,34 @@ import pytest
 
 from bridge.store.export import iso, rows
 from bridge.store.plot import broken, holes, panels, title_lines
-from bridge.store.reader import RunLookupError, RunStore, StoreCorrupt, format_duration, format_gap
+from bridge.store.layout import Event
+from bridge.store.reader import (
+    RunLookupError,
+    RunStore,
+    StoreCorrupt,
+    format_duration,
+    format_event,
+    format_gap,
+)
 from bridge.uploader.sinks.base import StreamInfo
 from bridge.uploader.sinks.local import LocalSink
 from tests.helpers.run_store import (
     BAKE1,
     BAKE2,
+    DOWN,
+    EVENTS,
     GAN17,
     GAN18,
     GAP,
+    RESUMED,
     START,
+    WHY,
     Flow,
     build_store,
     chunk_bodies,
     gan17_flows,
     points,
+    write_resumed,
     write_run,
 )
 
@@ -249,3 +262,42 @@ def test_title_names_stream_sample_run_start_status_and_gaps(store: RunStore) ->
     assert details == (f"run {GAN17}  ·  site chamber-a\nstarted 2025-11-21 04:40:00 UTC  ·  duration 15s  ·  "
                        "exit success  ·  finalized, incomplete (1 gap)")
     assert notes == f"Gaps recorded in the manifest: {format_gap(GAP)}"
+
+
+# ---------------------------------------------------------------- resumed runs, automatic runs, events
+
+
+def test_a_resumed_automatic_run_reads_back_with_its_events_and_stays_complete(tmp_path: Path) -> None:
+    write_resumed(tmp_path)
+    m = RunStore(tmp_path).find("resumed")
+    assert (m.data_id, m.trigger, m.why, m.gaps, m.missing_gaps) == (RESUMED, "auto", WHY, (DOWN,), ())
+    assert m.state == "finalized, complete"
+    assert m.events == (Event(START + 1.5, "Ga shutter open", ("shutter",), "cli", 3),
+                        Event(START + 8.5, "ramp to 580 °C, $T$ stable", (), "auto", 55))
+    assert format_gap(DOWN) == ("2025-11-21 04:40:04 to 04:40:07 UTC (3s), before seq 40 (chamber-a, "
+                                "epoch e1e2e3e4): bridge_down")
+    assert format_event(m.events[0]) == "2025-11-21 04:40:01.500 UTC  [cli] Ga shutter open (shutter)"
+    _, details, notes = title_lines(RunStore(tmp_path).load("resumed"))
+    assert details.endswith("finalized, complete") and "bridge_down" in notes
+
+
+def test_a_manifest_without_events_or_trigger_is_a_manual_run_without_events(store: RunStore) -> None:
+    m = store.find("GaN-17")
+    assert (m.trigger, m.why, m.events) == ("manual", {}, ())
+
+
+@pytest.mark.parametrize(("events", "says"), [
+    ("many", "events should be a list of objects, not str"),
+    ([5], "events[0] should be an object"),
+    ([{**EVENTS[0], "time": "noon"}], "events[0].time should be a number of Unix seconds"),
+    ([{**EVENTS[0], "text": ""}], "events[0].text should be non-empty text"),
+    ([{**EVENTS[0], "tags": "shutter"}], "events[0].tags should be a list of text"),
+    ([{**EVENTS[0], "seq": -1}], "events[0].seq should be a seq (integer >= 0) or null"),
+])
+def test_bad_events_make_the_run_damaged_naming_the_event(tmp_path: Path, events: object, says: str) -> None:
+    write_resumed(tmp_path)
+    path = tmp_path / RESUMED / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "events": events}))
+    with pytest.raises(StoreCorrupt) as err:
+        RunStore(tmp_path).find(RESUMED)
+    assert str(err.value).startswith(f"{path}: {says}")
