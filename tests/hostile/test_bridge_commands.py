@@ -114,7 +114,7 @@ def commander(mosquitto: MosquittoBroker, bridge: BridgeService) -> Iterator[Com
 
 def markers(bridge: BridgeService) -> list[contract.LogEntry]:
     bridge.outbox.flush()
-    return [e for e in bridge.outbox.pending(0, 10_000) if e.kind in contract.RUN_MARKERS]
+    return [e for e in bridge.outbox.pending(0, 10_000) if e.kind in contract.MARKERS]
 
 
 def assert_refused(reply: contract.Reply, *words: str) -> None:
