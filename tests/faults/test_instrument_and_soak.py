@@ -242,12 +242,11 @@ class Soak:
         time.sleep(self.rng.uniform(1.0, 3.0))
         self.scene.uploader.thaw()
 
-    def bridge_crash(self) -> None:  # row 10: the run is closed as abort at the restart; a new one begins
+    def bridge_crash(self) -> None:  # row 10: the run resumes at the restart (within bridge.runs.resume_within)
         assert self.scene.bridge is not None
         self.scene.bridge.kill()
         self.scene.truth.add_outbox(self.scene.outbox_path)
         self.scene.start_bridge()
-        self.new_run()
 
     def instrument_silent(self) -> None:  # row 20
         sim = self.rng.choice(list(self.scene.sims.values()))

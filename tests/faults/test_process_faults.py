@@ -30,7 +30,7 @@ from tests.helpers.checker import integrity, read_not_committed, served_gauges, 
 from tests.helpers.faketime import SteppedClock
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.scene import BRIDGE_STATUS, UPLOADER_STATUS, Scene
-from tests.helpers.uploader import wait_for
+from tests.helpers.uploader import manifest, wait_for
 from tests.helpers.watch import sys_broker
 from tests.system.test_uploader import start_run, stop_run
 
@@ -80,28 +80,32 @@ def test_bridge_killed_around_the_outbox_commit_loses_no_committed_reading_and_r
     crashed = scene.truth.add_outbox(scene.outbox_path)  # what the dead bridge had committed
     assert crashed.open_run is not None and crashed.open_run["run_id"] == run_id, "the run was not open at the crash"
     restarted = time.monotonic()
-    bridge = scene.start_bridge()
+    bridge = scene.start_bridge()  # within bridge.runs.resume_within: the run goes on
     scene.uploader.thaw()
-    wait_for(lambda: scene.finalized(run_id), timeout=60, what="the aborted run to be finalized")
-    recovery = time.monotonic() - restarted
+    wait_for(lambda: any(kind == "run_resume" for _, kind, _ in scene.truth.markers()), what="the resume marker")
     wait_for(lambda: max(scene.tap.entries, default=0) > crashed.last_seq + 100, what="readings after the restart")
+    recovery = time.monotonic() - restarted
+    stop_seq = stop_run(scene.raw)
+    wait_for(lambda: scene.finalized(run_id), timeout=60, what="the resumed run to be finalized")
     assert bridge.stop() == 0, bridge.log_tail()
     assert scene.uploader.stop() == 0, scene.uploader.log_tail()
 
     figures_run = scene.assert_nothing_lost(run_id)
     assert scene.truth.gaps() == [], "a seq is missing from the bridge's log"
-    _, stop_seq = scene.truth.run_span(run_id) or (0, 0)
-    stop = scene.truth.entries()[stop_seq]
-    assert stop[2]["exit_status"] == "abort"
+    assert (scene.truth.run_span(run_id) or (0, 0))[1] == stop_seq
+    doc = manifest(scene.store, run_id)
+    assert doc["exit_status"] == "success"
+    assert [g["cause"] for g in doc["gaps"]] == ["bridge_down"]
     scene.assert_drained(stop_seq)
     assert scene.watch.dropped() == 0
     lost_committed = sum(1 for seq, (kind, _, _) in crashed.entries.items()
-                         if kind == "reading" and seq < stop_seq and seq not in scene.tap.entries)
-    figures.record(row=10, fault=f"bridge SIGKILL at {point} (commit {CRASH_AT_COMMIT}), restarted", lost=0,
-                   lost_committed=lost_committed, seq_reused=0, duplicates_on_wire=scene.tap.duplicates,
+                         if kind == "reading" and seq not in scene.tap.entries)
+    figures.record(row=10, fault=f"bridge SIGKILL at {point} (commit {CRASH_AT_COMMIT}), restarted; the run resumed",
+                   lost=0, lost_committed=lost_committed, seq_reused=0, duplicates_on_wire=scene.tap.duplicates,
                    unacked_at_crash=crashed.last_seq - crashed.acked_seq,
                    read_not_committed=read_not_committed(scene.truth, scene.sims), readings=figures_run["readings"],
-                   recovery_s=round(recovery, 2), broker_dropped=scene.watch.dropped())
+                   bridge_down_s=doc["report"]["bridge_down_s"], recovery_s=round(recovery, 2),
+                   broker_dropped=scene.watch.dropped())
 
 
 # ---------------------------------------------------------------- row 11: power loss
@@ -132,42 +136,51 @@ def power_up(scene: Scene, rng: random.Random, shuffle: bool) -> None:
 
 
 def run_power_cuts(scene: Scene, figures: Figures, cycles: int, seed: int, shuffle: bool) -> None:
+    """Each cycle opens a run, cuts the power, powers up again: the run resumes (the restart is well
+    within ``bridge.runs.resume_within``) and is stopped, so each run records its time down."""
     rng = random.Random(seed)
     scene.start_uploader()
     scene.start_bridge()
     runs: list[str] = []
     acked = 0
     checks: list[str] = []
+    last_stop = 0
     for cycle in range(cycles):
         runs.append(start_run(scene.raw, name=f"power-{cycle}"))
         time.sleep(rng.uniform(1.0, 3.0))
         power_cut(scene, rng)
         checks += [integrity(scene.outbox_path), integrity(scene.uploader_state / "spool.sqlite")]
         assert set(checks) == {"ok"}, f"a database is damaged after power cut {cycle}: {checks}"
-        acked = max(acked, scene.truth.add_outbox(scene.outbox_path).acked_seq)
+        snapshot = scene.truth.add_outbox(scene.outbox_path)
+        assert snapshot.open_run is not None and snapshot.open_run["run_id"] == runs[-1]
+        acked = max(acked, snapshot.acked_seq)
         scene.truth.add_spool(scene.uploader_state)
         power_up(scene, rng, shuffle)
-    runs.append(start_run(scene.raw, name="after-the-cuts"))
-    time.sleep(1.0)
-    last_stop = stop_run(scene.raw)
+        time.sleep(rng.uniform(0.5, 1.5))
+        last_stop = stop_run(scene.raw)  # the run survived the cut: it is still open
     wait_for(lambda: all(scene.finalized(run_id) for run_id in runs), timeout=120, what="every run finalized")
     assert scene.bridge is not None and scene.bridge.stop() == 0, scene.bridge.log_tail() if scene.bridge else ""
     assert scene.uploader is not None and scene.uploader.stop() == 0, scene.uploader.log_tail()
     totals: dict[str, int] = {"readings": 0, "values_checked": 0, "served_not_stored": 0}
     lost_acknowledged = 0
+    down: list[float] = []
     for run_id in runs:
         counts = scene.assert_nothing_lost(run_id)
         for key in totals:
             totals[key] += counts[key]
+        doc = manifest(scene.store, run_id)
+        assert doc["exit_status"] == "success" and [g["cause"] for g in doc["gaps"]] == ["bridge_down"], doc["gaps"]
+        down.append(doc["report"]["bridge_down_s"])
         stored = {(name, value) for name, values in stored_values(scene.store, run_id).items() for value in values}
         lost_acknowledged += sum(1 for seq, r in scene.truth.run_readings(run_id)
                                  if seq <= acked and r["q"] == "ok" and (f"{r['i']}/{r['c']}", r["v"]) not in stored)
     scene.assert_drained(last_stop)
     assert scene.watch.dropped() == 0
     figures.record(row=11, fault=f"power cut: SIGKILL of broker, uploader and bridge at random times, {cycles} times"
-                   + (", restart order shuffled" if shuffle else ""), lost=0, lost_acknowledged=lost_acknowledged,
-                   integrity_checks=len(checks), integrity="ok", runs=len(runs), **totals,
-                   duplicates_on_wire=scene.tap.duplicates, broker_dropped=scene.watch.dropped())
+                   + (", restart order shuffled" if shuffle else "") + "; every run resumed", lost=0,
+                   lost_acknowledged=lost_acknowledged, integrity_checks=len(checks), integrity="ok", runs=len(runs),
+                   runs_resumed=len(runs), bridge_down_s={"min": round(min(down), 2), "max": round(max(down), 2)},
+                   **totals, duplicates_on_wire=scene.tap.duplicates, broker_dropped=scene.watch.dropped())
 
 
 def test_power_cuts_leave_sound_databases_and_lose_no_acknowledged_reading(scene: Scene, figures: Figures) -> None:

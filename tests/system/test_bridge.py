@@ -220,7 +220,7 @@ def test_bridge_killed_and_restarted_loses_no_committed_reading_and_never_reuses
     assert_contiguous(subscriber)
 
 
-def test_runs_are_markers_in_the_log_and_a_crash_closes_the_open_run(
+def test_runs_are_markers_in_the_log_and_a_crash_resumes_the_open_run(
         mosquitto: MosquittoBroker, subscriber: AckingSubscriber, gauges: Any, tmp_path: Path) -> None:
     config = tmp_path / "bridge.yaml"
     config.write_text(yaml.safe_dump(make_config(mosquitto, gauges, tmp_path / "state")))
@@ -242,22 +242,28 @@ def test_runs_are_markers_in_the_log_and_a_crash_closes_the_open_run(
         bridge.wait(timeout=10)
     restarted = _poll(config, subscriber)
     try:
-        subscriber.wait_for(lambda: any(e.kind == "run_stop" for e in subscriber.entries.values()),
-                            what="the abort marker written at restart")
+        subscriber.wait_for(lambda: any(e.kind == "run_resume" for e in subscriber.entries.values()),
+                            what="the resume marker written at restart")
         stopped = _cli("stop-run", str(config))
-        assert stopped.returncode == 1 and "no run is open" in stopped.stderr
+        assert stopped.returncode == 0, stopped.stderr
+        subscriber.wait_for(lambda: any(e.kind == "run_stop" for e in subscriber.entries.values()),
+                            what="the stop marker")
     finally:
         restarted.send_signal(signal.SIGINT)
         assert restarted.wait(timeout=20) == 0
     start = next(e for e in subscriber.entries.values() if e.kind == "run_start")
+    resume = next(e for e in subscriber.entries.values() if e.kind == "run_resume")
     stop = next(e for e in subscriber.entries.values() if e.kind == "run_stop")
     assert start.body["stream_name"] == "GaAs-042"
     assert start.body["physical_sample"] == "S-17"
     assert start.body["tags"] == ["GaAs", "calibration"]
-    assert stop.body["run_id"] == start.body["run_id"]
-    assert stop.body["exit_status"] == "abort"
-    assert stop.seq > start.seq
-    assert (run["run_id"], run["stream_name"]) == (start.body["run_id"], "GaAs-042")
+    assert start.body["trigger"] == "manual"
+    assert resume.body["run_id"] == stop.body["run_id"] == start.body["run_id"]
+    assert start.seq < resume.seq < stop.seq
+    assert resume.body["down_from"] == subscriber.entries[resume.seq - 1].time  # the last entry before the crash
+    assert resume.body["down_from"] <= resume.body["down_to"]
+    assert stop.body["exit_status"] == "success"
+    assert (run["run_id"], run["stream_name"], run["trigger"]) == (start.body["run_id"], "GaAs-042", "manual")
 
 
 def test_start_run_with_no_bridge_exits_1_with_one_line(mosquitto: MosquittoBroker, tmp_path: Path) -> None:
