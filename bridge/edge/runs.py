@@ -272,7 +272,7 @@ class Runs:
         if value is None:
             log.info("next-run metadata cleared")
             return True, "next-run metadata cleared", None
-        shown = ", ".join(f"{key} {printable(value[key], 80)}" for key in NEXT_RUN_KEYS if key in value)
+        shown = ", ".join(f"{key} {printable(_text(value[key]), 200)}" for key in NEXT_RUN_KEYS if key in value)
         log.info("next-run metadata set: %s", shown)
         return True, f"the next run will have {shown}", None
 
@@ -288,6 +288,11 @@ class Runs:
         if isinstance(params, contract.SetAuto):
             return self.set_auto(params.enabled)
         return self.set_next_run(params)
+
+
+def _text(value: object) -> str:
+    """A metadata value as an operator reads it: tags joined with commas."""
+    return ", ".join(map(str, value)) if isinstance(value, list) else str(value)
 
 
 def _merged(given: Mapping[str, Any], pending: Mapping[str, Any], *, pending_wins: bool) -> dict[str, Any]:

@@ -274,7 +274,8 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
         for event in events[:MAX_EVENT_LABELS]:
             axes[0].annotate(plain(event.text, 40), xy=(days(event.time), 1.0), xycoords=("data", "axes fraction"),
                              xytext=(2, -3), textcoords="offset points", rotation=90, va="top", ha="left",
-                             fontsize=7, color=EVENT_COLOR, clip_on=True)
+                             fontsize=7, color=EVENT_COLOR, clip_on=True,
+                             bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
         locator = mdates.AutoDateLocator(tz=UTC, minticks=4, maxticks=10)  # type: ignore[no-untyped-call]
         bottom = axes[-1]
         bottom.xaxis.set_major_locator(locator)

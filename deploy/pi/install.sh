@@ -6,7 +6,8 @@
 #   - /etc/chamber-bridge/config.yaml from configs/pi-mbe.yaml if there is none yet (MQTT over
 #     TLS to the lab server's port 8883, checked against /etc/chamber-bridge/ca.crt),
 #   - the udev rules (stable /dev/chamber/<name>) and the systemd unit, enabled.
-# Idempotent: run it again after `git pull` to upgrade; an existing config and rules are kept.
+# Idempotent: run it again after `git pull` to upgrade; an existing config and rules are kept, and a
+# run that is open goes on across the restart (within bridge.runs.resume_within, docs/runs.md).
 #
 #   sudo bash deploy/pi/install.sh             # from a clone of the repository on the Pi
 #   bash deploy/pi/install.sh --dry-run        # print what it would do, change nothing
@@ -138,7 +139,9 @@ if [ "${fresh_config:-0}" -eq 1 ]; then
   echo "     sudo -u $user $prefix/bin/chamber-bridge read $config_dir/config.yaml"
   echo "     sudo systemctl start chamber-bridge"
 elif [ "$dry_run" -eq 1 ] || systemctl is-active --quiet chamber-bridge.service; then
-  # an upgrade: the new code runs after a restart (the outbox keeps everything meanwhile)
+  # an upgrade: the new code runs after a restart (the outbox keeps everything meanwhile); an
+  # open run goes on when the bridge is back within bridge.runs.resume_within (default 900 s)
+  echo "   restarting the bridge: an open run is kept (back within bridge.runs.resume_within, default 900 s)"
   run systemctl restart chamber-bridge.service
 else
   run systemctl start chamber-bridge.service

@@ -131,7 +131,7 @@ def test_auto_without_a_configured_trigger_is_refused(mosquitto: MosquittoBroker
 def test_next_run_is_shown_used_once_and_cleared(bridge: Bridge) -> None:
     result = bridge.ask("next-run", "--sample", "S-17", "--tag", "GaAs", "--name", "GaAs-043")
     assert result.returncode == 0, result.stderr
-    assert result.stdout == "the next run will have stream_name GaAs-043, physical_sample S-17, tags ['GaAs']\n"
+    assert result.stdout == "the next run will have stream_name GaAs-043, physical_sample S-17, tags GaAs\n"
     shown = bridge.run_topic(lambda body: body["next_run"] is not None)["next_run"]
     assert shown == {"stream_name": "GaAs-043", "physical_sample": "S-17", "tags": ["GaAs"]}
     assert bridge.ask("start-run", "--name", "by-hand").returncode == 0
