@@ -283,8 +283,8 @@ def auto(ctx: click.Context, state: str, config: str, timeout: float) -> None:
 def next_run(ctx: click.Context, config: str, name: str | None, sample: str | None, instrument_id: str | None,
              project: str | None, tags: tuple[str, ...], clear: bool, timeout: float) -> None:
     """Set the metadata of the next run, manual or automatic; used once, shown in the run topic."""
-    given = {"stream_name": name, "physical_sample": sample, "synth_source_id": instrument_id,
-             "project_id": project, "tags": list(tags)}
+    given: dict[str, object] = {"stream_name": name, "physical_sample": sample, "synth_source_id": instrument_id,
+                                "project_id": project, "tags": list(tags)}
     if clear == any(given[key] for key in given):
         fail("give the next run's metadata (--name, --sample, --instrument-id, --project, --tag) or --clear, "
              "not both or neither", EXIT_USAGE)

@@ -193,7 +193,9 @@ def _metadata(m: Manifest) -> list[tuple[str, str]]:
 
 def _why(why: dict[str, Any]) -> str:
     """``cell_ga.pv > 500.0 (cell_ga.pv=512.3)``: the expression and the values that made it true."""
-    values = why.get("values") if isinstance(why.get("values"), dict) else {}
+    values = why.get("values")
+    if not isinstance(values, dict):
+        values = {}
     shown = ", ".join(f"{printable(k, 80)}={printable(v, 40)}" for k, v in list(values.items())[:16])
     return _value(f"{printable(why.get('expression'), VALUE)}" + (f" ({shown})" if shown else ""), LINE)
 

@@ -29,8 +29,9 @@ uploader's "highest contiguous seq" relies on.
 buffered, unacknowledged) reaches ``max_entries``, the alarm is raised; while it is at or
 above the limit, new *readings* are refused and counted in :attr:`Outbox.overflow` (they get
 no seq, so no gap appears in the log); markers are always accepted, so a run can still be
-closed and an operator's annotation is never refused. The alarm clears when depth falls below 90 % of ``max_entries``. The oldest data is
-kept rather than overwritten: it is the start of the run the uploader is still waiting for.
+closed and an operator's annotation is never refused. The alarm clears when depth falls below
+90 % of ``max_entries``. The oldest data is kept rather than overwritten: it is the start of
+the run the uploader is still waiting for.
 
 A commit that fails (disk full, I/O error) keeps its rows buffered and is retried with capped
 backoff by the committer; :meth:`Outbox.flush` and :meth:`Outbox.append_marker` raise

@@ -155,8 +155,8 @@ def _events_csv_to(manifest: Manifest, stream: IO[str]) -> int:
 def write_events_parquet(manifest: Manifest, out: Path) -> int:
     """The run's events as Parquet (needs pyarrow); ``tags`` a list column; the row count."""
     try:
-        import pyarrow as pa  # type: ignore[import-untyped]  # pyarrow ships no type information
-        import pyarrow.parquet as pq  # type: ignore[import-untyped]
+        import pyarrow as pa
+        import pyarrow.parquet as pq
     except ImportError:
         raise MissingExtra("export --events --format parquet", "pyarrow") from None
     events = manifest.events

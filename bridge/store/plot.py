@@ -214,9 +214,8 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
     from matplotlib import dates as mdates
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-    from matplotlib.patches import Patch
-
     from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
 
     groups = panels(run)
     intervals = poll_intervals(run)

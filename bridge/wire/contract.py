@@ -502,7 +502,7 @@ def run_resume_body(body: Mapping[str, Any], what: str = "run_resume") -> dict[s
         if not _finite_time(value):
             raise ValueError(f"{what}: {key} must be Unix seconds between 2000 and 2100, got "
                              f"{printable(repr(value), 80)}")
-        checked[key] = float(value)
+        checked[key] = float(value)  # type: ignore[arg-type]  # _finite_time: an int or a float
     return checked
 
 
@@ -713,7 +713,7 @@ def command_params(action: str, params: Mapping[str, Any]) -> CommandParams:
 
 
 def _metadata(params: Mapping[str, Any], action: str) -> tuple[str | None, str | None, str | None, tuple[str, ...]]:
-    """A run's optional metadata (sample, instrument id, project, tags), checked; ValueError naming the first problem."""
+    """A run's optional metadata (sample, instrument id, project, tags), checked; ValueError naming a problem."""
     tags = params.get("tags")
     return (_optional_text(params, "physical_sample", action), _optional_text(params, "synth_source_id", action),
             _optional_text(params, "project_id", action), tuple(check_tags([] if tags is None else tags,

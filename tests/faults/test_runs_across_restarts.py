@@ -15,13 +15,16 @@ import json
 import re
 import time
 
+from tests.faults import test_process_faults
 from tests.faults.conftest import Figures
-from tests.faults.test_process_faults import broker, gauges, scene  # noqa: F401  # the shared fixtures
 from tests.helpers.checker import stored_values
 from tests.helpers.cli import run_cli
 from tests.helpers.scene import BRIDGE_STATUS, Scene
 from tests.helpers.uploader import manifest, wait_for
 from tests.system.test_uploader import start_run, stop_run
+
+# the scene of the process-fault rows: a broker with $SYS counters, unique-valued gauges, the services as processes
+broker, gauges, scene = test_process_faults.broker, test_process_faults.gauges, test_process_faults.scene
 
 
 def markers(scene: Scene, kind: str) -> list[tuple[int, dict]]:

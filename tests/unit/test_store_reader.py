@@ -11,8 +11,8 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from bridge.store.export import iso, rows
-from bridge.store.plot import broken, holes, panels, title_lines
 from bridge.store.layout import Event
+from bridge.store.plot import broken, holes, panels, title_lines
 from bridge.store.reader import (
     RunLookupError,
     RunStore,
