@@ -145,7 +145,8 @@ class Runs:
               why: Mapping[str, Any] | None = None, pre_roll_from: int | None = None) -> Outcome:
         """Open a run under a fresh run id; a mapping is checked as a command's params first.
 
-        Refused while any run is open (a manual run blocks an automatic start). The metadata of
+        Refused while any run is open (a manual run blocks an automatic start), and an automatic
+        start while automatic runs are switched off or not configured. The metadata of
         ``next-run`` is used and forgotten: for a manual start the command's own values win, for
         an automatic one ``next-run``'s win over the name template's. ``why`` (the expression
         and the values that opened it) and ``pre_roll_from`` (the first seq of the run, before
@@ -158,6 +159,9 @@ class Runs:
             return False, exc.reason, None
         assert isinstance(start, contract.StartRun)
         with self._lock:
+            if trigger == "auto" and not self.auto_enabled:
+                return False, ("automatic runs are switched off (chamber-bridge auto on)" if self.auto_configured
+                               else "automatic runs are not configured (bridge.runs.auto)"), None
             current = self.current
             if current is not None:
                 return False, (f"run {printable(current.get('run_id'), 80)} "

@@ -227,6 +227,20 @@ def test_auto_is_on_by_default_when_configured_and_the_switch_survives_a_restart
     assert event["text"] == "automatic runs switched off" and event["tags"] == ["auto"]
 
 
+def test_an_automatic_start_is_refused_while_automatic_runs_are_off(path: Path) -> None:
+    box, runs = bridge(path, Clock(), auto_configured=True)
+    runs.set_auto(False)
+    ok, message, _ = runs.start({"stream_name": "auto"}, trigger="auto", why=WHY)
+    assert not ok and message == "automatic runs are switched off (chamber-bridge auto on)"
+    assert runs.start({"stream_name": "by-hand"})[0]  # a manual start is not affected
+    box.close()
+    box, runs = bridge(path, Clock())
+    runs.stop({})
+    ok, message, _ = runs.start({"stream_name": "auto"}, trigger="auto")
+    assert not ok and message == "automatic runs are not configured (bridge.runs.auto)"
+    box.close()
+
+
 def test_auto_cannot_be_switched_without_a_configured_trigger(path: Path) -> None:
     box, runs = bridge(path, Clock())
     ok, message, _ = runs.set_auto(True)
