@@ -25,11 +25,11 @@ from bridge.edge.polling.pollers import Backoff, InstrumentStatus, Pollers, Read
 from bridge.errors import ConfigError
 from bridge.model import Reading
 from bridge.transports.settings import bus_key
-from simulators.chamber import SimulatedChamber
-from simulators.eurotherm import EurothermSimulator
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.chamber.mbe import SimulatedChamber
+from simulators.instruments.eurotherm import EurothermSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.serial_ascii import TextDevice
 from simulators.serving import PtyServer, TcpServer
-from simulators.text_device import TextDevice
 from tests.conftest import TPGLink
 from tests.helpers import mks_937b, modbus_server
 from tests.helpers.net import free_port

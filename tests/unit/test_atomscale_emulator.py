@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from simulators.atomscale_api import AtomscaleEmulator, Fault, RemoteControl
+from simulators.services.atomscale import AtomscaleEmulator, Fault, RemoteControl
 from tests.helpers.cli import simulate
 
 KEY = "emulator-test-key"

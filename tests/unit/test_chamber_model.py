@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulators.chamber_model import AMBIENT_C, ChamberModel
+from simulators.chamber.model import AMBIENT_C, ChamberModel
 from tests.helpers.clock import FakeClock
 
 

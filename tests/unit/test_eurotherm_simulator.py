@@ -7,8 +7,9 @@ import pytest
 import serial
 
 from bridge.drivers.common.modbus_codec import decode, encode
-from simulators.eurotherm import EurothermSimulator
-from simulators.modbus_device import ILLEGAL_ADDRESS, DeviceServer
+from simulators.instruments.eurotherm import EurothermSimulator
+from simulators.serving.modbus_server import DeviceServer
+from simulators.serving.register_device import ILLEGAL_ADDRESS
 from tests.helpers import modbus_server
 from tests.helpers.clock import FakeClock
 

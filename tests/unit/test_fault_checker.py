@@ -15,7 +15,7 @@ import msgpack  # type: ignore[import-untyped]
 import pytest
 
 from bridge.wire.contract import LogEntry
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from tests.helpers.checker import CommittedLog, assert_served_in_order, read_not_committed
 
 RUN = "r" * 32

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from simulators.atomscale_api import AtomscaleEmulator
+from simulators.services.atomscale import AtomscaleEmulator
 from tests.helpers.fault_proxy import FaultProxy
 from tests.helpers.net import free_port
 

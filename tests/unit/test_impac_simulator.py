@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import pytest
 
-from simulators.impac import MODELS, ImpacSimulator, format_temperature, garble, model_key
-from simulators.rs485 import SharedLine
+from simulators.instruments.impac import MODELS, ImpacSimulator, format_temperature, garble, model_key
 from simulators.serving import MemoryLink
+from simulators.serving.rs485 import SharedLine
 from tests.helpers.clock import FakeClock
 from tests.helpers.memory_link import attach, talk
 

@@ -13,10 +13,10 @@ import pytest
 import serial
 from click.testing import CliRunner
 
-from simulators.mks_937b import MKS937BSimulator, format_pressure, parse_unit
-from simulators.mks_937b_cli import command
-from simulators.rs485 import SharedLine
+from simulators.cli.instruments import mks_937b as command
+from simulators.instruments.mks_937b import MKS937BSimulator, format_pressure, parse_unit
 from simulators.serving import MemoryLink
+from simulators.serving.rs485 import SharedLine
 from tests.helpers.cli import simulator_command
 from tests.helpers.clock import FakeClock
 from tests.helpers.memory_link import attach, talk
@@ -287,7 +287,7 @@ def test_bad_construction(kwargs: dict[str, object]) -> None:
 
 
 def test_cli_serves_two_controllers_on_one_tcp_line_until_sigterm() -> None:
-    with simulator_command("mks_937b_cli", "--tcp", "127.0.0.1:0", "--address", "1", "--address", "2",
+    with simulator_command("mks_937b", "--tcp", "127.0.0.1:0", "--address", "1", "--address", "2",
                            "--unit", "mbar", "--status", "2=WAIT", "--seed", "1",
                            stop=signal.SIGTERM, timeout=10) as cli:
         assert re.fullmatch(r"socket://127\.0\.0\.1:\d+", cli.where), cli.where
@@ -303,7 +303,7 @@ def test_cli_serves_two_controllers_on_one_tcp_line_until_sigterm() -> None:
 
 
 def test_cli_serves_a_pty_until_sigint() -> None:
-    with simulator_command("mks_937b_cli", "--pty", "--echo", timeout=10) as cli:
+    with simulator_command("mks_937b", "--pty", "--echo", timeout=10) as cli:
         assert cli.where.startswith("/dev/")
         port = serial.Serial(cli.where, timeout=5.0)
         port.write(b"@253SN?;FF")

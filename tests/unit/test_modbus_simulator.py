@@ -19,18 +19,12 @@ from pymodbus.exceptions import ConnectionException, ModbusIOException
 from pymodbus.framer.rtu import FramerRTU
 
 from bridge.drivers.common.modbus_codec import RegisterSpec
-from simulators.cli_common import parse_host_port
-from simulators.eurotherm_cli import command as eurotherm_command
-from simulators.modbus_cli import command as modbus_command
-from simulators.modbus_device import (
-    ILLEGAL_ADDRESS,
-    ILLEGAL_FUNCTION,
-    DeviceServer,
-    MappedDevice,
-    RegisterDevice,
-    Request,
-    Write,
-)
+from simulators.cli.common import parse_host_port
+from simulators.cli.modbus import eurotherm as eurotherm_command
+from simulators.cli.modbus import modbus as modbus_command
+from simulators.instruments.modbus import MappedDevice
+from simulators.serving.modbus_server import DeviceServer, Request
+from simulators.serving.register_device import ILLEGAL_ADDRESS, ILLEGAL_FUNCTION, RegisterDevice, Write
 from tests.helpers.clock import FakeClock
 from tests.helpers.modbus_server import exchange
 from tests.helpers.polling import wait_until

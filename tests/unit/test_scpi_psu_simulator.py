@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulators.scpi_psu import MODELS, ScpiPsuSimulator
+from simulators.instruments.scpi_psu import MODELS, ScpiPsuSimulator
 from simulators.serving import MemoryLink
 from tests.helpers.clock import FakeClock
 from tests.helpers.memory_link import attach

@@ -17,7 +17,7 @@ import serial
 from click.testing import CliRunner
 
 from simulators.cli import simulate
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from simulators.serving import Link, MemoryLink, PtyServer, TcpServer
 from tests.helpers.cli import in_background
 from tests.helpers.polling import wait_until

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from simulators.text_device import TextDevice, template_fields
+from simulators.instruments.serial_ascii import TextDevice, template_fields
 from tests.helpers.memory_link import attach, talk
 
 

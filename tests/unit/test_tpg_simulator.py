@@ -10,16 +10,7 @@ import re
 
 import pytest
 
-from simulators.pfeiffer_tpg import (
-    ACK,
-    NAK,
-    Status,
-    TPGSimulator,
-    Unit,
-    convert,
-    format_value,
-    parse_unit,
-)
+from simulators.instruments.pfeiffer_tpg import ACK, NAK, Status, TPGSimulator, Unit, convert, format_value, parse_unit
 from simulators.serving import MemoryLink
 from tests.helpers.clock import FakeClock
 from tests.helpers.memory_link import attach, talk
