@@ -1,4 +1,4 @@
-"""Exact rules of the text-query codec and query table (scpi and serial_ascii drivers)."""
+"""Exact rules of the text codec and query table (bridge/drivers/common/: the scpi and serial_ascii drivers)."""
 
 from __future__ import annotations
 
