@@ -27,7 +27,9 @@ COPY pyproject.toml README.md ./
 COPY bridge ./bridge
 COPY simulators ./simulators
 # The server extra: the Atomscale HTTP client (httpx), run plots (matplotlib), Parquet export (pyarrow).
-RUN pip install --no-cache-dir '.[server]' \
+# ./simulators (the chamber-bridge-simulators distribution): the try-out profile of docker-compose.yml
+# runs `simulate chamber` from this same image. The Pi's install (deploy/pi/install.sh) has no simulators.
+RUN pip install --no-cache-dir '.[server]' ./simulators \
  && rm -rf /src
 
 # State: the uploader's spool and ledger, and the local store of runs. /var/lib/chamber-bridge is

@@ -24,14 +24,14 @@ from pymodbus.client import ModbusTcpClient
 
 from bridge.config import InstrumentConfig
 from bridge.edge.instrument import connect_instrument
-from simulators.eurotherm import EurothermSimulator
-from simulators.impac import ImpacSimulator
-from simulators.mks_937b import MKS937BSimulator
-from simulators.modbus_cli import demo_device
-from simulators.modbus_device import DeviceServer
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.eurotherm import EurothermSimulator
+from simulators.instruments.impac import ImpacSimulator
+from simulators.instruments.mks_937b import MKS937BSimulator
+from simulators.instruments.modbus import demo_device
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.serial_ascii import TextDevice
 from simulators.serving import ByteDevice, PtyServer
-from simulators.text_device import TextDevice
+from simulators.serving.modbus_server import DeviceServer
 
 
 class RawExchange(Protocol):

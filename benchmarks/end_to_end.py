@@ -24,7 +24,7 @@ from benchmarks.uploader_throughput import INSTRUMENTS, UploaderProcess, points,
 from bridge.config import MqttConfig
 from bridge.edge.outbox import Outbox
 from bridge.edge.publisher import Publisher
-from simulators.broker import MosquittoBroker
+from simulators.services.broker import MosquittoBroker
 
 SITE = "bench"
 

@@ -33,7 +33,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from benchmarks.schedule_jitter import CHANNELS
-from simulators.broker import MosquittoBroker
+from simulators.services.broker import MosquittoBroker
 
 TICK = os.sysconf("SC_CLK_TCK")
 INSTRUMENTS = 10

@@ -46,8 +46,8 @@ WARM_UP_POLLS = 10
 
 def serve(instruments: int, stdin: IO[str], stdout: IO[str]) -> None:
     """Child process: ``instruments`` text devices on ptys; print their paths, serve until stdin closes."""
+    from simulators.instruments.serial_ascii import TextDevice
     from simulators.serving import PtyServer
-    from simulators.text_device import TextDevice
 
     queries = {f"{ch.upper()}?": f"{ch.upper()}={{{ch}:.4f}}" for ch in CHANNELS}
     with ExitStack() as stack:

@@ -12,5 +12,7 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || {
   else sudo apt-get update -qq && sudo apt-get install -y -qq python3-venv; fi; }
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[demo]'
+# chamber-bridge, and the simulators with the demo's extra (matplotlib for the plot, amqtt for
+# the embedded broker): their own distribution, simulators/pyproject.toml
+.venv/bin/python -m pip install -q -e . -e './simulators[demo]'
 exec .venv/bin/chamber-bridge demo "$@"

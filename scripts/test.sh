@@ -24,8 +24,9 @@ python3 -c 'import ensurepip, venv' 2>/dev/null || apt_install python3-venv
 
 [ -x .venv/bin/python ] || python3 -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-# The example third-party driver proves the entry-point group; it is a test fixture only.
-.venv/bin/python -m pip install -q -e '.[dev]' ./tests/plugins/example_driver
+# The simulators are their own distribution (simulators/pyproject.toml); the example third-party
+# driver proves the entry-point group and is a test fixture only.
+.venv/bin/python -m pip install -q -e '.[dev]' -e ./simulators ./tests/plugins/example_driver
 # The official Atomscale SDK is the wire-contract reference (tests/system/test_atomscale_contract.py); only its
 # Rust streaming extension is loaded, so its heavy dependencies (numpy, pandas, matplotlib...) are not installed.
 .venv/bin/python -m pip install -q --no-deps atomscale==0.21.10

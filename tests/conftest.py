@@ -11,7 +11,7 @@ import pytest
 
 from bridge.config import InstrumentConfig
 from bridge.edge.instrument import Instrument, connect_instrument
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from simulators.serving import PtyServer, TcpServer
 from tests.helpers.clock import FakeClock
 from tests.helpers.mosquitto import MosquittoBroker

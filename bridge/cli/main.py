@@ -2,8 +2,9 @@
 
 Exit codes: 0 success, 2 bad usage or config, 1 runtime failure. Errors are one line on
 stderr; ``--debug`` adds tracebacks and debug logging (including raw bytes on the wire).
-Extra command groups (``simulate``) plug in through the entry-point group
-``chamber_bridge.commands``, so the Pi installation does not depend on the simulators.
+Extra commands (``simulate`` and ``demo``, from the separate ``chamber-bridge-simulators``
+distribution in ``simulators/``) plug in through the entry-point group ``chamber_bridge.commands``,
+so the Pi installation does not depend on the simulators.
 """
 
 from __future__ import annotations

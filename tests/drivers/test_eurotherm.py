@@ -19,8 +19,8 @@ from bridge.edge.polling.bus import assemble
 from bridge.errors import ConfigError, DeviceError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
 from bridge.transports.memory import ModbusRequest
-from simulators.eurotherm import EurothermSimulator
-from simulators.modbus_device import Request
+from simulators.instruments.eurotherm import EurothermSimulator
+from simulators.serving.modbus_server import Request
 from tests.helpers.cli import EXAMPLES, example_with, read_json, simulator_command
 from tests.helpers.conversation import driver_on, modbus_conversation
 from tests.helpers.drivers import by_channel, read_and_close, reconnect
@@ -354,7 +354,7 @@ def test_example_config_is_valid() -> None:
 
 
 def test_simulate_command_and_read_of_the_example_config(tmp_path: Path) -> None:
-    with simulator_command("eurotherm_cli", "--tcp", "127.0.0.1:0", "--unit", "1", "--unit", "2",
+    with simulator_command("eurotherm", "--tcp", "127.0.0.1:0", "--unit", "1", "--unit", "2",
                            "--pv", "321.5", "--setpoint", "330", "--sensor-break") as cli:
         host, port = cli.where.rsplit(":", 1)
         readings = read_json(example_with("eurotherm.yaml", tmp_path, host=host, port=int(port)))
@@ -365,7 +365,7 @@ def test_simulate_command_and_read_of_the_example_config(tmp_path: Path) -> None
 
 
 def test_simulate_command_on_an_rtu_pty(tmp_path: Path) -> None:
-    with simulator_command("eurotherm_cli", "--family", "3500", "--pv", "99.5") as cli:
+    with simulator_command("eurotherm", "--family", "3500", "--pv", "99.5") as cli:
         assert cli.where.startswith("/dev/")
         config = tmp_path / "c.yaml"
         config.write_text(yaml.safe_dump({"site": "s", "bridge": {"instruments": [

@@ -12,9 +12,9 @@ from bridge.drivers.impac import Impac, codec
 from bridge.edge.instrument import Instrument, connect_instrument
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
-from simulators.impac import ImpacSimulator
-from simulators.rs485 import SharedLine
+from simulators.instruments.impac import ImpacSimulator
 from simulators.serving import PtyServer
+from simulators.serving.rs485 import SharedLine
 from tests.helpers.cli import example_with, read_json, simulate
 from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails

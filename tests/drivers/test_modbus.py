@@ -19,8 +19,8 @@ from bridge.errors import ConfigError, DeviceError, TransportDisconnected, Trans
 from bridge.model import Quality, Reading
 from bridge.transports.base import reopen
 from bridge.transports.memory import ModbusRequest, Refusal
-from simulators.modbus_cli import DEMO_CHANNELS, DEMO_OPTIONS, DEMO_VALUES, demo_device
-from simulators.modbus_device import MappedDevice, Request
+from simulators.instruments.modbus import DEMO_CHANNELS, DEMO_OPTIONS, DEMO_VALUES, MappedDevice, demo_device
+from simulators.serving.modbus_server import Request
 from tests.helpers.cli import EXAMPLES, example_with, read_json, simulator_command
 from tests.helpers.conversation import driver_on, modbus_conversation
 from tests.helpers.drivers import by_channel, read_and_close
@@ -299,7 +299,7 @@ def test_example_config_is_the_simulators_map() -> None:
 
 
 def test_simulate_command_and_read_of_the_example_config(tmp_path: Path) -> None:
-    with simulator_command("modbus_cli", "--tcp", "127.0.0.1:0", "--wander", "0", "--absent", "gas_flow") as cli:
+    with simulator_command("modbus", "--tcp", "127.0.0.1:0", "--wander", "0", "--absent", "gas_flow") as cli:
         host, port = cli.where.rsplit(":", 1)
         config = example_with("modbus.yaml", tmp_path, host=host, port=int(port))
         readings = {r["channel"]: r for r in read_json(config)}
@@ -310,7 +310,7 @@ def test_simulate_command_and_read_of_the_example_config(tmp_path: Path) -> None
 
 
 def test_simulate_command_serves_a_configs_map_on_a_pty(tmp_path: Path) -> None:
-    with simulator_command("modbus_cli", "--config", str(EXAMPLE), "--set", "cooling_flow=4.5",
+    with simulator_command("modbus", "--config", str(EXAMPLE), "--set", "cooling_flow=4.5",
                            "--wander", "0") as cli:
         assert cli.where.startswith("/dev/")
         raw = yaml.safe_load(EXAMPLE.read_text())

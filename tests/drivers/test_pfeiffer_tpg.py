@@ -9,7 +9,7 @@ import pytest
 from bridge.drivers.pfeiffer_tpg import PfeifferTPG, codec
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from simulators.serving import PtyServer, TcpServer
 from tests.conftest import TPGLink
 from tests.helpers.conversation import driver_on, serial_conversation

@@ -12,7 +12,7 @@ import pytest
 from bridge.drivers.scpi import ScpiText
 from bridge.errors import ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality
-from simulators.text_device import TextDevice
+from simulators.instruments.serial_ascii import TextDevice
 from tests.helpers.cli import example_with, read_json, simulator_command
 from tests.helpers.conversation import driver_on, visa_conversation
 from tests.helpers.drivers import fails_then_recovers, read_and_close, reconnect, values
@@ -163,7 +163,7 @@ def test_unreachable_instrument_names_it(rigol: Served) -> None:
 
 
 def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
-    with simulator_command("scpi_psu_cli", "--dialect", "rigol", "--tcp", "127.0.0.1:0", "--set", "1=5,0.5,on",
+    with simulator_command("scpi_psu", "--dialect", "rigol", "--tcp", "127.0.0.1:0", "--set", "1=5,0.5,on",
                            "--load", "1=20") as cli:
         port = cli.where.rsplit(":", 1)[1]
         config = example_with("scpi.yaml", tmp_path, resource=f"TCPIP::127.0.0.1::{port}::SOCKET")

@@ -1,5 +1,5 @@
 """The scpi_psu driver through real pyvisa-py (TCPIP SOCKET, ASRL on a pty) against the simulator,
-in both dialects and every fault mode, and through pyvisa-sim with simulators/visa_sim/psu.yaml."""
+in both dialects and every fault mode, and through pyvisa-sim with simulators/instruments/pyvisa_sim_psu.yaml."""
 
 from __future__ import annotations
 
@@ -308,7 +308,7 @@ def test_pyvisa_sim_dialogue(resource: str, expected: dict[str, float]) -> None:
 
 
 def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
-    with simulator_command("scpi_psu_cli", "--tcp", "127.0.0.1:0", "--set", "1=5,0.5,on",
+    with simulator_command("scpi_psu", "--tcp", "127.0.0.1:0", "--set", "1=5,0.5,on",
                            "--load", "2=open") as cli:
         assert cli.where.startswith("socket://127.0.0.1:")
         port = cli.where.rsplit(":", 1)[1]

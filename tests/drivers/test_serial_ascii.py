@@ -11,7 +11,7 @@ import pytest
 
 from bridge.errors import ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality
-from simulators.text_device import TextDevice
+from simulators.instruments.serial_ascii import TextDevice
 from tests.helpers.cli import example_with, read_json, simulator_command
 from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import fails_then_recovers, read_and_close, unplug_fails, values
@@ -185,7 +185,7 @@ def test_unreachable_port_names_it(dev: Served) -> None:
 
 
 def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
-    with simulator_command("text_device_cli", "--tcp", "127.0.0.1:0", "--value", "T=-3.25") as cli:
+    with simulator_command("serial_ascii", "--tcp", "127.0.0.1:0", "--value", "T=-3.25") as cli:
         assert cli.where.startswith("socket://127.0.0.1:")
         config = example_with("serial_ascii.yaml", tmp_path, port=cli.where)
         got = {r["channel"]: (r["value"], r["units"], r["quality"]) for r in read_json(config)}
@@ -194,7 +194,7 @@ def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
 
 
 def test_cli_serves_on_a_pty_by_default() -> None:
-    with simulator_command("text_device_cli", "--query", "F?=F={F:.1f}", "--value", "F=2.5") as cli:
+    with simulator_command("serial_ascii", "--query", "F?=F={F:.1f}", "--value", "F=2.5") as cli:
         assert cli.where.startswith("/dev/")
         inst = connect("flow", "serial_ascii", {"kind": "serial", "port": cli.where, "timeout": 1.0},
                        {"queries": [{"name": "f", "command": "F?", "parse": "regex", "regex": r"F=(\S+)"}]})

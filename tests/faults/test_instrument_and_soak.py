@@ -4,7 +4,7 @@ Row 20 runs the chain in this process (tests/helpers/pipeline.py: the bridge's l
 the exact ground truth) with three gauges on their own buses; the third is unplugged and plugged
 back (its TCP server stopped and started on the same port), sends garbage, falls silent and
 answers too slowly. The other two must keep exact sample counts; the status must show the fault
-and the recovery. tests/drivers/test_poller.py shows the same at the poller's level.
+and the recovery. tests/edge/test_pollers.py shows the same at the poller's level.
 
 Row 21 is the soak: nominal load (10 instruments x 3 channels at 10 Hz) through the real
 processes (tests/helpers/scene.py), random faults from the rows above, every run checked
@@ -25,7 +25,7 @@ from typing import Any
 
 import pytest
 
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.faults.conftest import Figures
 from tests.helpers.checker import served_gauges

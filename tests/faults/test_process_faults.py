@@ -23,7 +23,7 @@ from typing import Any
 
 import pytest
 
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.faults.conftest import Figures
 from tests.helpers.checker import integrity, read_not_committed, served_gauges, stored_values

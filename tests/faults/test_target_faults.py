@@ -1,7 +1,7 @@
 """Fault matrix rows 12-15: the upload target fails for a while, loses answers, throttles, refuses the key.
 
 The bridge runs in this process with its log recorded (the exact ground truth), the uploader
-pushes to the Atomscale API emulator (simulators/atomscale_api.py) directly or through the TCP
+pushes to the Atomscale API emulator (simulators/services/atomscale/) directly or through the TCP
 fault proxy (tests/helpers/fault_proxy.py, for the blackhole). tests/system/test_uploader_atomscale.py
 already shows every fault mode at random (30 % of requests) costs nothing; these rows switch a
 fault on for every request for a stretch of time, then off, and measure what docs/design.md section 12 asks:
@@ -25,7 +25,7 @@ import pytest
 
 from bridge.config import parse_config
 from bridge.uploader.service import UploaderService, UploaderSettings
-from simulators.atomscale_api import AtomscaleEmulator
+from simulators.services.atomscale import AtomscaleEmulator
 from tests.faults.conftest import Figures
 from tests.helpers.atomscale_run import (
     KEY,

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from simulators.atomscale_api import AtomscaleEmulator
+from simulators.services.atomscale import AtomscaleEmulator
 from tests.faults.conftest import Figures
 from tests.helpers.atomscale_run import KEY, assert_emulator_holds_run, finalized_stream
 from tests.helpers.mosquitto import MosquittoBroker

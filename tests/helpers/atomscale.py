@@ -25,7 +25,7 @@ import pytest
 
 from bridge.config import AtomscaleSinkConfig
 from bridge.uploader.sinks.base import ChunkBody, StreamInfo
-from simulators.atomscale_api import RemoteControl
+from simulators.services.atomscale import RemoteControl
 from tests.helpers.cli import simulate
 
 SDK_VERSION = "0.21.10"

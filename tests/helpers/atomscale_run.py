@@ -2,7 +2,7 @@
 
 Shared by tests/system/test_uploader_atomscale.py and the fault matrix's target rows
 (tests/faults/test_target_faults.py): the bridge runs in the test's process with its log
-recorded, the uploader pushes to the emulator (simulators/atomscale_api.py), and
+recorded, the uploader pushes to the emulator (simulators/services/atomscale/), and
 :func:`assert_emulator_holds_run` checks that the emulator holds exactly the run's readings, each
 once, in one finalized stream, with no chunk stored twice under different content.
 """
@@ -15,7 +15,7 @@ from typing import Any
 from bridge.config import parse_config
 from bridge.uploader.service import UploaderService, UploaderSettings
 from bridge.uploader.sinks.atomscale import AtomscaleSink
-from simulators.atomscale_api import AtomscaleEmulator
+from simulators.services.atomscale import AtomscaleEmulator
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.uploader import chamber_config
 from tests.system.test_uploader import PPC

@@ -30,7 +30,7 @@ from typing import Any
 import msgpack  # type: ignore[import-untyped]
 
 from bridge.wire.contract import unpack_body
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.helpers.ack_subscriber import AckingSubscriber
 from tests.helpers.uploader import chunk_files

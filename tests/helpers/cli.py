@@ -89,10 +89,10 @@ def simulate(*args: str, **options: Any) -> AbstractContextManager[Background]:
     return in_background("-m", "bridge", "simulate", *args, **options)
 
 
-def simulator_command(module: str, *args: str, **options: Any) -> AbstractContextManager[Background]:
-    """``simulators.<module>.command`` run directly with ARGS, in the background: what
-    ``chamber-bridge simulate`` mounts as one of its subcommands."""
-    return in_background("-c", f"from simulators.{module} import command; command()", *args, **options)
+def simulator_command(name: str, *args: str, **options: Any) -> AbstractContextManager[Background]:
+    """``python -m simulators NAME ARGS`` in the background: the ``simulate`` group on its own, without
+    the main CLI and its entry points (what ``chamber-bridge simulate NAME`` runs)."""
+    return in_background("-m", "simulators", name, *args, **options)
 
 
 def _why(process: subprocess.Popen[str]) -> str:

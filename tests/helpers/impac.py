@@ -7,7 +7,7 @@ from typing import Any
 
 from bridge.config import InstrumentConfig
 from bridge.edge.instrument import Instrument, connect_instrument
-from simulators.impac import ImpacSimulator
+from simulators.instruments.impac import ImpacSimulator
 from simulators.serving import PtyServer, TcpServer
 from tests.helpers.served import ServedLink
 

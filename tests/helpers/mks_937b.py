@@ -1,7 +1,7 @@
 """MKS 937B simulators reachable over real transports, for the driver tests.
 
 :class:`MKSLink` serves one controller or several on one simulated RS-485 line
-(:class:`~simulators.rs485.SharedLine`) behind one pty or TCP port; ``port`` is what a config
+(:class:`~simulators.serving.rs485.SharedLine`) behind one pty or TCP port; ``port`` is what a config
 would say, so every test goes through ``InstrumentConfig`` like a lab's config does.
 """
 
@@ -18,9 +18,9 @@ from bridge.drivers.registry import default_registry
 from bridge.edge.instrument import Instrument, connect_instrument
 from bridge.transports import open_transport
 from bridge.transports.serial import SerialTransport
-from simulators.mks_937b import MKS937BSimulator
-from simulators.rs485 import SharedLine
+from simulators.instruments.mks_937b import MKS937BSimulator
 from simulators.serving import ByteDevice, PtyServer, TcpServer
+from simulators.serving.rs485 import SharedLine
 from tests.helpers.served import ServedLink, serve_on
 
 #: mbar per Torr, to pin simulator pressures (mbar) at round Torr readings

@@ -1,7 +1,7 @@
 """Real pymodbus servers for tests: TCP on 127.0.0.1, RTU on a pair of bridged ptys.
 
-The servers themselves live in ``simulators.modbus_device`` (the Modbus simulators run on them
-too); this module keeps the fixed register set of the transport tests, the names those tests
+The servers themselves live in ``simulators.serving.modbus_server`` (the Modbus simulators run on
+them too); this module keeps the fixed register set of the transport tests, the names those tests
 use, and the plumbing the Modbus tests share (:class:`ModbusLink`, :func:`serve`, :func:`exchange`).
 
 Each server runs its own asyncio loop in a daemon thread and is built from ``SimDevice`` (the
@@ -30,8 +30,10 @@ from bridge.config import InstrumentConfig
 from bridge.edge.instrument import Instrument, connect_instrument
 from bridge.transports.modbus import ModbusTransport
 from bridge.transports.settings import ModbusRtuTransportConfig, ModbusTcpTransportConfig
-from simulators import modbus_device
-from simulators.modbus_device import DeviceServer, NullModem, RegisterDevice
+from simulators.serving import modbus_server
+from simulators.serving.modbus_server import DeviceServer
+from simulators.serving.null_modem import NullModem
+from simulators.serving.register_device import RegisterDevice
 from tests.helpers.polling import wait_until
 
 # The device the tests read: distinct tables (coils, discrete inputs, holding, input registers).
@@ -51,7 +53,7 @@ def make_device(unit: int = 1) -> SimDevice:
     ))
 
 
-class ModbusServerThread(modbus_device.ModbusServerThread):
+class ModbusServerThread(modbus_server.ModbusServerThread):
     """A pymodbus TCP server (``serial_port=None``) or RTU server on ``serial_port``."""
 
     def __init__(self, device_factory: Callable[[], SimDevice] = make_device, *,

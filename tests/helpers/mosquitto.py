@@ -1,4 +1,4 @@
-"""Private Mosquitto brokers for tests: the demo's (simulators/broker.py) and the shipped one.
+"""Private Mosquitto brokers for tests: the demo's (simulators/services/broker.py) and the shipped one.
 
 :class:`MosquittoBroker` takes ``users`` (or an existing ``password_file``), an ``acl_file`` and
 ``clientid_from_username`` for a broker with logins. :class:`ShippedBroker` runs
@@ -21,7 +21,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
-from simulators.broker import MosquittoBroker, free_port, mosquitto_binary
+from simulators.services.broker import MosquittoBroker, free_port, mosquitto_binary
 
 ROOT = Path(__file__).resolve().parents[2]
 SHIPPED = ROOT / "deploy" / "mosquitto"

@@ -25,7 +25,7 @@ from typing import Any
 from bridge.config import Config, parse_config
 from bridge.edge.publisher import PublisherSettings
 from bridge.uploader.service import UploaderService, UploaderSettings
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.uploader import (

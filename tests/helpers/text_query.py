@@ -15,18 +15,18 @@ from typing import Any
 
 import pytest
 
-import simulators
+import simulators.instruments
 from bridge.config import InstrumentConfig
 from bridge.edge.instrument import Instrument, connect_instrument
 from bridge.errors import TransportTimeout
 from bridge.model import Reading
-from simulators.scpi_psu import ScpiPsuSimulator
+from simulators.instruments.scpi_psu import ScpiPsuSimulator
 from simulators.serving import ByteDevice, PtyServer, TcpServer
 from tests.helpers.polling import wait_until
 from tests.helpers.served import ServedLink, serve_on
 
 #: pyvisa-sim description of a Keysight and a Rigol supply (resources on 5025 and 5555)
-PSU_YAML = Path(simulators.__file__).parent / "visa_sim" / "psu.yaml"
+PSU_YAML = Path(simulators.instruments.__file__).parent / "pyvisa_sim_psu.yaml"
 
 #: generous for a loaded 2-core machine; fault tests pass their own shorter timeouts
 TIMEOUT = 1.0

@@ -23,7 +23,7 @@ from bridge.config import Config
 from bridge.edge.outbox import Outbox
 from bridge.edge.publisher import PublisherSettings
 from bridge.edge.service import BridgeService
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.helpers.mosquitto import MosquittoBroker
 

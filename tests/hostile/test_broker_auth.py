@@ -23,7 +23,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from bridge.wire import contract
-from simulators.broker import mosquitto_version
+from simulators.services.broker import mosquitto_version
 from tests.helpers.mosquitto import USERS, ShippedBroker, V5Client, allowed, shipped_broker
 
 SITE = "chamber-a"

@@ -1,6 +1,6 @@
 """A hostile or broken Atomscale endpoint cannot wedge the uploader, fill its memory or take the API key.
 
-Real parts: the emulator (simulators/atomscale_api.py) dripping its answer a byte at a time,
+Real parts: the emulator (simulators/services/atomscale/) dripping its answer a byte at a time,
 sending a 100 MB body, or serving HTTPS with a certificate of a throwaway CA; the sink over real
 HTTP; the uploader in this process or as a real ``chamber-bridge upload`` process with a private
 Mosquitto. Durations are only asserted as generous upper bounds ("does not hang").
@@ -23,7 +23,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge.config import parse_config
 from bridge.uploader.sinks.atomscale import AtomscaleSink
 from bridge.uploader.sinks.base import SinkRejected, SinkUnavailable
-from simulators.atomscale_api import AtomscaleEmulator, TlsFiles, make_tls_files
+from simulators.services.atomscale import AtomscaleEmulator, TlsFiles, make_tls_files
 from tests.helpers.atomscale import chunk_body, sink_config, stream_info
 from tests.helpers.atomscale_run import KEY, assert_emulator_holds_run, atomscale_config, start_uploader
 from tests.helpers.cli import run_cli

@@ -20,7 +20,7 @@ import pytest
 
 from bridge.uploader.sinks.atomscale import SKIP_CLOCK_SYNC_ENV, AtomscaleSink
 from bridge.uploader.sinks.base import SinkError, SinkRejected, SinkUnavailable
-from simulators.atomscale_api import AtomscaleEmulator, RemoteControl, RequestRecord
+from simulators.services.atomscale import AtomscaleEmulator, RemoteControl, RequestRecord
 from tests.helpers.atomscale import chunk_body, chunk_channels, sink_config, stream_info
 from tests.helpers.polling import wait_until
 

@@ -17,7 +17,7 @@ import yaml
 from bridge.config import parse_config
 from bridge.edge.publisher import PublisherSettings
 from bridge.edge.service import BridgeService
-from simulators.pfeiffer_tpg import TPGSimulator
+from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.helpers.ack_subscriber import AckingSubscriber
 from tests.helpers.mosquitto import MosquittoBroker

@@ -33,7 +33,7 @@ from bridge.cli.health import ROLES, check_health
 from bridge.config import load_config, parse_config
 from bridge.uploader.service import UploaderService, UploaderSettings
 from bridge.wire.request import fetch_retained, request
-from simulators.broker import mosquitto_acl, parse_acl, write_secret
+from simulators.services.broker import mosquitto_acl, parse_acl, write_secret
 from tests.helpers.cli import ROOT, simulate
 from tests.helpers.mosquitto import (
     USERS,
@@ -131,12 +131,24 @@ def pip_install_args() -> list[str]:
     return words[2:]
 
 
+#: prints, per distribution, the top-level packages of the files it installed (JSON)
+TOP_LEVEL_PACKAGES = """
+import json
+from importlib.metadata import distribution
+top = {}
+for name in ("chamber-bridge", "chamber-bridge-simulators"):
+    files = distribution(name).files or []
+    top[name] = sorted({f.parts[0] for f in files if f.suffix == ".py" and len(f.parts) > 1})
+print(json.dumps(top))
+"""
+
+
 def test_the_dockerfile_install_steps_in_a_fresh_virtual_environment(
         tmp_path: Path, mosquitto: MosquittoBroker) -> None:
     """COPY the same sources into a build context, run the same pip install in a fresh venv
     (python3 -m venv: no project packages in it), then run the installed console script."""
     args = pip_install_args()
-    assert args == ["--no-cache-dir", ".[server]"]
+    assert args == ["--no-cache-dir", ".[server]", "./simulators"]
     context = tmp_path / "src"  # WORKDIR /src
     context.mkdir()
     for copy in instruction("COPY"):
@@ -166,6 +178,12 @@ def test_the_dockerfile_install_steps_in_a_fresh_virtual_environment(
         extras = subprocess.run([str(venv / "bin" / "python"), "-c", "import httpx, matplotlib, pyarrow"],
                                 capture_output=True, text=True, timeout=120)
         assert extras.returncode == 0, extras.stderr
+        # the main wheel (what the Pi installs) carries bridge/ only; the simulators come from their own
+        packages = subprocess.run([str(venv / "bin" / "python"), "-c", TOP_LEVEL_PACKAGES], capture_output=True,
+                                  text=True, timeout=120)
+        assert packages.returncode == 0, packages.stderr
+        assert json.loads(packages.stdout) == {"chamber-bridge": ["bridge"],
+                                               "chamber-bridge-simulators": ["simulators"]}
         # the HEALTHCHECK command, from the installed package, against a real broker with no uploader
         config = tmp_path / "config.yaml"
         config.write_text(yaml.safe_dump({"site": "lab-server",
@@ -385,7 +403,7 @@ def test_mosquitto_settings_that_keep_strangers_out() -> None:
 
 
 def test_the_shipped_acl_is_the_rule_set_the_demo_runs() -> None:
-    """deploy/mosquitto/acl and simulators.broker.grants() say the same, line for line."""
+    """deploy/mosquitto/acl and simulators.services.broker.grants() say the same, line for line."""
     shipped = parse_acl((MOSQUITTO / "acl").read_text())
     assert shipped == parse_acl(mosquitto_acl("lab"))
     # a bridge: its own site's topics only, and never an ack or a command
@@ -690,7 +708,8 @@ def test_install_sh_dry_run_prints_the_steps_and_changes_nothing() -> None:
                      "systemd unit /etc/systemd/system/chamber-bridge.service", "done"]
     commands = [line[2:] for line in out.splitlines() if line.startswith("+ ")]
     pip = [c for c in commands if " -m pip install " in c and "--upgrade pip" not in c]
-    assert pip == [f"/opt/chamber-bridge/bin/python -m pip install --quiet --upgrade {ROOT}"]  # no server extra
+    # the main distribution alone: no server extra, no simulators (their own distribution, simulators/)
+    assert pip == [f"/opt/chamber-bridge/bin/python -m pip install --quiet --upgrade {ROOT}"]
     assert f"install -m 0644 {PI}/chamber-bridge.service /etc/systemd/system/chamber-bridge.service" in commands
     assert "systemctl enable chamber-bridge.service" in commands
     assert any("99-chamber-bridge.rules" in c for c in commands) or "rules.d/99-chamber-bridge.rules exists" in out

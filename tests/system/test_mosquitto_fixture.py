@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from simulators.broker import mosquitto_acl, mosquitto_hash, mosquitto_version, new_password, write_secret
+from simulators.services.broker import mosquitto_acl, mosquitto_hash, mosquitto_version, new_password, write_secret
 from tests.helpers.mosquitto import MosquittoBroker, V5Client, allowed, mosquitto_passwd
 from tests.helpers.polling import wait_until
 
@@ -69,7 +69,7 @@ def test_kill_and_restart_on_same_port(mosquitto: MosquittoBroker) -> None:
 
 def test_logins_acl_and_client_ids_as_the_demo_runs_them(tmp_path: Path) -> None:
     """users (hashed here, not by mosquitto_passwd: no password on a command line), the ACL of
-    simulators.broker.grants() and use_username_as_clientid: the demo's private broker."""
+    simulators.services.broker.grants() and use_username_as_clientid: the demo's private broker."""
     users = {"uploader": new_password(), "chamber-a": new_password()}
     broker = MosquittoBroker(tmp_path / "mosquitto", users=users,
                              acl_file=write_secret(tmp_path / "acl", mosquitto_acl()), clientid_from_username=True)

@@ -11,7 +11,7 @@ import yaml
 
 from bridge.config import parse_config
 from bridge.edge.instrument import connect_instrument
-from simulators.chamber import SimulatedChamber
+from simulators.chamber.mbe import SimulatedChamber
 from tests.helpers.cli import read_json, run_cli, simulate
 
 

@@ -1,7 +1,7 @@
 """The uploader against the Atomscale API emulator while it fails in every way it can.
 
 Bridge (in this process, its log recorded) -> private Mosquitto -> uploader with the atomscale
-sink -> emulator (simulators/atomscale_api.py) with faults switched on for the run. Afterwards
+sink -> emulator (simulators/services/atomscale/) with faults switched on for the run. Afterwards
 the emulator must hold exactly the run's readings, each once, in one finalized stream, with no
 chunk stored twice under different content. Short versions run by default; the minutes-long
 mix of every fault is marked ``slow`` (scripts/test-slow.sh).
@@ -20,7 +20,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.config import parse_config
-from simulators.atomscale_api import AtomscaleEmulator
+from simulators.services.atomscale import AtomscaleEmulator
 from tests.helpers.atomscale_run import (
     KEY,
     assert_emulator_holds_run,

@@ -6,7 +6,7 @@ line, and ``finalize`` can reach the server before the chunks do. The uploader n
 confirmation per chunk before it marks it done in its ledger, so it talks HTTP itself and keeps
 the SDK as the reference for the wire contract: for the same inputs this sink sends the same
 requests (method, path, JSON keys, ``X-API-KEY``), which ``tests/system/test_atomscale_contract.py``
-checks by running both against the emulator in :mod:`simulators.atomscale_api`.
+checks by running both against the emulator in :mod:`simulators.services.atomscale`.
 
 ``initialize`` follows the SDK's sequence (docs/design.md section 5): ``GET /gateway/time`` (no key;
 before the first initialize and then at most every 5 minutes, as the SDK's clock samples;
