@@ -23,6 +23,7 @@ from bridge.cli.quarantine import upload_quarantine
 from bridge.cli.runs import runs
 from bridge.errors import BridgeError
 from bridge.model import Reading
+from bridge.names import printable
 
 COMMAND_ENTRY_POINTS = "chamber_bridge.commands"
 
@@ -92,7 +93,10 @@ def drivers(as_json: bool) -> None:
     for name, cls in registry:
         try:
             table = cls.channel_table(cls.Options())
-            channels = [{"name": c.name, "units": c.units, "description": c.description} for c in table]
+            channels = [{"name": c.name, "units": c.units, "type": c.type.kind.value, "description": c.description,
+                         **({"choices": list(c.type.choices)} if c.type.choices else {}),
+                         **({"bits": {str(bit): name for bit, name in c.type.bits}} if c.type.bits else {})}
+                        for c in table]
         except Exception:  # options without defaults: the channels come from the config
             channels = []
         if as_json:
@@ -104,14 +108,25 @@ def drivers(as_json: bool) -> None:
         if cls.summary:
             click.echo(f"    {cls.summary}")
         click.echo(f"    transports: {', '.join(cls.transports)}")
-        listed = ", ".join(f"{c['name']} ({c['units']})" for c in channels) or "defined in the config"
+        listed = ", ".join(f"{c['name']} ({c['units'] or '-'}, {c['type']})" for c in channels) or "defined in the config"
         click.echo(f"    channels (default options): {listed}")
     for name, reason in sorted(registry.broken.items()):
         click.echo(f"{name}  [broken] {reason}", err=True)
 
 
+def _shown_value(value: object) -> str:
+    """A reading's value for a line of ``read``: a float in 6 digits, true/false, an integer, a text."""
+    if value is None:
+        return "-"
+    if type(value) is float:
+        return f"{value:.6g}"
+    if type(value) is bool:
+        return "true" if value else "false"
+    return printable(str(value), 40)
+
+
 def _format_reading(r: Reading) -> str:
-    value = "-" if r.value is None else f"{r.value:.6g}"
+    value = _shown_value(r.value)
     return f"{r.instrument:<16} {r.channel:<16} {value:>14} {r.units:<10} {r.quality}"
 
 
@@ -206,7 +221,6 @@ def _serve_until_signal(start: Callable[[], None], stop: Callable[[], None]) -> 
 
 def _run_request(ctx: click.Context, config: str, action: str, params: dict[str, object], timeout: float) -> None:
     """Check ``params`` as the bridge will (exit 2 naming the bad one, nothing sent), then ask the bridge."""
-    from bridge.names import printable
     from bridge.wire import contract
     from bridge.wire.request import request
 

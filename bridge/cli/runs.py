@@ -170,7 +170,8 @@ def _metadata(m: Manifest) -> list[tuple[str, str]]:
     if m.bridge_down > 0:
         complete += f"; the bridge was down {format_duration(m.bridge_down)} while the run went on (below)"
     counts = ", ".join(f"{_value(report[k], CELL)} {k.replace('_', ' ')}"
-                       for k in ("readings", "bad_quality", "chunks", "retries") if k in report)
+                       for k in ("readings", "bad_quality", "not_numeric", "chunks", "retries") if k in report)
+    qualities = report.get("qualities")
     clock_text = {True: "NTP synchronized", False: "not NTP synchronized", None: "sync unknown"}.get(
         ntp, _value(ntp, CELL)) if isinstance(ntp, bool | None) else _value(ntp, CELL)
     return [
@@ -185,6 +186,8 @@ def _metadata(m: Manifest) -> list[tuple[str, str]]:
           if isinstance(m.why.get(when), dict)],
         ("finalized", finalized), ("complete", complete),
         ("report", counts or "-"),
+        *([("qualities", _value(_quality_text(qualities), LINE))] if isinstance(qualities, dict) and qualities
+          else []),
         ("clock", clock_text),
         *([("stop reason", _value(report["stop_reason"]))] if report.get("stop_reason") else []),
         ("store", _value(m.run_dir, LINE)),
@@ -215,20 +218,38 @@ def _json(document: object, indent: int | None = None) -> str:
     return json.dumps(document, ensure_ascii=True, indent=indent)
 
 
+def _quality_text(counts: dict[str, Any]) -> str:
+    """``ok 1739, sensor_off 61``: readings per quality, ok first."""
+    order = sorted(counts, key=lambda q: (q != "ok", str(q)))
+    return ", ".join(f"{printable(q, CELL)} {printable(counts[q], CELL)}" for q in order)
+
+
 def _channel_rows(m: Manifest, data: RunData | None) -> list[tuple[str, ...]]:
-    """The manifest's counts; channels only the chunk files know (an open run's) from the files."""
+    """The manifest's counts; channels only the chunk files know (an open run's) from the files.
+
+    ``ok`` and the other qualities are counted per channel: a gauge off for half the run shows
+    ``sensor_off 61`` beside its ok points. A version 1 store kept the ok points only and counted
+    the others as bad quality without saying which."""
     rows: list[tuple[str, ...]] = []
     on_disk = data.series if data is not None else {}
     for name in sorted(set(m.channels) | set(on_disk)):
         c = m.channels.get(name)
         shown = printable(name, 2 * CELL)
         if c is not None:
-            rows.append((shown, _cell(c.flow), _cell(c.units or "-"), str(c.points), str(c.bad_quality),
-                         str(c.chunks)))
+            others = {q: n for q, n in c.qualities.items() if q != "ok"}
+            if m.keeps_every_reading:
+                other = _quality_text(others) or "-"
+            else:
+                other = f"{c.bad_quality} bad quality, not kept (store version 1)" if c.bad_quality else "-"
+            rows.append((shown, _cell(c.flow), _cell(c.units or "-"), _cell(c.type), str(c.points),
+                         str(c.qualities.get("ok", 0)), _value(other, LINE), str(c.chunks)))
         else:
             assert data is not None
             s = on_disk[name]
-            rows.append((shown, _cell(s.flow), _cell(s.unit or "-"), str(len(s)), "-",
+            counts = s.quality_counts()
+            others = {q: n for q, n in counts.items() if q != "ok"}
+            rows.append((shown, _cell(s.flow), _cell(s.unit or "-"), _cell(s.type.value), str(len(s)),
+                         str(counts.get("ok", 0)), _value(_quality_text(others) or "-", LINE),
                          str(data.chunks_per_channel.get(name, 0))))
     return rows
 
@@ -256,14 +277,15 @@ def show(store: RunStore, run: str, as_json: bool) -> None:
     except StoreError as exc:
         data, error = None, exc
     click.echo("")
-    header = ("channel", "flow", "units", "points", "bad quality", "chunks")
-    for text in _table(header, _channel_rows(m, data), right=(3, 4, 5)):
+    header = ("channel", "flow", "units", "type", "points", "ok", "other qualities", "chunks")
+    for text in _table(header, _channel_rows(m, data), right=(4, 5, 7)):
         click.echo(text)
     if not m.channels and data is not None and not m.finalized:
         click.echo("(run open: points and chunks counted from the chunk files so far)")
-    changed = m.report.get("units_changed")
-    if changed and isinstance(changed, list):
-        click.echo(f"units changed during the run: {_value(', '.join(map(str, changed)))}")
+    for key, what in (("units_changed", "units"), ("types_changed", "value types")):
+        changed = m.report.get(key)
+        if changed and isinstance(changed, list):
+            click.echo(f"{what} changed during the run: {_value(', '.join(map(str, changed)))}")
     if m.flows:
         click.echo("")
         for text in _table(("flow", "points", "chunks"),
@@ -313,9 +335,11 @@ def _load(store: RunStore, run: str) -> RunData:
               help="Export the run's events instead: timestamp_iso, timestamp, seq, source, text, tags.")
 @_with_store
 def export(store: RunStore, run: str, fmt: str, out: str | None, events: bool) -> None:
-    """A run as a table, one row per point: timestamp_iso, timestamp, channel, value, units.
+    """A run as a table, one row per point: timestamp_iso, timestamp, channel, value, units, quality,
+    detail, type.
 
-    Sorted by channel then time; values are written so they read back exactly. With --events,
+    Sorted by channel then time; values are written so they read back exactly; a point whose
+    quality is not ok has no value and says why in quality (and detail). With --events,
     the run's events (annotations) in log order instead. Parquet needs the server extra (pyarrow)."""
     from bridge.store import export as exporter
 

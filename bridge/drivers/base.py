@@ -1,6 +1,6 @@
 """The driver API.
 
-A driver declares its channels as a table (name, unit, how to read it); ``read()`` and the
+A driver declares its channels as a table (name, unit, type, how to read it); ``read()`` and the
 channel listing of ``chamber-bridge drivers`` both come from that table, so what a driver says
 it produces and what it produces cannot drift apart. A driver is handed an open transport and
 never opens one: the poller owns the bus and its recovery.
@@ -15,8 +15,8 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar, TypeVarTuple
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
-from bridge.errors import BridgeError, DeviceError
-from bridge.model import Measurement, Reading
+from bridge.errors import BridgeError, DeviceError, ProtocolError
+from bridge.model import DETAIL_MAX, FLOAT, ChannelType, Measurement, Quality, Reading, ValueType
 
 H = TypeVar("H", bound=Hashable)
 Args = TypeVarTuple("Args")
@@ -59,12 +59,15 @@ class Channel(Generic[D]):
 
     ``units`` is what the listing shows; a driver whose unit is set on the instrument (a gauge
     controller's display unit) says so here and reports the actual unit in each measurement.
+    ``type`` is what its values are (a float unless said otherwise); every value read is checked
+    against it, so a reading never claims a type its value does not have.
     """
 
     name: str
     units: str
     read: Callable[[D], Measurement]
     description: str = ""
+    type: ChannelType = FLOAT
 
 
 def reads(method: Callable[[D, *Args], Measurement], *args: *Args) -> Callable[[D], Measurement]:
@@ -145,5 +148,27 @@ class Driver(Generic[TransportT, OptionsT]):
             started = time.time()
             measurement = channel.read(self)
             stamp = (started + time.time()) / 2
-            readings.append(Reading.of(self.instrument, channel.name, measurement, stamp))
+            readings.append(self.reading(channel, measurement, stamp))
         return readings
+
+    def reading(self, channel: Channel[Any], m: Measurement, stamp: float) -> Reading:
+        """``m`` as a reading of ``channel``, its value checked against the channel's type.
+
+        A value that does not fit (an enum reply outside its choices, a float where a bool is
+        declared) is a ProtocolError naming the channel, like any reply that does not parse. An
+        ok ``bits`` reading without a detail names its set bits in the detail.
+        """
+        declared = channel.type
+        if m.quality is Quality.OK and (declared.kind is not ValueType.FLOAT or type(m.value) is not float):
+            try:
+                value = declared.check(m.value)
+            except ValueError as exc:
+                raise ProtocolError(f"{self.instrument}: {channel.name}: {exc}") from None
+            detail = m.detail
+            if declared.kind is ValueType.BITS and not detail:
+                detail = ", ".join(declared.set_bits(int(value)))[:DETAIL_MAX]
+            m = replace(m, value=value, detail=detail)
+        try:
+            return Reading.of(self.instrument, channel.name, m, stamp, declared.kind)
+        except ValueError as exc:  # a float that is not finite: no reading may carry it
+            raise ProtocolError(f"{self.instrument}: {channel.name}: {exc}") from None

@@ -1,21 +1,27 @@
 """A run as a table: CSV or Parquet, long format, one row per point.
 
 Long rather than wide: the flows of a run have their own timestamps (each instrument is polled
-on its own interval) and a bad-quality reading leaves its channel's point out, so a wide table
-would be mostly empty cells or invented alignment. One row per point keeps every value with its
-own timestamp and its own unit, loses nothing, and is what ``pandas.read_csv(...).pivot(...)``
-or a spreadsheet pivot table wants anyway.
+on its own interval), so a wide table would be mostly empty cells or invented alignment. One
+row per point keeps every value with its own timestamp, unit and quality, loses nothing, and is
+what ``pandas.read_csv(...).pivot(...)`` or a spreadsheet pivot table wants anyway.
 
 Columns (both formats): ``timestamp_iso`` (UTC), ``timestamp`` (Unix seconds, the bridge's
-clock), ``channel`` (``instrument/channel``), ``value``, ``units``. A run's events
+clock), ``channel`` (``instrument/channel``), ``value``, ``units``, ``quality`` (``ok``, or why
+there is no value: ``sensor_off``, ``under_range``...), ``detail`` (what the instrument said
+about it, empty where it said nothing) and ``type`` (``float``, ``int``, ``bool``, ``enum``,
+``string``, ``bits``). A point whose quality is not ok has an empty ``value``. A version 1 store
+holds ok points only (docs/store.md), so its export has no other quality. A run's events
 (``runs export --events``) are a table of their own, in log order: ``timestamp_iso``,
-``timestamp``, ``seq``, ``source``, ``text``, ``tags`` (joined with ``;``). Rows are sorted by channel,
-then time (stable, so chunk order breaks ties). Numbers are written with Python's shortest
-round-trip representation, so ``float(cell)`` gives back exactly the stored double.
+``timestamp``, ``seq``, ``source``, ``text``, ``tags`` (joined with ``;``). Rows are sorted by
+channel, then time (stable, so chunk order breaks ties). Numbers are written with Python's
+shortest round-trip representation, so ``float(cell)`` gives back exactly the stored double; an
+integer as its digits, a bool as ``true`` or ``false``, a text as it is.
 
 In Parquet ``timestamp_iso`` is a real ``timestamp[us, UTC]`` column (Parquet has no use for a
-date string), ``timestamp`` and ``value`` are float64, and the units of each channel are also
-attached as field metadata of ``value``; the file metadata carries the run's manifest.
+date string), ``timestamp`` is float64, ``value`` float64 (null without a value; a bool as 0 or
+1, an integer exact), ``value_text`` the value of an enum or string channel (null otherwise),
+and the units of each channel are also attached as field metadata of ``value``; the file
+metadata carries the run's manifest.
 """
 
 from __future__ import annotations
@@ -31,9 +37,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, NamedTuple
 
+from bridge.model import Value
 from bridge.store.reader import Manifest, MissingExtra, RunData, StoreError
 
-COLUMNS = ("timestamp_iso", "timestamp", "channel", "value", "units")
+COLUMNS = ("timestamp_iso", "timestamp", "channel", "value", "units", "quality", "detail", "type")
 EVENT_COLUMNS = ("timestamp_iso", "timestamp", "seq", "source", "text", "tags")
 #: joins an event's tags in one cell (a tag may hold anything but control characters; ``;`` reads well)
 TAG_SEPARATOR = ";"
@@ -43,8 +50,11 @@ FORMATS = ("csv", "parquet")
 class Row(NamedTuple):
     timestamp: float
     channel: str
-    value: float
+    value: Value | None
     units: str
+    quality: str = "ok"
+    detail: str = ""
+    type: str = "float"
 
 
 def rows(run: RunData) -> Iterator[Row]:
@@ -52,7 +62,23 @@ def rows(run: RunData) -> Iterator[Row]:
     for name, s in run.series.items():
         order = sorted(range(len(s)), key=s.timestamps.__getitem__)
         for i in order:
-            yield Row(s.timestamps[i], name, s.values[i], s.units[i])
+            yield Row(s.timestamps[i], name, s.values[i], s.units[i], s.qualities[i], s.details[i], s.types[i])
+
+
+def cell(value: Value | None) -> str:
+    """A value as a CSV cell that reads back exactly: ``1.5e-07``, ``42``, ``true``, ``CV``; empty for none."""
+    if value is None:
+        return ""
+    if value is True or value is False:
+        return "true" if value else "false"
+    return value if isinstance(value, str) else repr(value)
+
+
+def number(value: Value | None) -> float | None:
+    """A value as a Parquet ``value`` (float64): numbers and bools (0, 1); None for none and for text."""
+    if value is None or isinstance(value, str):
+        return None
+    return float(value)
 
 
 def iso(ts: float) -> str:
@@ -81,7 +107,8 @@ def write_csv_to(run: RunData, stream: IO[str]) -> int:
     writer.writerow(COLUMNS)
     count = 0
     for r in rows(run):
-        writer.writerow((iso(r.timestamp), repr(r.timestamp), r.channel, repr(r.value), r.units))
+        writer.writerow((iso(r.timestamp), repr(r.timestamp), r.channel, cell(r.value), r.units, r.quality, r.detail,
+                         r.type))
         count += 1
     return count
 
@@ -111,9 +138,15 @@ def write_parquet(run: RunData, out: Path) -> int:
                      metadata={"description": "time of the reading, Unix seconds (the bridge's clock)",
                                "units": "s"}),
             pa.field("channel", pa.dictionary(pa.int32(), pa.string()), nullable=False),
-            pa.field("value", pa.float64(), nullable=False,
-                     metadata={"units": json.dumps(units, ensure_ascii=False)}),
+            pa.field("value", pa.float64(), nullable=True,
+                     metadata={"units": json.dumps(units, ensure_ascii=False),
+                               "description": "the value; null without one (quality not ok) or for text"}),
             pa.field("units", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+            pa.field("quality", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+            pa.field("detail", pa.string(), nullable=False),
+            pa.field("type", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+            pa.field("value_text", pa.string(), nullable=True,
+                     metadata={"description": "the value of an enum or string channel"}),
         ],
         metadata={"chamber_bridge.manifest": json.dumps(run.manifest.raw, ensure_ascii=False),
                   "chamber_bridge.columns": "long format: one row per point, sorted by channel then time"},
@@ -125,8 +158,13 @@ def write_parquet(run: RunData, out: Path) -> int:
                 pa.timestamp("us", tz="UTC")),
             "timestamp": pa.array(stamps, pa.float64()),
             "channel": pa.array([r.channel for r in table_rows], pa.string()).dictionary_encode(),
-            "value": pa.array([r.value for r in table_rows], pa.float64()),
+            "value": pa.array([number(r.value) for r in table_rows], pa.float64()),
             "units": pa.array([r.units for r in table_rows], pa.string()).dictionary_encode(),
+            "quality": pa.array([r.quality for r in table_rows], pa.string()).dictionary_encode(),
+            "detail": pa.array([r.detail for r in table_rows], pa.string()),
+            "type": pa.array([r.type for r in table_rows], pa.string()).dictionary_encode(),
+            "value_text": pa.array([r.value if isinstance(r.value, str) else None for r in table_rows],
+                                   pa.string()),
         },
         schema=schema,
     )

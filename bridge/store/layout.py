@@ -40,15 +40,19 @@ import stat
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
 from bridge.errors import BridgeError
+from bridge.model import Quality, Value, ValueType, value_fits
 from bridge.names import check_name, printable
 
-#: ``v`` of manifest.json; a reader refuses any other (a newer writer's manifest may mean more)
-MANIFEST_VERSION: Final = 1
+#: ``v`` of manifest.json as written: 2 keeps every reading (quality and type) in the chunks
+MANIFEST_VERSION: Final = 2
+#: versions a reader takes; any other is refused (a newer writer's manifest may mean more). Version 1
+#: left readings whose quality was not ok out of the chunks and held floats only
+READ_VERSIONS: Final = (1, 2)
 MANIFEST: Final = "manifest.json"
 CHUNKS: Final = "chunks"
 #: chunk files are named ``<chunk_index:06d>.msgpack``: 6 digits, up to 9 for the largest indexes
@@ -214,7 +218,12 @@ def read_bounded(path: Path, limit: int, what: str) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class ChannelSummary:
-    """One channel as the manifest counts it."""
+    """One channel as the manifest counts it.
+
+    ``points`` are the points its chunk files hold: every reading in a version 2 store, the ok
+    ones only in version 1 (which left the others out and counted them in ``bad_quality``).
+    ``qualities`` counts readings per quality (version 1 knows only the ok ones); ``not_numeric``
+    the ok readings an Atomscale body had no number for (an enum's, a string's)."""
 
     name: str
     flow: str
@@ -222,6 +231,9 @@ class ChannelSummary:
     points: int
     bad_quality: int
     chunks: int
+    type: str = ValueType.FLOAT.value
+    qualities: dict[str, int] = field(default_factory=dict)
+    not_numeric: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -279,6 +291,8 @@ class Manifest:
     why: dict[str, Any] = field(default_factory=dict)
     #: the run's events (annotations) in log order
     events: tuple[Event, ...] = ()
+    #: ``v``: 1 (readings of a bad quality left out of the chunks, floats only) or 2 (every reading, typed)
+    version: int = MANIFEST_VERSION
 
     @property
     def run_dir(self) -> Path:
@@ -296,8 +310,13 @@ class Manifest:
 
     @property
     def total_points(self) -> int:
-        """Values in the run over all channels: the rows of a long-format export."""
+        """Points in the run's chunk files over all channels: the rows of a long-format export."""
         return sum(c.points for c in self.channels.values())
+
+    @property
+    def keeps_every_reading(self) -> bool:
+        """Whether the chunks hold readings of every quality (version 2), not only the ok ones."""
+        return self.version >= 2
 
     @property
     def duration(self) -> float | None:
@@ -406,9 +425,9 @@ def parse_manifest(path: Path, raw: object) -> Manifest:
         raise StoreDamaged(f"{path}: not a JSON object")
     f = _Fields(path, raw)
     version = raw.get("v")
-    if version != MANIFEST_VERSION or isinstance(version, bool):
-        raise StoreDamaged(f"{path}: manifest version {shown(version)}; this chamber-bridge reads version "
-                           f"{MANIFEST_VERSION} (a newer writer, or not a manifest)")
+    if version not in READ_VERSIONS or isinstance(version, bool):
+        raise StoreDamaged(f"{path}: manifest version {shown(version)}; this chamber-bridge reads versions "
+                           f"{', '.join(map(str, READ_VERSIONS))} (a newer writer, or not a manifest)")
     data_id = f.required_text("data_id")
     if data_id != path.parent.name:
         raise StoreDamaged(f"{path}: data_id {shown(data_id)} does not match its directory {shown(path.parent.name)}")
@@ -427,8 +446,17 @@ def parse_manifest(path: Path, raw: object) -> Manifest:
             raise StoreDamaged(f"{path}: channels.{printable(name, 100)} should be an object")
         c = _Fields(path, info, f"channels.{name}.")
         flow = c.text("flow", optional=True) or name.split("/", 1)[0]
-        channels[name] = ChannelSummary(name, flow, c.text("units", optional=True) or "", c.count("points"),
-                                        c.count("bad_quality"), c.count("chunks"))
+        points, bad = c.count("points"), c.count("bad_quality")
+        if version == 1:  # the ok readings only: the others were left out and counted
+            kind, qualities, not_numeric = ValueType.FLOAT.value, ({"ok": points} if points else {}), 0
+        else:
+            kind = c.text("type", optional=True) or ValueType.FLOAT.value
+            if kind not in _VALUE_TYPES:
+                raise c.bad("type", f"one of {', '.join(_VALUE_TYPES)}")
+            qualities = _counts(c, "qualities")
+            not_numeric = c.count("not_numeric")
+        channels[name] = ChannelSummary(name, flow, c.text("units", optional=True) or "", points, bad,
+                                        c.count("chunks"), kind, qualities, not_numeric)
     flows: dict[str, FlowSummary] = {}
     for name, info in f.mapping("flows").items():
         if not isinstance(info, dict):
@@ -454,7 +482,21 @@ def parse_manifest(path: Path, raw: object) -> Manifest:
         finalized=finalized, finalized_at=f.timestamp("finalized_at", optional=True),
         channels=dict(sorted(channels.items())), flows=dict(sorted(flows.items())), gaps=tuple(gaps),
         report=f.mapping("report"), trigger=trigger, why=why, events=_events(path, raw.get("events")),
+        version=version,
     )
+
+
+_VALUE_TYPES: Final = tuple(t.value for t in ValueType)
+_QUALITIES: Final = frozenset(q.value for q in Quality)
+
+
+def _counts(fields: _Fields, key: str) -> dict[str, int]:
+    """``{"ok": 120, "sensor_off": 61}``: readings per quality, each a known quality and a count."""
+    counts = fields.mapping(key)
+    for quality, count in counts.items():
+        if quality not in _QUALITIES or isinstance(count, bool) or not isinstance(count, int) or count < 0:
+            raise fields.bad(key, "an object of quality: count")
+    return counts
 
 
 def _events(path: Path, raw: object) -> tuple[Event, ...]:
@@ -520,24 +562,38 @@ def read_manifest(root: Path | str, data_id: str) -> Manifest:
 # ---------------------------------------------------------------- chunks
 
 
-#: a chunk as read: channel -> (timestamps, values, units)
-ChunkChannels = dict[str, tuple[list[float], list[float], str]]
+class ChunkColumn(NamedTuple):
+    """One channel of one chunk as read: a point is (timestamp, value, quality, detail, type)."""
+
+    timestamps: list[float]
+    #: typed as stored; None where the quality is not ok
+    values: list[Value | None]
+    units: str
+    qualities: list[str]
+    details: list[str]
+    types: list[str]
 
 
-def read_chunk(root: Path | str, data_id: str, flow: str, chunk_index: int) -> ChunkChannels:
-    """One chunk file, checked against the contract: channel -> (timestamps, values, units).
+#: a chunk as read: channel -> its column
+ChunkChannels = dict[str, ChunkColumn]
 
-    Values may be any number (what the instrument said); timestamps must be Unix seconds a date
-    can be made of, and each channel's lists must be as long as each other."""
+
+def read_chunk(root: Path | str, data_id: str, flow: str, chunk_index: int,
+               version: int = MANIFEST_VERSION) -> ChunkChannels:
+    """One chunk file, checked against the contract of store ``version``: channel -> column.
+
+    Timestamps must be Unix seconds a date can be made of, and each channel's lists must be as
+    long as each other. Version 1 values are numbers (what the instrument said); version 2 values
+    are of the channel's type where the quality is ok, and nil where it is not."""
     try:
         path = chunk_path(root, data_id, flow, chunk_index)
     except StoreLayoutError as exc:
         raise StoreDamaged(f"{Path(root) / printable(data_id, 80)}: {exc}") from None
-    return _read_chunk_file(path, data_id, chunk_index)
+    return _read_chunk_file(path, data_id, chunk_index, version)
 
 
-def read_flow_chunks(root: Path | str, data_id: str, flow: str, indexes: Iterable[int]
-                     ) -> Iterator[tuple[int, ChunkChannels]]:
+def read_flow_chunks(root: Path | str, data_id: str, flow: str, indexes: Iterable[int],
+                     version: int = MANIFEST_VERSION) -> Iterator[tuple[int, ChunkChannels]]:
     """The chunks ``indexes`` of one flow, in that order, each as :func:`read_chunk` gives it.
 
     The flow folder is checked once (resolving a path costs as much as reading a small chunk),
@@ -551,10 +607,10 @@ def read_flow_chunks(root: Path | str, data_id: str, flow: str, indexes: Iterabl
             name = chunk_file_name(index)
         except StoreLayoutError as exc:
             raise StoreDamaged(f"{folder}: {exc}") from None
-        yield index, _read_chunk_file(folder / name, data_id, index)
+        yield index, _read_chunk_file(folder / name, data_id, index, version)
 
 
-def _read_chunk_file(path: Path, data_id: str, chunk_index: int) -> ChunkChannels:
+def _read_chunk_file(path: Path, data_id: str, chunk_index: int, version: int) -> ChunkChannels:
     try:
         blob = read_bounded(path, CHUNK_MAX_BYTES, "chunk")
     except FileNotFoundError:
@@ -565,7 +621,7 @@ def _read_chunk_file(path: Path, data_id: str, chunk_index: int) -> ChunkChannel
         raise StoreDamaged(f"{path}: not a valid msgpack chunk ({type(exc).__name__}: {printable(exc, 100)})"
                            ) from None
     try:
-        return parse_chunk(path, body, data_id, chunk_index)
+        return parse_chunk(path, body, data_id, chunk_index, version)
     except StoreError:
         raise
     except (ValueError, TypeError, KeyError, AttributeError, OverflowError, RecursionError) as exc:
@@ -573,8 +629,9 @@ def _read_chunk_file(path: Path, data_id: str, chunk_index: int) -> ChunkChannel
                            ) from None
 
 
-def parse_chunk(path: Path, body: object, data_id: str, chunk_index: int) -> ChunkChannels:
-    """A decoded chunk body (the push_multi body) checked against the contract."""
+def parse_chunk(path: Path, body: object, data_id: str, chunk_index: int,
+                version: int = MANIFEST_VERSION) -> ChunkChannels:
+    """A decoded chunk body checked against the contract of store ``version``."""
     if not isinstance(body, dict):
         raise StoreDamaged(f"{path}: not a chunk (a msgpack map with data_id, chunk_index, channels)")
     if body.get("data_id") != data_id:
@@ -593,11 +650,68 @@ def parse_chunk(path: Path, body: object, data_id: str, chunk_index: int) -> Chu
         if not isinstance(units, str):
             raise StoreDamaged(f"{path}: channel {shown_name}: units should be text, not {shown(units)}")
         stamps = _numbers(path, shown_name, "timestamps", data.get("timestamps"), timestamps=True)
-        values = _numbers(path, shown_name, "values", data.get("values"), timestamps=False)
-        if len(stamps) != len(values):
-            raise StoreDamaged(f"{path}: channel {shown_name}: {len(stamps)} timestamps but {len(values)} values")
-        out[name] = (stamps, values, units)
+        n = len(stamps)
+        if version == 1:
+            values: list[Value | None] = list(_numbers(path, shown_name, "values", data.get("values"),
+                                                       timestamps=False))
+            if len(values) != n:
+                raise StoreDamaged(f"{path}: channel {shown_name}: {n} timestamps but {len(values)} values")
+            out[name] = ChunkColumn(stamps, values, units, ["ok"] * n, [""] * n, ["float"] * n)
+            continue
+        out[name] = _typed_column(path, shown_name, data, stamps, units)
     return out
+
+
+def _texts(path: Path, channel: str, data: Mapping[str, Any], key: str, n: int, default: str,
+           allowed: frozenset[str] | tuple[str, ...] | None = None) -> list[str]:
+    """A per-point list of text (``quality``, ``detail``, ``types``), or ``default`` n times when absent."""
+    seq = data.get(key)
+    if seq is None:
+        return [default] * n
+    if not isinstance(seq, list) or len(seq) != n:
+        raise StoreDamaged(f"{path}: channel {channel}: {key} should be a list of {n} (one per timestamp), not "
+                           f"{shown(seq) if not isinstance(seq, list) else f'{len(seq)} items'}")
+    for i, x in enumerate(seq):
+        if not isinstance(x, str) or (allowed is not None and x not in allowed):
+            raise StoreDamaged(f"{path}: channel {channel}: {key}[{i}] is not "
+                               f"{'one of ' + ', '.join(sorted(allowed)) if allowed is not None else 'text'}: "
+                               f"{shown(x)}")
+    return seq
+
+
+def _typed_column(path: Path, channel: str, data: Mapping[str, Any], stamps: list[float], units: str
+                  ) -> ChunkColumn:
+    """A version 2 column: each value of its point's type where the quality is ok, nil where it is not."""
+    n = len(stamps)
+    kind = data.get("type", ValueType.FLOAT.value)
+    if kind not in _VALUE_TYPES:
+        raise StoreDamaged(f"{path}: channel {channel}: type should be one of {', '.join(_VALUE_TYPES)}, not "
+                           f"{shown(kind)}")
+    types = _texts(path, channel, data, "types", n, kind, _VALUE_TYPES)
+    qualities = _texts(path, channel, data, "quality", n, Quality.OK.value, _QUALITIES)
+    details = _texts(path, channel, data, "detail", n, "")
+    values = data.get("values")
+    if not isinstance(values, list):
+        raise StoreDamaged(f"{path}: channel {channel}: values should be a list, not {type(values).__name__}")
+    if len(values) != n:
+        raise StoreDamaged(f"{path}: channel {channel}: {n} timestamps but {len(values)} values")
+    out: list[Value | None] = []
+    for i, value in enumerate(values):
+        point_type = ValueType(types[i])
+        if qualities[i] != Quality.OK.value:
+            if value is not None:
+                raise StoreDamaged(f"{path}: channel {channel}: values[{i}] of quality {qualities[i]} should be "
+                                   f"nil, not {shown(value)}")
+            out.append(None)
+        elif point_type is ValueType.FLOAT:
+            if isinstance(value, bool) or not isinstance(value, float | int):
+                raise StoreDamaged(f"{path}: channel {channel}: values[{i}] is not a number: {shown(value)}")
+            out.append(float(value))
+        elif value_fits(value, point_type):
+            out.append(value)
+        else:
+            raise StoreDamaged(f"{path}: channel {channel}: values[{i}] is not a {point_type} value: {shown(value)}")
+    return ChunkColumn(stamps, out, units, qualities, details, types)
 
 
 def _numbers(path: Path, channel: str, key: str, seq: object, *, timestamps: bool) -> list[float]:

@@ -5,13 +5,18 @@ controller, or a pyrometer and the heater's process value, can be compared direc
 time axis in UTC with the elapsed time on top, pressures on a log scale when every value is
 positive. The figure says what the data cannot: the title names the stream, sample, run, start,
 exit status and whether the run was finalized and complete, and nothing is drawn where there is
-no data: a channel's line breaks where its points are missing (a bad-quality reading leaves its
-point out, an instrument may drop out), and stretches where nothing at all was recorded (lost
-seqs, a bridge that was down) are shaded on every panel, so a reader never mistakes an
-interpolated line for a measurement. Gaps the manifest records (lost seqs, the time a bridge
-was down) and problems with the chunk files are listed under the title. The run's events
-(annotations: a shutter opened, a ramp began) are vertical lines through every panel, labelled
-on the top one.
+no data: a channel's line breaks where it has no value (a point whose quality was not ok, an
+instrument that dropped out), and stretches where nothing at all was recorded (lost seqs, a
+bridge that was down) are shaded on every panel, so a reader never mistakes an interpolated
+line for a measurement. Where a channel's quality was not ok (the gauge was off, under range),
+the stretch is shaded in the channel's colour and labelled with the quality. Channels that are
+not numbers (a supply's output on or off, an operating mode, a text) are drawn on a panel of
+their own as a timeline of their states. No channel is dropped silently: one with no value at
+all is still in its panel's legend (and shaded), and one the store holds no point of (a
+version 1 store left out readings whose quality was not ok) is named under the title. Gaps the
+manifest records (lost seqs, the time a bridge was down) and problems with the chunk files are
+listed under the title. The run's events (annotations: a shutter opened, a ramp began) are
+vertical lines through every panel, labelled on the top one.
 
 matplotlib (the ``server`` extra) is imported inside :func:`plot_run` and only its object API
 with the Agg canvas is used: no pyplot, no global backend switch, safe in any process.
@@ -29,9 +34,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from bridge.model import Value, ValueType
 from bridge.names import printable
-from bridge.store.export import atomic_path
-from bridge.store.reader import MissingExtra, RunData, StoreError, format_duration, format_gap, format_time
+from bridge.store.export import atomic_path, cell
+from bridge.store.reader import MissingExtra, RunData, Series, StoreError, format_duration, format_gap, format_time
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -53,6 +59,14 @@ MAX_LISTED = 3
 #: events labelled on the figure, at most (more are drawn as lines only: labels would overlap anyway)
 MAX_EVENT_LABELS = 40
 EVENT_COLOR = "#6a3d9a"
+#: value types drawn as a timeline of states rather than as a line
+STATE_TYPES = frozenset({ValueType.BOOL, ValueType.ENUM, ValueType.STRING})
+#: the states panel's name (it has no unit)
+STATES = "states"
+#: a state's text is written in its bar when the bar is at least this fraction of the time axis
+STATE_LABEL_MIN = 0.06
+#: not-ok stretches labelled per panel, at most (more are shaded only)
+MAX_QUALITY_LABELS = 12
 
 
 def unit_label(units: str) -> str:
@@ -69,12 +83,16 @@ def quantity(units: str) -> str:
 
 @dataclass
 class Trace:
-    """One line to draw: a channel's points read in one unit."""
+    """One line to draw: a channel's points with a value, read in one unit; ``spans`` the stretches
+    where its quality was not ok (on the first trace of a channel only, so none is shaded twice).
+    On the states panel ``states`` holds the values and ``values`` stays empty."""
 
     label: str
     flow: str
     timestamps: list[float]
     values: list[float]
+    spans: list[tuple[float, float, str]] = field(default_factory=list)
+    states: list[Value] = field(default_factory=list)
 
 
 @dataclass
@@ -87,25 +105,60 @@ class Panel:
         finite = [v for t in self.traces for v in t.values if math.isfinite(v)]
         return self.units in PRESSURE_UNITS and bool(finite) and min(finite) > 0
 
+    @property
+    def is_states(self) -> bool:
+        return self.units == STATES
+
     def order(self) -> tuple[int, str]:
-        rank = 0 if self.units in PRESSURE_UNITS else 1 if self.units in TEMPERATURE_UNITS else 2
+        rank = (0 if self.units in PRESSURE_UNITS else 1 if self.units in TEMPERATURE_UNITS else
+                3 if self.is_states else 2)
         return rank, min(t.label for t in self.traces)
 
 
+def _label(name: str, s: Series, units: str | None) -> str:
+    """``main_gauge/p2 (sensor_off 61)``: the channel, its unit when it has several, its points without a value."""
+    label = plain(name, 80) if units is None else f"{plain(name, 80)} (in {plain(units, 20)})"
+    others = [f"{plain(q, 20)} {n}" for q, n in s.quality_counts().items() if q != "ok"]
+    if others:
+        label += f" ({', '.join(others)})"
+    return label
+
+
 def panels(run: RunData) -> list[Panel]:
-    """Traces grouped by unit, pressures first, then temperatures, then the rest."""
+    """Traces grouped by unit, pressures first, then temperatures, then the rest, then the states.
+
+    Every series of the run gets a trace, even one with no value at all (a gauge off the whole
+    run): its label says why, and its stretches are shaded."""
     by_unit: dict[str, Panel] = {}
-    bad = {name: c.bad_quality for name, c in run.manifest.channels.items()}
     for name, s in run.series.items():
+        spans = s.not_ok_spans()
+        if s.type in STATE_TYPES:
+            ok = [i for i, v in enumerate(s.values) if v is not None]
+            trace = Trace(_label(name, s, None), s.flow, [s.timestamps[i] for i in ok], [], spans,
+                          [v for v in (s.values[i] for i in ok) if v is not None])
+            by_unit.setdefault(STATES, Panel(STATES)).traces.append(trace)
+            continue
         units_seen = list(dict.fromkeys(s.units))
         for units in units_seen:
-            idx = [i for i, u in enumerate(s.units) if u == units]
-            label = plain(name, 80) if len(units_seen) == 1 else f"{plain(name, 80)} (in {plain(units, 20)})"
-            if bad.get(name):
-                label += f" ({bad[name]} bad reading{'' if bad[name] == 1 else 's'})"
-            trace = Trace(label, s.flow, [s.timestamps[i] for i in idx], [s.values[i] for i in idx])
+            idx = [i for i, u in enumerate(s.units) if u == units and s.values[i] is not None]
+            label = _label(name, s, None if len(units_seen) == 1 else units)
+            trace = Trace(label, s.flow, [s.timestamps[i] for i in idx], [float(s.values[i]) for i in idx],  # type: ignore[arg-type]  # numbers: not a state type, not None
+                          spans)
+            spans = []
             by_unit.setdefault(unit_label(units), Panel(unit_label(units))).traces.append(trace)
     return sorted(by_unit.values(), key=Panel.order)
+
+
+def not_drawn(run: RunData) -> list[str]:
+    """Channels the manifest names that the chunk files hold no point of, with what the manifest says.
+
+    In a version 1 store these are channels whose every reading had a bad quality (left out)."""
+    missing = []
+    for name, c in run.manifest.channels.items():
+        if name not in run.series:
+            counts = ", ".join(f"{q} {n}" for q, n in c.qualities.items()) or f"{c.bad_quality} bad quality"
+            missing.append(f"{plain(name, 80)} ({plain(counts, 80)})")
+    return missing
 
 
 def median_step(timestamps: Iterable[float]) -> float | None:
@@ -172,6 +225,11 @@ def title_lines(run: RunData) -> tuple[str, str, str]:
     if run.problems:
         more = f" (and {len(run.problems) - 1} more)" if len(run.problems) > 1 else ""
         notes.append(f"Store: {plain(run.problems[0], 200)}{more}")
+    missing = not_drawn(run)
+    if missing:
+        more = f" and {len(missing) - MAX_LISTED} more" if len(missing) > MAX_LISTED else ""
+        kept = "" if m.keeps_every_reading else ": readings of a bad quality are not kept in a version 1 store"
+        notes.append(f"No point to draw{kept}: {'; '.join(missing[:MAX_LISTED])}{more}")
     return head, f"{line1}\n{line2}", "\n".join(notes)
 
 
@@ -245,11 +303,27 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
         if notes:
             fig.supxlabel(notes, fontsize=9, color="#8b1a1a", x=0.01, ha="left")
         for ax, group in zip(axes, groups, strict=True):
+            if group.is_states:
+                _draw_states(ax, group, days, t1 - t0)
+            labelled = 0
             for trace in group.traces:
-                xs, ys = broken(trace.timestamps, trace.values, median_step(trace.timestamps))
-                marker = "o" if len(trace.values) < MARKERS_BELOW else None
-                ax.plot([days(x) for x in xs], ys, label=trace.label, linewidth=1.2, marker=marker,
-                        markersize=2.5)
+                if group.is_states:
+                    color = "0.35"
+                else:
+                    xs, ys = broken(trace.timestamps, trace.values, median_step(trace.timestamps))
+                    marker = "o" if len(trace.values) < MARKERS_BELOW else None
+                    (line,) = ax.plot([days(x) for x in xs], ys, label=trace.label, linewidth=1.2, marker=marker,
+                                      markersize=2.5)
+                    color = line.get_color()
+                for a, b, quality in trace.spans:
+                    ax.axvspan(days(a), days(b), facecolor=color, alpha=0.12, hatch="//", edgecolor=color,
+                               linewidth=0, zorder=0)
+                    if labelled < MAX_QUALITY_LABELS:
+                        labelled += 1
+                        ax.annotate(plain(f"{trace.label.split(' (')[0]}: {quality}", 60), xy=(days(a), 0.02),
+                                    xycoords=("data", "axes fraction"), xytext=(2, 2), textcoords="offset points",
+                                    fontsize=7, color=color, va="bottom", ha="left", clip_on=True,
+                                    bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})
             for a, b in empty:
                 ax.axvspan(days(a), days(b), color="0.5", alpha=0.18, linewidth=0, zorder=0)
             for event in events:
@@ -257,18 +331,22 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
             if group.log_scale:
                 ax.set_yscale("log")
                 ax.grid(True, which="minor", axis="y", alpha=0.12)
-            ax.grid(True, which="major", alpha=0.3)
+            ax.grid(True, which="major", axis="x" if group.is_states else "both", alpha=0.3)
             kind = quantity(group.units)
             units = plain(group.units, 20)
             ax.set_ylabel(f"{kind} ({units})" if kind and units else units or "value")
             handles, labels = ax.get_legend_handles_labels()
+            if any(t.spans for t in group.traces):
+                handles.append(Patch(facecolor="0.6", alpha=0.3, hatch="//", edgecolor="0.4", linewidth=0))
+                labels.append("quality not ok (labelled)")
             if empty and ax is axes[0]:
                 handles.append(Patch(facecolor="0.5", alpha=0.18, label="no data"))
                 labels.append("no data")
             if events and ax is axes[0]:
                 handles.append(Line2D([], [], color=EVENT_COLOR, linewidth=0.9, linestyle="--"))
                 labels.append("event")
-            ax.legend(handles, labels, loc="best", frameon=True, framealpha=0.85)
+            if handles:
+                ax.legend(handles, labels, loc="best", frameon=True, framealpha=0.85)
         axes[0].set_xlim(days(t0), days(t1))
         for event in events[:MAX_EVENT_LABELS]:
             axes[0].annotate(plain(event.text, 40), xy=(days(event.time), 1.0), xycoords=("data", "axes fraction"),
@@ -283,6 +361,43 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
         _elapsed_axis(axes[0], days(m.started_at), t1 - m.started_at)
         with atomic_path(out) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi)
+    return out
+
+
+def _draw_states(ax: Axes, group: Panel, days: Any, span_s: float) -> None:
+    """One row per channel: a bar per stretch of one value, from its first point to the next point
+    with another value (or a point without one), its text written in it when it is wide enough."""
+    palette = ["#1f77b4", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+    rows = list(reversed(group.traces))
+    for row, trace in enumerate(rows):
+        seen: dict[str, int] = {}
+        stretches = _stretches(trace)
+        for start, end, value in stretches:
+            text = cell(value)
+            colour = "0.85" if value is False else palette[seen.setdefault(text, len(seen)) % len(palette)]
+            ax.broken_barh([(days(start), max(end - start, 1e-9) / 86400.0)], (row - 0.35, 0.7),
+                           facecolors=colour, edgecolor="none")
+            if span_s > 0 and (end - start) / span_s >= STATE_LABEL_MIN:
+                ax.text(days(start + (end - start) / 2), row, plain(text, 30), ha="center", va="center",
+                        fontsize=7, clip_on=True)
+    ax.set_yticks(range(len(rows)), [t.label for t in rows])
+    ax.set_ylim(-0.6, len(rows) - 0.4)
+
+
+def _stretches(trace: Trace) -> list[tuple[float, float, Value]]:
+    """``(start, end, value)`` for each run of one value: it lasts until the next point with another
+    value, or until the first point of a not-ok stretch, or to its own last point."""
+    ends = sorted([a for a, _, _ in trace.spans])
+    points = sorted(zip(trace.timestamps, trace.states, strict=True), key=lambda p: p[0])
+    out: list[tuple[float, float, Value]] = []
+    for stamp, value in points:
+        if out and out[-1][2] == value and not any(out[-1][1] < e <= stamp for e in ends):
+            out[-1] = (out[-1][0], stamp, value)
+            continue
+        if out:
+            cut = min([e for e in ends if out[-1][1] < e <= stamp], default=stamp)
+            out[-1] = (out[-1][0], cut, out[-1][2])
+        out.append((stamp, stamp, value))
     return out
 
 

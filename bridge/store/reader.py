@@ -16,9 +16,11 @@ A run is named the way people name it: by its data id (the run id for the local 
 prefix of it (the short id ``runs list`` prints), or its stream name when only one run has that
 name.
 
-A channel's points are its chunks concatenated in ``chunk_index`` order, per flow. Points are
-kept as plain lists of floats so that listing and showing runs works on the Pi and without
-numpy; only the plot and the Parquet export need the ``server`` extra.
+A channel's points are its chunks concatenated in ``chunk_index`` order, per flow. A point is
+a timestamp, a value of the channel's type (None where the quality was not ok), its quality,
+its detail and its unit; a version 1 store holds ok points only (docs/store.md). Points are kept
+as plain lists so that listing and showing runs works on the Pi and without numpy; only the
+plot and the Parquet export need the ``server`` extra.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from bridge.model import Quality, Value, ValueType
 from bridge.names import printable
 from bridge.store import layout
 from bridge.store.layout import (
@@ -91,13 +94,17 @@ def read_manifest(run_dir: Path) -> Manifest:
 @dataclass(slots=True)
 class Series:
     """One channel's points in chunk order. ``units`` is per point: a controller's unit can be
-    changed during a run, and a point is only meaningful with the unit it was read in."""
+    changed during a run, and a point is only meaningful with the unit it was read in; so are
+    ``qualities`` (``ok`` where the point has a value), ``details`` and ``types``."""
 
     channel: str
     flow: str
     timestamps: list[float] = field(default_factory=list)
-    values: list[float] = field(default_factory=list)
+    values: list[Value | None] = field(default_factory=list)
     units: list[str] = field(default_factory=list)
+    qualities: list[str] = field(default_factory=list)
+    details: list[str] = field(default_factory=list)
+    types: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.values)
@@ -106,6 +113,38 @@ class Series:
     def unit(self) -> str:
         """The unit most of the points were read in (the only one, almost always)."""
         return Counter(self.units).most_common(1)[0][0] if self.units else ""
+
+    @property
+    def type(self) -> ValueType:
+        """The value type most of the points have (the only one, almost always)."""
+        return ValueType(Counter(self.types).most_common(1)[0][0]) if self.types else ValueType.FLOAT
+
+    def quality_counts(self) -> dict[str, int]:
+        """Points per quality, ``ok`` first, then by name."""
+        counts = Counter(self.qualities)
+        return {q: counts[q] for q in sorted(counts, key=lambda q: (q != Quality.OK.value, q))}
+
+    def not_ok_spans(self) -> list[tuple[float, float, str]]:
+        """Stretches of consecutive points (in time order) of one quality other than ok:
+        ``(start, end, quality)``, from the stretch's first point to the point after its last (the
+        instrument said otherwise then), or to its last point when the series ends in it.
+
+        A change of quality starts a new stretch: ``sensor_off`` then ``under_range`` are two."""
+        spans: list[tuple[float, float, str]] = []
+        current: list[Any] | None = None  # [start, last, quality]
+        for i in sorted(range(len(self.timestamps)), key=self.timestamps.__getitem__):
+            quality, stamp = self.qualities[i], self.timestamps[i]
+            if current is not None and quality == current[2]:
+                current[1] = stamp
+                continue
+            if current is not None:
+                spans.append((current[0], stamp, current[2]))
+                current = None
+            if quality != Quality.OK.value:
+                current = [stamp, stamp, quality]
+        if current is not None:
+            spans.append((current[0], current[1], current[2]))
+        return spans
 
 
 @dataclass(slots=True)
@@ -193,15 +232,18 @@ def load_run(manifest: Manifest) -> RunData:
     for flow in flows:
         indexes = _chunk_files(root, folder / flow)
         found[flow] = indexes
-        for index, channels in read_flow_chunks(root, data_id, flow, indexes):
-            for name, (stamps, values, units) in channels.items():
+        for index, channels in read_flow_chunks(root, data_id, flow, indexes, manifest.version):
+            for name, column in channels.items():
                 s = series.setdefault(name, Series(name, flow))
                 if s.flow != flow:
                     raise StoreDamaged(f"{layout.chunk_path(root, data_id, flow, index)}: channel "
                                        f"{printable(name, 100)} also appears in flow {s.flow}")
-                s.timestamps.extend(stamps)
-                s.values.extend(values)
-                s.units.extend([units] * len(values))
+                s.timestamps.extend(column.timestamps)
+                s.values.extend(column.values)
+                s.units.extend([column.units] * len(column.values))
+                s.qualities.extend(column.qualities)
+                s.details.extend(column.details)
+                s.types.extend(column.types)
                 chunks_per_channel[name] += 1
     run = RunData(manifest, dict(sorted(series.items())), found, dict(chunks_per_channel), [])
     run.problems = _disagreements(run)

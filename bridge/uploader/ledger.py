@@ -237,7 +237,8 @@ class Ledger:
     def _step(self, source: Source, progress: Progress) -> Source:
         """One page of the pass for one source, in one transaction."""
         rows = self._db.execute(
-            "SELECT seq, kind, time, flow, channel, t, quality, units, body, value, poll FROM entries"
+            "SELECT seq, kind, time, flow, channel, t, quality, units, body, coalesce(value, vtext), poll, detail, vtype"
+            " FROM entries"
             " WHERE site=? AND epoch=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
             (source.site, source.epoch, source.cursor, source.contiguous, PAGE)).fetchall()
         last = rows[-1][0] if rows else source.contiguous
@@ -249,7 +250,7 @@ class Ledger:
         events: list[tuple[Any, ...]] = []
         with self._transaction() as db:
             building = self._building
-            for seq, kind, stamp, flow, channel, t, quality, units, body, value, poll in rows:
+            for seq, kind, stamp, flow, channel, t, quality, units, body, value, poll, detail, vtype in rows:
                 if kind == "reading":
                     if open_run is None:
                         if idle and idle[-1][1] == seq - 1:
@@ -262,8 +263,9 @@ class Ledger:
                         cutter = cutters[flow] = FlowCutter(flow)
                     fresh = cutter.first_seq is None
                     # the poll's mark when the bridge sent one (docs/payload.md), else the reading's own time
-                    cut = cutter.add(seq, channel, t if poll is None else poll, self.points_per_chunk, quality, units)
-                    reading = (channel, t, value, quality, units)
+                    cut = cutter.add(seq, channel, t if poll is None else poll, self.points_per_chunk, quality, units,
+                                     vtype)
+                    reading = (channel, t, value, quality, units, detail, vtype)
                     if cut is not None:
                         chunks.append((open_run, cut))
                         self._stage(open_run, cut)
@@ -539,7 +541,8 @@ class Ledger:
             cursor = dict.fromkeys(lanes, 0)
             low, high = min(p.first_seq for p in group), max(p.last_seq for p in group)
             for row in self._db.execute(
-                    "SELECT seq, flow, channel, t, value, quality, units FROM entries WHERE site=? AND epoch=?"
+                    "SELECT seq, flow, channel, t, coalesce(value, vtext), quality, units, detail, vtype FROM entries"
+                    " WHERE site=? AND epoch=?"
                     " AND seq BETWEEN ? AND ? AND kind='reading' ORDER BY seq", (site, epoch, low, high)):
                 seq, flow = row[0], row[1]
                 lane = lanes.get(flow)
@@ -617,22 +620,34 @@ class Ledger:
         stop = json.loads(stop_json) if stop_json else {}
         channels: dict[str, dict[str, Any]] = {}
         units_changed: list[str] = []
+        types_changed: list[str] = []
         flows: dict[str, dict[str, Any]] = {}
         for cutter in sorted(self._cutters(run_id).values(), key=lambda c: c.flow):
             flows[cutter.flow] = {"points": cutter.total_points, "chunks": cutter.chunk_index}
             for channel, (good, bad, chunks, units, changed) in cutter.stats.items():
                 name = channel_name(cutter.flow, channel)
-                channels[name] = {"flow": cutter.flow, "units": units or "", "points": good, "bad_quality": bad,
+                # version 2: every reading is a point of the store, whatever its quality (docs/store.md)
+                channels[name] = {"flow": cutter.flow, "units": units or "",
+                                  "type": cutter.types.get(channel, "float"), "points": good + bad,
+                                  "qualities": {**({"ok": good} if good else {}),
+                                                **dict(sorted(cutter.qualities.get(channel, {}).items()))},
+                                  "bad_quality": bad, "not_numeric": cutter.not_numeric.get(channel, 0),
                                   "chunks": chunks}
                 if changed:
                     units_changed.append(name)
+                if channel in cutter.types_changed:
+                    types_changed.append(name)
         gaps = json.loads(gaps_json)
         # a bridge that was down while the run went on lost no reading it logged: such a gap is
         # reported, but the run is complete if every seq arrived
         missing = [g for g in gaps if g.get("cause") != BRIDGE_DOWN]
         down = sum(max(0.0, g["to_time"] - g["from_time"]) for g in gaps if g.get("cause") == BRIDGE_DOWN)
-        readings = sum(c["points"] + c["bad_quality"] for c in channels.values())
+        readings = sum(c["points"] for c in channels.values())
         bad = sum(c["bad_quality"] for c in channels.values())
+        qualities: dict[str, int] = {}
+        for c in channels.values():
+            for quality, count in c["qualities"].items():
+                qualities[quality] = qualities.get(quality, 0) + count
         events = self.events(run_id=run_id, limit=MANIFEST_EVENTS_MAX + 1)
         (event_count,) = self._db.execute("SELECT count(*) FROM events WHERE run_id=?", (run_id,)).fetchone()
         return {
@@ -646,10 +661,12 @@ class Ledger:
             "events": events[:MANIFEST_EVENTS_MAX],
             "report": {
                 "complete": not missing, "finalized_because": "complete" if not missing else "grace_expired",
-                "readings": readings, "bad_quality": bad, "chunks": sum(f["chunks"] for f in flows.values()),
+                "readings": readings, "qualities": dict(sorted(qualities.items())), "bad_quality": bad,
+                "not_numeric": sum(c["not_numeric"] for c in channels.values()),
+                "chunks": sum(f["chunks"] for f in flows.values()),
                 "retries": retries, "clock": clock or {"ntp_synchronized": None},
                 "epoch": epoch, "first_seq": start_seq, "last_seq": stop_seq,
-                "stop_reason": stop.get("reason"), "units_changed": units_changed,
+                "stop_reason": stop.get("reason"), "units_changed": units_changed, "types_changed": types_changed,
                 "bridge_down_s": round(down, 3), "events": int(event_count),
                 **({"events_not_in_manifest": int(event_count) - MANIFEST_EVENTS_MAX}
                    if event_count > MANIFEST_EVENTS_MAX else {}),

@@ -44,7 +44,8 @@ SCHEMA: Final = (
     # one row per log entry not yet finalized; readings as columns, markers with their body
     "CREATE TABLE IF NOT EXISTS entries (site TEXT NOT NULL, epoch TEXT NOT NULL, seq INTEGER NOT NULL,"
     " kind TEXT NOT NULL, time REAL NOT NULL, flow TEXT, channel TEXT, value REAL, quality TEXT, t REAL,"
-    " units TEXT, detail TEXT, body BLOB, poll REAL, PRIMARY KEY (site, epoch, seq)) WITHOUT ROWID",
+    " units TEXT, detail TEXT, body BLOB, poll REAL, vtype TEXT, vtext TEXT, PRIMARY KEY (site, epoch, seq))"
+    " WITHOUT ROWID",
     # one row per bridge outbox seen: where its log stands here
     "CREATE TABLE IF NOT EXISTS sources (site TEXT NOT NULL, epoch TEXT NOT NULL,"
     " contiguous INTEGER NOT NULL DEFAULT 0, max_seq INTEGER NOT NULL DEFAULT 0,"
@@ -72,11 +73,21 @@ SCHEMA: Final = (
 )
 
 
+#: columns named: a spool migrated from an older format has them in the same order, but say so
+_INSERT: Final = ("INSERT OR IGNORE INTO entries (site, epoch, seq, kind, time, flow, channel, value, quality, t,"
+                  " units, detail, body, poll, vtype, vtext) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)")
+
+
 def _migrate(db: sqlite3.Connection) -> None:
     """Bring a spool written by an earlier version up to this schema (columns are only ever added)."""
     columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
     if "poll" not in columns:  # the poll mark (docs/payload.md ``p``), added after format 1 shipped
         db.execute("ALTER TABLE entries ADD COLUMN poll REAL")
+    # a reading's value type (docs/payload.md ``y``, NULL for a float) and the text of an enum or
+    # string value: the REAL column would turn a text like "1.5" into a number
+    for column in ("vtype", "vtext"):
+        if column not in columns:
+            db.execute(f"ALTER TABLE entries ADD COLUMN {column} TEXT")
     # a run whose delivery failed: why, when it is tried again, how often it failed (docs/security.md)
     run_columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
     for column, kind in (("failure", "TEXT"), ("retry_at", "REAL"), ("failures", "INTEGER NOT NULL DEFAULT 0")):
@@ -188,18 +199,22 @@ class Spool:
                         continue
                     if e.kind == "reading":
                         b = e.body
+                        v = b.get("v")
+                        text = v if type(v) is str else None  # an enum's or a string's value
                         rows.append((batch.site, batch.epoch, e.seq, e.kind, e.time, b.get("i"), b.get("c"),
-                                     b.get("v"), b.get("q"), b.get("t"), b.get("u"), b.get("d"), None, b.get("p")))
+                                     None if text is not None else v, b.get("q"), b.get("t"), b.get("u"), b.get("d"),
+                                     None, b.get("p"), b.get("y"), text))
                     else:
                         rows.append((batch.site, batch.epoch, e.seq, e.kind, e.time, None, None, None, None, None,
-                                     None, None, pack(e.body), None))
+                                     None, None, pack(e.body), None, None, None))
                 for r in batch.refused:
                     if r.seq is not None and r.seq > contiguous:
                         rows.append((batch.site, batch.epoch, r.seq, "refused", now, None, None, None, None, None,
-                                     None, None, pack({"reason": r.reason, "detail": r.detail[:1000]}), None))
+                                     None, None, pack({"reason": r.reason, "detail": r.detail[:1000]}), None, None,
+                                     None))
                 if rows:
                     before = db.total_changes
-                    db.executemany("INSERT OR IGNORE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)", rows)
+                    db.executemany(_INSERT, rows)
                     stored = db.total_changes - before
                     intake.stored += stored
                     state[2] += len(rows) - stored

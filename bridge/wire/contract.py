@@ -22,7 +22,8 @@ from typing import Any, Final, Literal, NamedTuple, get_args
 import msgpack  # type: ignore[import-untyped]  # msgpack ships no type information
 
 from bridge.errors import ProtocolError
-from bridge.model import Quality, Reading
+from bridge.model import DETAIL_MAX as _DETAIL_MAX
+from bridge.model import STRING_MAX, Quality, Reading, ValueType, value_fits
 from bridge.names import NAME_PATTERN, TEXT_MAX, check_name, check_tags, check_text, is_name, is_run_id, printable
 
 SCHEMA_VERSION: Final = 1
@@ -41,7 +42,7 @@ TIME_MIN: Final = 946_684_800.0
 TIME_MAX: Final = 4_102_444_800.0
 #: units and details of a reading, at most this many characters
 UNITS_MAX: Final = 32
-DETAIL_MAX: Final = 500
+DETAIL_MAX: Final = _DETAIL_MAX
 EXIT_STATUSES: Final = ("success", "abort", "fail")
 #: how a run was opened: by ``start-run`` or by the automatic trigger (docs/runs.md)
 TRIGGERS: Final = ("manual", "auto")
@@ -210,12 +211,17 @@ def _seq(obj: Mapping[str, Any], key: str, what: str, minimum: int) -> int:
 
 
 def reading_body(r: Reading) -> dict[str, Any]:
-    """The compact body of a ``reading`` entry (short keys: one is logged per channel per poll)."""
+    """The compact body of a ``reading`` entry (short keys: one is logged per channel per poll).
+
+    The value type goes along as ``y`` only when it is not ``float``, so the common reading
+    stays as small as it was."""
     body: dict[str, Any] = {
         "i": r.instrument, "c": r.channel, "v": r.value, "q": r.quality.value, "t": r.timestamp, "u": r.units,
     }
     if r.detail:
         body["d"] = r.detail
+    if r.type is not ValueType.FLOAT:
+        body["y"] = r.type.value
     return body
 
 
@@ -224,7 +230,6 @@ def reading_from_body(body: Mapping[str, Any]) -> Reading:
     instrument: str = _get(body, "i", "reading", str, "a string")
     channel: str = _get(body, "c", "reading", str, "a string")
     what = f"reading {instrument}/{channel}"
-    value: float | int | None = _get(body, "v", what, (int, float, type(None)), "a number or nil")
     quality_name: str = _get(body, "q", what, str, "a string")
     timestamp: float = _get(body, "t", what, _NUMBER, "a number")
     units: str = _get(body, "u", what, str, "a string")
@@ -234,10 +239,25 @@ def reading_from_body(body: Mapping[str, Any]) -> Reading:
     except ValueError:
         raise ProtocolError(f"{what}: unknown quality {quality_name!r}") from None
     try:
-        return Reading(instrument, channel, None if value is None else float(value), quality, float(timestamp),
-                       units, detail)
+        kind = value_type(body, what)
+        value = _get(body, "v", what, (object, bool), "a value or nil")
+        if kind is ValueType.FLOAT and type(value) is int:
+            value = float(value)
+        return Reading(instrument, channel, value, quality, float(timestamp), units, detail, kind)
     except ValueError as exc:
         raise ProtocolError(f"{what}: {exc}") from None
+
+
+def value_type(body: Mapping[str, Any], what: str = "reading") -> ValueType:
+    """The value type a reading body names (``y``; absent: ``float``); ValueError for one not known."""
+    name = body.get("y")
+    if name is None and "y" not in body:
+        return ValueType.FLOAT
+    try:
+        return ValueType(name)
+    except ValueError:
+        raise ValueError(f"{what}: type (y) {printable(repr(name), 80)} is not one of "
+                         f"{', '.join(t.value for t in ValueType)}") from None
 
 
 # ---------------------------------------------------------------- data batches
@@ -337,7 +357,7 @@ def _entry(item: Any, n: int) -> LogEntry | Refused:
                     and TIME_MIN <= stamp <= TIME_MAX and type(body) is dict):
                 get = body.get
                 t, v, q, p, d = get("t"), get("v"), get("q"), get("p"), get("d")
-                if ((get("i"), get("c"), get("u")) in _KNOWN_LABELS
+                if ((get("i"), get("c"), get("u")) in _KNOWN_LABELS and "y" not in body
                         and type(t) is float and TIME_MIN <= t <= TIME_MAX
                         and ((q == "ok" and type(v) is float and -_INF < v < _INF) or (v is None and q in _NOT_OK))
                         and ((p is None and "p" not in body) or (type(p) is float and TIME_MIN <= p <= TIME_MAX))
@@ -381,6 +401,12 @@ def _checked_entry(item: Any, n: int) -> LogEntry | Refused:
 
 
 _QUALITIES: Final = frozenset(q.value for q in Quality)
+#: what the value of an ok reading of each type other than float must be (docs/payload.md)
+_EXPECTED: Final = {
+    ValueType.INT: "an integer within +-2**53", ValueType.BITS: "an integer within 0..2**53",
+    ValueType.BOOL: "true or false", ValueType.ENUM: f"printable text of at most {STRING_MAX} characters",
+    ValueType.STRING: f"printable text of at most {STRING_MAX} characters",
+}
 _NOT_OK: Final = _QUALITIES - {Quality.OK.value}
 #: (instrument, channel, units) triples already checked: they repeat in every poll
 _KNOWN_LABELS: set[tuple[Any, Any, Any]] = set()
@@ -409,9 +435,15 @@ def _check_reading(b: dict[str, Any], what: str) -> None:
     if quality not in _QUALITIES:
         raise ValueError(f"{what}: quality (q) {printable(repr(quality), 80)} is not one of the known qualities")
     value = b.get("v")
+    kind = value_type(b, what)
     if quality == "ok":
-        if (type(value) is not float and type(value) is not int) or not math.isfinite(value):
-            raise ValueError(f"{what}: a reading of quality ok needs a finite number (v), got "
+        if kind is ValueType.FLOAT:
+            if (type(value) is not float and type(value) is not int) or not math.isfinite(value):
+                raise ValueError(f"{what}: a reading of quality ok needs a finite number (v), got "
+                                 f"{printable(repr(value), 80)}")
+        elif not value_fits(value, kind) or (type(value) is str and (len(value) > STRING_MAX
+                                                                      or not value.isprintable())):
+            raise ValueError(f"{what}: a {kind} reading of quality ok needs {_EXPECTED[kind]} (v), got "
                              f"{printable(repr(value), 80)}")
     elif value is not None:
         raise ValueError(f"{what}: a reading of quality {quality} must not carry a value, got "

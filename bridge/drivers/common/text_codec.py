@@ -60,6 +60,31 @@ def number_measurement(number: float, units: str, *, scale: float = 1.0, offset:
     return Measurement(number * scale + offset, Quality.OK, units)
 
 
+#: an integer as instruments write it: decimal with an optional sign, or 0x / #H hexadecimal (SCPI)
+_INTEGER = re.compile(r"[+-]?\d+|0[xX][0-9A-Fa-f]+|#[hH][0-9A-Fa-f]+")
+#: SCPI booleans and the usual spellings of on and off (compared case-insensitively)
+BOOLEANS: dict[str, bool] = {"0": False, "1": True, "+0": False, "+1": True, "OFF": False, "ON": True,
+                             "FALSE": False, "TRUE": True}
+
+
+def parse_integer(text: str) -> int:
+    """``"+42"`` -> 42, ``"0x1F"`` and ``"#H1F"`` (SCPI hex) -> 31. The whole text must be one integer."""
+    stripped = text.strip()
+    if not _INTEGER.fullmatch(stripped):
+        raise ProtocolError(f"not an integer: {text!r}")
+    if stripped[:2] in ("#h", "#H"):
+        return int(stripped[2:], 16)
+    return int(stripped, 16) if stripped[:2] in ("0x", "0X") else int(stripped)
+
+
+def parse_bool(text: str) -> bool:
+    """``0|1|ON|OFF|TRUE|FALSE`` (any case) -> False / True."""
+    state = BOOLEANS.get(text.strip().upper())
+    if state is None:
+        raise ProtocolError(f"not a boolean (0|1|ON|OFF|TRUE|FALSE): {text!r}")
+    return state
+
+
 def extract(reply: str, pattern: re.Pattern[str]) -> str:
     """The text of the pattern's single group in ``reply`` (searched, not anchored)."""
     match = pattern.search(reply)

@@ -4,7 +4,8 @@ Every poll reads the instrument status word (integer region, address 75) and the
 value, working setpoint and output power (IEEE float region by default, or display-resolution
 integers), in as few requests as ``BlockReader`` can plan: two per poll. The status word
 decides whether the PV can be trusted (sensor break, PV out of range), so it is read in every
-poll, never taken from an earlier one. A parameter the model does not have (exception 02)
+poll, never taken from an earlier one; it is also a channel of its own, ``status``, a ``bits``
+value whose bits carry their names (alarms, sensor break, PV out of range...). A parameter the model does not have (exception 02)
 fails only its channel. The driver never writes: setpoints live in EEPROM with a limited
 write life.
 """
@@ -21,7 +22,7 @@ from bridge.drivers.base import Channel, DriverOptions, reads
 from bridge.drivers.common.modbus_blocks import BlockReader, Fetched, ModbusDriver
 from bridge.drivers.eurotherm import codec
 from bridge.drivers.registry import register_driver
-from bridge.model import Measurement, Quality
+from bridge.model import Measurement, Quality, bits_type
 from bridge.transports.modbus import ModbusTransport
 
 log = logging.getLogger("bridge.drivers.eurotherm")
@@ -30,6 +31,8 @@ log = logging.getLogger("bridge.drivers.eurotherm")
 #: parameters in between (2 registers each in the IEEE region); should one of them be absent on a
 #: model, the refused block is split per channel by BlockReader.
 MAX_GAP = 4
+#: the status word as a channel: its 16 bits, named where the manuals name them
+STATUS_TYPE = bits_type(codec.STATUS_BITS)
 
 
 class EurothermOptions(DriverOptions):
@@ -97,6 +100,9 @@ class Eurotherm(ModbusDriver[EurothermOptions]):
                     f"working setpoint (wSP, read only), {loop}"),
             Channel("output_power", "%", reads(cls.stored, "output_power"),
                     f"output power ({family.output_mnemonic}, address {family.output_power}), {loop}"),
+            Channel("status", "", reads(cls.stored, "status"),
+                    f"instrument status word (address {codec.STATUS_WORD}), the same for every loop",
+                    STATUS_TYPE),
         ]
 
     # ---------------------------------------------------------- driver hooks
@@ -116,6 +122,7 @@ class Eurotherm(ModbusDriver[EurothermOptions]):
             "pv": self._pv(pv, status, word),
             "working_setpoint": self._plain(setpoint, word, self.options.units),
             "output_power": self._plain(power, word, "%", power=True),
+            "status": status.measurement(lambda _, at: Measurement(word, Quality.OK, "", "", at), ""),
         }
 
     # ---------------------------------------------------------- helpers

@@ -4,6 +4,11 @@ Every poll reads all channels through :class:`~bridge.drivers.common.modbus_bloc
 the registers merged into as few reads as the protocol allows, a refused read split per channel
 (the refused channels ``invalid``, the others their values), anything else raised for the poller.
 Decoding (types, word and byte order, scale) is :mod:`bridge.drivers.common.modbus_codec`.
+
+A channel is a float (raw * scale + offset) unless the map says otherwise: a coil or discrete
+input is a ``bool``; ``map:`` turns a raw integer into a word (``enum``) or a truth value
+(``bool``); ``bits:`` names the bits of a status register (``bits``); ``channel_type: int``
+keeps an integer register an integer. (``type:`` is the register's encoding, as it always was.)
 """
 
 from __future__ import annotations
@@ -11,7 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from functools import cached_property
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
@@ -19,7 +24,7 @@ from bridge.drivers.base import Channel, DriverOptions, Scale, reads
 from bridge.drivers.common import modbus_codec as codec
 from bridge.drivers.common.modbus_blocks import BlockReader, ModbusDriver
 from bridge.drivers.registry import register_driver
-from bridge.model import Measurement
+from bridge.model import BIT_NAME_MAX, STRING_MAX, ChannelType, Measurement, Quality, Value, ValueType
 from bridge.names import NAME_PATTERN
 
 log = logging.getLogger("bridge.drivers.modbus")
@@ -42,6 +47,14 @@ class RegisterChannel(BaseModel):
     scale: Scale = Field(default=1.0, allow_inf_nan=False)
     offset: float = Field(default=0.0, allow_inf_nan=False)
     units: str = ""
+    #: the channel's value type (docs/payload.md); default: bool for a bit, from ``map``/``bits``, else float
+    channel_type: Literal["float", "int", "bool", "enum", "bits"] | None = None
+    #: raw integer (a bit: 0 or 1) -> value: all words (an enum) or all true/false (a bool)
+    map: dict[int, Annotated[str, Field(min_length=1, max_length=STRING_MAX)] | bool] | None = Field(
+        default=None, min_length=1, max_length=1000)
+    #: bit number (0 = lowest) -> name: the register is a set of named bits
+    bits: dict[Annotated[int, Field(ge=0, le=63)], Annotated[str, Field(min_length=1, max_length=BIT_NAME_MAX)]
+               ] | None = Field(default=None, min_length=1)
 
     @field_validator("type")
     @classmethod
@@ -74,6 +87,74 @@ class RegisterChannel(BaseModel):
             if misplaced:
                 raise ValueError(f"{', '.join(misplaced)} apply to registers, not to a {self.table} bit")
         return self
+
+    @model_validator(mode="after")
+    def _typed(self) -> RegisterChannel:
+        """The value type the entry asks for, checked against its register: done once, at load."""
+        kind = self.kind
+        typed = kind is not ValueType.FLOAT
+        if typed and self.type in ("float32", "float64"):
+            raise ValueError(f"{_a(kind)} channel reads an integer: {self.type} registers hold floats")
+        if typed and {"scale", "offset"} & self.model_fields_set and self.type != "bool":
+            raise ValueError(f"scale and offset make a float; {_a(kind)} channel takes the raw integer")
+        if self.map is not None:
+            words = [v for v in self.map.values() if isinstance(v, str)]
+            if words and len(words) != len(self.map):
+                raise ValueError("map values are all words (an enum) or all true/false (a bool), not both")
+            if kind not in (ValueType.ENUM, ValueType.BOOL) or (kind is ValueType.ENUM) != bool(words):
+                raise ValueError(f"a map to {'words' if words else 'true/false'} makes "
+                                 f"{'an enum' if words else 'a bool'} channel, not {_a(kind)} one")
+        elif kind is ValueType.ENUM:
+            raise ValueError("an enum channel needs a map from raw values to its words")
+        if self.bits is not None:
+            if kind is not ValueType.BITS:
+                raise ValueError(f"bits name the bits of a bits channel, not of {_a(kind)} one")
+            width = 16 * codec.register_count(self.type or "uint16")
+            if max(self.bits) >= width:
+                raise ValueError(f"bit {max(self.bits)} is past the {width} bits of a {self.type}")
+        if kind is ValueType.BITS and self.type not in ("uint16", "uint32"):
+            raise ValueError(f"a bits channel reads an unsigned register (uint16, uint32), not {self.type}")
+        if kind is ValueType.BOOL and self.map is None and self.type != "bool" and self.channel_type != "bool":
+            raise ValueError("a register read as bool needs channel_type: bool or a map")
+        if self.type == "bool" and kind not in (ValueType.BOOL, ValueType.ENUM):
+            raise ValueError(f"a {self.table} holds one bit: its channel is a bool (or an enum through a map)")
+        return self
+
+    @property
+    def kind(self) -> ValueType:
+        """The value type: as declared, else what ``map``/``bits`` or the table make it."""
+        if self.channel_type is not None:
+            return ValueType(self.channel_type)
+        if self.map is not None:
+            return ValueType.ENUM if any(isinstance(v, str) for v in self.map.values()) else ValueType.BOOL
+        if self.bits is not None:
+            return ValueType.BITS
+        return ValueType.BOOL if self.type == "bool" else ValueType.FLOAT
+
+    @cached_property
+    def value_type(self) -> ChannelType:
+        kind = self.kind
+        if kind is ValueType.ENUM:
+            assert self.map is not None
+            return ChannelType(kind, choices=tuple(dict.fromkeys(str(v) for v in self.map.values())))
+        return ChannelType(kind, bits=tuple(sorted((self.bits or {}).items())))
+
+    def measurement(self, values: list[int] | list[bool], at: float) -> Measurement:
+        """The registers (or bit) of one poll as this channel's value."""
+        kind = self.kind
+        if kind is ValueType.FLOAT:
+            return self.spec.measurement(values, at)
+        raw = int(self.spec.raw(values))
+        value: Value
+        if self.map is not None:
+            if raw not in self.map:
+                return Measurement(None, Quality.INVALID, self.units, f"raw value {raw} is not in the map", at)
+            value = self.map[raw]
+        elif kind is ValueType.BOOL:
+            value = raw != 0
+        else:
+            value = raw
+        return Measurement(value, Quality.OK, self.units, "", at)
 
     @cached_property
     def spec(self) -> codec.RegisterSpec:
@@ -112,7 +193,8 @@ class ModbusRegisters(ModbusDriver[ModbusOptions]):
 
     @classmethod
     def channel_table(cls, options: ModbusOptions) -> Sequence[Channel[ModbusRegisters]]:
-        return [Channel(ch.name, ch.units, reads(cls.stored, ch.name), _describe(ch)) for ch in options.channels]
+        return [Channel(ch.name, ch.units, reads(cls.stored, ch.name), _describe(ch), ch.value_type)
+                for ch in options.channels]
 
     def block_reader(self, unit: int | None) -> BlockReader:
         return BlockReader(self.transport, self.instrument, max_gap=self.options.max_gap,
@@ -120,8 +202,13 @@ class ModbusRegisters(ModbusDriver[ModbusOptions]):
 
     def poll(self) -> dict[str, Measurement]:
         spans = [ch.spec.span for ch in self.options.channels]
-        return {ch.name: f.measurement(ch.spec.measurement, ch.spec.units)
+        return {ch.name: f.measurement(ch.measurement, ch.spec.units)
                 for ch, f in zip(self.options.channels, self.reader.read(spans), strict=True)}
+
+
+def _a(kind: ValueType) -> str:
+    """``an int``, ``a bool``: the type with its article, for messages."""
+    return f"{'an' if kind.value[0] in 'aeiou' else 'a'} {kind.value}"
 
 
 def _describe(ch: RegisterChannel) -> str:
@@ -132,5 +219,7 @@ def _describe(ch: RegisterChannel) -> str:
         text += f" byte {ch.byte_order}"
     if ch.scale != 1 or ch.offset != 0:
         text += f" *{ch.scale:g}{ch.offset:+g}"
+    if ch.map is not None:
+        text += " map " + ", ".join(f"{raw}={value}" for raw, value in ch.map.items())
     return text
 

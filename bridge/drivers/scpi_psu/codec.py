@@ -14,7 +14,7 @@ from enum import StrEnum
 
 from bridge.drivers.common.text_codec import number_measurement, parse_number
 from bridge.errors import ProtocolError
-from bridge.model import Measurement, Quality
+from bridge.model import BOOL, FLOAT, ChannelType, Measurement, Quality
 
 
 class Dialect(StrEnum):
@@ -39,6 +39,9 @@ UNITS: dict[Quantity, str] = {
     Quantity.CURRENT_SETPOINT: "A",
     Quantity.OUTPUT: "",
 }
+
+#: what each quantity's values are: the output is on or off, the rest are numbers
+TYPES: dict[Quantity, ChannelType] = {q: BOOL if q is Quantity.OUTPUT else FLOAT for q in Quantity}
 
 _COMMANDS: dict[Dialect, dict[Quantity, str]] = {
     Dialect.KEYSIGHT: {
@@ -74,7 +77,7 @@ _MAKERS: dict[str, Dialect] = {
 #: may lack quotes or carry detail after a semicolon (``-113,"Undefined header;VOLTS 5"``)
 _ERROR_ENTRY = re.compile(r'^\s*([+-]?\d+)\s*,\s*(?:"(.*)"|(.*?))\s*$')
 
-_OUTPUT_STATES: dict[str, float] = {"0": 0.0, "1": 1.0, "+0": 0.0, "+1": 1.0, "OFF": 0.0, "ON": 1.0}
+_OUTPUT_STATES: dict[str, bool] = {"0": False, "1": True, "+0": False, "+1": True, "OFF": False, "ON": True}
 
 
 def command(dialect: Dialect, quantity: Quantity, channel: int) -> str:
@@ -88,8 +91,8 @@ def dialect_from_idn(identity: str) -> Dialect | None:
     return _MAKERS.get(maker)
 
 
-def parse_output_state(reply: str) -> float:
-    """``0|1`` (Keysight) or ``ON|OFF`` (Rigol) -> 0.0 / 1.0; either form accepted from both."""
+def parse_output_state(reply: str) -> bool:
+    """``0|1`` (Keysight) or ``ON|OFF`` (Rigol) -> False / True; either form accepted from both."""
     state = _OUTPUT_STATES.get(reply.strip().upper())
     if state is None:
         raise ProtocolError(f"not an output state (0|1|ON|OFF): {reply!r}")

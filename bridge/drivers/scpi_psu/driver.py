@@ -50,7 +50,7 @@ _DESCRIPTIONS: dict[Quantity, str] = {
     Quantity.CURRENT: "measured output current",
     Quantity.VOLTAGE_SETPOINT: "programmed voltage",
     Quantity.CURRENT_SETPOINT: "programmed current limit",
-    Quantity.OUTPUT: "output state, 1 = on",
+    Quantity.OUTPUT: "output state, true = on",
 }
 
 
@@ -74,7 +74,8 @@ class ScpiPsu(Driver[VisaTransport, PsuOptions]):
     @classmethod
     def channel_table(cls, options: PsuOptions) -> Sequence[Channel[ScpiPsu]]:
         return [
-            Channel(f"{q.value}_{n}", codec.UNITS[q], reads(cls.measure, q, n), f"channel {n} {_DESCRIPTIONS[q]}")
+            Channel(f"{q.value}_{n}", codec.UNITS[q], reads(cls.measure, q, n), f"channel {n} {_DESCRIPTIONS[q]}",
+                    codec.TYPES[q])
             for n in options.channels
             for q in Quantity
         ]

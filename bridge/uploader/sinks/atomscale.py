@@ -74,6 +74,7 @@ import httpx
 from bridge import __version__
 from bridge.config import AtomscaleSinkConfig
 from bridge.errors import ConfigError
+from bridge.uploader.chunker import numeric_body
 from bridge.uploader.sinks.base import ChunkBody, SinkError, SinkRejected, SinkUnavailable, StreamInfo
 from bridge.uploader.sinks.bounded_http import (
     DEFAULT_MAX_BODY,
@@ -242,12 +243,17 @@ class AtomscaleSink:
         return created.data_id
 
     def push_chunk(self, data_id: str, flow: str, body: ChunkBody) -> None:
-        """``POST /tool-state/stream/chunk/multi`` with ``body``; returns once the server answered 2xx."""
+        """``POST /tool-state/stream/chunk/multi`` with the numbers of ``body``; returns once the server
+        answered 2xx.
+
+        The API holds numbers and no quality: only ok values it can hold go (:func:`numeric_body`;
+        the run's manifest counts what was left out: ``bad_quality``, ``not_numeric``)."""
         if body.get("data_id") != data_id:
             raise ValueError(f"chunk body names data_id {body.get('data_id')!r}, not {data_id!r}")
-        channels = body.get("channels")
-        if not isinstance(channels, Mapping):
+        if not isinstance(body.get("channels"), Mapping):
             raise ValueError("chunk body has no channels")
+        body, _ = numeric_body(body)
+        channels = body["channels"]
         # The SDK leaves out a channel with no points (the server rejects an empty one) and sends
         # nothing for a chunk without any; the chunker already does so, this keeps it true.
         kept = {name: ch for name, ch in channels.items() if ch.get("timestamps")}

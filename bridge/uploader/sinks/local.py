@@ -5,8 +5,9 @@ STORE/<data_id>/manifest.json
 STORE/<data_id>/chunks/<flow>/<chunk_index:06d>.msgpack
 ```
 
-A chunk file is the msgpack of exactly the body the Atomscale API would receive for
-``push_multi``. Every file is written atomically (temporary file, fsync, rename, fsync of the
+A chunk file is the msgpack of the chunk the uploader cut (store version 2, docs/store.md): the
+body the Atomscale API would receive for ``push_multi``, plus every reading whose quality is not
+ok (no value, its quality code) and the values' types. Every file is written atomically (temporary file, fsync, rename, fsync of the
 folder), so a reader or a crash never sees half a chunk, and a chunk rewritten after a crash
 replaces an identical one. ``data_id`` is the run id: initializing twice gives the same folder.
 
@@ -93,7 +94,7 @@ class LocalSink:
     def initialize(self, stream: StreamInfo) -> str:
         data_id = stream.run_id
         manifest = {
-            "v": 1, "data_id": data_id, "stream_name": stream.stream_name, "site": stream.site,
+            "v": layout.MANIFEST_VERSION, "data_id": data_id, "stream_name": stream.stream_name, "site": stream.site,
             "run_id": stream.run_id, "physical_sample": stream.physical_sample,
             "synth_source_id": stream.synth_source_id, "project_id": stream.project_id, "tags": list(stream.tags),
             "points_per_chunk": stream.points_per_chunk, "started_at": stream.started_at, "stopped_at": None,
