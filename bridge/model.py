@@ -127,7 +127,7 @@ class ChannelType:
         if kind is ValueType.FLOAT and type(value) is int and not isinstance(value, bool):
             value = float(value)
         if not value_fits(value, kind):
-            raise ValueError(f"{value!r:.80} is not a {kind} value" + (
+            raise ValueError(f"{value!r:.80} is not of type {kind}" + (
                 " within +-2**53" if kind is ValueType.INT and type(value) is int else
                 " within 0..2**53" if kind is ValueType.BITS and type(value) is int else ""))
         if kind is ValueType.ENUM and value not in self.choices:
@@ -224,7 +224,7 @@ class Reading:
         if self.type is ValueType.FLOAT and type(self.value) is int:  # 5 read as a number is 5.0
             object.__setattr__(self, "value", float(self.value))
         if self.value is not None and not value_fits(self.value, self.type):
-            raise ValueError(f"a {self.type} reading cannot carry {self.value!r:.80}")
+            raise ValueError(f"a reading of type {self.type} cannot carry {self.value!r:.80}")
 
     @classmethod
     def of(cls, instrument: str, channel: str, m: Measurement, timestamp: float,

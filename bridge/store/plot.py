@@ -115,10 +115,13 @@ class Panel:
         return rank, min(t.label for t in self.traces)
 
 
-def _label(name: str, s: Series, units: str | None) -> str:
-    """``main_gauge/p2 (sensor_off 61)``: the channel, its unit when it has several, its points without a value."""
+def _label(name: str, s: Series, units: str | None, left_out: int) -> str:
+    """``main_gauge/p2 (sensor_off 61)``: the channel, its unit when it has several, its points without a
+    value; ``left_out``: the readings a version 1 store counted as bad but did not keep."""
     label = plain(name, 80) if units is None else f"{plain(name, 80)} (in {plain(units, 20)})"
     others = [f"{plain(q, 20)} {n}" for q, n in s.quality_counts().items() if q != "ok"]
+    if left_out:
+        others.append(f"{left_out} bad reading{'' if left_out == 1 else 's'}")
     if others:
         label += f" ({', '.join(others)})"
     return label
@@ -130,18 +133,20 @@ def panels(run: RunData) -> list[Panel]:
     Every series of the run gets a trace, even one with no value at all (a gauge off the whole
     run): its label says why, and its stretches are shaded."""
     by_unit: dict[str, Panel] = {}
+    m = run.manifest
+    left_out = {} if m.keeps_every_reading else {name: c.bad_quality for name, c in m.channels.items()}
     for name, s in run.series.items():
         spans = s.not_ok_spans()
         if s.type in STATE_TYPES:
             ok = [i for i, v in enumerate(s.values) if v is not None]
-            trace = Trace(_label(name, s, None), s.flow, [s.timestamps[i] for i in ok], [], spans,
+            trace = Trace(_label(name, s, None, left_out.get(name, 0)), s.flow, [s.timestamps[i] for i in ok], [], spans,
                           [v for v in (s.values[i] for i in ok) if v is not None])
             by_unit.setdefault(STATES, Panel(STATES)).traces.append(trace)
             continue
         units_seen = list(dict.fromkeys(s.units))
         for units in units_seen:
             idx = [i for i, u in enumerate(s.units) if u == units and s.values[i] is not None]
-            label = _label(name, s, None if len(units_seen) == 1 else units)
+            label = _label(name, s, None if len(units_seen) == 1 else units, left_out.get(name, 0))
             trace = Trace(label, s.flow, [s.timestamps[i] for i in idx], [float(s.values[i]) for i in idx],  # type: ignore[arg-type]  # numbers: not a state type, not None
                           spans)
             spans = []

@@ -205,7 +205,9 @@ def chunk_body(data_id: str, chunk_index: int, flow: str,
             column = columns[name] = _Column(units, vtype)
         n = len(column.stamps)
         column.stamps.append(timestamp)
-        if quality == "ok" and value is not None:
+        if quality == "ok" and value is None:  # the contract forbids it; never store it as a value
+            quality, detail = "invalid", detail or "no value"
+        if quality == "ok":
             column.values.append(value if vtype is None else _FROM_SPOOL[vtype](value))
         else:
             column.values.append(None)

@@ -239,7 +239,7 @@ def reading_from_body(body: Mapping[str, Any]) -> Reading:
     except ValueError:
         raise ProtocolError(f"{what}: unknown quality {quality_name!r}") from None
     try:
-        kind = value_type(body, what)
+        kind = value_type(body)
         value = _get(body, "v", what, (object, bool), "a value or nil")
         if kind is ValueType.FLOAT and type(value) is int:
             value = float(value)
@@ -248,7 +248,7 @@ def reading_from_body(body: Mapping[str, Any]) -> Reading:
         raise ProtocolError(f"{what}: {exc}") from None
 
 
-def value_type(body: Mapping[str, Any], what: str = "reading") -> ValueType:
+def value_type(body: Mapping[str, Any]) -> ValueType:
     """The value type a reading body names (``y``; absent: ``float``); ValueError for one not known."""
     name = body.get("y")
     if name is None and "y" not in body:
@@ -256,7 +256,7 @@ def value_type(body: Mapping[str, Any], what: str = "reading") -> ValueType:
     try:
         return ValueType(name)
     except ValueError:
-        raise ValueError(f"{what}: type (y) {printable(repr(name), 80)} is not one of "
+        raise ValueError(f"type (y) {printable(repr(name), 80)} is not one of "
                          f"{', '.join(t.value for t in ValueType)}") from None
 
 
@@ -435,7 +435,10 @@ def _check_reading(b: dict[str, Any], what: str) -> None:
     if quality not in _QUALITIES:
         raise ValueError(f"{what}: quality (q) {printable(repr(quality), 80)} is not one of the known qualities")
     value = b.get("v")
-    kind = value_type(b, what)
+    try:
+        kind = value_type(b)
+    except ValueError as exc:
+        raise ValueError(f"{what}: {exc}") from None
     if quality == "ok":
         if kind is ValueType.FLOAT:
             if (type(value) is not float and type(value) is not int) or not math.isfinite(value):
@@ -443,7 +446,7 @@ def _check_reading(b: dict[str, Any], what: str) -> None:
                                  f"{printable(repr(value), 80)}")
         elif not value_fits(value, kind) or (type(value) is str and (len(value) > STRING_MAX
                                                                       or not value.isprintable())):
-            raise ValueError(f"{what}: a {kind} reading of quality ok needs {_EXPECTED[kind]} (v), got "
+            raise ValueError(f"{what}: a reading of type {kind} and quality ok needs {_EXPECTED[kind]} (v), got "
                              f"{printable(repr(value), 80)}")
     elif value is not None:
         raise ValueError(f"{what}: a reading of quality {quality} must not carry a value, got "

@@ -112,12 +112,14 @@ class MappedDevice(RegisterDevice):
             raise KeyError(f"no point {name!r} (known: {', '.join(self._points)})") from None
 
 
-#: A chamber PLC (the example config's map): every type, both word orders, scaled values, bits.
+#: A chamber PLC (the example config's map): every type, both word orders, scaled values, bits, and
+#: the typed channels (an integer counter, a pump mode as an enum, an alarm word of named bits).
 DEMO_CHANNELS: list[dict[str, Any]] = [
     {"name": "chamber_pressure", "table": "input", "address": 0, "type": "float32", "units": "mbar"},
     {"name": "cooling_flow", "table": "input", "address": 2, "type": "uint16", "scale": 0.1, "units": "l/min"},
     {"name": "water_temperature", "table": "input", "address": 3, "type": "int16", "scale": 0.1, "units": "degC"},
-    {"name": "rotation_count", "table": "holding", "address": 10, "type": "uint32", "word_order": "little"},
+    {"name": "rotation_count", "table": "holding", "address": 10, "type": "uint32", "word_order": "little",
+     "channel_type": "int"},
     {"name": "heater_setpoint", "table": "holding", "address": 20, "type": "float32", "word_order": "little",
      "units": "degC"},
     {"name": "valve_position", "table": "holding", "address": 22, "type": "int16", "byte_order": "little",
@@ -125,13 +127,17 @@ DEMO_CHANNELS: list[dict[str, Any]] = [
     {"name": "gas_flow", "table": "holding", "address": 24, "type": "float64", "units": "sccm"},
     {"name": "stage_offset", "table": "holding", "address": 28, "type": "int32", "scale": 0.001,
      "offset": -10.0, "units": "mm"},
+    {"name": "pump_mode", "table": "holding", "address": 30, "type": "uint16",
+     "map": {0: "off", 1: "standby", 2: "running"}},
+    {"name": "alarms", "table": "holding", "address": 31, "type": "uint16",
+     "bits": {0: "overtemperature", 1: "door open", 2: "water flow low"}},
     {"name": "shutter_open", "table": "coil", "address": 0, "type": "bool"},
     {"name": "interlock_ok", "table": "discrete", "address": 0, "type": "bool"},
 ]
 DEMO_VALUES: dict[str, float] = {
     "chamber_pressure": 2.5e-7, "cooling_flow": 12.3, "water_temperature": 18.7, "rotation_count": 123456,
     "heater_setpoint": 650.0, "valve_position": 42.5, "gas_flow": 20.5, "stage_offset": -2.5,
-    "shutter_open": 0, "interlock_ok": 1,
+    "pump_mode": 2, "alarms": 0b010, "shutter_open": 0, "interlock_ok": 1,
 }
 DEMO_OPTIONS: dict[str, Any] = {"channels": DEMO_CHANNELS, "max_gap": 8}
 
@@ -144,13 +150,15 @@ def demo_device(unit: int = 1, *, wander: float = 0.0) -> MappedDevice:
 def device_for(options: ModbusOptions, values: dict[str, float], unit: int, *, wander: float = 0.0,
                strict: bool = False) -> MappedDevice:
     """A device holding every channel of ``options``: ``values`` where given, else a number
-    that fits the channel's type (1, 2, 3... by position; bits 0). ``strict``: a given value
+    that fits the channel's type (1, 2, 3... by position; bits 0; the first raw value of a
+    ``map``, so an enum reads as one of its words). ``strict``: a given value
     that the channel's type cannot hold is a ValueError, not replaced. Holes up to the
     options' ``max_gap`` read as spare registers, so the planned reads succeed."""
     points = []
     for i, channel in enumerate(options.channels):
         spec = channel.spec
-        value = values.get(channel.name, 0.0 if spec.type == "bool" else float(i + 1))
+        default = next(iter(channel.map)) if channel.map else 0.0 if spec.type == "bool" else float(i + 1)
+        value = values.get(channel.name, default)
         try:
             spec.encode(value)
         except ValueError:

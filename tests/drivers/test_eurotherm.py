@@ -17,7 +17,7 @@ from bridge.drivers.eurotherm import Eurotherm, EurothermOptions
 from bridge.edge.instrument import Instrument
 from bridge.edge.polling.bus import assemble
 from bridge.errors import ConfigError, DeviceError, TransportDisconnected, TransportTimeout
-from bridge.model import Quality, Reading
+from bridge.model import Quality, Reading, ValueType
 from bridge.transports.memory import ModbusRequest
 from simulators.instruments.eurotherm import EurothermSimulator
 from simulators.serving.modbus_server import Request
@@ -151,6 +151,27 @@ def test_other_status_bits_are_named_in_the_detail(link: ModbusLink) -> None:
     assert (readings["pv"].value, readings["pv"].quality) == (234.5, Quality.OK)
     assert readings["pv"].detail == "alarm 1, heater fail"
     assert readings["output_power"].detail == "alarm 1, heater fail"
+
+
+def test_the_status_word_is_a_bits_channel_over_a_real_modbus_server(link: ModbusLink) -> None:
+    sim_of(link).status_bits = 1 << 0 | 1 << 7 | 1 << 11
+    sim_of(link).sensor_break = True
+    status = poll(link)["status"]
+    assert (status.value, status.quality, status.type, status.units) == (
+        1 << 0 | 1 << 5 | 1 << 7 | 1 << 11, Quality.OK, ValueType.BITS, "")
+    assert type(status.value) is int
+    assert status.detail == "alarm 1, sensor break, heater fail, bit 11"
+    sim_of(link).status_bits = 0
+    sim_of(link).sensor_break = False
+    status = poll(link)["status"]
+    assert (status.value, status.detail) == (0, "")
+
+
+def test_a_refused_status_word_is_an_invalid_status_channel(link: ModbusLink) -> None:
+    sim_of(link).set_absent(75)
+    status = poll(link)["status"]
+    assert (status.value, status.quality, status.type) == (None, Quality.INVALID, ValueType.BITS)
+    assert status.detail == "refused: illegal data address (0x02)"
 
 
 def test_an_absent_parameter_fails_only_its_channel(link: ModbusLink) -> None:
@@ -343,8 +364,10 @@ def test_options_problems_are_named_by_key_path() -> None:
 
 def test_channel_table() -> None:
     table = Eurotherm.channel_table(EurothermOptions(family="3200", units="K"))
-    assert [(c.name, c.units) for c in table] == [("pv", "K"), ("working_setpoint", "K"), ("output_power", "%")]
+    assert [(c.name, c.units, c.type.kind) for c in table] == [
+        ("pv", "K", "float"), ("working_setpoint", "K", "float"), ("output_power", "%", "float"), ("status", "", "bits")]
     assert "WRK.OP, address 4" in table[2].description
+    assert dict(table[3].type.bits)[5] == "sensor break" and dict(table[3].type.bits)[10] == "PV out of range"
 
 
 def test_example_config_is_valid() -> None:
@@ -359,9 +382,12 @@ def test_simulate_command_and_read_of_the_example_config(tmp_path: Path) -> None
         host, port = cli.where.rsplit(":", 1)
         readings = read_json(example_with("eurotherm.yaml", tmp_path, host=host, port=int(port)))
     assert [(r["instrument"], r["channel"]) for r in readings] == [
-        (name, channel) for name in ("cell_ga", "cell_as") for channel in ("pv", "working_setpoint", "output_power")]
+        (name, channel) for name in ("cell_ga", "cell_as")
+        for channel in ("pv", "working_setpoint", "output_power", "status")]
     assert readings[0]["quality"] == "sensor_error" and readings[0]["value"] is None
-    assert readings[1]["value"] == 330.0 and readings[4]["value"] == 330.0
+    assert readings[1]["value"] == 330.0 and readings[5]["value"] == 330.0
+    # the status word itself, with its bits named: sensor break is bit 5
+    assert (readings[3]["type"], readings[3]["value"], readings[3]["detail"]) == ("bits", 32, "sensor break")
 
 
 def test_simulate_command_on_an_rtu_pty(tmp_path: Path) -> None:
@@ -390,6 +416,23 @@ def test_conversation_connect_and_one_poll_register_for_register() -> None:
     assert (readings["pv"].value, readings["pv"].quality) == (None, Quality.SENSOR_ERROR)
     assert "sensor break" in readings["pv"].detail
     assert (readings["working_setpoint"].value, readings["output_power"].value) == (240.0, 42.0)
+    assert (readings["status"].value, readings["status"].detail) == (32, "sensor break")
+
+
+def test_conversation_the_status_bits_of_one_word_register_for_register() -> None:
+    """Alarms 1 and 2, PV out of range and the unnamed bit 15: one register, one bits value, every bit named."""
+    word = 1 << 0 | 1 << 1 | 1 << 10 | 1 << 15
+    with modbus_conversation(
+        (ModbusRequest("holding", 75, 1, 1), [word]),
+        (ModbusRequest("holding", 0x8002, 10, 1), [*encode(1.0, "float32"), 0, 0, *encode(0.0, "float32"), 0, 0,
+                                                    *encode(2.0, "float32")]),
+        owner="cell",
+    ) as link:
+        readings = {r.channel: r for r in driver_on(link, "eurotherm", {"family": "3500"}).read()}
+    status = readings["status"]
+    assert (status.value, status.quality, status.type) == (word, Quality.OK, ValueType.BITS)
+    assert status.detail == "alarm 1, alarm 2, PV out of range, bit 15"
+    assert readings["pv"].quality is Quality.INVALID
 
 
 def test_conversation_two_controllers_on_one_line_are_assembled_with_their_units() -> None:

@@ -16,7 +16,7 @@ from bridge.config import load_config, parse_config
 from bridge.drivers.common.modbus_codec import RegisterSpec
 from bridge.drivers.modbus import ModbusOptions, ModbusRegisters
 from bridge.errors import ConfigError, DeviceError, TransportDisconnected, TransportTimeout
-from bridge.model import Quality, Reading
+from bridge.model import Quality, Reading, ValueType
 from bridge.transports.base import reopen
 from bridge.transports.memory import ModbusRequest, Refusal
 from simulators.instruments.modbus import DEMO_CHANNELS, DEMO_OPTIONS, DEMO_VALUES, MappedDevice, demo_device
@@ -27,6 +27,16 @@ from tests.helpers.drivers import by_channel, read_and_close
 from tests.helpers.modbus_server import SHORT, ModbusLink, serve
 
 EXAMPLE = EXAMPLES / "modbus.yaml"
+#: what the driver reads from the demo map: the numbers, and the typed channels as their types
+EXPECTED: dict[str, Any] = {**DEMO_VALUES, "rotation_count": 123456, "pump_mode": "running", "alarms": 2,
+                            "shutter_open": False, "interlock_ok": True}
+
+
+def same(value: Any, expected: Any) -> bool:
+    """Floats to within rounding; anything else exactly, type included (True is not 1.0 here)."""
+    if type(expected) is float:
+        return bool(value == pytest.approx(expected))
+    return type(value) is type(expected) and value == expected
 
 
 @pytest.fixture(params=["tcp", "rtu"])
@@ -55,13 +65,19 @@ def test_reads_every_type_word_and_byte_order_scale_and_offset(link: ModbusLink)
     readings = poll(link)
     after = time.time()
     assert list(readings) == [c["name"] for c in DEMO_CHANNELS]
-    for name, value in DEMO_VALUES.items():
+    for name, value in EXPECTED.items():
         r = readings[name]
-        assert (r.quality, r.detail) == (Quality.OK, ""), name
-        assert r.value == pytest.approx(value, rel=1e-9), name
+        assert (r.quality, r.detail) == (Quality.OK, "" if name != "alarms" else "door open"), name
+        assert same(r.value, value), name
         assert before <= r.timestamp <= after
     assert readings["chamber_pressure"].value == 2.5e-7  # float32 given as its shortest decimal
     assert readings["rotation_count"].value == 123456
+    # the typed channels: an integer, a word from the map, named bits, truth values
+    assert {name: (r.type, r.value) for name, r in readings.items() if r.type is not ValueType.FLOAT} == {
+        "rotation_count": (ValueType.INT, 123456), "pump_mode": (ValueType.ENUM, "running"),
+        "alarms": (ValueType.BITS, 0b010), "shutter_open": (ValueType.BOOL, False),
+        "interlock_ok": (ValueType.BOOL, True)}
+    assert type(readings["rotation_count"].value) is int and readings["interlock_ok"].value is True
     assert (readings["chamber_pressure"].units, readings["cooling_flow"].units) == ("mbar", "l/min")
     # one read answers both input registers: one instant
     assert readings["chamber_pressure"].timestamp == readings["water_temperature"].timestamp
@@ -70,10 +86,10 @@ def test_reads_every_type_word_and_byte_order_scale_and_offset(link: ModbusLink)
 def test_registers_are_fetched_in_as_few_reads_as_possible(link: ModbusLink) -> None:
     link.server.requests.clear()
     poll(link)  # max_gap 8: holding 10..29 is one read across the unused 12..19 and 23
-    assert requests(link) == [(1, 0, 1), (2, 0, 1), (3, 10, 20), (4, 0, 4)]
+    assert requests(link) == [(1, 0, 1), (2, 0, 1), (3, 10, 22), (4, 0, 4)]
     link.server.requests.clear()
     poll(link, {"channels": DEMO_CHANNELS})  # max_gap 0: only adjacent registers merge
-    assert requests(link) == [(1, 0, 1), (2, 0, 1), (3, 10, 2), (3, 20, 3), (3, 24, 6), (4, 0, 4)]
+    assert requests(link) == [(1, 0, 1), (2, 0, 1), (3, 10, 2), (3, 20, 3), (3, 24, 8), (4, 0, 4)]
 
 
 @pytest.mark.parametrize("kind", ["tcp", "rtu"])
@@ -98,7 +114,8 @@ def test_a_refused_register_fails_only_its_channel(link: ModbusLink) -> None:
         first = by_channel(inst.read())
         # the block was refused, then each of its channels read alone
         holding = [r for r in requests(link) if r[0] == 3]
-        assert holding == [(3, 10, 20), (3, 10, 2), (3, 20, 2), (3, 22, 1), (3, 24, 4), (3, 28, 2)]
+        assert holding == [(3, 10, 22), (3, 10, 2), (3, 20, 2), (3, 22, 1), (3, 24, 4), (3, 28, 2), (3, 30, 1),
+                           (3, 31, 1)]
         link.server.requests.clear()
         second = by_channel(inst.read())
         assert [r for r in requests(link) if r[0] == 3] == holding[1:], "no refused block every poll"
@@ -113,7 +130,7 @@ def test_a_refused_register_fails_only_its_channel(link: ModbusLink) -> None:
         assert valve.units == "%"
         for name in DEMO_VALUES.keys() - {"valve_position"}:
             assert readings[name].quality is Quality.OK, name
-            assert readings[name].value == pytest.approx(DEMO_VALUES[name]), name
+            assert same(readings[name].value, EXPECTED[name]), name
     assert third["valve_position"].value == pytest.approx(42.5)
 
 
@@ -189,7 +206,7 @@ def test_slow_replies_within_and_beyond_the_timeout(link: ModbusLink) -> None:
         readings = by_channel(inst.read())
     finally:
         inst.close()
-    assert all(readings[n].value == pytest.approx(v) for n, v in DEMO_VALUES.items())
+    assert all(same(readings[n].value, v) for n, v in EXPECTED.items())
 
 
 def test_not_a_number_is_invalid(link: ModbusLink) -> None:
@@ -353,4 +370,68 @@ def test_conversation_blocks_merged_and_a_refused_block_split_register_for_regis
     assert (first["pressure"].value, first["flow"].value, first["setpoint"].value) == (0.001, 15.2, 15.0)
     missing = first["missing"]
     assert (missing.quality, missing.detail) == (Quality.INVALID, "refused: illegal data address (0x02)")
-    assert (first["shutter"].value, second["shutter"].value, second["flow"].value) == (1.0, 0.0, 15.3)
+    assert (first["shutter"].value, second["shutter"].value, second["flow"].value) == (True, False, 15.3)
+    assert first["shutter"].value is True and first["shutter"].type is ValueType.BOOL
+
+
+def test_conversation_typed_channels_register_for_register() -> None:
+    """A coil and a discrete input as bools, a mode register through a map, named alarm bits, a counter as
+    an integer, a register read as bool: one request per table, each value of its type."""
+    options = {"channels": [
+        {"name": "shutter", "table": "coil", "address": 4},
+        {"name": "door", "table": "discrete", "address": 0, "map": {0: "closed", 1: "open"}},
+        {"name": "mode", "table": "holding", "address": 100, "map": {0: "off", 1: "standby", 2: "running"}},
+        {"name": "alarms", "table": "holding", "address": 101, "bits": {0: "overtemperature", 3: "door open"}},
+        {"name": "count", "table": "holding", "address": 102, "type": "uint32", "channel_type": "int"},
+        {"name": "pump_on", "table": "holding", "address": 104, "channel_type": "bool"},
+        {"name": "valves", "table": "holding", "address": 105, "map": {0: False, 7: True}},
+    ]}
+    with modbus_conversation(
+        (ModbusRequest("coils", 4, 1, 1), [True]),
+        (ModbusRequest("discrete", 0, 1, 1), [True]),
+        (ModbusRequest("holding", 100, 6, 1), [2, 0b1001, 0x0001, 0x86A0, 3, 7]),
+        (ModbusRequest("coils", 4, 1, 1), [False]),
+        (ModbusRequest("discrete", 0, 1, 1), [False]),
+        (ModbusRequest("holding", 100, 6, 1), [5, 0, 0, 1, 0, 4]),    # 5 and 4 are in no map
+        owner="plc",
+    ) as link:
+        driver = driver_on(link, "modbus", options)
+        assert [(c.name, c.type.describe()) for c in driver.channels] == [
+            ("shutter", "bool"), ("door", "enum (closed, open)"), ("mode", "enum (off, standby, running)"),
+            ("alarms", "bits (0 overtemperature, 3 door open)"), ("count", "int"), ("pump_on", "bool"),
+            ("valves", "bool")]
+        first = {r.channel: r for r in driver.read()}
+        second = {r.channel: r for r in driver.read()}
+    assert {name: (r.type.value, r.value, r.detail) for name, r in first.items()} == {
+        "shutter": ("bool", True, ""), "door": ("enum", "open", ""), "mode": ("enum", "running", ""),
+        "alarms": ("bits", 9, "overtemperature, door open"), "count": ("int", 100_000, ""),
+        "pump_on": ("bool", True, ""), "valves": ("bool", True, "")}
+    assert type(first["count"].value) is int and first["shutter"].value is True
+    assert (second["door"].value, second["alarms"].value, second["count"].value, second["pump_on"].value) == (
+        "closed", 0, 1, False)
+    for name, raw in (("mode", 5), ("valves", 4)):
+        assert (second[name].value, second[name].quality, second[name].detail) == (
+            None, Quality.INVALID, f"raw value {raw} is not in the map")
+
+
+@pytest.mark.parametrize(("channel", "message"), [
+    ({"table": "holding", "type": "float32", "channel_type": "int"}, "an int channel reads an integer"),
+    ({"table": "holding", "channel_type": "int", "scale": 0.1}, "scale and offset make a float"),
+    ({"table": "holding", "map": {0: "a", 1: True}}, "all words (an enum) or all true/false"),
+    ({"table": "holding", "channel_type": "int", "map": {0: "a"}}, "makes an enum channel, not an int one"),
+    ({"table": "holding", "channel_type": "enum"}, "an enum channel needs a map"),
+    ({"table": "holding", "bits": {16: "x"}}, "bit 16 is past the 16 bits of a uint16"),
+    ({"table": "holding", "type": "int16", "bits": {0: "x"}}, "an unsigned register"),
+    ({"table": "holding", "channel_type": "bits", "map": {0: "a"}}, "makes an enum channel, not a bits one"),
+    ({"table": "coil", "channel_type": "int"}, "a coil holds one bit"),
+    ({"table": "holding", "channel_type": "string"}, "Input should be 'float', 'int', 'bool', 'enum' or 'bits'"),
+])
+def test_typed_register_entries_are_checked_at_load(channel: dict[str, Any], message: str) -> None:
+    raw = {"site": "s", "bridge": {"instruments": [
+        {"name": "plc", "driver": "modbus", "transport": {"kind": "modbus_tcp", "host": "h"},
+         "options": {"channels": [{"name": "x", "address": 0, **channel}]}}]}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    (problem,) = caught.value.problems
+    assert problem.path.startswith("bridge.instruments[0].options.channels[0]")
+    assert message in problem.message

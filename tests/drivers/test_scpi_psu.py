@@ -13,7 +13,7 @@ from bridge.drivers.scpi_psu import ScpiPsu
 from bridge.drivers.scpi_psu.codec import Dialect, ScpiError
 from bridge.edge.instrument import Instrument
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
-from bridge.model import Quality
+from bridge.model import Quality, ValueType
 from tests.helpers.cli import example_with, read_json, simulator_command
 from tests.helpers.conversation import driver_on, visa_conversation
 from tests.helpers.drivers import fails_then_recovers, read_and_close, reconnect, unplug_fails, values
@@ -58,13 +58,17 @@ def test_reads_every_quantity_of_every_channel(psu: Served) -> None:
     got = values(readings)
     assert got == {
         "voltage_1": pytest.approx(5.0), "current_1": pytest.approx(0.5),
-        "voltage_setpoint_1": pytest.approx(5.0), "current_setpoint_1": pytest.approx(1.0), "output_1": 1.0,
+        "voltage_setpoint_1": pytest.approx(5.0), "current_setpoint_1": pytest.approx(1.0), "output_1": True,
         "voltage_2": pytest.approx(2.0), "current_2": pytest.approx(0.2),
-        "voltage_setpoint_2": pytest.approx(12.0), "current_setpoint_2": pytest.approx(0.2), "output_2": 1.0,
+        "voltage_setpoint_2": pytest.approx(12.0), "current_setpoint_2": pytest.approx(0.2), "output_2": True,
         "voltage_3": 0.0, "current_3": 0.0,
         "voltage_setpoint_3": pytest.approx(3.3), "current_setpoint_3": pytest.approx(sim.model.ratings[2].amps),
-        "output_3": 0.0,
+        "output_3": False,
     }
+    # the output state is a bool, on the wire and in every reading; the rest are floats
+    assert {r.channel: (type(r.value), r.type) for r in readings if r.channel.startswith("output")} == {
+        f"output_{n}": (bool, ValueType.BOOL) for n in (1, 2, 3)}
+    assert {type(r.value) for r in readings if not r.channel.startswith("output")} == {float}
     units = {r.channel: r.units for r in readings}
     assert [units[c] for c in ("voltage_1", "current_1", "voltage_setpoint_1", "output_1")] == ["V", "A", "V", ""]
 
@@ -342,8 +346,27 @@ def test_conversation_connect_poll_and_error_queue_message_for_message() -> None
         assert driver.dialect is Dialect.KEYSIGHT
         readings = {r.channel: r for r in driver.read()}
     assert [(r.value, r.quality) for r in readings.values()] == [
-        (5.001, Quality.OK), (None, Quality.OVER_RANGE), (5.0, Quality.OK), (1.0, Quality.OK), (1.0, Quality.OK)]
+        (5.001, Quality.OK), (None, Quality.OVER_RANGE), (5.0, Quality.OK), (1.0, Quality.OK), (True, Quality.OK)]
+    assert readings["output_2"].value is True and readings["output_2"].type is ValueType.BOOL
     assert list(readings) == ["voltage_2", "current_2", "voltage_setpoint_2", "current_setpoint_2", "output_2"]
+
+
+def test_conversation_a_rigol_output_off_is_false_message_for_message() -> None:
+    idn = "RIGOL TECHNOLOGIES,DP832,DP8A1,00.01.16"
+    with visa_conversation(
+        ("*IDN?", idn), ("*IDN?", idn), ("SYST:ERR?", '0,"No error"'),
+        (":MEAS:VOLT? CH1", "0.000"), (":MEAS:CURR? CH1", "0.000"),
+        (":SOUR1:VOLT?", "12.000"), (":SOUR1:CURR?", "1.0000"),
+        (":OUTP? CH1", "OFF"),
+        ("SYST:ERR?", '0,"No error"'),
+        owner="psu",
+    ) as resource:
+        driver = driver_on(resource, "scpi_psu", {"channels": [1]})
+        driver.connect()
+        output = driver.read()[-1]
+    assert (output.channel, output.value, output.type, output.quality) == ("output_1", False, ValueType.BOOL,
+                                                                           Quality.OK)
+    assert output.value is False
 
 
 def test_conversation_a_silent_query_is_explained_by_the_error_queue() -> None:

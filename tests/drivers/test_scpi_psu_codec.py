@@ -51,9 +51,11 @@ def test_dialect_from_identity(identity: str, dialect: Dialect | None) -> None:
 
 
 @pytest.mark.parametrize(
-    ("reply", "state"), [("0", 0.0), ("1", 1.0), ("+1", 1.0), ("ON", 1.0), ("OFF", 0.0), ("on", 1.0), (" 1 ", 1.0)])
-def test_output_states_of_both_dialects(reply: str, state: float) -> None:
-    assert codec.parse_output_state(reply) == state
+    ("reply", "state"),
+    [("0", False), ("1", True), ("+1", True), ("ON", True), ("OFF", False), ("on", True), (" 1 ", True)])
+def test_output_states_of_both_dialects(reply: str, state: bool) -> None:
+    assert codec.parse_output_state(reply) is state
+    assert codec.quantity_measurement(Quantity.OUTPUT, reply).value is state
 
 
 @pytest.mark.parametrize("reply", ["", "2", "TRUE", "CV"])

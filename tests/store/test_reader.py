@@ -163,7 +163,7 @@ def test_a_corrupt_chunk_is_named(store: RunStore, corrupt: object, says: str) -
 @pytest.mark.parametrize(("change", "says"), [
     ({"started_at": "yesterday"}, "started_at should be a number of Unix seconds (1970..9999), not 'yesterday'"),
     ({"stopped_at": 1e300}, "stopped_at should be a number of Unix seconds (1970..9999) or null, not 1e+300"),
-    ({"v": 2}, "manifest version 2; this chamber-bridge reads version 1"),
+    ({"v": 3}, "manifest version 3; this chamber-bridge reads versions 1, 2"),
     ({"data_id": GAN18}, f"data_id '{GAN18}' does not match its directory '{GAN17}'"),
     ({"finalized": "yes"}, "finalized should be true or false"),
     ({"channels": {"main_gauge/p1": {"points": -1}}}, "channels.main_gauge/p1.points should be a count"),

@@ -253,17 +253,19 @@ def test_a_chunk_is_rebuilt_from_the_spool_byte_for_byte(spool: Spool, ledger: L
     assert body == {"data_id": RUN, "chunk_index": 0, "channels": {
         "main_gauge/p1": {"timestamps": [T0 + 1, T0 + 2, T0 + 3], "values": [1.0e-7, 2.0e-7, 1.0e-7 * 3],
                           "units": "mbar"},
-        "main_gauge/p2": {"timestamps": [T0 + 1, T0 + 3], "values": [2.0e-3, 2.0e-3 + 2 * 1.0e-5], "units": "mbar"},
+        "main_gauge/p2": {"timestamps": [T0 + 1, T0 + 2, T0 + 3], "values": [2.0e-3, None, 2.0e-3 + 2 * 1.0e-5],
+                          "units": "mbar", "quality": ["ok", "sensor_off", "ok"]},
     }}
     assert pack(ledger.chunk(gauge0)) == pack(body)
-    # pyro/t2 is off through the whole of chunk 0, so it is not in that chunk at all
-    assert list(ledger.chunk(pyro0)["channels"]) == ["pyro/t1"]
+    # pyro/t2 is off through the whole of chunk 0: the store keeps it there, without a value
+    assert ledger.chunk(pyro0)["channels"]["pyro/t2"]["values"] == [None, None, None]
     assert run.polls["pyro"][0][0] == pyro0.first_seq
 
 
 def expected_body(log: Log, chunk: PendingChunk) -> dict[str, Any]:
     """A chunk's body straight from the log: its flow's readings with seq in [first_seq, last_seq]."""
-    readings = [ChunkReading(e.body["c"], e.body["t"], e.body["v"], e.body["q"], e.body["u"])
+    readings = [ChunkReading(e.body["c"], e.body["t"], e.body["v"], e.body["q"], e.body["u"], e.body.get("d"),
+                             e.body.get("y"))
                 for e in log.entries[chunk.first_seq - 1:chunk.last_seq]
                 if e.kind == "reading" and e.body["i"] == chunk.flow]
     return chunk_body(chunk.data_id, chunk.chunk_index, chunk.flow, readings)
@@ -369,22 +371,26 @@ def test_the_manifest_counts_exactly(spool: Spool, ledger: Ledger) -> None:
     ledger.count_retry(RUN)
     manifest = ledger.begin_finalize(RUN, CLOCK, now=NOW + 1)
     assert manifest["channels"] == {
-        "main_gauge/p1": {"flow": "main_gauge", "units": "mbar", "points": 7, "bad_quality": 0, "chunks": 3},
-        "main_gauge/p2": {"flow": "main_gauge", "units": "mbar", "points": 5, "bad_quality": 2, "chunks": 3},
-        "pyro/t1": {"flow": "pyro", "units": "C", "points": 7, "bad_quality": 0, "chunks": 3},
-        "pyro/t2": {"flow": "pyro", "units": "C", "points": 4, "bad_quality": 3, "chunks": 2},
+        "main_gauge/p1": {"flow": "main_gauge", "units": "mbar", "type": "float", "points": 7, "qualities": {"ok": 7},
+                          "bad_quality": 0, "not_numeric": 0, "chunks": 3},
+        "main_gauge/p2": {"flow": "main_gauge", "units": "mbar", "type": "float", "points": 7,
+                          "qualities": {"ok": 5, "sensor_off": 2}, "bad_quality": 2, "not_numeric": 0, "chunks": 3},
+        "pyro/t1": {"flow": "pyro", "units": "C", "type": "float", "points": 7, "qualities": {"ok": 7},
+                    "bad_quality": 0, "not_numeric": 0, "chunks": 3},
+        "pyro/t2": {"flow": "pyro", "units": "C", "type": "float", "points": 7, "qualities": {"ok": 4, "sensor_off": 3},
+                    "bad_quality": 3, "not_numeric": 0, "chunks": 3},
     }
     assert list(manifest["channels"]) == ["main_gauge/p1", "main_gauge/p2", "pyro/t1", "pyro/t2"]
     assert manifest["flows"] == {"main_gauge": {"points": 7, "chunks": 3}, "pyro": {"points": 7, "chunks": 3}}
     report = manifest["report"]
-    assert {k: report[k] for k in ("complete", "finalized_because", "readings", "bad_quality", "chunks", "retries",
-                                   "clock")} == {
-        "complete": True, "finalized_because": "complete", "readings": 28, "bad_quality": 5, "chunks": 6,
-        "retries": 1, "clock": CLOCK}
+    assert {k: report[k] for k in ("complete", "finalized_because", "readings", "qualities", "bad_quality",
+                                   "not_numeric", "chunks", "retries", "clock", "types_changed")} == {
+        "complete": True, "finalized_because": "complete", "readings": 28, "qualities": {"ok": 23, "sensor_off": 5},
+        "bad_quality": 5, "not_numeric": 0, "chunks": 6, "retries": 1, "clock": CLOCK, "types_changed": []}
     assert {k: manifest[k] for k in ("v", "data_id", "stream_name", "site", "run_id", "physical_sample",
                                      "synth_source_id", "project_id", "tags", "points_per_chunk", "started_at",
                                      "stopped_at", "exit_status", "finalized", "finalized_at", "gaps")} == {
-        "v": 1, "data_id": RUN, "stream_name": "GaN-17", "site": SITE, "run_id": RUN, "physical_sample": "S-1",
+        "v": 2, "data_id": RUN, "stream_name": "GaN-17", "site": SITE, "run_id": RUN, "physical_sample": "S-1",
         "synth_source_id": "3", "project_id": "p", "tags": ["GaN", "MBE"], "points_per_chunk": PPC,
         "started_at": T0, "stopped_at": T0 + 8, "exit_status": "success", "finalized": True,
         "finalized_at": NOW + 1, "gaps": []}
@@ -610,7 +616,7 @@ def test_a_run_left_open_in_an_old_epoch_is_closed_as_abort(spool: Spool, ledger
     assert manifest["stopped_at"] == old_quiet + GRACE + 1
     assert "new epoch" in manifest["report"]["stop_reason"]
     assert manifest["flows"] == {"main_gauge": {"points": 4, "chunks": 2}, "pyro": {"points": 4, "chunks": 2}}
-    assert {name: c["points"] + c["bad_quality"] for name, c in manifest["channels"].items()} == {
+    assert {name: c["points"] for name, c in manifest["channels"].items()} == {
         "main_gauge/p1": 4, "main_gauge/p2": 4, "pyro/t1": 4, "pyro/t2": 4}
     assert manifest["report"]["readings"] == 16
     ledger.end_finalize(RUN)
@@ -632,7 +638,8 @@ def test_a_run_start_while_a_run_is_open_closes_it_as_abort(spool: Spool, ledger
     assert manifest["report"]["stop_reason"] == "a new run started before it was stopped"
     assert manifest["report"]["last_seq"] == second.start_seq - 1
     assert manifest["flows"] == {"main_gauge": {"points": 4, "chunks": 2}, "pyro": {"points": 4, "chunks": 2}}
-    assert manifest["channels"]["pyro/t1"] == {"flow": "pyro", "units": "C", "points": 4, "bad_quality": 0,
+    assert manifest["channels"]["pyro/t1"] == {"flow": "pyro", "units": "C", "type": "float", "points": 4,
+                                               "qualities": {"ok": 4}, "bad_quality": 0, "not_numeric": 0,
                                                "chunks": 2}
     assert manifest["report"]["readings"] == 16
     assert ledger.manifest(OTHER_RUN)["exit_status"] == "success"

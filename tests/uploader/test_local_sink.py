@@ -76,7 +76,7 @@ def test_initialize_creates_the_run_folder_and_an_unfinalized_manifest(sink: Loc
     assert sink.initialize(STREAM) == RUN  # data_id is the run id
     assert files(store) == [RUN, f"{RUN}/chunks", f"{RUN}/manifest.json"]
     assert manifest_of(store) == {
-        "v": 1, "data_id": RUN, "stream_name": "GaN-17", "site": "chamber-a", "run_id": RUN, "physical_sample": "S-1",
+        "v": 2, "data_id": RUN, "stream_name": "GaN-17", "site": "chamber-a", "run_id": RUN, "physical_sample": "S-1",
         "synth_source_id": "3", "project_id": None, "tags": ["GaN", "MBE"], "points_per_chunk": 100,
         "started_at": T0, "stopped_at": None, "exit_status": None, "finalized": False, "finalized_at": None,
         "channels": {}, "flows": {}, "gaps": []}

@@ -13,7 +13,7 @@ import msgpack
 import pytest
 
 from bridge.errors import ProtocolError
-from bridge.model import Quality, Reading
+from bridge.model import Quality, Reading, ValueType
 from bridge.wire import contract
 from bridge.wire.contract import LogEntry
 from bridge.wire.topics import Topics, uploader_status
@@ -63,6 +63,44 @@ def test_readings_round_trip_bit_for_bit_through_msgpack(reading: Reading) -> No
     assert contract.reading_from_body(body) == reading
 
 
+TYPED = [
+    Reading("psu", "output_1", True, Quality.OK, 1_763_700_000.25, "", type=ValueType.BOOL),
+    Reading("cell", "status", 33, Quality.OK, 1_763_700_000.5, "", "alarm 1, sensor break", ValueType.BITS),
+    Reading("plc", "count", -(2**53), Quality.OK, 1_763_700_000.75, "", type=ValueType.INT),
+    Reading("psu", "mode", "CC", Quality.OK, 1_763_700_001.0, "", type=ValueType.ENUM),
+    Reading("dev", "recipe", "GaN buffer 2", Quality.OK, 1_763_700_001.25, "", type=ValueType.STRING),
+    Reading("psu", "mode", None, Quality.INVALID, 1_763_700_001.5, "", "not in the map", ValueType.ENUM),
+]
+
+
+@pytest.mark.parametrize("reading", TYPED, ids=[f"{r.type}-{r.quality}" for r in TYPED])
+def test_typed_readings_carry_their_type_and_round_trip_through_a_batch(reading: Reading) -> None:
+    body = contract.reading_body(reading)
+    assert body["y"] == reading.type.value
+    batch = contract.decode_batch(contract.encode_batch("s", "e", [LogEntry(9, "reading", reading.timestamp, body)]),
+                                  "s")
+    assert batch.refused == ()
+    (entry,) = batch.entries
+    back = contract.reading_from_body(entry.body)
+    assert back == reading
+    assert type(back.value) is type(reading.value)
+
+
+def test_a_float_reading_carries_no_type_field() -> None:
+    """The nominal reading stays as small as before: ``y`` only for the other types."""
+    assert "y" not in contract.reading_body(GAUGE)
+    assert len(contract.pack(contract.reading_body(GAUGE))) == len(contract.pack(
+        {"i": "main_gauge", "c": "p1", "v": GAUGE.value, "q": "ok", "t": GAUGE.timestamp, "u": "mbar"}))
+
+
+def test_a_typed_reading_is_checked_even_when_its_labels_were_seen_before() -> None:
+    """The fast path for known labels must not let a type through unchecked."""
+    good = _reading()
+    contract.decode_batch(_batch_with(entries=[[1, "reading", T, good]]), "s")  # the labels are known now
+    batch = contract.decode_batch(_batch_with(entries=[[2, "reading", T, {**good, "y": "string"}]]), "s")
+    assert [r.reason for r in batch.refused] == ["bad_reading"]
+
+
 def test_an_integer_value_from_another_writer_reads_as_a_float() -> None:
     reading = contract.reading_from_body({**contract.reading_body(GAUGE), "v": 3})
     assert reading.value == 3.0 and isinstance(reading.value, float)
@@ -73,8 +111,13 @@ def test_an_integer_value_from_another_writer_reads_as_a_float() -> None:
     [
         ({"i": ...}, "reading: missing key 'i'"),
         ({"q": "fine"}, "reading main_gauge/p1: unknown quality 'fine'"),
-        ({"v": None}, "reading main_gauge/p1: a value of quality ok needs a number"),
-        ({"v": True}, "reading main_gauge/p1: key 'v' must be a number or nil, got True"),
+        ({"v": None}, "reading main_gauge/p1: a value of quality ok needs a value"),
+        ({"v": True}, "reading main_gauge/p1: a reading of type float cannot carry True"),
+        ({"v": "7"}, "reading main_gauge/p1: a reading of type float cannot carry '7'"),
+        ({"y": "complex"}, "reading main_gauge/p1: type (y) 'complex' is not one of float, int, bool, enum, string, "
+                           "bits"),
+        ({"y": "bool", "v": 1.0}, "reading main_gauge/p1: a reading of type bool cannot carry 1.0"),
+        ({"y": "int", "v": 2**53 + 1}, f"reading main_gauge/p1: a reading of type int cannot carry {2**53 + 1}"),
         ({"t": "noon"}, "reading main_gauge/p1: key 't' must be a number, got 'noon'"),
         ({"d": 5}, "reading main_gauge/p1: key 'd' must be a string, got 5"),
     ],
@@ -188,6 +231,17 @@ T = 1_763_700_000.0
         ([5, "reading", T, _reading(t=float("nan"))], 5, "bad_reading", "timestamp (t)"),
         ([5, "reading", T, _reading(p=-1.0)], 5, "bad_reading", "poll mark (p)"),
         ([5, "reading", T, _reading(d="x" * 501)], 5, "bad_reading", "detail (d)"),
+        ([5, "reading", T, _reading(y="colour")], 5, "bad_reading", "type (y) 'colour' is not one of"),
+        ([5, "reading", T, _reading(y=None)], 5, "bad_reading", "type (y) None"),
+        ([5, "reading", T, _reading(y="bool", v=1.0)], 5, "bad_reading", "type bool and quality ok needs true or false"),
+        ([5, "reading", T, _reading(y="int", v=2.0)], 5, "bad_reading", "an integer within +-2**53"),
+        ([5, "reading", T, _reading(y="int", v=True)], 5, "bad_reading", "an integer within +-2**53"),
+        ([5, "reading", T, _reading(y="int", v=-(2**53) - 1)], 5, "bad_reading", "an integer within +-2**53"),
+        ([5, "reading", T, _reading(y="bits", v=-1)], 5, "bad_reading", "an integer within 0..2**53"),
+        ([5, "reading", T, _reading(y="enum", v="x" * 257)], 5, "bad_reading", "at most 256 characters"),
+        ([5, "reading", T, _reading(y="string", v="run\x1b[2J")], 5, "bad_reading", "printable text"),
+        ([5, "reading", T, _reading(y="string", v=3.5)], 5, "bad_reading", "printable text"),
+        ([5, "reading", T, _reading(y="bool", q="sensor_off", v=False)], 5, "bad_reading", "must not carry a value"),
         ([5, "run_start", T, {"stream_name": "x"}], 5, "bad_run_start", "run_id must be 32 lowercase hex"),
         ([5, "run_start", T, {"run_id": "../../../x", "stream_name": "x"}], 5, "bad_run_start", "run_id"),
         ([5, "run_start", T, {"run_id": RUN, "stream_name": "x" * 5000}], 5, "bad_run_start", "5000 characters"),
