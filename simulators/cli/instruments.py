@@ -214,12 +214,22 @@ def scpi_psu(line: Line, dialect: str, model: str | None, settings: tuple[str, .
 # ---------------------------------------------------------------------- serial_ascii (and scpi)
 
 
+def _typed_value(text: str) -> float | int | str:
+    """``5`` -> 5 (a status word formats with ``:d``), ``23.51`` -> 23.51, ``ON`` -> "ON"."""
+    for convert in (int, float):
+        try:
+            return convert(text)  # type: ignore[no-any-return]
+        except ValueError:
+            pass
+    return text
+
+
 @click.command("serial_ascii")
 @line_options()
 @click.option("--query", "queries", metavar="COMMAND=TEMPLATE", multiple=True,
               help="A command and its reply template, e.g. 'T?=T={T:.2f}C'. Repeatable.")
-@click.option("--value", "values", metavar="NAME=NUMBER", multiple=True,
-              help="A value the templates use, e.g. T=23.51. Repeatable.")
+@click.option("--value", "values", metavar="NAME=VALUE", multiple=True,
+              help="A value the templates use: a number (T=23.51, ST=5) or a text (OUT=ON). Repeatable.")
 @click.option("--terminator", type=click.Choice(sorted(TERMINATORS)), default="cr", show_default=True,
               help="Ends every command.")
 @click.option("--reply-terminator", type=click.Choice(sorted(TERMINATORS)),
@@ -230,10 +240,10 @@ def serial_ascii(line: Line, queries: tuple[str, ...], values: tuple[str, ...], 
                  reply_terminator: str | None, unknown_reply: str | None, echo: bool) -> None:
     """Generic text instrument for the serial_ascii and scpi drivers (default: a thermometer, T? -> T=23.51C)."""
     table = dict(pair(text, "--query", "COMMAND=TEMPLATE") for text in queries) if queries else None
-    numbers: dict[str, float] = {}
+    numbers: dict[str, float | int | str] = {}
     for text in values:
-        name, value = pair(text, "--value", "NAME=NUMBER")
-        numbers[name] = number(text, value, "--value")
+        name, value = pair(text, "--value", "NAME=VALUE")
+        numbers[name] = _typed_value(value)
     try:
         device = TextDevice(table, numbers if table is not None else None, terminator=TERMINATORS[terminator],
                             reply_terminator=TERMINATORS[reply_terminator] if reply_terminator else None)

@@ -8,9 +8,12 @@ PtyServer`), behind a TCP serial server (:class:`~simulators.serving.TcpServer`)
 test with a :class:`~simulators.serving.MemoryLink`.
 
 Replies are templates formatted with named values: ``{"T?": "T={T:.2f}C"}`` with
-``{"T": 23.51}`` answers ``T?\\r`` with ``T=23.51C\\r``. Values are set with :meth:`set_value`
-or come from a callable (:meth:`set_source`, for a chamber model); a template may be replaced
-at any time (:meth:`set_reply`), e.g. by a reading a driver cannot parse (``T=----C``).
+``{"T": 23.51}`` answers ``T?\\r`` with ``T=23.51C\\r``. A value may be a number or a text, so
+the device also answers the typed channels of a query table: an output state (``{"OUT?":
+"{OUT}"}`` with ``{"OUT": "ON"}``), a mode word, a status word (``"{ST:d}"``), a name. Values
+are set with :meth:`set_value` or come from a callable (:meth:`set_source`, for a chamber
+model); a template may be replaced at any time (:meth:`set_reply`), e.g. by a reading a driver
+cannot parse (``T=----C``).
 
 Faults (plain attributes, flip them while a server runs), the ones docs/protocols.md section 9 lists
 for simple serial devices: :attr:`~TextDevice.silent`, :attr:`~TextDevice.garbage` (noise before
@@ -34,9 +37,11 @@ MAX_LINE = 256
 
 #: The default instrument: a thermometer with an identity query.
 THERMOMETER_QUERIES: dict[str, str] = {"T?": "T={T:.2f}C", "ID?": "TT-100 thermometer"}
-THERMOMETER_VALUES: dict[str, float] = {"T": 23.51}
+THERMOMETER_VALUES: dict[str, Value] = {"T": 23.51}
 
-ValueSource = Callable[[], float]
+#: a named value: a number (``T``), an integer (a status word), or a text (``ON``, ``AUTO``)
+Value = float | int | str
+ValueSource = Callable[[], Value]
 
 
 def template_fields(template: str) -> set[str]:
@@ -60,7 +65,7 @@ class TextDevice(SimulatedByteDevice):
     def __init__(
         self,
         queries: Mapping[str, str] | None = None,
-        values: Mapping[str, float] | None = None,
+        values: Mapping[str, Value] | None = None,
         *,
         terminator: bytes = b"\r",
         reply_terminator: bytes | None = None,
@@ -70,7 +75,7 @@ class TextDevice(SimulatedByteDevice):
         super().__init__()
         self.terminator = terminator
         self.reply_terminator = reply_terminator or terminator
-        self._values: dict[str, float] = dict(THERMOMETER_VALUES if values is None and queries is None
+        self._values: dict[str, Value] = dict(THERMOMETER_VALUES if values is None and queries is None
                                               else values or {})
         self._sources: dict[str, ValueSource] = {}
         self._queries: dict[str, str] = {}
@@ -93,7 +98,7 @@ class TextDevice(SimulatedByteDevice):
 
     # ================================================================== knobs for tests
 
-    def set_value(self, name: str, value: float) -> None:
+    def set_value(self, name: str, value: Value) -> None:
         """Fix a named value (a pinned source is released)."""
         with self._lock:
             self._sources.pop(name, None)
@@ -116,7 +121,7 @@ class TextDevice(SimulatedByteDevice):
             template_fields(template)  # refuses a malformed template now, not at the first query
             self._queries[command] = template
 
-    def value(self, name: str) -> float:
+    def value(self, name: str) -> Value:
         with self._lock:
             source = self._sources.get(name)
             return source() if source is not None else self._values[name]

@@ -209,3 +209,96 @@ def test_conversation_after_a_timeout_the_late_reply_is_skipped_up_to_the_marker
             driver.read()
         voltage, _power = driver.read()
     assert voltage.value == 5.002
+
+
+# ---------------------------------------------------------------- typed channels
+
+RIGOL_TYPED: list[dict[str, Any]] = [
+    {"name": "output", "command": ":OUTP? CH1", "type": "bool", "map": {"ON": True, "OFF": False}},
+    {"name": "mode", "command": ":OUTP:CVCC? CH1", "type": "enum", "choices": ["CV", "CC", "UR"]},
+    {"name": "output_2", "command": ":OUTP? CH2", "type": "bool"},   # ON|OFF read without a map
+]
+
+
+def test_typed_queries_against_a_supply_over_real_tcp(rigol: Served) -> None:
+    """The Rigol simulator's output states and CV/CC mode as a bool and an enum, through pyvisa-py."""
+    sim = sim_of(rigol)
+    inst = rigol.visa("scpi", name="cell_supply", queries=RIGOL_TYPED)
+    try:
+        first = {r.channel: r for r in inst.read()}
+        sim.set_output(1, False)
+        sim.set_current(2, 5.0)  # channel 2 leaves current limit: constant voltage
+        second = {r.channel: r for r in inst.read()}
+    finally:
+        inst.close()
+    assert {name: (r.type.value, r.value, r.quality) for name, r in first.items()} == {
+        "output": ("bool", True, Quality.OK), "mode": ("enum", "CV", Quality.OK),
+        "output_2": ("bool", True, Quality.OK)}
+    assert first["output"].value is True and second["output"].value is False
+    assert second["mode"].value == "CV"  # the DP800 answers CV while an output is off
+
+
+def test_conversation_typed_queries_message_for_message() -> None:
+    table = {"sync_command": None, "queries": [
+        {"name": "output", "command": "OUTP?", "type": "bool", "map": {"ON": True, "OFF": False}},
+        {"name": "mode", "command": "MODE?", "type": "enum", "map": {"1": "constant voltage", "2": "constant current"}},
+        {"name": "faults", "command": "STAT:QUES?", "type": "bits", "bits": {0: "OVP", 3: "AC fail"}},
+        {"name": "count", "command": "COUN?", "type": "int"},
+        {"name": "recipe", "command": "PROG:NAME?", "type": "string", "max_length": 8},
+        {"name": "remote", "command": "SYST:REM?", "type": "bool"},
+        {"name": "mode_word", "command": "MODE?", "type": "enum", "choices": ["1", "2"]},
+    ]}
+    with visa_conversation(
+        ("OUTP?", "ON"), ("MODE?", "2"), ("STAT:QUES?", "9"), ("COUN?", "+1024"), ("PROG:NAME?", "GaN-buffer-2"),
+        ("SYST:REM?", "0"), ("MODE?", "1"),
+        owner="supply",
+    ) as resource:
+        driver = driver_on(resource, "scpi", table)
+        readings = {r.channel: r for r in driver.read()}
+    assert {name: (r.type.value, r.value, r.detail) for name, r in readings.items()} == {
+        "output": ("bool", True, ""), "mode": ("enum", "constant current", ""), "faults": ("bits", 9, "OVP, AC fail"),
+        "count": ("int", 1024, ""), "recipe": ("string", "GaN-buff", "cut to 8 of its 12 characters"),
+        "remote": ("bool", False, ""), "mode_word": ("enum", "1", "")}
+
+
+def test_conversation_a_reply_not_in_the_map_is_a_protocol_error_then_resync() -> None:
+    table = {"queries": [{"name": "output", "command": "OUTP?", "type": "bool", "map": {"ON": True, "OFF": False}}]}
+    with visa_conversation(
+        ("*IDN?", IDN), ("*IDN?", IDN),
+        ("OUTP?", "STANDBY"),                 # not in the map: the reply is quoted ...
+        ("*IDN?", IDN),                       # ... and the dialogue resynchronised before the next query
+        ("OUTP?", "OFF"),
+        owner="supply",
+    ) as resource:
+        driver = driver_on(resource, "scpi", table)
+        driver.connect()
+        with pytest.raises(ProtocolError, match=r"^supply: output \('OUTP\?'\): reply 'STANDBY': 'STANDBY' is not "
+                                                r"in the map \(ON, OFF\)"):
+            driver.read()
+        (reading,) = driver.read()
+    assert reading.value is False
+
+
+@pytest.mark.parametrize(("query", "path", "message"), [
+    ({"type": "bool", "map": {"ON": "yes"}}, "", "map: 'ON' -> 'yes' is not a bool value"),
+    ({"type": "enum"}, "", "an enum channel needs either a map (reply -> word) or its choices"),
+    ({"type": "int", "scale": 2}, "", "scale and offset apply to float channels, not to type int"),
+    ({"choices": ["a"]}, "", "choices are the values of an enum channel"),
+    ({"bits": {0: "a"}}, "", "bits name the bits of a bits channel"),
+    ({"type": "bits", "bits": {60: "a"}}, ".bits", "key 60: Input should be less than or equal to 52"),
+    ({"type": "colour"}, ".type", "Input should be"),
+    ({"type": "string", "max_length": 1000}, ".max_length", "less than or equal to 256"),
+])
+def test_typed_query_problems_are_named_by_key_path(query: dict[str, Any], path: str, message: str) -> None:
+    from bridge.config import parse_config
+    from bridge.errors import ConfigError
+
+    raw = {"site": "s", "bridge": {"instruments": [
+        {"name": "supply", "driver": "scpi", "transport": {"kind": "visa", "resource": "TCPIP::h::5025::SOCKET"},
+         "options": {"queries": [{"name": "x", "command": "X?", **query}]}}]}}
+    with pytest.raises(ConfigError) as caught:
+        parse_config(raw)
+    problems = {p.path: p.message for p in caught.value.problems}
+    key = f"bridge.instruments[0].options.queries[0]{path}"
+    assert key in problems, problems
+    assert message in problems[key]

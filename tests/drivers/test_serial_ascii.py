@@ -230,3 +230,70 @@ def test_conversation_after_an_unparsable_reply_a_late_reply_is_dropped_not_read
         line.feed(b"21.0\r")  # the real answer to the last query, late
         (reading,) = driver.read()
     assert reading.value == 22.0
+
+
+# ---------------------------------------------------------------- typed channels
+
+TYPED: list[dict[str, Any]] = [
+    {"name": "heater", "command": "OUT?", "type": "bool", "map": {"ON": True, "OFF": False}},
+    {"name": "mode", "command": "MODE?", "type": "enum", "choices": ["AUTO", "MANUAL"]},
+    {"name": "status", "command": "ST?", "parse": "regex", "regex": r"ST=(\S+)", "type": "bits",
+     "bits": {0: "low water", 2: "overheat"}},
+    {"name": "cycles", "command": "N?", "type": "int"},
+    {"name": "model", "command": "ID?", "type": "string"},
+]
+
+
+def bath() -> TextDevice:
+    """A water bath: heater on or off, a mode word, a status word in hex, a cycle counter, its model."""
+    return TextDevice({"OUT?": "{OUT}", "MODE?": "{MODE}", "ST?": "ST=0x{ST:02X}", "N?": "{N:d}", "ID?": "WB-7 bath"},
+                      {"OUT": "ON", "MODE": "AUTO", "ST": 0, "N": 41})
+
+
+@pytest.mark.parametrize("kind", ["pty", "tcp"])
+def test_typed_queries_over_a_real_line(kind: str) -> None:
+    with serve(bath(), kind) as served:
+        sim = device_of(served)
+        inst = served.serial("serial_ascii", name="bath", queries=TYPED)
+        try:
+            first = {r.channel: r for r in inst.read()}
+            sim.set_value("OUT", "OFF")
+            sim.set_value("MODE", "MANUAL")
+            sim.set_value("ST", 0b101)
+            sim.set_value("N", 42)
+            second = {r.channel: r for r in inst.read()}
+        finally:
+            inst.close()
+    assert {name: (r.type.value, r.value, r.detail) for name, r in first.items()} == {
+        "heater": ("bool", True, ""), "mode": ("enum", "AUTO", ""), "status": ("bits", 0, ""),
+        "cycles": ("int", 41, ""), "model": ("string", "WB-7 bath", "")}
+    assert {name: (r.value, r.detail) for name, r in second.items()} == {
+        "heater": (False, ""), "mode": ("MANUAL", ""), "status": (5, "low water, overheat"), "cycles": (42, ""),
+        "model": ("WB-7 bath", "")}
+    assert second["heater"].value is False and type(second["cycles"].value) is int
+
+
+def test_conversation_typed_replies_byte_for_byte() -> None:
+    options = {"queries": TYPED}
+    with serial_conversation(
+        (b"OUT?\r", b"OFF\r"), (b"MODE?\r", b"MANUAL\r"), (b"ST?\r", b"ST=0x04\r"), (b"N?\r", b"-3\r"),
+        (b"ID?\r", b"WB-7 bath\r"),
+        (b"OUT?\r", b"ON\r"), (b"MODE?\r", b"SERVICE\r"),    # not one of the choices: quoted, resynchronised
+        owner="bath",
+    ) as line:
+        driver = driver_on(line, "serial_ascii", options)
+        readings = {r.channel: r.value for r in driver.read()}
+        with pytest.raises(ProtocolError, match=r"^bath: mode \('MODE\?'\): reply 'SERVICE': 'SERVICE' is not one of "
+                                                r"AUTO, MANUAL"):
+            driver.read()
+    assert readings == {"heater": False, "mode": "MANUAL", "status": 4, "cycles": -3, "model": "WB-7 bath"}
+
+
+def test_a_bits_reply_that_is_negative_or_not_an_integer_is_a_protocol_error() -> None:
+    options = {"queries": [TYPED[2]]}
+    with serial_conversation((b"ST?\r", b"ST=-1\r"), (b"ST?\r", b"ST=1.5\r"), owner="bath") as line:
+        driver = driver_on(line, "serial_ascii", options)
+        with pytest.raises(ProtocolError, match=r"a set of bits is not negative: '-1'"):
+            driver.read()
+        with pytest.raises(ProtocolError, match=r"not an integer: '1.5'"):
+            driver.read()

@@ -155,3 +155,27 @@ def test_transport_specific_options() -> None:
     assert scpi.sync_command is None
     with pytest.raises(ValidationError, match=r"Extra inputs"):
         ScpiOptions.model_validate({"queries": [{"name": "t", "command": "T?"}], "terminator": "\r"})
+
+
+@pytest.mark.parametrize(("text", "number"), [("42", 42), ("+42", 42), ("-7", -7), (" 0 ", 0), ("0x1F", 31),
+                                              ("0X1f", 31), ("#H1F", 31), ("#h00ff", 255)])
+def test_integers_as_instruments_write_them(text: str, number: int) -> None:
+    assert codec.parse_integer(text) == number and type(codec.parse_integer(text)) is int
+
+
+@pytest.mark.parametrize("text", ["", "1.5", "1e3", "0x", "#H", "12 V", "0b101", "++1"])
+def test_what_is_not_one_integer_is_quoted(text: str) -> None:
+    with pytest.raises(ProtocolError, match=f"not an integer: {re.escape(repr(text))}"):
+        codec.parse_integer(text)
+
+
+@pytest.mark.parametrize(("text", "state"), [("0", False), ("1", True), ("+1", True), ("ON", True), ("off", False),
+                                             ("True", True), ("FALSE", False), (" 1 ", True)])
+def test_booleans_in_their_usual_spellings(text: str, state: bool) -> None:
+    assert codec.parse_bool(text) is state
+
+
+@pytest.mark.parametrize("text", ["", "2", "YES", "CV", "1.0"])
+def test_what_is_not_a_boolean_is_quoted(text: str) -> None:
+    with pytest.raises(ProtocolError, match=f"not a boolean .*{re.escape(repr(text))}"):
+        codec.parse_bool(text)

@@ -87,7 +87,7 @@ class Query(BaseModel):
         """The type's companions present, and each map value of the type: checked at load."""
         kind = ValueType(self.type)
         if kind is not ValueType.FLOAT and {"scale", "offset"} & self.model_fields_set:
-            raise ValueError(f"scale and offset apply to float channels, not to a {kind} one")
+            raise ValueError(f"scale and offset apply to float channels, not to type {kind}")
         if self.choices is not None and kind is not ValueType.ENUM:
             raise ValueError("choices are the values of an enum channel (type: enum)")
         if kind is ValueType.ENUM and (self.map is None) == (self.choices is None):
