@@ -167,10 +167,13 @@ def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
                            "--load", "1=20") as cli:
         port = cli.where.rsplit(":", 1)[1]
         config = example_with("scpi.yaml", tmp_path, resource=f"TCPIP::127.0.0.1::{port}::SOCKET")
-        got = {r["channel"]: (r["value"], r["units"]) for r in read_json(config)}
+        readings = read_json(config)
+    got = {r["channel"]: (r["value"], r["units"]) for r in readings}
     assert got["voltage"] == (pytest.approx(5.0, rel=1e-2), "V")
     assert got["current_ma"] == (pytest.approx(250.0, rel=1e-2), "mA")
     assert got["power"] == (pytest.approx(1.25, rel=1e-2), "W")
+    typed = {r["channel"]: (r["value"], r.get("type")) for r in readings if r["channel"] in ("output", "mode")}
+    assert typed == {"output": (True, "bool"), "mode": ("CV", "enum")}
 
 
 IDN = "RIGOL TECHNOLOGIES,DP832,DP8A0000001,00.01.16"

@@ -188,9 +188,10 @@ def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
     with simulator_command("serial_ascii", "--tcp", "127.0.0.1:0", "--value", "T=-3.25") as cli:
         assert cli.where.startswith("socket://127.0.0.1:")
         config = example_with("serial_ascii.yaml", tmp_path, port=cli.where)
-        got = {r["channel"]: (r["value"], r["units"], r["quality"]) for r in read_json(config)}
-    assert got == {"temperature": (pytest.approx(-3.25), "degC", "ok"),
-                   "temperature_k": (pytest.approx(269.9), "K", "ok")}
+        got = {r["channel"]: (r["value"], r["units"], r["quality"], r.get("type", "float")) for r in read_json(config)}
+    assert got == {"temperature": (pytest.approx(-3.25), "degC", "ok", "float"),
+                   "temperature_k": (pytest.approx(269.9), "K", "ok", "float"),
+                   "model": ("TT-100 thermometer", "", "ok", "string")}
 
 
 def test_cli_serves_on_a_pty_by_default() -> None:
