@@ -710,7 +710,7 @@ def _typed_column(path: Path, channel: str, data: Mapping[str, Any], stamps: lis
         elif value_fits(value, point_type):
             out.append(value)
         else:
-            raise StoreDamaged(f"{path}: channel {channel}: values[{i}] is not a {point_type} value: {shown(value)}")
+            raise StoreDamaged(f"{path}: channel {channel}: values[{i}] is not of type {point_type}: {shown(value)}")
     return ChunkColumn(stamps, out, units, qualities, details, types)
 
 

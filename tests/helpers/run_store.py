@@ -6,6 +6,10 @@ produce, so the tests build stores here by hand: channels of one chunk of differ
 hole where seqs were lost, an open run whose manifest counts nothing yet. Each flow is given as
 its polls; the chunk files and the manifest's counts are derived from them the way the contract
 defines them, and :func:`points` gives what a reader must read back.
+
+``version=1`` (the default, what older uploaders wrote) leaves a reading whose quality is not ok
+out of its chunk; ``version=2`` keeps it without a value, with its quality and detail
+(:class:`Bad`), and carries the channels' types (``Flow.types``).
 """
 
 from __future__ import annotations
@@ -21,41 +25,78 @@ import msgpack  # type: ignore[import-untyped]
 START = 1_763_700_000.0  # 2025-11-21 04:40:00 UTC
 
 
+@dataclass(frozen=True)
+class Bad:
+    """A reading whose quality is not ok: no value, its quality, what the instrument said."""
+
+    quality: str = "sensor_off"
+    detail: str = ""
+
+
+#: a reading in a poll: a value, None (a bad reading of quality sensor_off) or :class:`Bad`
+Cell = float | int | bool | str | Bad | None
+
+
 @dataclass
 class Flow:
-    """One instrument: its channels' units and its polls, each ``(timestamp, {channel: value or None})``;
-    None is a bad-quality reading (left out of the chunk, counted in ``bad_quality``)."""
+    """One instrument: its channels' units and its polls, each ``(timestamp, {channel: value})``; a
+    value of None or :class:`Bad` is a reading of a bad quality (version 1: left out of the chunk,
+    counted in ``bad_quality``). ``types``: channels whose values are not floats (version 2)."""
 
     name: str
     units: dict[str, str]
-    polls: list[tuple[float, dict[str, float | None]]] = field(default_factory=list)
+    polls: list[tuple[float, dict[str, Cell]]] = field(default_factory=list)
+    types: dict[str, str] = field(default_factory=dict)
 
 
-def chunk_bodies(data_id: str, flow: Flow, ppc: int) -> list[dict[str, Any]]:
-    """The flow's push_multi bodies: chunk k holds polls k*ppc .. (k+1)*ppc-1."""
+def _bad(value: Cell) -> Bad | None:
+    return Bad() if value is None else value if isinstance(value, Bad) else None
+
+
+def chunk_bodies(data_id: str, flow: Flow, ppc: int, version: int = 1) -> list[dict[str, Any]]:
+    """The flow's chunk bodies: chunk k holds polls k*ppc .. (k+1)*ppc-1."""
     bodies = []
     for k in range(math.ceil(len(flow.polls) / ppc)):
         channels: dict[str, dict[str, Any]] = {}
         for t, values in flow.polls[k * ppc:(k + 1) * ppc]:
             for channel, value in values.items():
-                if value is None:
+                bad = _bad(value)
+                if bad is not None and version == 1:
                     continue
                 c = channels.setdefault(f"{flow.name}/{channel}",
-                                        {"timestamps": [], "values": [], "units": flow.units[channel]})
+                                        {"timestamps": [], "values": [], "units": flow.units[channel],
+                                         "quality": [], "detail": []})
                 c["timestamps"].append(t)
-                c["values"].append(value)
+                c["values"].append(None if bad is not None else value)
+                c["quality"].append("ok" if bad is None else bad.quality)
+                c["detail"].append("" if bad is None else bad.detail)
+        for name, c in channels.items():
+            kind = flow.types.get(name.split("/", 1)[1])
+            if kind is not None:
+                c["type"] = kind
+            if all(q == "ok" for q in c["quality"]):
+                del c["quality"]
+            if not any(c["detail"]):
+                del c["detail"]
         bodies.append({"data_id": data_id, "chunk_index": k, "channels": channels})
     return bodies
 
 
-def points(flows: list[Flow]) -> dict[str, list[tuple[float, float, str]]]:
-    """What a reader must give back: channel -> [(timestamp, value, units)] in poll order."""
-    out: dict[str, list[tuple[float, float, str]]] = {}
+def points(flows: list[Flow], version: int = 1) -> dict[str, list[tuple[Any, ...]]]:
+    """What a reader must give back: channel -> [(timestamp, value, units)] in poll order; for version 2
+    every reading, ``(timestamp, value or None, units, quality, detail)``."""
+    out: dict[str, list[tuple[Any, ...]]] = {}
     for flow in flows:
         for t, values in flow.polls:
             for channel, value in values.items():
-                if value is not None:
-                    out.setdefault(f"{flow.name}/{channel}", []).append((t, value, flow.units[channel]))
+                bad = _bad(value)
+                if version == 1:
+                    if bad is None:
+                        out.setdefault(f"{flow.name}/{channel}", []).append((t, value, flow.units[channel]))
+                    continue
+                out.setdefault(f"{flow.name}/{channel}", []).append(
+                    (t, None if bad is not None else value, flow.units[channel], "ok" if bad is None else bad.quality,
+                     "" if bad is None else bad.detail))
     return dict(sorted(out.items()))
 
 
@@ -63,7 +104,7 @@ def write_run(store: Path, data_id: str, flows: list[Flow], *, stream_name: str,
               started_at: float = START, stopped_at: float | None = None, exit_status: str | None = "success",
               finalized: bool = True, gaps: list[dict[str, Any]] | None = None, site: str = "chamber-a",
               physical_sample: str | None = None, tags: tuple[str, ...] = (),
-              events: list[dict[str, Any]] | None = None, **extra: Any) -> dict[str, Any]:
+              events: list[dict[str, Any]] | None = None, version: int = 1, **extra: Any) -> dict[str, Any]:
     """Write one run (chunk files, then the manifest) and return the manifest; ``events`` and ``extra``
     (``trigger``, ``why``...) go into the manifest as given."""
     run_dir = store / data_id
@@ -72,21 +113,28 @@ def write_run(store: Path, data_id: str, flows: list[Flow], *, stream_name: str,
     for flow in flows:
         folder = run_dir / "chunks" / flow.name
         folder.mkdir(parents=True, exist_ok=True)
-        bodies = chunk_bodies(data_id, flow, ppc)
+        bodies = chunk_bodies(data_id, flow, ppc, version)
         for body in bodies:
             (folder / f"{body['chunk_index']:06d}.msgpack").write_bytes(msgpack.packb(body))
         flow_counts[flow.name] = {"points": len(flow.polls), "chunks": len(bodies)}
         for channel, units in flow.units.items():
             name = f"{flow.name}/{channel}"
-            values = [v.get(channel) for _, v in flow.polls]
-            channels[name] = {"flow": flow.name, "units": units, "points": sum(v is not None for v in values),
-                              "bad_quality": sum(v is None for v in values),
-                              "chunks": sum(name in b["channels"] for b in bodies)}
+            values = [v[channel] for _, v in flow.polls if channel in v]
+            bad = [b for b in map(_bad, values) if b is not None]
+            channels[name] = {"flow": flow.name, "units": units, "points": len(values) - len(bad),
+                              "bad_quality": len(bad), "chunks": sum(name in b["channels"] for b in bodies)}
+            if version >= 2:
+                qualities: dict[str, int] = {"ok": len(values) - len(bad)} if len(values) > len(bad) else {}
+                for b in bad:
+                    qualities[b.quality] = qualities.get(b.quality, 0) + 1
+                kind = flow.types.get(channel, "float")
+                channels[name].update(points=len(values), type=kind, qualities=qualities,
+                                      not_numeric=(len(values) - len(bad)) if kind in ("enum", "string") else 0)
     if stopped_at is None and finalized:
         stopped_at = max(t for f in flows for t, _ in f.polls) + 0.5
     gaps = gaps or []
     manifest: dict[str, Any] = {
-        "v": 1, "data_id": data_id, "stream_name": stream_name, "site": site, "run_id": data_id,
+        "v": version, "data_id": data_id, "stream_name": stream_name, "site": site, "run_id": data_id,
         "physical_sample": physical_sample, "synth_source_id": "3", "project_id": None, "tags": list(tags),
         "points_per_chunk": ppc, "started_at": started_at, "stopped_at": stopped_at,
         "exit_status": exit_status if finalized else None, "finalized": finalized,
@@ -99,7 +147,7 @@ def write_run(store: Path, data_id: str, flows: list[Flow], *, stream_name: str,
     if finalized:
         manifest["report"] = {
             "complete": not missing, "finalized_because": "complete" if not missing else "grace_expired",
-            "readings": sum(c["points"] + c["bad_quality"] for c in channels.values()),
+            "readings": sum(c["points"] + (c["bad_quality"] if version == 1 else 0) for c in channels.values()),
             "bad_quality": sum(c["bad_quality"] for c in channels.values()),
             "chunks": sum(f["chunks"] for f in flow_counts.values()), "retries": 0,
             "clock": {"ntp_synchronized": True}}

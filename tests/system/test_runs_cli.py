@@ -82,10 +82,12 @@ def test_show_prints_metadata_channels_gaps_and_checks_the_files(store: Path) ->
     assert fields["store"] == str(store / GAN17)
     table = [line.split() for line in out.split("\n\n")[1].splitlines()]
     assert table == [
-        ["channel", "flow", "units", "points", "bad", "quality", "chunks"],
-        ["main_gauge/p1", "main_gauge", "mbar", "25", "0", "3"],
-        ["main_gauge/p2", "main_gauge", "mbar", "11", "14", "2"],
-        ["pyrometer/temperature", "pyrometer", "°C", "11", "1", "2"],
+        ["channel", "flow", "units", "type", "points", "ok", "other", "qualities", "chunks"],
+        ["main_gauge/p1", "main_gauge", "mbar", "float", "25", "25", "-", "3"],
+        ["main_gauge/p2", "main_gauge", "mbar", "float", "11", "11", *"14 bad quality, not kept (store version 1)".split(),
+         "2"],
+        ["pyrometer/temperature", "pyrometer", "°C", "float", "11", "11",
+         *"1 bad quality, not kept (store version 1)".split(), "2"],
     ]
     assert out.split("\n\n")[3].splitlines() == [
         "gaps: 1",
@@ -97,7 +99,7 @@ def test_show_prints_metadata_channels_gaps_and_checks_the_files(store: Path) ->
     open_run = runs(store, "show", "a1b2f")
     assert open_run.returncode == 0, open_run.stderr
     assert "finalized      no (still streaming, or waiting for data)" in open_run.stdout
-    assert "main_gauge/p1  main_gauge  mbar        7            -       1" in open_run.stdout
+    assert "main_gauge/p1  main_gauge  mbar   float       7   7  -                     1" in open_run.stdout
 
 
 def test_show_reports_chunk_files_that_disagree_with_the_manifest(store: Path) -> None:
@@ -112,8 +114,9 @@ def test_show_reports_chunk_files_that_disagree_with_the_manifest(store: Path) -
     ]
 
 
-def expected_csv() -> list[tuple[str, str, str, str, str]]:
-    return [(_iso(t), repr(t), channel, repr(v), u)
+def expected_csv() -> list[tuple[str, ...]]:
+    """A version 1 store holds ok points only: every row says ok, float, no detail."""
+    return [(_iso(t), repr(t), channel, repr(v), u, "ok", "", "float")
             for channel, pts in points(gan17_flows()).items() for t, v, u in sorted(pts)]
 
 
@@ -130,12 +133,12 @@ def test_export_csv_is_long_format_sorted_and_round_trips(store: Path, tmp_path:
     assert result.stdout == f"{out}: 47 points of run {GAN17[:8]} (GaN-17)\n"
     text = out.read_text(encoding="utf-8")
     assert text.splitlines()[:3] == [
-        "timestamp_iso,timestamp,channel,value,units",
-        "2025-11-21T04:40:00.250000Z,1763700000.25,main_gauge/p1,1e-06,mbar",
-        "2025-11-21T04:40:00.751000Z,1763700000.751,main_gauge/p1,8.668778997501815e-07,mbar",
+        "timestamp_iso,timestamp,channel,value,units,quality,detail,type",
+        "2025-11-21T04:40:00.250000Z,1763700000.25,main_gauge/p1,1e-06,mbar,ok,,float",
+        "2025-11-21T04:40:00.751000Z,1763700000.751,main_gauge/p1,8.668778997501815e-07,mbar,ok,,float",
     ]
     assert text.splitlines()[-1] == (
-        "2025-11-21T04:40:14.500000Z,1763700014.5,pyrometer/temperature,608.9230000000001,°C")
+        "2025-11-21T04:40:14.500000Z,1763700014.5,pyrometer/temperature,608.9230000000001,°C,ok,,float")
     table = list(csv.reader(io.StringIO(text)))
     assert [tuple(row) for row in table[1:]] == expected_csv()
     read_back = {(float(r[1]), r[2], float(r[3]), r[4]) for r in table[1:]}
@@ -161,7 +164,8 @@ def test_export_parquet_reads_back_with_units(store: Path, tmp_path: Path) -> No
     result = runs(store, "export", "GaN-17", "--format", "parquet", "--out", str(out))
     assert result.returncode == 0, result.stderr
     table = pq.read_table(out)
-    assert table.column_names == ["timestamp_iso", "timestamp", "channel", "value", "units"]
+    assert table.column_names == ["timestamp_iso", "timestamp", "channel", "value", "units", "quality", "detail", "type",
+                                  "value_text"]
     assert str(table.schema.field("timestamp_iso").type) == "timestamp[us, tz=UTC]"
     got = table.to_pydict()
     rows = expected_csv()
@@ -169,6 +173,7 @@ def test_export_parquet_reads_back_with_units(store: Path, tmp_path: Path) -> No
     assert got["channel"] == [r[2] for r in rows]
     assert got["value"] == [float(r[3]) for r in rows]
     assert got["units"] == [r[4] for r in rows]
+    assert set(got["quality"]) == {"ok"} and set(got["type"]) == {"float"} and set(got["value_text"]) == {None}
     assert [t.isoformat(timespec="microseconds").replace("+00:00", "Z") for t in got["timestamp_iso"]] == [
         r[0] for r in rows]
     assert json.loads(table.schema.field("value").metadata[b"units"]) == {
