@@ -321,8 +321,9 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
                                       markersize=2.5)
                     color = line.get_color()
                 for a, b, quality in trace.spans:
-                    ax.axvspan(days(a), days(b), facecolor=color, alpha=0.12, hatch="//", edgecolor=color,
-                               linewidth=0, zorder=0)
+                    if not group.is_states:  # the states panel shades each channel's own row (_draw_states)
+                        ax.axvspan(days(a), days(b), facecolor=color, alpha=0.08, hatch="//", edgecolor=color,
+                                   linewidth=0, zorder=0)
                     if labelled < MAX_QUALITY_LABELS:
                         labelled += 1
                         ax.annotate(plain(f"{trace.label.split(' (')[0]}: {quality}", 60), xy=(days(a), 0.02),
@@ -385,6 +386,9 @@ def _draw_states(ax: Axes, group: Panel, days: Any, span_s: float) -> None:
             if span_s > 0 and (end - start) / span_s >= STATE_LABEL_MIN:
                 ax.text(days(start + (end - start) / 2), row, plain(text, 30), ha="center", va="center",
                         fontsize=7, clip_on=True)
+        for start, end, _quality in trace.spans:
+            ax.broken_barh([(days(start), max(end - start, 1e-9) / 86400.0)], (row - 0.35, 0.7), facecolors="0.9",
+                           hatch="//", edgecolor="0.5", linewidth=0)
     ax.set_yticks(range(len(rows)), [t.label for t in rows])
     ax.set_ylim(-0.6, len(rows) - 0.4)
 
