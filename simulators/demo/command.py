@@ -311,7 +311,7 @@ class Demo:
         click.echo("")
         click.echo(f"run {manifest.data_id} ({manifest.stream_name}): {manifest.state}")
         click.echo(f"  {len(manifest.raw['channels'])} channels, {report['readings']} readings "
-                   f"({report['bad_quality']} with a bad quality, left out), {report['chunks']} chunks, "
+                   f"({report['bad_quality']} with a bad quality, kept without a value), {report['chunks']} chunks, "
                    f"{report['retries']} retries, clock synchronised: {report['clock'].get('ntp_synchronized')}")
         width = max(len("channel"), *(len(name) for name in manifest.raw["channels"]))
         click.echo(f"  {'channel':<{width}} {'units':<6} {'points':>7} {'bad':>5} {'chunks':>7}")

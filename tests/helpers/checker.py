@@ -72,12 +72,13 @@ def served_gauges(count: int = 2, *, model: str = "TPG362") -> list[tuple[TPGSim
 
 
 def stored_values(store: Path, run_id: str) -> dict[str, list[float]]:
-    """Per channel (``flow/channel``), the values a finalized stream holds, in chunk order."""
+    """Per channel (``flow/channel``), the values a finalized stream holds, in chunk order (a reading whose
+    quality was not ok is kept without a value: it is no value served)."""
     values: dict[str, list[float]] = {}
     for paths in chunk_files(store, run_id).values():
         for path in paths:
             for name, column in msgpack.unpackb(path.read_bytes())["channels"].items():
-                values.setdefault(name, []).extend(column["values"])
+                values.setdefault(name, []).extend(v for v in column["values"] if v is not None)
     return values
 
 
@@ -159,18 +160,24 @@ def read_spool(state_dir: Path) -> dict[tuple[str, str], dict[int, Entry]]:
     """The spool's entries per source (site, epoch), bodies rebuilt as the bridge logged them."""
     db = sqlite3.connect(state_dir / "spool.sqlite")
     try:
-        rows = db.execute("SELECT site, epoch, seq, kind, time, flow, channel, value, quality, t, units, detail, body,"
-                          " poll FROM entries").fetchall()
+        rows = db.execute("SELECT site, epoch, seq, kind, time, flow, channel, coalesce(value, vtext), quality, t,"
+                          " units, detail, body, poll, vtype FROM entries").fetchall()
     finally:
         db.close()
     sources: dict[tuple[str, str], dict[int, Entry]] = {}
-    for site, epoch, seq, kind, time, flow, channel, value, quality, t, units, detail, body, poll in rows:
+    for site, epoch, seq, kind, time, flow, channel, value, quality, t, units, detail, body, poll, vtype in rows:
         if kind == "reading":
+            if vtype in ("int", "bits") and value is not None:  # held as a REAL
+                value = int(value)
+            elif vtype == "bool" and value is not None:
+                value = bool(value)
             rebuilt: dict[str, Any] = {"i": flow, "c": channel, "v": value, "q": quality, "t": t, "u": units}
             if detail:
                 rebuilt["d"] = detail
             if poll is not None:
                 rebuilt["p"] = poll
+            if vtype is not None:
+                rebuilt["y"] = vtype
         else:
             rebuilt = unpack_body(body)
         sources.setdefault((site, epoch), {})[seq] = (kind, time, rebuilt)

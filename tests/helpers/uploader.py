@@ -23,6 +23,7 @@ from bridge.config import Config
 from bridge.edge.outbox import Outbox
 from bridge.edge.publisher import PublisherSettings
 from bridge.edge.service import BridgeService
+from bridge.uploader.chunker import ChunkReading, chunk_body
 from simulators.instruments.pfeiffer_tpg import TPGSimulator
 from simulators.serving import TcpServer
 from tests.helpers.mosquitto import MosquittoBroker
@@ -166,7 +167,8 @@ def expected_points(readings: list[dict[str, Any]]) -> dict[str, list[list[dict[
 
 
 def assert_store_holds_run(store: Path, run_id: str, readings: list[dict[str, Any]], ppc: int) -> dict[str, Any]:
-    """The run's folder holds exactly ``readings`` (good ones, each once, in order), chunked by ``ppc``."""
+    """The run's folder holds exactly ``readings`` (each once, in order, those of a bad quality without a
+    value and with their quality), chunked by ``ppc`` (store version 2, docs/store.md)."""
     doc = manifest(store, run_id)
     assert doc.get("finalized") is True, f"run {run_id} is not finalized: {doc}"
     files = chunk_files(store, run_id)
@@ -178,20 +180,15 @@ def assert_store_holds_run(store: Path, run_id: str, readings: list[dict[str, An
             assert path.name == f"{index:06d}.msgpack"
             body = msgpack.unpackb(path.read_bytes())
             assert body["data_id"] == run_id and body["chunk_index"] == index
-            expected: dict[str, dict[str, Any]] = {}
-            for point in points[index * ppc:(index + 1) * ppc]:
-                for r in point:
-                    if r["q"] != "ok":
-                        continue
-                    column = expected.setdefault(f"{flow}/{r['c']}", {"timestamps": [], "values": [], "units": r["u"]})
-                    column["timestamps"].append(r["t"])
-                    column["values"].append(r["v"])
-            assert body["channels"] == expected, f"{flow} chunk {index} differs from what the bridge logged"
+            chunk = [r for point in points[index * ppc:(index + 1) * ppc] for r in point]
+            expected = chunk_body(run_id, index, flow, [
+                ChunkReading(r["c"], r["t"], r["v"], r["q"], r["u"], r.get("d"), r.get("y")) for r in chunk])
+            assert body == expected, f"{flow} chunk {index} differs from what the bridge logged"
     channels = doc["channels"]
     for name in channels:
         flow, channel = name.split("/", 1)
         logged = [r for r in readings if r["i"] == flow and r["c"] == channel]
-        assert channels[name]["points"] == sum(r["q"] == "ok" for r in logged), name
+        assert channels[name]["points"] == len(logged), name
         assert channels[name]["bad_quality"] == sum(r["q"] != "ok" for r in logged), name
     assert doc["report"]["readings"] == len(readings)
     return doc

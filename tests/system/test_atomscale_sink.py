@@ -371,3 +371,31 @@ def test_the_api_key_is_never_logged(emulator: AtomscaleEmulator, key_file: Path
     text = caplog.text + "\n".join(messages)
     assert "ALARM" in text
     assert KEY not in text and ROTATED not in text
+
+
+def test_a_chunk_of_the_store_goes_as_numbers_only(emulator: AtomscaleEmulator, sink: AtomscaleSink,
+                                                   data_id: str) -> None:
+    """The chunk the uploader cut (store version 2): readings of a bad quality without a value, a bool, an
+    enum. The API holds numbers and no quality: the bool goes as 0/1, the rest is left out (and counted
+    in the manifest, not here); a channel left without a point is not sent at all."""
+    t = [1_763_700_000.0 + i for i in range(3)]
+    body = {"data_id": data_id, "chunk_index": 0, "channels": {
+        "psu/voltage": {"timestamps": t, "values": [12.0, None, 12.5], "units": "V",
+                        "quality": ["ok", "over_range", "ok"]},
+        "psu/output": {"timestamps": t, "values": [True, False, True], "units": "", "type": "bool"},
+        "psu/mode": {"timestamps": t, "values": ["CV", "CC", "CV"], "units": "", "type": "enum"},
+        "psu/faults": {"timestamps": t, "values": [0, 5, 0], "units": "", "type": "bits",
+                       "detail": ["", "OVP, AC fail", ""]},
+        "gauge/p3": {"timestamps": t, "values": [None, None, None], "units": "mbar",
+                     "quality": ["no_sensor"] * 3},
+    }}
+    sink.push_chunk(data_id, "psu", body)
+    (request,) = chunk_requests(emulator)
+    assert request.status == 200
+    assert sorted(emulator.channels(data_id)) == ["psu/faults", "psu/output", "psu/voltage"]
+    assert emulator.points(data_id, "psu/voltage") == ([t[0], t[2]], [12.0, 12.5])
+    assert emulator.points(data_id, "psu/output") == (t, [1.0, 0.0, 1.0])
+    assert emulator.points(data_id, "psu/faults") == (t, [0.0, 5.0, 0.0])
+    sink.push_chunk(data_id, "gauge", {"data_id": data_id, "chunk_index": 0, "channels": {
+        "gauge/p3": body["channels"]["gauge/p3"]}})
+    assert len(chunk_requests(emulator)) == 1, "a chunk without a number to send sends nothing"

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bridge.model import Quality, Reading
+from bridge.model import Quality, Reading, ValueType
 from bridge.uploader.chunker import ChunkReading, chunk_body
 from bridge.uploader.ledger import Ledger, PendingChunk, Progress
 from bridge.uploader.sinks.base import StreamInfo
@@ -775,3 +775,39 @@ def test_an_automatic_runs_trigger_and_why_are_in_its_manifest(spool: Spool, led
     ledger.advance(now=NOW)
     manifest = ledger.manifest(RUN)
     assert manifest["trigger"] == "auto" and manifest["why"] == {"start": why_start, "stop": why_stop}
+
+
+def test_typed_readings_keep_their_type_and_the_manifest_counts_what_atomscale_leaves_out(
+        spool: Spool, ledger: Ledger) -> None:
+    log = Log()
+    log.start(RUN, T0)
+    for k in range(4):
+        t = T0 + 1 + k
+        readings = [
+            Reading("psu", "output", k % 2 == 0, Quality.OK, t, "", type=ValueType.BOOL),
+            Reading("psu", "mode", "CC" if k == 2 else "CV", Quality.OK, t, "", type=ValueType.ENUM)
+            if k != 3 else Reading("psu", "mode", None, Quality.INVALID, t, "", "reply 'UR?'", ValueType.ENUM),
+            Reading("psu", "faults", 5 if k == 1 else 0, Quality.OK, t, "", "OVP, AC fail" if k == 1 else "",
+                    ValueType.BITS),
+            Reading("psu", "recipe", "GaN buffer", Quality.OK, t, "", type=ValueType.STRING),
+        ]
+        for r in readings:
+            log._add("reading", t, reading_body(r))
+    log.stop(RUN, T0 + 10)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    initialize_all(ledger)
+    first = next(p for p in ledger.pending_chunks() if p.chunk_index == 0)
+    channels = ledger.chunk(first)["channels"]
+    assert channels["psu/output"] == {"timestamps": [T0 + 1, T0 + 2, T0 + 3], "values": [True, False, True],
+                                      "units": "", "type": "bool"}
+    assert channels["psu/faults"]["values"] == [0, 5, 0] and type(channels["psu/faults"]["values"][1]) is int
+    assert channels["psu/faults"]["detail"] == ["", "OVP, AC fail", ""]
+    assert channels["psu/mode"]["values"] == ["CV", "CV", "CC"]
+    assert channels["psu/recipe"]["values"] == ["GaN buffer"] * 3
+    deliver_all(ledger)
+    manifest = ledger.begin_finalize(RUN, CLOCK, now=NOW)
+    assert {name: (c["type"], c["qualities"], c["not_numeric"]) for name, c in manifest["channels"].items()} == {
+        "psu/output": ("bool", {"ok": 4}, 0), "psu/mode": ("enum", {"ok": 3, "invalid": 1}, 3),
+        "psu/faults": ("bits", {"ok": 4}, 0), "psu/recipe": ("string", {"ok": 4}, 4)}
+    assert (manifest["report"]["not_numeric"], manifest["report"]["bad_quality"]) == (7, 1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.model import Quality, Reading
+from bridge.model import Quality, Reading, ValueType
 from bridge.uploader.spool import SPOOL_FILE, Spool, SpoolError
 from bridge.wire.contract import Batch, LogEntry, reading_body, unpack_body
 
@@ -230,7 +230,7 @@ def test_a_spool_from_before_the_poll_mark_is_migrated(tmp_path: Path) -> None:
 
     db = sqlite3.connect(tmp_path / SPOOL_FILE)
     for statement in SCHEMA:
-        db.execute(statement.replace(" body BLOB, poll REAL,", " body BLOB,"))
+        db.execute(statement.replace(" body BLOB, poll REAL, vtype TEXT, vtext TEXT,", " body BLOB,"))
     db.commit()
     db.close()
     spool = Spool(tmp_path)
@@ -239,3 +239,43 @@ def test_a_spool_from_before_the_poll_mark_is_migrated(tmp_path: Path) -> None:
         assert spool.refresh_held() == 2
     finally:
         spool.close()
+
+
+def test_typed_readings_keep_their_type_and_text_apart_from_the_number_column(spool: Spool,
+                                                                             state_dir: Path) -> None:
+    """A text in SQLite's REAL column would turn "1.5" into a number: texts have a column of their own."""
+    typed = [Reading("psu", "output", True, Quality.OK, T0, "", type=ValueType.BOOL),
+             Reading("psu", "mode", "1.5", Quality.OK, T0, "", type=ValueType.ENUM),
+             Reading("psu", "faults", 9, Quality.OK, T0, "", "OVP", ValueType.BITS),
+             Reading("psu", "mode", None, Quality.INVALID, T0 + 1, "", "not in the map", ValueType.ENUM)]
+    spool.commit([Batch(SITE, EPOCH, tuple(LogEntry(n, "reading", T0, reading_body(r))
+                                           for n, r in enumerate(typed, start=1)))], now=NOW)
+    db = sqlite3.connect(state_dir / SPOOL_FILE)
+    try:
+        rows = db.execute("SELECT value, typeof(value), vtext, vtype, quality, detail FROM entries ORDER BY seq").fetchall()
+    finally:
+        db.close()
+    assert rows == [(1.0, "real", None, "bool", "ok", None), (None, "null", "1.5", "enum", "ok", None),
+                    (9.0, "real", None, "bits", "ok", "OVP"), (None, "null", None, "enum", "invalid", "not in the map")]
+
+
+def test_a_spool_from_before_value_types_is_migrated_and_takes_typed_readings(tmp_path: Path) -> None:
+    from bridge.uploader.spool import SCHEMA
+
+    db = sqlite3.connect(tmp_path / SPOOL_FILE)
+    for statement in SCHEMA:
+        db.execute(statement.replace(" poll REAL, vtype TEXT, vtext TEXT,", " poll REAL,"))
+    db.commit()
+    db.close()
+    spool = Spool(tmp_path)
+    try:
+        on = Reading("psu", "output", True, Quality.OK, T0, "", type=ValueType.BOOL)
+        spool.commit([batch(1, 2), Batch(SITE, EPOCH, (LogEntry(3, "reading", T0, reading_body(on)),))])
+        assert spool.refresh_held() == 3
+    finally:
+        spool.close()
+    db = sqlite3.connect(tmp_path / SPOOL_FILE)
+    try:
+        assert db.execute("SELECT value, vtype FROM entries WHERE seq=3").fetchone() == (1.0, "bool")
+    finally:
+        db.close()
