@@ -108,7 +108,8 @@ def drivers(as_json: bool) -> None:
         if cls.summary:
             click.echo(f"    {cls.summary}")
         click.echo(f"    transports: {', '.join(cls.transports)}")
-        listed = ", ".join(f"{c['name']} ({c['units'] or '-'}, {c['type']})" for c in channels) or "defined in the config"
+        listed = ", ".join(f"{c['name']} ({c['units'] or '-'}, {c['type']})" for c in channels) or \
+            "defined in the config"
         click.echo(f"    channels (default options): {listed}")
     for name, reason in sorted(registry.broken.items()):
         click.echo(f"{name}  [broken] {reason}", err=True)

@@ -93,6 +93,8 @@ class Trace:
     values: list[float]
     spans: list[tuple[float, float, str]] = field(default_factory=list)
     states: list[Value] = field(default_factory=list)
+    #: the channel (``instrument/channel``), for the labels of its not-ok stretches
+    name: str = ""
 
 
 @dataclass
@@ -139,16 +141,17 @@ def panels(run: RunData) -> list[Panel]:
         spans = s.not_ok_spans()
         if s.type in STATE_TYPES:
             ok = [i for i, v in enumerate(s.values) if v is not None]
-            trace = Trace(_label(name, s, None, left_out.get(name, 0)), s.flow, [s.timestamps[i] for i in ok], [], spans,
-                          [v for v in (s.values[i] for i in ok) if v is not None])
+            trace = Trace(_label(name, s, None, left_out.get(name, 0)), s.flow, [s.timestamps[i] for i in ok], [],
+                          spans, [v for v in (s.values[i] for i in ok) if v is not None], name)
             by_unit.setdefault(STATES, Panel(STATES)).traces.append(trace)
             continue
         units_seen = list(dict.fromkeys(s.units))
         for units in units_seen:
-            idx = [i for i, u in enumerate(s.units) if u == units and s.values[i] is not None]
+            # the points with a number (a type changed mid-run may leave a text among them: not drawable)
+            idx = [i for i, u in enumerate(s.units) if u == units and isinstance(s.values[i], int | float)]
             label = _label(name, s, None if len(units_seen) == 1 else units, left_out.get(name, 0))
-            trace = Trace(label, s.flow, [s.timestamps[i] for i in idx], [float(s.values[i]) for i in idx],  # type: ignore[arg-type]  # numbers: not a state type, not None
-                          spans)
+            trace = Trace(label, s.flow, [s.timestamps[i] for i in idx], [float(s.values[i]) for i in idx],  # type: ignore[arg-type]  # numbers, just checked
+                          spans, name=name)
             spans = []
             by_unit.setdefault(unit_label(units), Panel(unit_label(units))).traces.append(trace)
     return sorted(by_unit.values(), key=Panel.order)
@@ -312,9 +315,8 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
                 _draw_states(ax, group, days, t1 - t0)
             labelled = 0
             for trace in group.traces:
-                if group.is_states:
-                    color = "0.35"
-                else:
+                color: Any = "0.35"
+                if not group.is_states:
                     xs, ys = broken(trace.timestamps, trace.values, median_step(trace.timestamps))
                     marker = "o" if len(trace.values) < MARKERS_BELOW else None
                     (line,) = ax.plot([days(x) for x in xs], ys, label=trace.label, linewidth=1.2, marker=marker,
@@ -326,7 +328,7 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
                                    linewidth=0, zorder=0)
                     if labelled < MAX_QUALITY_LABELS:
                         labelled += 1
-                        ax.annotate(plain(f"{trace.label.split(' (')[0]}: {quality}", 60), xy=(days(a), 0.02),
+                        ax.annotate(plain(f"{trace.name}: {quality}", 60), xy=(days(a), 0.02),
                                     xycoords=("data", "axes fraction"), xytext=(2, 2), textcoords="offset points",
                                     fontsize=7, color=color, va="bottom", ha="left", clip_on=True,
                                     bbox={"facecolor": "white", "alpha": 0.7, "edgecolor": "none", "pad": 1})

@@ -237,8 +237,8 @@ class Ledger:
     def _step(self, source: Source, progress: Progress) -> Source:
         """One page of the pass for one source, in one transaction."""
         rows = self._db.execute(
-            "SELECT seq, kind, time, flow, channel, t, quality, units, body, coalesce(value, vtext), poll, detail, vtype"
-            " FROM entries"
+            "SELECT seq, kind, time, flow, channel, t, quality, units, body, coalesce(value, vtext), poll, detail,"
+            " vtype FROM entries"
             " WHERE site=? AND epoch=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
             (source.site, source.epoch, source.cursor, source.contiguous, PAGE)).fetchall()
         last = rows[-1][0] if rows else source.contiguous

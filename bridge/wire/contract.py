@@ -254,10 +254,11 @@ def value_type(body: Mapping[str, Any]) -> ValueType:
     if name is None and "y" not in body:
         return ValueType.FLOAT
     try:
-        return ValueType(name)
+        if isinstance(name, str):
+            return ValueType(name)
     except ValueError:
-        raise ValueError(f"type (y) {printable(repr(name), 80)} is not one of "
-                         f"{', '.join(t.value for t in ValueType)}") from None
+        pass
+    raise ValueError(f"type (y) {printable(repr(name), 80)} is not one of {', '.join(t.value for t in ValueType)}")
 
 
 # ---------------------------------------------------------------- data batches

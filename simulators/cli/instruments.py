@@ -218,7 +218,7 @@ def _typed_value(text: str) -> float | int | str:
     """``5`` -> 5 (a status word formats with ``:d``), ``23.51`` -> 23.51, ``ON`` -> "ON"."""
     for convert in (int, float):
         try:
-            return convert(text)  # type: ignore[no-any-return]
+            return convert(text)
         except ValueError:
             pass
     return text

@@ -4,7 +4,7 @@ enforced on every reading it makes (bridge/drivers/base.py)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 
@@ -88,7 +88,7 @@ def test_a_reading_carries_its_type_and_a_value_of_it() -> None:
     assert Reading("g", "p", 5, Quality.OK, 1.0, "V").value == 5.0  # an int read as a number is a float
     off = Reading("psu", "mode", None, Quality.INVALID, 1.0, "", "not in the map", ValueType.ENUM)
     assert off.type is ValueType.ENUM and off.value is None
-    with pytest.raises(ValueError, match="a reading of type bool cannot carry 1.0"):
+    with pytest.raises(ValueError, match=r"a reading of type bool cannot carry 1\.0"):
         Reading("psu", "output_1", 1.0, Quality.OK, 1.0, "", type=ValueType.BOOL)
     with pytest.raises(ValueError, match="must not carry a value"):
         Reading("psu", "output_1", False, Quality.SENSOR_OFF, 1.0, "", type=ValueType.BOOL)
@@ -100,7 +100,7 @@ def test_a_reading_carries_its_type_and_a_value_of_it() -> None:
 class Fixed(Driver[None, DriverOptions]):
     """A driver whose channels return what the test put in :data:`ANSWERS`."""
 
-    ANSWERS: dict[str, Measurement] = {}
+    ANSWERS: ClassVar[dict[str, Measurement]] = {}
 
     @classmethod
     def channel_table(cls, options: Any) -> Sequence[Channel[Any]]:

@@ -365,7 +365,8 @@ def test_options_problems_are_named_by_key_path() -> None:
 def test_channel_table() -> None:
     table = Eurotherm.channel_table(EurothermOptions(family="3200", units="K"))
     assert [(c.name, c.units, c.type.kind) for c in table] == [
-        ("pv", "K", "float"), ("working_setpoint", "K", "float"), ("output_power", "%", "float"), ("status", "", "bits")]
+        ("pv", "K", "float"), ("working_setpoint", "K", "float"), ("output_power", "%", "float"),
+        ("status", "", "bits")]
     assert "WRK.OP, address 4" in table[2].description
     assert dict(table[3].type.bits)[5] == "sensor break" and dict(table[3].type.bits)[10] == "PV out of range"
 

@@ -180,7 +180,8 @@ def _corrupt(store: RunStore, change: dict[str, Any]) -> Path:
     ({"heater_psu/mode": {"quality": ["ok"] * 9}}, "channel heater_psu/mode: quality should be a list of 10"),
     ({"heater_psu/mode": {"quality": ["fine"] * 10}}, "channel heater_psu/mode: quality[0] is not one of"),
     ({"heater_psu/mode": {"type": "colour"}}, "channel heater_psu/mode: type should be one of float, int"),
-    ({"heater_psu/cycles": {"types": ["int"] * 9 + ["bool"]}}, "channel heater_psu/cycles: values[9] is not of type bool"),
+    ({"heater_psu/cycles": {"types": ["int"] * 9 + ["bool"]}},
+     "channel heater_psu/cycles: values[9] is not of type bool"),
     ({"heater_psu/faults": {"detail": [5] * 10}}, "channel heater_psu/faults: detail[0] is not text: 5"),
 ])
 def test_a_version_2_chunk_breaking_the_contract_is_named(store: RunStore, change: dict[str, Any], says: str) -> None:

@@ -252,7 +252,8 @@ def test_typed_readings_keep_their_type_and_text_apart_from_the_number_column(sp
                                            for n, r in enumerate(typed, start=1)))], now=NOW)
     db = sqlite3.connect(state_dir / SPOOL_FILE)
     try:
-        rows = db.execute("SELECT value, typeof(value), vtext, vtype, quality, detail FROM entries ORDER BY seq").fetchall()
+        rows = db.execute("SELECT value, typeof(value), vtext, vtype, quality, detail FROM entries"
+                          " ORDER BY seq").fetchall()
     finally:
         db.close()
     assert rows == [(1.0, "real", None, "bool", "ok", None), (None, "null", "1.5", "enum", "ok", None),

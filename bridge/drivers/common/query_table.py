@@ -3,8 +3,8 @@
 Send ``command``, take the reply as a number or pull the number out of it with a regex (one
 group), then ``value * scale + offset`` in ``units``. A query may say its channel is not a
 float (``type: int | bool | enum | string | bits``) and how the reply's text becomes the value
-(``map: {"ON": true, "OFF": false}``, ``choices`` of an enum, the names of ``bits``). The table and its parsing are the same
-whatever the transport; a driver built on :class:`QueryTableDriver` only says how one query
+(``map: {"ON": true, "OFF": false}``, ``choices`` of an enum, the names of ``bits``). The table
+and its parsing are the same whatever the transport; a driver built on :class:`QueryTableDriver` only says how one query
 travels (:meth:`~QueryTableDriver.ask`) and how it resynchronises after a reply that did not
 parse (:meth:`~QueryTableDriver.reply_failed`).
 """

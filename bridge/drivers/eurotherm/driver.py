@@ -5,9 +5,9 @@ value, working setpoint and output power (IEEE float region by default, or displ
 integers), in as few requests as ``BlockReader`` can plan: two per poll. The status word
 decides whether the PV can be trusted (sensor break, PV out of range), so it is read in every
 poll, never taken from an earlier one; it is also a channel of its own, ``status``, a ``bits``
-value whose bits carry their names (alarms, sensor break, PV out of range...). A parameter the model does not have (exception 02)
-fails only its channel. The driver never writes: setpoints live in EEPROM with a limited
-write life.
+value whose bits carry their names (alarms, sensor break, PV out of range...). A parameter the
+model does not have (exception 02) fails only its channel. The driver never writes: setpoints
+live in EEPROM with a limited write life.
 """
 
 from __future__ import annotations

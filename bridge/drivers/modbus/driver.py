@@ -139,7 +139,7 @@ class RegisterChannel(BaseModel):
             return ChannelType(kind, choices=tuple(dict.fromkeys(str(v) for v in self.map.values())))
         return ChannelType(kind, bits=tuple(sorted((self.bits or {}).items())))
 
-    def measurement(self, values: list[int] | list[bool], at: float) -> Measurement:
+    def measurement(self, values: Sequence[int] | Sequence[bool], at: float) -> Measurement:
         """The registers (or bit) of one poll as this channel's value."""
         kind = self.kind
         if kind is ValueType.FLOAT:

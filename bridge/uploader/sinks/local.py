@@ -7,9 +7,10 @@ STORE/<data_id>/chunks/<flow>/<chunk_index:06d>.msgpack
 
 A chunk file is the msgpack of the chunk the uploader cut (store version 2, docs/store.md): the
 body the Atomscale API would receive for ``push_multi``, plus every reading whose quality is not
-ok (no value, its quality code) and the values' types. Every file is written atomically (temporary file, fsync, rename, fsync of the
-folder), so a reader or a crash never sees half a chunk, and a chunk rewritten after a crash
-replaces an identical one. ``data_id`` is the run id: initializing twice gives the same folder.
+ok (no value, its quality code) and the values' types. Every file is written atomically
+(temporary file, fsync, rename, fsync of the folder), so a reader or a crash never sees half a
+chunk, and a chunk rewritten after a crash replaces an identical one. ``data_id`` is the run id:
+initializing twice gives the same folder.
 
 Every path is built by :mod:`bridge.store.layout`, which refuses a run id, flow or chunk index
 that is not a plain name or number and any path a symlink would lead out of the store: such a
