@@ -70,6 +70,9 @@ class FlowCutter:
     types_changed: list[str] = field(default_factory=list)
     #: per channel, ok readings of a type the Atomscale body cannot hold (enum, string): left out there
     not_numeric: dict[str, int] = field(default_factory=dict)
+    #: per channel, the units of its first reading of any quality: the units of a channel that never
+    #: had an ok reading (a gauge off the whole run) are still known
+    first_units: dict[str, str] = field(default_factory=dict)
 
     def add(self, seq: int, channel: str, timestamp: float, points_per_chunk: int, quality: str = "ok",
             units: str = "", vtype: str | None = None) -> CutChunk | None:
@@ -92,6 +95,7 @@ class FlowCutter:
         stats = self.stats.get(channel)
         if stats is None:
             stats = self.stats[channel] = [0, 0, 0, None, False]
+            self.first_units[channel] = units
             if vtype is not None:
                 self.types[channel] = vtype
         elif self.types.get(channel) != vtype and channel not in self.types_changed:

@@ -627,7 +627,7 @@ class Ledger:
             for channel, (good, bad, chunks, units, changed) in cutter.stats.items():
                 name = channel_name(cutter.flow, channel)
                 # version 2: every reading is a point of the store, whatever its quality (docs/store.md)
-                channels[name] = {"flow": cutter.flow, "units": units or "",
+                channels[name] = {"flow": cutter.flow, "units": units or cutter.first_units.get(channel, ""),
                                   "type": cutter.types.get(channel, "float"), "points": good + bad,
                                   "qualities": {**({"ok": good} if good else {}),
                                                 **dict(sorted(cutter.qualities.get(channel, {}).items()))},

@@ -130,6 +130,12 @@ def test_drivers_lists_builtin_and_entry_point_drivers() -> None:
     assert drivers["loopback_echo"]["origin"].startswith("entry point loopback_echo = chamber_bridge_example:")
     assert drivers["loopback_echo"]["channels"][0]["name"] == "echo"
     assert result.stderr == ""
+    # each channel's value type; a bool's and a float's, as the driver declares them
+    psu = {c["name"]: c for c in drivers["scpi_psu"]["channels"]}
+    assert (psu["output_1"]["type"], psu["voltage_1"]["type"]) == ("bool", "float")
+    assert {c["type"] for c in drivers["pfeiffer_tpg"]["channels"]} == {"float"}
+    listing = run_cli("drivers").stdout
+    assert "output_1 (-, bool)" in listing and "voltage_1 (V, float)" in listing
 
 
 def test_entry_point_driver_reads_through_the_cli(tmp_path: Path) -> None:

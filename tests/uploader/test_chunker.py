@@ -132,7 +132,7 @@ def test_to_json_is_plain_json_of_every_field() -> None:
                                 "point_time": T0 + 3, "point_channels": ["p1", "p2"], "total_points": 4,
                                 "stats": {"p1": [4, 0, 1, "", False], "p2": [4, 0, 1, "", False]},
                                 "chunk_channels": ["p1", "p2"], "qualities": {}, "types": {}, "types_changed": [],
-                                "not_numeric": {}}
+                                "not_numeric": {}, "first_units": {"p1": "", "p2": ""}}
 
 
 def test_a_cutter_saved_before_qualities_and_types_were_counted_still_loads() -> None:
@@ -144,6 +144,7 @@ def test_a_cutter_saved_before_qualities_and_types_were_counted_still_loads() ->
     cutter.add(3, "p2", T0 + 1, 100, "sensor_off", "mbar")
     assert cutter.stats["p2"] == [0, 2, 0, None, False]
     assert cutter.qualities == {"p2": {"sensor_off": 1}}
+    assert cutter.first_units == {}  # not known for channels seen before the upgrade
     assert json.loads(json.dumps(cutter.to_json())) == cutter.to_json()
 
 
@@ -194,10 +195,12 @@ def test_types_are_those_of_the_first_reading_a_change_is_flagged_and_text_value
 def test_units_are_those_of_the_first_good_reading_and_a_change_is_flagged() -> None:
     cutter = FlowCutter("gauge")
     cutter.add(1, "p1", T0, 100, "sensor_off", "")
-    cutter.add(2, "p1", T0 + 1, 100, "ok", "mbar")
+    cutter.add(2, "p2", T0, 100, "sensor_off", "mbar")
+    assert cutter.first_units == {"p1": "", "p2": "mbar"}  # a gauge off the whole run still has its unit
+    cutter.add(3, "p1", T0 + 1, 100, "ok", "mbar")
     assert cutter.stats["p1"] == [1, 1, 0, "mbar", False]
-    cutter.add(3, "p1", T0 + 2, 100, "ok", "Torr")  # someone switched the gauge's unit mid-run
-    cutter.add(4, "p1", T0 + 3, 100, "ok", "mbar")
+    cutter.add(4, "p1", T0 + 2, 100, "ok", "Torr")  # someone switched the gauge's unit mid-run
+    cutter.add(5, "p1", T0 + 3, 100, "ok", "mbar")
     assert cutter.stats["p1"] == [3, 1, 0, "mbar", True]
 
 
