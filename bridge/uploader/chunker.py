@@ -164,9 +164,11 @@ _FROM_SPOOL: Final[dict[str, Any]] = {"int": int, "bits": int, "bool": bool, "en
 class _Column:
     """One channel of a chunk while it is built; the optional lists appear only when needed."""
 
-    __slots__ = ("details", "kind", "qualities", "stamps", "types", "units", "values")
+    __slots__ = ("details", "kind", "plain", "qualities", "stamps", "types", "units", "values")
 
     def __init__(self, units: str, kind: str | None) -> None:
+        #: only ok floats without a detail so far: no optional list exists yet
+        self.plain = True
         self.stamps: list[float] = []
         self.values: list[Any] = []
         self.units = units
@@ -203,10 +205,15 @@ def chunk_body(data_id: str, chunk_index: int, flow: str,
     """
     columns: dict[str, _Column] = {}
     for channel, timestamp, value, quality, units, detail, vtype in readings:  # the spool's rows too
-        name = channel_name(flow, channel)
-        column = columns.get(name)
+        column = columns.get(channel)
         if column is None:
-            column = columns[name] = _Column(units, vtype)
+            column = columns[channel] = _Column(units, vtype)
+        if (vtype is None and quality == "ok" and value is not None and not detail and column.kind is None
+                and column.plain):  # the common case, kept cheap: an ok float in a column of ok floats
+            column.stamps.append(timestamp)
+            column.values.append(value)
+            continue
+        column.plain = False
         n = len(column.stamps)
         column.stamps.append(timestamp)
         if quality == "ok" and value is None:  # the contract forbids it; never store it as a value
@@ -228,7 +235,7 @@ def chunk_body(data_id: str, chunk_index: int, flow: str,
         if column.types is not None:
             column.types.append(vtype or "float")
     return {"data_id": data_id, "chunk_index": chunk_index,
-            "channels": {name: column.body() for name, column in columns.items()}}
+            "channels": {channel_name(flow, channel): column.body() for channel, column in columns.items()}}
 
 
 def numeric_body(body: ChunkBody) -> tuple[ChunkBody, int]:
