@@ -151,6 +151,13 @@ def write_run(store: Path, data_id: str, flows: list[Flow], *, stream_name: str,
             "bad_quality": sum(c["bad_quality"] for c in channels.values()),
             "chunks": sum(f["chunks"] for f in flow_counts.values()), "retries": 0,
             "clock": {"ntp_synchronized": True}}
+        if version >= 2:
+            totals: dict[str, int] = {}
+            for c in channels.values():
+                for quality, count in c["qualities"].items():
+                    totals[quality] = totals.get(quality, 0) + count
+            manifest["report"].update(qualities=dict(sorted(totals.items())),
+                                      not_numeric=sum(c["not_numeric"] for c in channels.values()))
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
     return manifest
@@ -217,3 +224,26 @@ def write_resumed(store: Path) -> dict[str, Any]:
     flow.polls = [(START + i, {"p1": 1.0e-7 * (i + 1)}) for i in range(10) if not 4 < i < 8]
     return write_run(store, RESUMED, [flow], stream_name="resumed", gaps=[DOWN], events=EVENTS, trigger="auto",
                      why=WHY)
+
+
+# ---------------------------------------------------------------- a version 2 run: qualities kept, typed channels
+
+GAN19 = "b2b2b2b2" + "0" * 23 + "7"
+
+
+def gan19_flows() -> list[Flow]:
+    """A gauge whose p2 is switched off for polls 5-12 and under range at 20-21, and whose p3 head was
+    never there; a supply whose output is a bool, its mode an enum (one reply not understood), its fault
+    word bits, a cycle counter an integer."""
+    off = Bad("sensor_off", "gauge switched off")
+    gauge = Flow("main_gauge", {"p1": "mbar", "p2": "mbar", "p3": "mbar"})
+    for i in range(25):
+        p2: Cell = off if 5 <= i <= 12 else Bad("under_range") if i in (20, 21) else 1.0e-3 / (i + 1)
+        gauge.polls.append((START + 0.5 * i, {"p1": 1.0e-7 * (i + 1), "p2": p2, "p3": Bad("no_sensor")}))
+    psu = Flow("heater_psu", {"output": "", "mode": "", "faults": "", "cycles": ""},
+               types={"output": "bool", "mode": "enum", "faults": "bits", "cycles": "int"})
+    for i in range(10):
+        psu.polls.append((START + 0.25 + i, {
+            "output": 3 <= i <= 6, "mode": "CC" if i == 5 else "CV" if i != 8 else Bad("invalid", "reply 'UR?'"),
+            "faults": 5 if i == 4 else 0, "cycles": 100 + i}))
+    return [gauge, psu]

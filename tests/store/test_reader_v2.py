@@ -19,25 +19,14 @@ import pytest
 from bridge.store.export import rows, write_csv_to, write_parquet
 from bridge.store.plot import STATES, not_drawn, panels, plot_run, title_lines
 from bridge.store.reader import RunStore, StoreCorrupt
-from tests.helpers.run_store import START, Bad, Flow, points, write_run
+from tests.helpers.run_store import GAN19, START, Flow, gan19_flows, points, write_run
 
-RUN = "b2b2b2b2" + "0" * 23 + "7"
+RUN = GAN19
 OLD = "b1b1b1b1" + "0" * 23 + "8"
-OFF = Bad("sensor_off", "gauge switched off")
 
 
 def flows() -> list[Flow]:
-    gauge = Flow("main_gauge", {"p1": "mbar", "p2": "mbar", "p3": "mbar"})
-    for i in range(25):
-        p2: Any = OFF if 5 <= i <= 12 else Bad("under_range") if i in (20, 21) else 1.0e-3 / (i + 1)
-        gauge.polls.append((START + 0.5 * i, {"p1": 1.0e-7 * (i + 1), "p2": p2, "p3": Bad("no_sensor")}))
-    psu = Flow("heater_psu", {"output": "", "mode": "", "faults": "", "cycles": ""},
-               types={"output": "bool", "mode": "enum", "faults": "bits", "cycles": "int"})
-    for i in range(10):
-        psu.polls.append((START + 0.25 + i, {
-            "output": 3 <= i <= 6, "mode": "CC" if i == 5 else "CV" if i != 8 else Bad("invalid", "reply 'UR?'"),
-            "faults": 5 if i == 4 else 0, "cycles": 100 + i}))
-    return [gauge, psu]
+    return gan19_flows()
 
 
 def with_details(store: Path) -> None:

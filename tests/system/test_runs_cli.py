@@ -19,11 +19,14 @@ from tests.helpers.run_store import (
     EVENTS,
     GAN17,
     GAN18,
+    GAN19,
     RESUMED,
     build_store,
     gan17_flows,
+    gan19_flows,
     points,
     write_resumed,
+    write_run,
 )
 
 
@@ -343,3 +346,18 @@ def test_plot_draws_the_events_as_vertical_lines(store: Path, tmp_path: Path) ->
     assert runs(store, "plot", "resumed", "--out", str(without)).returncode == 0
     assert event_pixels(without) == 0
     assert event_pixels(with_events) > 200  # two dashed lines through the panel, and their labels
+
+
+def test_show_of_a_version_2_run_counts_every_quality_and_names_each_type(tmp_path: Path) -> None:
+    write_run(tmp_path, GAN19, gan19_flows(), stream_name="GaN-19", version=2)
+    result = runs(tmp_path, "show", "GaN-19")
+    assert result.returncode == 0, result.stderr
+    fields = dict(line.split("  ", 1) for line in result.stdout.split("\n\n")[0].splitlines())
+    assert fields["qualities"].strip() == "ok 79, invalid 1, no_sensor 25, sensor_off 8, under_range 2"
+    rows = {cells[0]: cells[1:] for cells in map(str.split, result.stdout.split("\n\n")[1].splitlines()[1:])}
+    assert rows["main_gauge/p2"] == ["main_gauge", "mbar", "float", "25", "15", "sensor_off", "8,", "under_range",
+                                     "2", "3"]
+    assert rows["main_gauge/p3"] == ["main_gauge", "mbar", "float", "25", "0", "no_sensor", "25", "3"]
+    assert rows["heater_psu/output"] == ["heater_psu", "-", "bool", "10", "10", "-", "1"]
+    assert rows["heater_psu/mode"] == ["heater_psu", "-", "enum", "10", "9", "invalid", "1", "1"]
+    assert result.stdout.rstrip().endswith("files: 4 chunk files, 115 points, all readable; match the manifest")
