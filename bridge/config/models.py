@@ -17,6 +17,7 @@ from pydantic import (
     model_validator,
 )
 
+from bridge.config.runs import RunsConfig
 from bridge.config.secrets import INLINE_SECRET, TLS_FILE_MAX_BYTES, FilePath, read_secret, regular_file
 from bridge.errors import ConfigError, ConfigProblem
 from bridge.names import NAME_PATTERN, check_site, printable
@@ -135,6 +136,7 @@ class InstrumentConfig(StrictModel):
 class BridgeSection(StrictModel):
     state_dir: FilePath = Path("/var/lib/chamber-bridge")
     instruments: list[InstrumentConfig] = Field(default_factory=list)
+    runs: RunsConfig = RunsConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> BridgeSection:

@@ -148,11 +148,14 @@ class Outbox:
 
     # ---------------------------------------------------------------- writing
 
-    def append(self, kind: EntryKind, body: dict[str, Any], time: float | None = None) -> None:
-        """Buffer one entry; the committer makes it durable within ``commit_interval``.
+    def append(self, kind: EntryKind, body: dict[str, Any], time: float | None = None) -> int | None:
+        """Buffer one entry; the committer makes it durable within ``commit_interval``. Its seq, or
+        None when it was refused: a reading is refused (and counted in :attr:`overflow`) while the
+        outbox is full. ``time`` defaults to now on the bridge's clock.
 
-        A reading is refused (and counted in :attr:`overflow`) while the outbox is full.
-        ``time`` defaults to now on the bridge's clock.
+        A run marker commits everything buffered before it in its own transaction, so a marker may
+        name an earlier seq that is only buffered yet: an automatic run's ``pre_roll_from``, the
+        first reading of its pre-roll (bridge/edge/triggers.py).
         """
         if kind not in ENTRY_KINDS:
             raise ValueError(f"unknown entry kind {kind!r} (expected one of {', '.join(ENTRY_KINDS)})")
@@ -164,8 +167,9 @@ class Outbox:
             if kind not in RUN_MARKERS and self._next - 1 - self._acked >= self._max:
                 self._refused += 1
                 self._raise_alarm()
-                return
-            self._buffer.append((self._next, kind, stamp, blob))
+                return None
+            seq = self._next
+            self._buffer.append((seq, kind, stamp, blob))
             self._next += 1
             buffered = len(self._buffer)
             if buffered == 1:
@@ -175,6 +179,7 @@ class Outbox:
                 self._wake.notify()
             if self._next - 1 - self._acked >= self._max:
                 self._raise_alarm()
+            return seq
 
     def append_marker(self, kind: EntryKind, body: dict[str, Any],
                       open_run: dict[str, Any] | _Keep | None = KEEP) -> int:

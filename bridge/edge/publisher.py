@@ -373,5 +373,6 @@ class Publisher:
             return
         details = self._status()
         self.client.publish(self.topics.status, self._status_payload("online", details), qos=1, retain=True)
-        run = {"v": contract.SCHEMA_VERSION, "site": self.site, "run": details.get("run")}
+        run = {"v": contract.SCHEMA_VERSION, "site": self.site, "run": details.get("run"),
+               **({"auto_state": details["auto_state"]} if "auto_state" in details else {})}
         self.client.publish(self.topics.run, json.dumps(run).encode(), qos=1, retain=True)

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping
-from typing import Any
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any, Literal
 
 from bridge.edge.outbox import Outbox
 from bridge.names import new_run_id, printable
@@ -28,10 +29,27 @@ log = logging.getLogger("bridge.edge.runs")
 Outcome = tuple[bool, str, int | None]
 
 
+Trigger = Literal["manual", "auto"]
+
+
 class Runs:
     def __init__(self, outbox: Outbox) -> None:
         self.outbox = outbox
         self._lock = threading.Lock()
+        #: whether the automatic trigger may open and close runs (``chamber-bridge auto on|off``)
+        self.auto_enabled = True
+
+    def set_auto(self, enabled: bool) -> Outcome:
+        """Switch the automatic trigger on or off."""
+        self.auto_enabled = enabled
+        return True, f"automatic runs {'on' if enabled else 'off'}", None
+
+    def annotate(self, text: str, tags: Sequence[str] = (), source: str = "cli") -> Outcome:
+        """An event of the open run (a trigger's, an operator's): logged by this process."""
+        run = self.current
+        log.info("event (%s)%s: %s%s", source, f" in run {printable(run.get('run_id'), 80)}" if run else "",
+                 printable(text, 300), f" [{', '.join(tags)}]" if tags else "")
+        return True, "event logged", None
 
     @property
     def current(self) -> dict[str, Any] | None:
@@ -45,8 +63,14 @@ class Runs:
             log.warning("run %s was left open by a crash or power cut: closed as abort (seq %s)",
                         printable(run_id, 80), seq)
 
-    def start(self, params: contract.StartRun | Mapping[str, Any]) -> Outcome:
-        """Open a run under a fresh run id; a mapping is checked as a command's params first."""
+    def start(self, params: contract.StartRun | Mapping[str, Any], *, trigger: Trigger = "manual",
+              why: Mapping[str, Any] | None = None, pre_roll_from: int | None = None) -> Outcome:
+        """Open a run under a fresh run id; a mapping is checked as a command's params first.
+
+        An automatic run's marker also carries ``trigger``, ``why`` (the expression and the values
+        that made it true) and ``pre_roll_from`` (the first seq of its pre-roll, docs/payload.md).
+        Any open run, manual or automatic, refuses a start.
+        """
         try:
             start = params if isinstance(params, contract.StartRun) else contract.command_params("start_run", params)
         except contract.CommandError as exc:
@@ -59,12 +83,19 @@ class Runs:
                                f"({printable(current.get('stream_name'), 80)}) is still open"), None
             run_id = new_run_id()
             body: dict[str, Any] = {**contract.params_map(start), "run_id": run_id}
-            seq = self.outbox.append_marker("run_start", body, open_run=body)
-        log.info("run %s (%s) started at seq %d", run_id, printable(start.stream_name), seq)
+            if trigger != "manual":
+                body["trigger"] = trigger
+            if why is not None:
+                body["why"] = contract.why_body(why)
+            if pre_roll_from is not None:
+                body["pre_roll_from"] = pre_roll_from
+            seq = self.outbox.append_marker("run_start", body, open_run={
+                **body, "trigger": trigger, "started_at": time.time()})
+        log.info("run %s (%s) started at seq %d (%s)", run_id, printable(start.stream_name), seq, trigger)
         return True, f"run {run_id} started", seq
 
-    def stop(self, params: contract.StopRun | Mapping[str, Any]) -> Outcome:
-        """Close the open run; a mapping is checked as a command's params first."""
+    def stop(self, params: contract.StopRun | Mapping[str, Any], *, why: Mapping[str, Any] | None = None) -> Outcome:
+        """Close the open run (manual or automatic); a mapping is checked as a command's params first."""
         try:
             stop = params if isinstance(params, contract.StopRun) else contract.command_params("stop_run", params)
         except contract.CommandError as exc:
@@ -75,15 +106,16 @@ class Runs:
             if current is None:
                 return False, "no run is open", None
             run_id = printable(current.get("run_id"), 80)
-            seq = self._stop(stop)
+            seq = self._stop(stop, why)
         log.info("run %s stopped (%s) at seq %d", run_id, stop.exit_status, seq)
         return True, f"run {run_id} stopped ({stop.exit_status})", seq
 
-    def _stop(self, stop: contract.StopRun) -> int:
+    def _stop(self, stop: contract.StopRun, why: Mapping[str, Any] | None = None) -> int:
         run = self.current or {}
         last = self.outbox.flush()
         body = {"run_id": run.get("run_id"), "exit_status": stop.exit_status, "last_seq": last,
-                **({"reason": stop.reason} if stop.reason else {})}
+                **({"reason": stop.reason} if stop.reason else {}),
+                **({"why": contract.why_body(why)} if why is not None else {})}
         return self.outbox.append_marker("run_stop", body, open_run=None)
 
     def handle(self, command: contract.Command) -> Outcome:

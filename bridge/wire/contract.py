@@ -42,6 +42,11 @@ TIME_MAX: Final = 4_102_444_800.0
 UNITS_MAX: Final = 32
 DETAIL_MAX: Final = 500
 EXIT_STATUSES: Final = ("success", "abort", "fail")
+#: how a run was opened (``run_start``'s ``trigger``): by a command, or by the automatic trigger
+TRIGGERS: Final = ("manual", "auto")
+#: a marker's ``why``: the expression (at most this many characters) and the channel values it saw
+WHY_EXPRESSION_MAX: Final = 1000
+WHY_VALUES_MAX: Final = 64
 
 EntryKind = Literal["reading", "run_start", "run_stop"]
 ENTRY_KINDS: Final[tuple[str, ...]] = get_args(EntryKind)
@@ -419,15 +424,39 @@ def _optional_text(body: Mapping[str, Any], key: str, what: str, max_length: int
     return None if value is None else check_text(value, f"{what}: {key}", max_length)
 
 
+def why_body(value: Any, what: str = "why") -> dict[str, Any]:
+    """A marker's ``why`` as the contract allows it: ``{"expression": str, "values": {"i.c": number}}``.
+
+    Bounded (an expression of at most :data:`WHY_EXPRESSION_MAX` characters, at most
+    :data:`WHY_VALUES_MAX` finite values) and plain, as everything a marker carries.
+    """
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a map, got {type(value).__name__}")
+    expression = check_text(value.get("expression"), f"{what}: expression", WHY_EXPRESSION_MAX)
+    values = value.get("values") or {}
+    if not isinstance(values, Mapping) or len(values) > WHY_VALUES_MAX:
+        raise ValueError(f"{what}: values must be a map of at most {WHY_VALUES_MAX} channel values")
+    checked: dict[str, float] = {}
+    for key, number in values.items():
+        check_text(key, f"{what}: a value's channel", 2 * 64 + 1)
+        if type(number) not in (int, float) or not math.isfinite(number):
+            raise ValueError(f"{what}: values[{printable(repr(key), 80)}] must be a finite number, got "
+                             f"{printable(repr(number), 80)}")
+        checked[key] = number
+    return {"expression": expression, "values": checked}
+
+
 def run_start_body(body: Mapping[str, Any], what: str = "run_start") -> dict[str, Any]:
     """The ``run_start`` marker's body as the contract allows it (ValueError otherwise).
 
     Only the known keys are kept, so a marker's metadata is bounded in size and plain in type.
+    ``trigger``, ``why`` and ``pre_roll_from`` are kept only when the marker has them (an
+    automatic run's; docs/payload.md).
     """
     run_id = body.get("run_id")
     if not is_run_id(run_id):
         raise ValueError(f"{what}: run_id must be 32 lowercase hex digits, got {printable(repr(run_id), 80)}")
-    return {
+    checked = {
         "run_id": run_id,
         "stream_name": check_text(body.get("stream_name"), f"{what}: stream_name"),
         "physical_sample": _optional_text(body, "physical_sample", what),
@@ -435,6 +464,21 @@ def run_start_body(body: Mapping[str, Any], what: str = "run_start") -> dict[str
         "project_id": _optional_text(body, "project_id", what),
         "tags": check_tags(body.get("tags") or [], f"{what}: tags"),
     }
+    trigger = body.get("trigger")
+    if trigger is not None:
+        if trigger not in TRIGGERS:
+            raise ValueError(f"{what}: trigger must be one of {', '.join(TRIGGERS)}, got "
+                             f"{printable(repr(trigger), 80)}")
+        checked["trigger"] = trigger
+    if body.get("why") is not None:
+        checked["why"] = why_body(body["why"], f"{what}: why")
+    pre_roll_from = body.get("pre_roll_from")
+    if pre_roll_from is not None:
+        if type(pre_roll_from) is not int or not 1 <= pre_roll_from <= SEQ_MAX:
+            raise ValueError(f"{what}: pre_roll_from must be a seq (an integer 1..2**63-1), got "
+                             f"{printable(repr(pre_roll_from), 80)}")
+        checked["pre_roll_from"] = pre_roll_from
+    return checked
 
 
 def run_stop_body(body: Mapping[str, Any], what: str = "run_stop") -> dict[str, Any]:
@@ -453,6 +497,8 @@ def run_stop_body(body: Mapping[str, Any], what: str = "run_stop") -> dict[str, 
     reason = _optional_text(body, "reason", what, 1000)
     if reason is not None:
         checked["reason"] = reason
+    if body.get("why") is not None:
+        checked["why"] = why_body(body["why"], f"{what}: why")
     return checked
 
 

@@ -66,12 +66,12 @@ class RecordingBridge:
         append, append_marker = outbox.append, outbox.append_marker
         recorded = self.recorded
 
-        def recording_append(kind: Any, body: dict[str, Any], time: float | None = None) -> None:
+        def recording_append(kind: Any, body: dict[str, Any], time: float | None = None) -> int | None:
             with recorded.lock:
-                before = outbox.overflow.refused
-                append(kind, body, time)
-                if outbox.overflow.refused == before:
+                seq = append(kind, body, time)
+                if seq is not None:
                     recorded.entries.append((kind, body))
+                return seq
 
         def recording_marker(kind: Any, body: dict[str, Any], *args: Any, **kwargs: Any) -> int:
             with recorded.lock:
