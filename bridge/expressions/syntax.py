@@ -226,9 +226,17 @@ class _Parser:
         if level == len(self.LEVELS):
             return self.unary()
         node = self.binary(level + 1)
-        while (op := self.accept(*self.LEVELS[level])) is not None:
-            node = Binary(op.column, op.text, node, self.binary(level + 1))
-        return node
+        chained = 0  # a chain a + b + c nests to the left: it counts as nesting for whatever walks the tree
+        try:
+            while (op := self.accept(*self.LEVELS[level])) is not None:
+                chained += 1
+                self.depth += 1
+                if self.depth > MAX_NESTING:
+                    raise ExpressionError(f"nested more than {MAX_NESTING} levels deep", op.column)
+                node = Binary(op.column, op.text, node, self.binary(level + 1))
+            return node
+        finally:
+            self.depth -= chained
 
     def unary(self) -> Node:
         op = self.accept("!", "-")
