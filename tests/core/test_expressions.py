@@ -37,7 +37,7 @@ def test_a_bad_expression_is_refused_with_what_and_where(text: str, message: str
 
 
 def test_what_only_the_library_refuses_is_refused_too() -> None:
-    with pytest.raises(ExpressionError, match="not valid CEL: .*invalid double literal"):
+    with pytest.raises(ExpressionError, match=r"not valid CEL: .*invalid double literal"):
         compile_expression("cell_ga.pv > 1e400", CATALOG)
 
 

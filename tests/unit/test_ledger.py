@@ -722,7 +722,7 @@ def test_a_start_marker_with_pre_roll_from_takes_the_idle_readings_from_there_in
 def test_a_pre_roll_never_reaches_into_the_run_before(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
     log = Log()
     earlier = growth(log, run_id=OTHER_RUN, t0=T0 - 1000, idle_after=1)
-    run, _ = pre_rolled(log, pre_roll_polls=2, pre_roll_from=earlier.start_seq + 2)  # asks for the run before's
+    pre_rolled(log, pre_roll_polls=2, pre_roll_from=earlier.start_seq + 2)  # asks for the run before's
     spool.commit([log.batch()], now=NOW)
     ledger.advance(now=NOW)
     manifest = ledger.manifest(RUN)
