@@ -14,8 +14,9 @@ backlog is judged as it happened. The rules:
   a count; the status shows which channels made it so.
 - **Manual and automatic.** Any open run blocks an automatic start; only automatic runs are
   closed by ``stop_when`` and ``max_duration`` (the latter as ``abort``). After any run closes
-  the trigger is *disarmed* until the start condition has been seen false: a run stopped by
-  ``stop-run`` or by ``max_duration`` while the condition still holds does not open again at once.
+  the trigger is *disarmed* until the start condition has been seen false (the reading that
+  closed the run counts): a run stopped by ``stop-run`` or by ``max_duration`` while the
+  condition still holds does not open again at once.
 - **Pre-roll.** The trigger remembers the first seq of every poll of the last ``pre_roll``
   seconds; the start marker's ``pre_roll_from`` is the first of those at or after the moment
   the condition first held minus ``pre_roll``, so the readings of the pre-roll and of the
@@ -260,6 +261,9 @@ class AutoRuns:
         self.stopped += 1
         self._annotate(event)
         self._follow_run(now)
+        # the reading that closed it counts as a look at the start condition: false there re-arms
+        if self.start_when.evaluate(self.latest, now).value is False:
+            self._armed = True
         log.info("%s", event)
 
     def _annotate(self, text: str) -> None:

@@ -109,6 +109,7 @@ def test_a_run_starts_once_the_condition_held_for_true_for_and_stops_after_false
     assert stop[1] == "run_stop" and stop[2]["exit_status"] == "success"
     assert stop[2]["why"] == {"expression": "cell_ga.pv < 400.0", "values": {"cell_ga.pv": 360.0}}
     assert (chamber.trigger.started, chamber.trigger.stopped) == (1, 1)
+    assert chamber.trigger.status()["armed"]  # the closing reading saw the start condition false
 
 
 def test_a_flicker_shorter_than_true_for_opens_nothing(make: Any) -> None:
