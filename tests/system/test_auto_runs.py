@@ -55,18 +55,22 @@ def chamber() -> Iterator[SimulatedChamber]:
         yield chamber
 
 
-def config(chamber: SimulatedChamber, broker: MosquittoBroker, tmp: Path) -> dict[str, Any]:
+AUTO = {"start_when": "cell_ga.pv > 500.0", "true_for": TRUE_FOR, "stop_when": "cell_ga.pv < 400.0",
+        "false_for": FALSE_FOR, "pre_roll": PRE_ROLL, "max_duration": MAX_DURATION, "name": "{site}-{start:%H%M%S}",
+        "tags": ["auto"]}
+
+
+def config(chamber: SimulatedChamber, broker: MosquittoBroker, tmp: Path, *, also: str = "main_gauge",
+           auto: dict[str, Any] = AUTO) -> dict[str, Any]:
+    """cell_ga polled every CELL_INTERVAL and one more instrument (``also``) every 0.25 s."""
     instruments = {i["name"]: i for i in chamber.instrument_configs()}
-    cell, gauge = instruments["cell_ga"], instruments["main_gauge"]
-    cell["interval"], gauge["interval"] = CELL_INTERVAL, 0.25
+    cell, other = instruments["cell_ga"], instruments[also]
+    cell["interval"], other["interval"] = CELL_INTERVAL, 0.25
+    other["transport"]["timeout"] = 0.3
     return {
         "site": SITE,
         "mqtt": {"host": broker.host, "port": broker.port, "topic_prefix": "lab", "keepalive": 5},
-        "bridge": {"state_dir": str(tmp / "bridge-state"), "instruments": [cell, gauge], "runs": {"auto": {
-            "start_when": "cell_ga.pv > 500.0", "true_for": TRUE_FOR,
-            "stop_when": "cell_ga.pv < 400.0", "false_for": FALSE_FOR,
-            "pre_roll": PRE_ROLL, "max_duration": MAX_DURATION,
-            "name": "{site}-{start:%H%M%S}", "tags": ["auto"]}}},
+        "bridge": {"state_dir": str(tmp / "bridge-state"), "instruments": [cell, other], "runs": {"auto": auto}},
         "uploader": {"state_dir": str(tmp / "uploader-state"), "points_per_chunk": PPC, "client_id": "auto-uploader",
                      "sink": {"kind": "local", "path": str(tmp / "store")}},
     }
@@ -91,6 +95,35 @@ class Log:
                 if e[1] == "reading" and e[2]["i"] == "cell_ga" and e[2]["c"] == "pv" and e[0] > after]
 
 
+class Services:
+    """The uploader and the bridge as processes on ``path``, and a tap on the bridge's log."""
+
+    def __init__(self, path: Path, broker: MosquittoBroker, tmp: Path) -> None:
+        self.tap = AckingSubscriber(broker.host, broker.port, "lab", SITE, client_id="auto-tap")
+        self.tap.acking = False
+        self.log = Log(self.tap)
+        self.uploader = UploaderProcess(path, tmp / "uploader.log")
+        self.bridge: BridgeProcess | None = None
+        wait_for(lambda: "uploader subscribed" in self.uploader.log_text() or self.uploader.died(), timeout=60,
+                 what="the uploader to subscribe")
+        bridge = self.bridge = BridgeProcess(path, tmp / "bridge.log")
+        wait_for(lambda: len(self.log.cell()) >= 10 or bridge.died(), timeout=60, what="idle readings")
+
+    def auto_state(self) -> dict[str, Any]:
+        run = self.tap.retained.get(f"lab/{SITE}/run")
+        state: dict[str, Any] = json.loads(run)["auto_state"] if run else {}
+        return state
+
+    def close(self) -> None:
+        try:
+            if self.bridge is not None:
+                assert self.bridge.stop() == 0, self.bridge.log_tail()
+        finally:
+            self.uploader.stop()
+            self.tap.client.loop_stop()
+            self.tap.client.disconnect()
+
+
 def held_since(readings: list[Entry], marker_seq: int, holds: Any) -> tuple[Entry, Entry, Entry]:
     """Around a marker: the first reading of the stretch that made it (every reading from it to the
     marker satisfies ``holds``), the reading that fired it (the last one before the marker), and
@@ -105,17 +138,9 @@ def held_since(readings: list[Entry], marker_seq: int, holds: Any) -> tuple[Entr
 def test_a_run_opens_and_closes_on_the_cell_temperature_with_its_pre_roll_and_max_duration(
         chamber: SimulatedChamber, mosquitto: MosquittoBroker, tmp_path: Path) -> None:
     cell = Cell(chamber)
-    path = write_config(config(chamber, mosquitto, tmp_path), tmp_path)
-    tap = AckingSubscriber(mosquitto.host, mosquitto.port, "lab", SITE, client_id="auto-tap")
-    tap.acking = False
-    log = Log(tap)
-    uploader = UploaderProcess(path, tmp_path / "uploader.log")
-    bridge: BridgeProcess | None = None
+    services = Services(write_config(config(chamber, mosquitto, tmp_path), tmp_path), mosquitto, tmp_path)
+    log = services.log
     try:
-        wait_for(lambda: "uploader subscribed" in uploader.log_text() or uploader.died(), timeout=60,
-                 what="the uploader to subscribe")
-        bridge = BridgeProcess(path, tmp_path / "bridge.log")
-        wait_for(lambda: len(log.cell()) >= 10 or bridge.died(), timeout=60, what="idle readings")  # type: ignore[union-attr]
         # a flicker: true for about half of true_for, then false again
         cell.set(600.0)
         flicker = wait_for(lambda: [r for r in log.cell() if r[2]["v"] > 500], what="the flicker to be read")
@@ -137,8 +162,7 @@ def test_a_run_opens_and_closes_on_the_cell_temperature_with_its_pre_roll_and_ma
         since = first[2]["p"] - PRE_ROLL
         assert start["pre_roll_from"] == min(seq for seq, kind, body in log.entries()
                                              if kind == "reading" and seq < start_seq and body["p"] >= since)
-        run_state = json.loads(wait_for(lambda: tap.retained.get(f"lab/{SITE}/run"), what="the run topic"))
-        assert "auto_state" in run_state
+        assert wait_for(services.auto_state, what="the run topic's auto_state")["enabled"] is True
 
         cell.set(300.0)
         ((stop_seq, _, stop),) = wait_for(lambda: log.markers("run_stop"), what="the automatic stop")
@@ -169,8 +193,39 @@ def test_a_run_opens_and_closes_on_the_cell_temperature_with_its_pre_roll_and_ma
         wait_for(lambda: len(log.cell()) >= seen + 10, what="more readings while the condition still holds")
         assert len(log.markers("run_start")) == 2  # disarmed until the condition drops
     finally:
-        if bridge is not None:
-            assert bridge.stop() == 0, bridge.log_tail()
-        uploader.stop()
-        tap.client.loop_stop()
-        tap.client.disconnect()
+        services.close()
+
+
+def test_a_bad_or_stale_channel_neither_starts_nor_stops_a_run(chamber: SimulatedChamber, mosquitto: MosquittoBroker,
+                                                              tmp_path: Path) -> None:
+    cell = Cell(chamber)
+    chamber.pyrometer.set_temperature(450.0)
+    chamber.pyrometer.special = 88880  # over range: readings of bad quality, no value
+    auto = {"start_when": "cell_ga.pv > 500.0 && pyrometer.temperature > 300.0", "true_for": TRUE_FOR,
+            "stop_when": "cell_ga.pv < 400.0 || pyrometer.temperature < 250.0", "false_for": FALSE_FOR}
+    services = Services(write_config(config(chamber, mosquitto, tmp_path, also="pyrometer", auto=auto), tmp_path),
+                        mosquitto, tmp_path)
+    log = services.log
+    try:
+        cell.set(600.0)
+        hot = wait_for(lambda: [r for r in log.cell() if r[2]["v"] > 500], what="the cell hot")[0]
+        wait_for(lambda: log.cell()[-1][2]["t"] - hot[2]["t"] > 3 * TRUE_FOR, what="3 x true_for of hot readings")
+        assert log.markers("run_start") == []  # the cell alone held, but the pyrometer's state is unknown
+        state = wait_for(lambda: services.auto_state().get("unknown"), what="the unknown channels in the run topic")
+        assert state == {"pyrometer.temperature": "over_range"}
+        chamber.pyrometer.special = None
+        ((start_seq, _, _),) = wait_for(lambda: log.markers("run_start"), what="the start once the pyrometer reads")
+
+        chamber.pyrometer.silent = True  # no readings: stale after 3 intervals
+        wait_for(lambda: services.auto_state().get("unknown") == {"pyrometer.temperature": "stale"},
+                 what="the pyrometer stale in the run topic")
+        cell.set(300.0)
+        cold = wait_for(lambda: [r for r in log.cell(start_seq) if r[2]["v"] < 400], what="the cell cold")[0]
+        wait_for(lambda: log.cell()[-1][2]["t"] - cold[2]["t"] > 3 * FALSE_FOR, what="3 x false_for of cold readings")
+        assert log.markers("run_stop") == []  # the stop condition is unknown without the pyrometer
+        chamber.pyrometer.silent = False
+        ((_, _, stop),) = wait_for(lambda: log.markers("run_stop"), timeout=60, what="the stop once it reads again")
+        assert stop["exit_status"] == "success"
+        assert stop["why"]["values"]["pyrometer.temperature"] == pytest.approx(450.0, abs=1.0)
+    finally:
+        services.close()
