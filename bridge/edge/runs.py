@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any, Literal
+from typing import Any
 
 from bridge.edge.outbox import Outbox
 from bridge.names import new_run_id, printable
@@ -29,19 +29,24 @@ log = logging.getLogger("bridge.edge.runs")
 Outcome = tuple[bool, str, int | None]
 
 
-Trigger = Literal["manual", "auto"]
-
-
 class Runs:
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, *, auto_configured: bool = False) -> None:
         self.outbox = outbox
         self._lock = threading.Lock()
-        #: whether the automatic trigger may open and close runs (``chamber-bridge auto on|off``)
-        self.auto_enabled = True
+        #: whether ``bridge.runs.auto`` is configured
+        self.auto_configured = auto_configured
+        self._auto_switch = True
+
+    @property
+    def auto_enabled(self) -> bool:
+        """Whether the automatic trigger may open and close runs: configured, and not switched off."""
+        return self.auto_configured and self._auto_switch
 
     def set_auto(self, enabled: bool) -> Outcome:
-        """Switch the automatic trigger on or off."""
-        self.auto_enabled = enabled
+        """Switch the automatic trigger on or off (``chamber-bridge auto on|off``)."""
+        if not self.auto_configured:
+            return False, "no automatic runs are configured (bridge.runs.auto)", None
+        self._auto_switch = enabled
         return True, f"automatic runs {'on' if enabled else 'off'}", None
 
     def annotate(self, text: str, tags: Sequence[str] = (), source: str = "cli") -> Outcome:
@@ -63,7 +68,7 @@ class Runs:
             log.warning("run %s was left open by a crash or power cut: closed as abort (seq %s)",
                         printable(run_id, 80), seq)
 
-    def start(self, params: contract.StartRun | Mapping[str, Any], *, trigger: Trigger = "manual",
+    def start(self, params: contract.StartRun | Mapping[str, Any], *, trigger: str = "manual",
               why: Mapping[str, Any] | None = None, pre_roll_from: int | None = None) -> Outcome:
         """Open a run under a fresh run id; a mapping is checked as a command's params first.
 
@@ -81,6 +86,8 @@ class Runs:
             if current is not None:
                 return False, (f"run {printable(current.get('run_id'), 80)} "
                                f"({printable(current.get('stream_name'), 80)}) is still open"), None
+            if trigger not in contract.TRIGGERS:
+                return False, f"trigger must be one of {', '.join(contract.TRIGGERS)}", None
             run_id = new_run_id()
             body: dict[str, Any] = {**contract.params_map(start), "run_id": run_id}
             if trigger != "manual":
@@ -94,8 +101,13 @@ class Runs:
         log.info("run %s (%s) started at seq %d (%s)", run_id, printable(start.stream_name), seq, trigger)
         return True, f"run {run_id} started", seq
 
-    def stop(self, params: contract.StopRun | Mapping[str, Any], *, why: Mapping[str, Any] | None = None) -> Outcome:
-        """Close the open run (manual or automatic); a mapping is checked as a command's params first."""
+    def stop(self, params: contract.StopRun | Mapping[str, Any], *, why: Mapping[str, Any] | None = None,
+             if_trigger: str | None = None) -> Outcome:
+        """Close the open run (manual or automatic); a mapping is checked as a command's params first.
+
+        ``if_trigger`` closes it only if it was opened that way: an automatic stop condition must
+        never close a run an operator started by hand, even one started a moment ago.
+        """
         try:
             stop = params if isinstance(params, contract.StopRun) else contract.command_params("stop_run", params)
         except contract.CommandError as exc:
@@ -106,6 +118,9 @@ class Runs:
             if current is None:
                 return False, "no run is open", None
             run_id = printable(current.get("run_id"), 80)
+            if if_trigger is not None and current.get("trigger", "manual") != if_trigger:
+                opened = current.get("trigger", "manual")
+                return False, f"run {run_id} was opened {opened}, not {if_trigger}: left open", None
             seq = self._stop(stop, why)
         log.info("run %s stopped (%s) at seq %d", run_id, stop.exit_status, seq)
         return True, f"run {run_id} stopped ({stop.exit_status})", seq

@@ -35,7 +35,7 @@ class BridgeService:
         self.config = config
         config.bridge.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox(config.bridge.state_dir / OUTBOX_FILE)
-        self.runs = Runs(self.outbox)
+        self.runs = Runs(self.outbox, auto_configured=config.bridge.runs.auto is not None)
         self.pollers = Pollers(config.bridge.instruments, sink=self._store, on_change=self._instrument_changed)
         self.publisher = Publisher(config.mqtt, config.site, self.outbox, status=self.status,
                                    commands=self.runs.handle, settings=settings)

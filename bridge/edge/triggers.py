@@ -34,7 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
 
 from bridge.config import AutoRunsConfig, InstrumentConfig, catalog, render_name
-from bridge.edge.runs import Outcome, Trigger
+from bridge.edge.runs import Outcome
 from bridge.expressions import Expression, Latest, Result, compile_expression
 from bridge.model import Reading
 from bridge.names import printable
@@ -49,13 +49,14 @@ class RunControl(Protocol):
     @property
     def current(self) -> dict[str, Any] | None: ...
 
-    auto_enabled: bool
+    @property
+    def auto_enabled(self) -> bool: ...
 
-    def start(self, params: contract.StartRun | Mapping[str, Any], *, trigger: Trigger = "manual",
+    def start(self, params: contract.StartRun | Mapping[str, Any], *, trigger: str = "manual",
               why: Mapping[str, Any] | None = None, pre_roll_from: int | None = None) -> Outcome: ...
 
-    def stop(self, params: contract.StopRun | Mapping[str, Any], *,
-             why: Mapping[str, Any] | None = None) -> Outcome: ...
+    def stop(self, params: contract.StopRun | Mapping[str, Any], *, why: Mapping[str, Any] | None = None,
+             if_trigger: str | None = None) -> Outcome: ...
 
     def annotate(self, text: str, tags: Sequence[str] = (), source: str = "cli") -> Outcome: ...
 
@@ -245,13 +246,15 @@ class AutoRuns:
         log.info("automatic run %s started at seq %s: %s", name, seq, _one_line(self.start_when.text))
 
     def _close(self, now: float, stop: Result) -> None:
-        ok, message, _ = self.runs.stop(contract.StopRun("success"), why=self._why(self.stop_when, stop))
+        ok, message, _ = self.runs.stop(contract.StopRun("success"), why=self._why(self.stop_when, stop),
+                                        if_trigger="auto")
         self._after_close(ok, message, now,
                           f"auto stop: {_one_line(self.stop_when.text)} held {self.config.false_for:g} s")
 
     def _close_at_max_duration(self, now: float) -> None:
         limit = self.config.max_duration
-        ok, message, _ = self.runs.stop(contract.StopRun("abort", f"open longer than max_duration ({limit:g} s)"))
+        ok, message, _ = self.runs.stop(contract.StopRun("abort", f"open longer than max_duration ({limit:g} s)"),
+                                        if_trigger="auto")
         self._after_close(ok, message, now, f"auto stop: max_duration {limit:g} s reached (abort)")
 
     def _after_close(self, ok: bool, message: str, now: float, event: str) -> None:

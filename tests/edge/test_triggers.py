@@ -44,7 +44,7 @@ class Chamber:
     def __init__(self, tmp: Path, **auto: Any) -> None:
         self.config = config(**auto)
         self.outbox = Outbox(tmp / "outbox.sqlite")
-        self.runs = Runs(self.outbox)
+        self.runs = Runs(self.outbox, auto_configured=True)
         assert self.config.bridge.runs.auto is not None
         self.auto: AutoRunsConfig = self.config.bridge.runs.auto
         self.trigger = AutoRuns(self.auto, self.config.site, self.config.bridge.instruments, self.runs)
