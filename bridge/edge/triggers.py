@@ -111,12 +111,11 @@ class AutoRuns:
             if first is not None:
                 self._polls.append((poll, first))
             self.now = max(self.now, poll)
-            if readings[0].instrument not in self.watched:
-                self._prune()
-                return
-            for reading in readings:
-                self.latest.update(reading)
-            self._step(self.now, first)
+            if readings[0].instrument in self.watched:
+                for reading in readings:
+                    self.latest.update(reading)
+                self._step(self.now, first)
+            self._prune()
 
     def tick(self, now: float) -> None:
         """A look without readings (the service's timer, on the bridge's clock): ``max_duration``, and the
@@ -141,22 +140,18 @@ class AutoRuns:
         start = self._last["start"] = self.start_when.evaluate(self.latest, now)
         if not self.runs.auto_enabled:
             self._true_since = self._true_from = None
-            self._prune()
             return
         if start.value is None:
-            self._prune()
             return  # unknown changes nothing
         if start.value is False:
             self._armed = True
             self._true_since = self._true_from = None
-            self._prune()
             return
         if not self._armed:
             return
         if self._true_since is None:
             self._true_since, self._true_from = now, first_seq
             self.on_change()
-        self._prune()
         if now - self._true_since >= self.config.true_for:
             self._open(now, start)
 
@@ -210,6 +205,7 @@ class AutoRuns:
         return now - self._run_started >= limit
 
     def _prune(self) -> None:
+        """Forget polls no pre-roll can reach: before the start condition first held (or now) minus ``pre_roll``."""
         since = self._true_since if self._true_since is not None else self.now
         cutoff = since - self.config.pre_roll
         while self._polls and self._polls[0][0] < cutoff:

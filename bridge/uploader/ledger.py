@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -137,8 +138,10 @@ class Ledger:
         self._ready: dict[tuple[str, str, int], list[tuple[Any, ...]]] = {}
         #: sources whose pass failed with something other than the disk (docs/security.md)
         self.failed_sources: dict[tuple[str, str], SourceFailure] = {}
-        #: per source, the newest entry time at which idle readings were last trimmed (:meth:`_trim_idle`)
+        #: per source, the newest entry time at which idle readings were last trimmed (:meth:`_trim_idle`),
+        #: and the cursor at which a quiet source's were all dropped (:meth:`_forget_quiet_idle`)
         self._trimmed_at: dict[tuple[str, str], float] = {}
+        self._quiet: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------ transactions
 
@@ -212,6 +215,7 @@ class Ledger:
             self._hole_age(source)  # the pass reached a hole: its age counts from now
         if source.open_run is not None and self._superseded(source, sources, now):
             self._close_abandoned(source, progress, now)
+        self._forget_quiet_idle(source, now)
 
     def _source_failed(self, source: Source, exc: Exception, now: float) -> None:
         key = (source.site, source.epoch)
@@ -365,23 +369,38 @@ class Ledger:
         """Idle readings older than the longest pre-roll (by the bridge's clock, against the newest entry
         passed) leave the spool: no start marker can claim them any more. Looked at once a tenth of
         that period, so the scan is not paid on every page."""
-        if self.keep_idle:
-            return
         key = (source.site, source.epoch)
-        horizon = newest - PRE_ROLL_MAX
         last = self._trimmed_at.get(key)
-        if last is not None and newest - last < PRE_ROLL_MAX / 10 and newest >= last:
+        if self.keep_idle or (last is not None and 0 <= newest - last < PRE_ROLL_MAX / 10):
             return
         self._trimmed_at[key] = newest
+        self._drop_idle(db, source, cursor, newest - PRE_ROLL_MAX)
+
+    def _drop_idle(self, db: sqlite3.Connection, source: Source, cursor: int, before: float) -> None:
+        """Delete the idle readings up to ``cursor`` logged before ``before`` (the bridge's clock); a later
+        pre-roll that asks for them records them as a gap (``idle_trimmed``)."""
+        key = (source.site, source.epoch)
         (trimmed,) = db.execute("SELECT idle_trimmed FROM sources WHERE site=? AND epoch=?", key).fetchone()
         low = max(int(trimmed), self._idle_from(db, source) - 1)
         (top,) = db.execute("SELECT max(seq) FROM entries WHERE site=? AND epoch=? AND seq>? AND seq<=?"
-                            " AND kind='reading' AND time<?", (*key, low, cursor, horizon)).fetchone()
+                            " AND kind='reading' AND time<?", (*key, low, cursor, before)).fetchone()
         if top is None:
             return
         db.execute("DELETE FROM entries WHERE site=? AND epoch=? AND seq>? AND seq<=? AND kind='reading'",
                    (*key, low, top))
         db.execute("UPDATE sources SET idle_trimmed=? WHERE site=? AND epoch=?", (top, *key))
+
+    def _forget_quiet_idle(self, source: Source, now: float) -> None:
+        """A source that has sent nothing for the longest pre-roll (the uploader's clock) keeps no idle
+        readings: the bridge is gone (an old epoch) or silent, and its last readings must not stay for
+        ever. A start marker that still comes later finds them gone and records the gap."""
+        key = (source.site, source.epoch)
+        if (self.keep_idle or source.open_run is not None or source.cursor < source.max_seq
+                or now - source.last_arrival <= PRE_ROLL_MAX or self._quiet.get(key) == source.cursor):
+            return
+        with self._transaction() as db:
+            self._drop_idle(db, source, source.cursor, math.inf)
+        self._quiet[key] = source.cursor
 
     def _marker(self, check: Callable[[dict[str, Any], str], dict[str, Any]], body: bytes, source: Source,
                 seq: int) -> dict[str, Any]:

@@ -246,6 +246,18 @@ def test_idle_readings_leave_the_spool_once_older_than_the_longest_pre_roll(spoo
         db.close()
 
 
+def test_a_quiet_source_keeps_no_idle_readings(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    idle = idle_polls(log, 3, T0)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    assert held(state_dir) == idle  # waiting for a start marker that may claim them
+    ledger.advance(now=NOW + PRE_ROLL_MAX)
+    assert held(state_dir) == idle
+    ledger.advance(now=NOW + PRE_ROLL_MAX + 1)  # nothing arrived for the longest pre-roll: the bridge is gone
+    assert held(state_dir) == []
+
+
 def test_idle_readings_are_kept_when_configured_and_never_chunked(spool: Spool, state_dir: Path) -> None:
     log = Log()
     run = growth(log)
