@@ -21,4 +21,5 @@ RESUME_WITHIN = 900.0
 class RunsConfig(StrictModel):
     #: seconds the bridge may have been down for the open run to go on; 0: never resume (close as abort)
     resume_within: Annotated[float, Field(ge=0, le=7 * 86_400)] = RESUME_WITHIN
+    #: automatic runs from chamber signals; none: runs open and close by command only
     auto: AutoRunsConfig | None = None

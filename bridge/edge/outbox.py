@@ -169,6 +169,10 @@ class Outbox:
 
         A reading is refused (and counted in :attr:`overflow`) while the outbox is full.
         ``time`` defaults to now on the bridge's clock.
+
+        A marker (:meth:`append_marker`) commits everything buffered before it in its own
+        transaction, so a marker may name an earlier seq that is only buffered yet: an automatic
+        run's ``pre_roll_from``, the first reading of its pre-roll (bridge/edge/triggers.py).
         """
         if kind not in ENTRY_KINDS:
             raise ValueError(f"unknown entry kind {kind!r} (expected one of {', '.join(ENTRY_KINDS)})")

@@ -67,7 +67,7 @@ class Runs:
 
     @property
     def current(self) -> dict[str, Any] | None:
-        """The open run's ``run_start`` body (with its ``trigger``), or None."""
+        """The open run's ``run_start`` body (with its ``trigger``) and ``started_at`` (Unix s), or None."""
         run = self.outbox.open_run
         if run is not None:
             run.setdefault("trigger", "manual")  # a run opened by a bridge before automatic runs
@@ -96,7 +96,8 @@ class Runs:
             state.update(hook())
         return state
 
-    def _changed(self) -> None:
+    def changed(self) -> None:
+        """The run topic's content changed (here, or in a state hook's value): tell :attr:`on_change`."""
         for callback in self.on_change:
             callback()
 
@@ -136,7 +137,7 @@ class Runs:
                 log.warning("run %s was left open by a crash, restart or power cut: closed as abort (%s); seq %s",
                             run_id, reason, seq)
                 message = f"run {run_id} closed as abort: {reason}"
-        self._changed()
+        self.changed()
         return True, message, seq
 
     # ------------------------------------------------------------ runs
@@ -182,10 +183,12 @@ class Runs:
                 body = contract.run_start_body(body)
             except ValueError as exc:
                 return False, str(exc), None
-            seq = self.outbox.append_marker("run_start", body, open_run=body,
+            # the open run remembers when it started, so a resumed automatic run's max_duration
+            # counts from its real start, not from the restart (bridge/edge/triggers.py)
+            seq = self.outbox.append_marker("run_start", body, open_run={**body, "started_at": self._clock()},
                                             state={"next_run": None} if pending is not None else None)
         log.info("run %s (%s, %s) started at seq %d", run_id, printable(body["stream_name"]), trigger, seq)
-        self._changed()
+        self.changed()
         return True, f"run {run_id} started", seq
 
     def stop(self, params: contract.StopRun | Mapping[str, Any], *, why: Mapping[str, Any] | None = None,
@@ -214,7 +217,7 @@ class Runs:
                 return False, f"run {run_id} was opened {current.get('trigger')}, not {if_trigger}: left open", None
             seq = self._stop(stop, why)
         log.info("run %s stopped (%s) at seq %d", run_id, stop.exit_status, seq)
-        self._changed()
+        self.changed()
         return True, f"run {run_id} stopped ({stop.exit_status})", seq
 
     def _stop(self, stop: contract.StopRun, why: Mapping[str, Any] | None = None) -> int:
@@ -259,7 +262,7 @@ class Runs:
                                         "source": "cli", "run_id": None if run is None else run.get("run_id")})
             seq = self.outbox.append_marker("event", body, state={"auto": enabled})
         log.info("automatic runs switched %s (seq %d)", word, seq)
-        self._changed()
+        self.changed()
         return True, f"automatic runs switched {word}", seq
 
     def set_next_run(self, params: contract.NextRun | Mapping[str, Any]) -> Outcome:
@@ -272,7 +275,7 @@ class Runs:
         value = {key: v for key, v in contract.params_map(pending).items() if v not in (None, [])} or None
         with self._lock:
             self.outbox.set_state(next_run=value)
-        self._changed()
+        self.changed()
         if value is None:
             log.info("next-run metadata cleared")
             return True, "next-run metadata cleared", None

@@ -17,6 +17,7 @@ from bridge.edge.outbox import Outbox
 from bridge.edge.polling.pollers import InstrumentStatus, Pollers
 from bridge.edge.publisher import Publisher, PublisherSettings
 from bridge.edge.runs import Runs
+from bridge.edge.triggers import AutoRuns
 from bridge.model import Reading
 from bridge.wire import contract
 
@@ -25,6 +26,8 @@ log = logging.getLogger("bridge.edge.service")
 OUTBOX_FILE = "outbox.sqlite"
 #: how often the NTP state is asked again (it costs a subprocess)
 CLOCK_CHECK_INTERVAL = 60.0
+#: how often the automatic-run trigger looks without readings (max_duration, the status of its conditions)
+TRIGGER_TICK = 1.0
 
 
 class BridgeService:
@@ -40,6 +43,10 @@ class BridgeService:
         self.runs.on_change.append(self.publisher.status_changed)
         self._clock: tuple[float, bool | None] = (0.0, None)
         self.stopped = threading.Event()
+        #: the trigger of ``bridge.runs.auto``, made in :meth:`start` once a crashed run is dealt with
+        self.triggers: AutoRuns | None = None
+        self._ticker: threading.Thread | None = None
+        self._stopping = threading.Event()
 
     def _store(self, readings: list[Reading]) -> None:
         """One poll of one instrument: every reading carries the poll's mark ``p`` (docs/payload.md).
@@ -48,10 +55,14 @@ class BridgeService:
         uploader needs to know which readings are one poll (one point of the flow) all the same.
         """
         poll = readings[0].timestamp if readings else 0.0
+        seqs = []
         for reading in readings:
             body = contract.reading_body(reading)
             body["p"] = poll
-            self.outbox.append("reading", body, reading.timestamp)
+            seqs.append(self.outbox.append("reading", body, reading.timestamp))
+        triggers = self.triggers
+        if triggers is not None:
+            triggers.observe(readings, seqs)
 
     def _instrument_changed(self, status: InstrumentStatus) -> None:
         self.publisher.status_changed()
@@ -88,13 +99,32 @@ class BridgeService:
 
     def start(self) -> None:
         self.runs.recover()
+        auto = self.config.bridge.runs.auto
+        if auto is not None:
+            triggers = self.triggers = AutoRuns(auto, self.config.site, self.config.bridge.instruments, self.runs,
+                                                on_change=self.runs.changed)
+            self.runs.add_state_hook(lambda: {"auto_state": triggers.status()})
+            self._ticker = threading.Thread(target=self._tick, name="auto-runs", daemon=True)
+            self._ticker.start()
         self.publisher.start()
         self.pollers.start()
         log.info("bridge %s polling %d instruments; outbox epoch %s", self.config.site,
                  len(self.config.bridge.instruments), self.outbox.epoch)
 
+    def _tick(self) -> None:
+        while not self._stopping.wait(TRIGGER_TICK):
+            triggers = self.triggers
+            try:
+                if triggers is not None:
+                    triggers.tick(time.time())
+            except Exception:  # the timer must outlive one bad look
+                log.exception("the automatic-run trigger failed on its timer")
+
     def stop(self) -> None:
         """Stop polling, commit what was read, let the uploader catch up briefly, say offline."""
+        self._stopping.set()
+        if self._ticker is not None:
+            self._ticker.join(timeout=5)
         self.pollers.stop()
         self.outbox.flush()
         self.publisher.stop()

@@ -21,12 +21,20 @@ the open run's gap list (the completeness report), the source's contiguous seq m
 (so the bridge may trim it; it has had the grace period to resend) and anything of it that
 still arrives is dropped as late. A run left open by a bridge whose outbox was replaced (a new
 epoch for the same site) is closed as ``abort`` once that source has been quiet for ``grace``.
+
+Readings outside runs wait: an automatic run's start marker may claim them as its pre-roll
+(``pre_roll_from``), so they leave the spool only once a start marker has decided about them or
+they are older than the longest pre-roll (a pre-roll the spool no longer holds is a gap). A
+``run_resume`` marker is a gap of time (``bridge_down``), not of seqs: the run stays complete.
+Events leave the entries for the ``events`` table, the run's (a pre-roll's included) or the
+history's (docs/runs.md, docs/store.md).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
 import time
@@ -36,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final, NamedTuple
 
+from bridge.config import PRE_ROLL_MAX
 from bridge.errors import ProtocolError
 from bridge.names import is_run_id, printable
 from bridge.store.layout import MANIFEST_VERSION
@@ -55,6 +64,9 @@ CACHED_CHUNKS: Final = 1_000
 BRIDGE_DOWN: Final = "bridge_down"
 #: a run's events listed in its manifest, at most (the rest stay in the spool's events table and are counted)
 MANIFEST_EVENTS_MAX: Final = 10_000
+#: the columns of an entry the pass reads, in this order
+_ROW: Final = ("seq, kind, time, flow, channel, t, quality, units, body, coalesce(value, vtext), poll, detail,"
+               " vtype")
 
 
 class Source(NamedTuple):
@@ -138,6 +150,10 @@ class Ledger:
         self._ready: dict[tuple[str, str, int], list[tuple[Any, ...]]] = {}
         #: sources whose pass failed with something other than the disk (docs/security.md)
         self.failed_sources: dict[tuple[str, str], SourceFailure] = {}
+        #: per source, the newest entry time at which idle readings were last trimmed (:meth:`_trim_idle`),
+        #: and the cursor at which a quiet source's were all dropped (:meth:`_forget_quiet_idle`)
+        self._trimmed_at: dict[tuple[str, str], float] = {}
+        self._quiet: dict[tuple[str, str], int] = {}
 
     # ------------------------------------------------------------ transactions
 
@@ -211,6 +227,7 @@ class Ledger:
             self._hole_age(source)  # the pass reached a hole: its age counts from now
         if source.open_run is not None and self._superseded(source, sources, now):
             self._close_abandoned(source, progress, now)
+        self._forget_quiet_idle(source, now)
 
     def _source_failed(self, source: Source, exc: Exception, now: float) -> None:
         key = (source.site, source.epoch)
@@ -237,56 +254,30 @@ class Ledger:
     def _step(self, source: Source, progress: Progress) -> Source:
         """One page of the pass for one source, in one transaction."""
         rows = self._db.execute(
-            "SELECT seq, kind, time, flow, channel, t, quality, units, body, coalesce(value, vtext), poll, detail,"
-            " vtype FROM entries"
-            " WHERE site=? AND epoch=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
+            f"SELECT {_ROW} FROM entries WHERE site=? AND epoch=? AND seq>? AND seq<=? ORDER BY seq LIMIT ?",
             (source.site, source.epoch, source.cursor, source.contiguous, PAGE)).fetchall()
         last = rows[-1][0] if rows else source.contiguous
         open_run = source.open_run
         cutters = self._cutters(open_run)
         chunks: list[tuple[str, CutChunk]] = []
-        idle: list[list[int]] = []
-        refused: list[tuple[str, str, int]] = []
-        events: list[tuple[Any, ...]] = []
+        stray: list[tuple[str, str, int]] = []
         with self._transaction() as db:
-            building = self._building
-            for seq, kind, stamp, flow, channel, t, quality, units, body, value, poll, detail, vtype in rows:
+            for row in rows:
+                seq, kind, stamp, body = row[0], row[1], row[2], row[8]
                 if kind == "reading":
-                    if open_run is None:
-                        if idle and idle[-1][1] == seq - 1:
-                            idle[-1][1] = seq
-                        else:
-                            idle.append([seq, seq])
-                        continue
-                    cutter = cutters.get(flow)
-                    if cutter is None:
-                        cutter = cutters[flow] = FlowCutter(flow)
-                    fresh = cutter.first_seq is None
-                    # the poll's mark when the bridge sent one (docs/payload.md), else the reading's own time
-                    cut = cutter.add(seq, channel, t if poll is None else poll, self.points_per_chunk, quality, units,
-                                     vtype)
-                    reading = (channel, t, value, quality, units, detail, vtype)
-                    if cut is not None:
-                        chunks.append((open_run, cut))
-                        self._stage(open_run, cut)
-                        building[(open_run, flow)] = [reading]
-                    elif fresh:
-                        building[(open_run, flow)] = [reading]
-                    else:
-                        lane = building.get((open_run, flow))
-                        if lane is not None:
-                            lane.append(reading)
+                    if open_run is not None:  # else idle: it waits for a start marker or the pre-roll horizon
+                        self._take(open_run, cutters, chunks, row)
                 elif kind == "refused":
                     refusal = unpack_body(body)
                     if open_run is not None:
                         self._add_gap(db, open_run, {
                             "site": source.site, "epoch": source.epoch, "from_seq": seq, "to_seq": seq,
                             "cause": f"refused: {refusal.get('reason')}"})
-                    refused.append((source.site, source.epoch, seq))  # only a placeholder: never kept
+                    stray.append((source.site, source.epoch, seq))  # only a placeholder: never kept
                 elif kind == "run_start":
                     start = self._run_start(db, source, seq, body)
                     if start is None:  # refused and quarantined; the readings after it are idle
-                        refused.append((source.site, source.epoch, seq))
+                        stray.append((source.site, source.epoch, seq))
                         continue
                     if open_run is not None:
                         log.warning("%s: run %s started while run %s was open; closing that one as abort",
@@ -296,15 +287,26 @@ class Ledger:
                         progress.runs_stopped.append(open_run)
                     open_run = str(start["run_id"])
                     cutters = {}
-                    db.execute("INSERT OR IGNORE INTO runs (run_id, site, epoch, start_seq, start, started_at, state)"
-                               " VALUES (?, ?, ?, ?, ?, ?, 'open')",
-                               (open_run, source.site, source.epoch, seq, json.dumps(start), stamp))
+                    first, lost = self._claim_idle(db, source, seq, start.get("pre_roll_from"))
+                    db.execute("INSERT OR IGNORE INTO runs (run_id, site, epoch, start_seq, start, started_at, state,"
+                               " first_seq) VALUES (?, ?, ?, ?, ?, ?, 'open', ?)",
+                               (open_run, source.site, source.epoch, seq, json.dumps(start), stamp, first))
+                    if lost is not None:
+                        self._add_gap(db, open_run, lost)
+                    for pre in db.execute(f"SELECT {_ROW} FROM entries WHERE site=? AND epoch=? AND seq>=? AND seq<?"
+                                          " AND kind='reading' ORDER BY seq", (source.site, source.epoch, first, seq)):
+                        self._take(open_run, cutters, chunks, pre)
+                    # the events of the pre-roll are the run's as its readings are (logged with no run open)
+                    db.execute("UPDATE events SET run_id=? WHERE site=? AND epoch=? AND seq>=? AND seq<?"
+                               " AND run_id IS NULL", (open_run, source.site, source.epoch, first, seq))
                 elif kind == "event":
                     event = self._marker(event_body, body, source, seq)
                     if event:  # kept in the events table (the run's, or the history's), not as an entry
-                        events.append((source.site, source.epoch, seq, stamp, open_run, event["text"],
-                                       json.dumps(event["tags"]), event["source"]))
-                    refused.append((source.site, source.epoch, seq))
+                        db.execute("INSERT OR IGNORE INTO events (site, epoch, seq, time, run_id, text, tags, source)"
+                                   " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                                   (source.site, source.epoch, seq, stamp, open_run, event["text"],
+                                    json.dumps(event["tags"]), event["source"]))
+                    stray.append((source.site, source.epoch, seq))
                 elif kind == "run_resume":
                     resume = self._marker(run_resume_body, body, source, seq)
                     if open_run is not None and resume.get("run_id") == open_run:
@@ -315,17 +317,14 @@ class Ledger:
                         continue
                     log.warning("%s: resume marker (seq %d) for run %s, which is not open here; ignored",
                                 source.site, seq, resume.get("run_id"))
-                    refused.append((source.site, source.epoch, seq))
+                    stray.append((source.site, source.epoch, seq))
                 else:  # run_stop
                     stop = self._marker(run_stop_body, body, source, seq)
                     if open_run is None or stop.get("run_id") != open_run:
                         log.warning("%s: stop marker (seq %d) for run %s, which is not open here; ignored",
                                     source.site, seq, stop.get("run_id"))
-                        if open_run is None:  # leaves the spool with the idle readings around it
-                            if idle and idle[-1][1] == seq - 1:
-                                idle[-1][1] = seq
-                            else:
-                                idle.append([seq, seq])
+                        if open_run is None:  # leaves the spool; the idle readings around it wait
+                            stray.append((source.site, source.epoch, seq))
                         continue
                     self._stop_run(db, open_run, cutters, chunks, seq, stamp, stop)
                     progress.runs_stopped.append(open_run)
@@ -335,17 +334,107 @@ class Ledger:
                                [(open_run, f, json.dumps(c.to_json())) for f, c in cutters.items()])
             db.executemany("INSERT INTO chunks (run_id, flow, chunk_index, first_seq, last_seq, points)"
                            " VALUES (?, ?, ?, ?, ?, ?)", [(run, *cut) for run, cut in chunks])
-            if not self.keep_idle:
-                db.executemany("DELETE FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ?",
-                               [(source.site, source.epoch, a, b) for a, b in idle])
-            db.executemany("INSERT OR IGNORE INTO events (site, epoch, seq, time, run_id, text, tags, source)"
-                           " VALUES (?, ?, ?, ?, ?, ?, ?, ?)", events)
-            db.executemany("DELETE FROM entries WHERE site=? AND epoch=? AND seq=?", refused)
+            db.executemany("DELETE FROM entries WHERE site=? AND epoch=? AND seq=?", stray)
+            if open_run is None and rows:
+                self._trim_idle(db, source, last, rows[-1][2])
             db.execute("UPDATE sources SET cursor=?, open_run=? WHERE site=? AND epoch=?",
                        (last, open_run, source.site, source.epoch))
         progress.entries += len(rows)
         progress.chunks += len(chunks)
         return source._replace(cursor=last, open_run=open_run)
+
+    def _take(self, run_id: str, cutters: dict[str, FlowCutter], chunks: list[tuple[str, CutChunk]],
+              row: tuple[Any, ...]) -> None:
+        """One reading of the run ``run_id`` (a row of :data:`_ROW`) into its flow's cutter."""
+        seq, flow, channel, t, quality, units, value, poll, detail, vtype = row[0], row[3], row[4], row[5], row[6], \
+            row[7], row[9], row[10], row[11], row[12]
+        building = self._building
+        cutter = cutters.get(flow)
+        if cutter is None:
+            cutter = cutters[flow] = FlowCutter(flow)
+        fresh = cutter.first_seq is None
+        # the poll's mark when the bridge sent one (docs/payload.md), else the reading's own time
+        cut = cutter.add(seq, channel, t if poll is None else poll, self.points_per_chunk, quality, units, vtype)
+        reading = (channel, t, value, quality, units, detail, vtype)
+        if cut is not None:
+            chunks.append((run_id, cut))
+            self._stage(run_id, cut)
+            building[(run_id, flow)] = [reading]
+        elif fresh:
+            building[(run_id, flow)] = [reading]
+        else:
+            lane = building.get((run_id, flow))
+            if lane is not None:
+                lane.append(reading)
+
+    # ------------------------------------------------------------ idle readings and pre-roll
+
+    def _idle_from(self, db: sqlite3.Connection, source: Source) -> int:
+        """The first seq after the source's last run: where readings are idle (outside every run) from."""
+        (end,) = db.execute("SELECT coalesce(max(stop_seq), 0) FROM runs WHERE site=? AND epoch=?",
+                            (source.site, source.epoch)).fetchone()
+        return int(end) + 1
+
+    def _claim_idle(self, db: sqlite3.Connection, source: Source, start_seq: int,
+                    pre_roll_from: Any) -> tuple[int, dict[str, Any] | None]:
+        """A start marker decides the idle readings before it: those from its ``pre_roll_from`` on join the run,
+        the older ones leave the spool (unless ``keep_idle``). Returns the run's first seq, and the gap
+        of what the pre-roll asked for but the spool no longer holds (None if nothing).
+
+        A pre-roll never reaches into the run before (the readings after that run's stop only),
+        and never past the marker. What the pre-roll asks for but the spool no longer holds (older
+        than :data:`~bridge.config.PRE_ROLL_MAX` when it arrived) is recorded as a gap.
+        """
+        idle_from = self._idle_from(db, source)
+        first = start_seq
+        if isinstance(pre_roll_from, int) and pre_roll_from < start_seq:
+            first = max(pre_roll_from, idle_from)
+        if not self.keep_idle:
+            db.execute("DELETE FROM entries WHERE site=? AND epoch=? AND seq>=? AND seq<? AND kind='reading'",
+                       (source.site, source.epoch, idle_from, first))
+        (trimmed,) = db.execute("SELECT idle_trimmed FROM sources WHERE site=? AND epoch=?",
+                                (source.site, source.epoch)).fetchone()
+        if first <= trimmed and first < start_seq:
+            return first, {"site": source.site, "epoch": source.epoch, "from_seq": first,
+                           "to_seq": min(int(trimmed), start_seq - 1), "cause": "pre_roll_not_kept"}
+        return first, None
+
+    def _trim_idle(self, db: sqlite3.Connection, source: Source, cursor: int, newest: float) -> None:
+        """Idle readings older than the longest pre-roll (by the bridge's clock, against the newest entry
+        passed) leave the spool: no start marker can claim them any more. Looked at once a tenth of
+        that period, so the scan is not paid on every page."""
+        key = (source.site, source.epoch)
+        last = self._trimmed_at.get(key)
+        if self.keep_idle or (last is not None and 0 <= newest - last < PRE_ROLL_MAX / 10):
+            return
+        self._trimmed_at[key] = newest
+        self._drop_idle(db, source, cursor, newest - PRE_ROLL_MAX)
+
+    def _drop_idle(self, db: sqlite3.Connection, source: Source, cursor: int, before: float) -> None:
+        """Delete the idle readings up to ``cursor`` logged before ``before`` (the bridge's clock); a later
+        pre-roll that asks for them records them as a gap (``idle_trimmed``)."""
+        key = (source.site, source.epoch)
+        (trimmed,) = db.execute("SELECT idle_trimmed FROM sources WHERE site=? AND epoch=?", key).fetchone()
+        low = max(int(trimmed), self._idle_from(db, source) - 1)
+        (top,) = db.execute("SELECT max(seq) FROM entries WHERE site=? AND epoch=? AND seq>? AND seq<=?"
+                            " AND kind='reading' AND time<?", (*key, low, cursor, before)).fetchone()
+        if top is None:
+            return
+        db.execute("DELETE FROM entries WHERE site=? AND epoch=? AND seq>? AND seq<=? AND kind='reading'",
+                   (*key, low, top))
+        db.execute("UPDATE sources SET idle_trimmed=? WHERE site=? AND epoch=?", (top, *key))
+
+    def _forget_quiet_idle(self, source: Source, now: float) -> None:
+        """A source that has sent nothing for the longest pre-roll (the uploader's clock) keeps no idle
+        readings: the bridge is gone (an old epoch) or silent, and its last readings must not stay for
+        ever. A start marker that still comes later finds them gone and records the gap."""
+        key = (source.site, source.epoch)
+        if (self.keep_idle or source.open_run is not None or source.cursor < source.max_seq
+                or now - source.last_arrival <= PRE_ROLL_MAX or self._quiet.get(key) == source.cursor):
+            return
+        with self._transaction() as db:
+            self._drop_idle(db, source, source.cursor, math.inf)
+        self._quiet[key] = source.cursor
 
     def _marker(self, check: Callable[[dict[str, Any], str], dict[str, Any]], body: bytes, source: Source,
                 seq: int) -> dict[str, Any]:
@@ -602,7 +691,8 @@ class Ledger:
         """The sink confirmed the finalize: the run is done; its entries leave the spool."""
         with self._transaction() as db:
             site, epoch, start_seq, stop_seq = db.execute(
-                "SELECT site, epoch, start_seq, stop_seq FROM runs WHERE run_id=?", (run_id,)).fetchone()
+                "SELECT site, epoch, coalesce(first_seq, start_seq), stop_seq FROM runs WHERE run_id=?",
+                (run_id,)).fetchone()
             db.execute("UPDATE runs SET state='finalized', failure=NULL, retry_at=NULL WHERE run_id=?", (run_id,))
             db.execute("DELETE FROM entries WHERE site=? AND epoch=? AND seq BETWEEN ? AND ?",
                        (site, epoch, start_seq, stop_seq))
@@ -613,9 +703,9 @@ class Ledger:
                  finalized_at: float | None = None) -> dict[str, Any]:
         """The store's manifest.json for a run: metadata, its events and the completeness report (docs/store.md)."""
         (site, epoch, start_seq, start_json, started_at, stop_seq, stop_json, stopped_at, data_id, gaps_json,
-         retries) = self._db.execute(
-            "SELECT site, epoch, start_seq, start, started_at, stop_seq, stop, stopped_at, data_id, gaps, retries"
-            " FROM runs WHERE run_id=?", (run_id,)).fetchone()
+         retries, first_seq) = self._db.execute(
+            "SELECT site, epoch, start_seq, start, started_at, stop_seq, stop, stopped_at, data_id, gaps, retries,"
+            " coalesce(first_seq, start_seq) FROM runs WHERE run_id=?", (run_id,)).fetchone()
         start = json.loads(start_json)
         stop = json.loads(stop_json) if stop_json else {}
         channels: dict[str, dict[str, Any]] = {}
@@ -665,7 +755,8 @@ class Ledger:
                 "not_numeric": sum(c["not_numeric"] for c in channels.values()),
                 "chunks": sum(f["chunks"] for f in flows.values()),
                 "retries": retries, "clock": clock or {"ntp_synchronized": None},
-                "epoch": epoch, "first_seq": start_seq, "last_seq": stop_seq,
+                "epoch": epoch, "first_seq": first_seq, "start_seq": start_seq, "last_seq": stop_seq,
+                "pre_roll_from": first_seq if first_seq < start_seq else None,
                 "stop_reason": stop.get("reason"), "units_changed": units_changed, "types_changed": types_changed,
                 "bridge_down_s": round(down, 3), "events": int(event_count),
                 **({"events_not_in_manifest": int(event_count) - MANIFEST_EVENTS_MAX}

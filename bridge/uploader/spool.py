@@ -51,12 +51,12 @@ SCHEMA: Final = (
     " contiguous INTEGER NOT NULL DEFAULT 0, max_seq INTEGER NOT NULL DEFAULT 0,"
     " cursor INTEGER NOT NULL DEFAULT 0, open_run TEXT, gap_since REAL, first_seen REAL NOT NULL,"
     " last_arrival REAL NOT NULL, duplicates INTEGER NOT NULL DEFAULT 0, skipped INTEGER NOT NULL DEFAULT 0,"
-    " PRIMARY KEY (site, epoch)) WITHOUT ROWID",
+    " idle_trimmed INTEGER NOT NULL DEFAULT 0, PRIMARY KEY (site, epoch)) WITHOUT ROWID",
     # the ledger (bridge/uploader/ledger.py)
     "CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, site TEXT NOT NULL, epoch TEXT NOT NULL,"
     " start_seq INTEGER NOT NULL, start TEXT NOT NULL, started_at REAL NOT NULL, stop_seq INTEGER, stop TEXT,"
     " stopped_at REAL, data_id TEXT, state TEXT NOT NULL, gaps TEXT NOT NULL DEFAULT '[]',"
-    " retries INTEGER NOT NULL DEFAULT 0, finalized_at REAL, report TEXT) WITHOUT ROWID",
+    " retries INTEGER NOT NULL DEFAULT 0, finalized_at REAL, report TEXT, first_seq INTEGER) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS flows (run_id TEXT NOT NULL, flow TEXT NOT NULL, cutter TEXT NOT NULL,"
     " PRIMARY KEY (run_id, flow)) WITHOUT ROWID",
     "CREATE TABLE IF NOT EXISTS chunks (run_id TEXT NOT NULL, flow TEXT NOT NULL, chunk_index INTEGER NOT NULL,"
@@ -90,9 +90,14 @@ def _migrate(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE entries ADD COLUMN {column} TEXT")
     # a run whose delivery failed: why, when it is tried again, how often it failed (docs/security.md)
     run_columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-    for column, kind in (("failure", "TEXT"), ("retry_at", "REAL"), ("failures", "INTEGER NOT NULL DEFAULT 0")):
+    # ... and where an automatic run's pre-roll begins (null: at its start marker)
+    for column, kind in (("failure", "TEXT"), ("retry_at", "REAL"), ("failures", "INTEGER NOT NULL DEFAULT 0"),
+                         ("first_seq", "INTEGER")):
         if column not in run_columns:
             db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
+    # the highest idle reading given up as older than the longest pre-roll (bridge/uploader/ledger.py)
+    if "idle_trimmed" not in {row[1] for row in db.execute("PRAGMA table_info(sources)")}:
+        db.execute("ALTER TABLE sources ADD COLUMN idle_trimmed INTEGER NOT NULL DEFAULT 0")
 
 
 class SpoolError(BridgeError):

@@ -1,16 +1,16 @@
 """``chamber-bridge annotate``, ``auto on|off`` and ``next-run`` as real processes against a real bridge.
 
-The bridge runs in this process on a private Mosquitto (no instruments: its outbox holds markers
-and events only); each command is the CLI in a process of its own, over the command topic, and
-its effect is read in the bridge's outbox and on the retained run topic. Bad input is refused
-by the CLI before it connects (exit 2, one line naming it), as for ``start-run``.
+The bridge runs in this process on a private Mosquitto (its one instrument, which automatic runs
+name, is at a loopback port nobody listens on: the outbox holds markers and events only); each
+command is the CLI in a process of its own, over the command topic, and its effect is read in the
+bridge's outbox and on the retained run topic. Bad input is refused by the CLI before it
+connects (exit 2, one line naming it), as for ``start-run``.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,6 +21,7 @@ import yaml
 from bridge.config import parse_config
 from bridge.edge.publisher import PublisherSettings
 from bridge.edge.service import BridgeService
+from tests.helpers.cli import run_cli
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.net import free_port
 from tests.helpers.uploader import wait_for
@@ -29,7 +30,7 @@ from tests.helpers.watch import Watcher
 SITE = "chamber-c"
 RUN_TOPIC = f"lab/{SITE}/run"
 FAST = PublisherSettings(ack_timeout=2.0, status_interval=0.5, drain_timeout=0.5)
-AUTO = {"start_when": "gauge.p1 > 1.0"}
+AUTO = {"start_when": "cell.pv > 500.0"}
 
 
 def config(tmp_path: Path, port: int, auto: bool = False) -> Path:
@@ -37,14 +38,13 @@ def config(tmp_path: Path, port: int, auto: bool = False) -> Path:
                                                   "keepalive": 5},
                            "bridge": {"state_dir": str(tmp_path / "state"), "instruments": []}}
     if auto:
+        raw["bridge"]["instruments"] = [{
+            "name": "cell", "driver": "eurotherm", "interval": 1.0, "options": {"family": "3500"},
+            "transport": {"kind": "modbus_tcp", "host": "127.0.0.1", "port": free_port()}}]
         raw["bridge"]["runs"] = {"auto": AUTO}
     path = tmp_path / "bridge.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "bridge", *args], capture_output=True, text=True, timeout=60)
 
 
 class Bridge:
@@ -68,8 +68,8 @@ class Bridge:
     def ask(self, *args: str) -> subprocess.CompletedProcess[str]:
         command, *rest = args
         if command == "auto":
-            return cli("auto", rest[0], str(self.config), *rest[1:])
-        return cli(command, str(self.config), *rest)
+            return run_cli("auto", rest[0], str(self.config), *rest[1:])
+        return run_cli(command, str(self.config), *rest)
 
     def close(self) -> None:
         self.watch.close()
@@ -158,19 +158,22 @@ def test_next_run_is_shown_used_once_and_cleared(bridge: Bridge) -> None:
 def test_bad_input_is_refused_before_connecting(tmp_path: Path, args: tuple[str, ...], says: str) -> None:
     """Nothing listens on the config's port: had the CLI tried to send, it would say it cannot reach it."""
     path = config(tmp_path, free_port())
-    result = cli(*(arg.format(config=path) for arg in args))
+    result = run_cli(*(arg.format(config=path) for arg in args))
     assert result.returncode == 2, result.stderr
     (line,) = result.stderr.splitlines()
     assert line.startswith(f"chamber-bridge: error: {says}") and line.isprintable()
 
 
 def test_auto_takes_on_or_off_only(tmp_path: Path) -> None:
-    result = cli("auto", "maybe", str(config(tmp_path, free_port())))
+    result = run_cli("auto", "maybe", str(config(tmp_path, free_port())))
     assert result.returncode == 2
     assert "'maybe' is not one of 'on', 'off'" in result.stderr
 
 
 def test_the_run_topic_is_json_with_every_key(bridge: Bridge) -> None:
     body = bridge.run_topic(lambda body: True)
-    assert set(body) >= {"v", "site", "run", "auto", "next_run"}
+    assert set(body) >= {"v", "site", "run", "auto", "next_run", "auto_state"}
+    # the trigger's timer evaluates the condition although no reading came: unknown, and why
+    body = bridge.run_topic(lambda body: body["auto_state"]["unknown"])
+    assert body["auto_state"]["start"] == "unknown" and body["auto_state"]["unknown"] == {"cell.pv": "no reading"}
     assert json.loads(json.dumps(body)) == body

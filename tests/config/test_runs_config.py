@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +10,7 @@ import yaml
 
 from bridge.config import RESUME_WITHIN, parse_config
 from bridge.errors import ConfigError
+from tests.helpers.cli import run_cli
 
 
 def config(runs: Any) -> dict[str, Any]:
@@ -39,7 +38,6 @@ def test_bad_runs_settings_are_named_by_their_key_path(runs: dict[str, Any], pro
 def test_check_exits_2_naming_the_key(tmp_path: Path) -> None:
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(config({"resume_within": -5})))
-    result = subprocess.run([sys.executable, "-m", "bridge", "check", "--no-files", str(path)], capture_output=True,
-                            text=True, timeout=60)
+    result = run_cli("check", "--no-files", str(path))
     assert result.returncode == 2
     assert "bridge.runs.resume_within" in result.stderr and "Traceback" not in result.stderr

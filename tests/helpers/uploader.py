@@ -67,12 +67,12 @@ class RecordingBridge:
         append, append_marker = outbox.append, outbox.append_marker
         recorded = self.recorded
 
-        def recording_append(kind: Any, body: dict[str, Any], time: float | None = None) -> None:
+        def recording_append(kind: Any, body: dict[str, Any], time: float | None = None) -> int | None:
             with recorded.lock:
-                before = outbox.overflow.refused
-                append(kind, body, time)
-                if outbox.overflow.refused == before:
+                seq = append(kind, body, time)
+                if seq is not None:
                     recorded.entries.append((kind, body))
+                return seq
 
         def recording_marker(kind: Any, body: dict[str, Any], *args: Any, **kwargs: Any) -> int:
             with recorded.lock:
@@ -202,14 +202,17 @@ def iter_chunks(store: Path, data_id: str) -> Iterator[dict[str, Any]]:
 
 def assert_spool_drained(state_dir: Path, through_seq: int, site: str | None = None) -> None:
     """Every run is finalized and nothing up to ``through_seq`` is left in the uploader's spool (of ``site``:
-    another site's log, a hostile one say, may wait for its holes)."""
+    another site's log, a hostile one say, may wait for its holes), except readings after a log's last
+    run: those wait for a start marker's pre-roll, or until they are too old for one (docs/runs.md)."""
     import sqlite3
 
     db = sqlite3.connect(f"file:{state_dir / 'spool.sqlite'}?mode=ro", uri=True)
     try:
         states = [state for (state,) in db.execute("SELECT state FROM runs WHERE site=coalesce(?, site)", (site,))]
-        (left,) = db.execute("SELECT count(*) FROM entries WHERE seq <= ? AND site=coalesce(?, site)",
-                             (through_seq, site)).fetchone()
+        (left,) = db.execute(
+            "SELECT count(*) FROM entries e WHERE e.seq <= ? AND e.site=coalesce(?, e.site) AND NOT (e.kind='reading'"
+            " AND e.seq > (SELECT coalesce(max(r.stop_seq), 0) FROM runs r WHERE r.site=e.site AND r.epoch=e.epoch))",
+            (through_seq, site)).fetchone()
         (chunks,) = db.execute("SELECT count(*) FROM chunks").fetchone()
     finally:
         db.close()

@@ -1,4 +1,9 @@
-"""``chamber-bridge demo`` as a newcomer runs it: one command, a finalized run and its plot."""
+"""``chamber-bridge demo`` as a newcomer runs it: one command, a finalized run and its plot.
+
+The run is the automatic trigger's (opened and closed on the substrate temperature) and the
+recipe's steps are annotations: both are checked in what the store keeps, not in what the demo
+prints.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from pathlib import Path
 
 import pytest
 
+from simulators.demo.command import START_WHEN, STOP_WHEN, recipe
 from tests.helpers.uploader import wait_for
 
 DEMO = [sys.executable, "-m", "bridge", "demo"]
@@ -45,6 +51,26 @@ def test_the_demo_finalizes_a_complete_run_and_plots_it(tmp_path: Path, broker: 
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["finalized"] and manifest["report"]["complete"] and manifest["exit_status"] == "success"
     assert manifest["stream_name"] == "demo-growth" and len(manifest["channels"]) >= 10
+    assert manifest["physical_sample"] == "demo-sample-1" and manifest["tags"] == ["demo", "GaAs"]  # next-run's
+    # opened and closed by the trigger, with the values that made each condition true
+    assert manifest["trigger"] == "auto"
+    start, stop = manifest["why"]["start"], manifest["why"]["stop"]
+    assert start["expression"] == START_WHEN and start["values"]["pyrometer.temperature"] > 300.0
+    assert stop["expression"] == STOP_WHEN and stop["values"]["pyrometer.temperature"] < 250.0
+    assert f"opened by the trigger (auto): {START_WHEN}" in out and f"closed by the trigger (auto): {STOP_WHEN}" in out
+    # the pre-roll reaches back before the heater ramp, so every step of the recipe is the run's
+    report = manifest["report"]
+    assert report["first_seq"] == report["pre_roll_from"] < report["start_seq"]
+    events = manifest["events"]
+    assert [e["seq"] for e in events] == sorted(e["seq"] for e in events) and report["events"] == len(events)
+    notes = [(step.note, list(step.tags)) for step in recipe() if step.note is not None]
+    assert [(e["text"], e["tags"]) for e in events if e["source"] == "cli"] == notes
+    assert report["pre_roll_from"] < events[0]["seq"]
+    auto = [e for e in events if e["source"] == "auto"]
+    assert [e["text"].split(":")[0] for e in auto] == ["auto start", "auto stop"] and events[-1] == auto[-1]
+    assert auto[0]["seq"] > report["start_seq"]
+    for note, _ in notes:
+        assert note in out
     plot = store / f"{run_dir.name}.png"
     assert f"plot: {plot}" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
@@ -54,10 +80,11 @@ def test_the_demo_finalizes_a_complete_run_and_plots_it(tmp_path: Path, broker: 
 
 
 def test_ctrl_c_leaves_no_stray_process_and_no_open_run(tmp_path: Path) -> None:
+    """Interrupted while the trigger's run is open (from about 0.4 to 0.9 of the recipe): closed as abort."""
     store = tmp_path / "runs"
     log = tmp_path / "demo.log"
     with log.open("w") as out:
-        demo = subprocess.Popen([*DEMO, "--duration", "60", "--store", str(store), "--broker", "mosquitto"],
+        demo = subprocess.Popen([*DEMO, "--duration", "30", "--store", str(store), "--broker", "mosquitto"],
                                 stdout=out, stderr=subprocess.STDOUT, cwd=tmp_path,
                                 env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
@@ -78,3 +105,6 @@ def test_ctrl_c_leaves_no_stray_process_and_no_open_run(tmp_path: Path) -> None:
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert manifest["finalized"] and manifest["exit_status"] == "abort", manifest
     assert "the demo was interrupted" in json.dumps(manifest["report"])
+    # the trigger opened it; the interruption, not the stop condition, closed it
+    assert manifest["trigger"] == "auto" and manifest["why"]["start"]["expression"] == START_WHEN
+    assert manifest["why"].get("stop") is None

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from bridge.config import PRE_ROLL_MAX
 from bridge.model import Quality, Reading, ValueType
 from bridge.uploader.chunker import ChunkReading, chunk_body
 from bridge.uploader.ledger import Ledger, PendingChunk, Progress
@@ -59,9 +60,10 @@ class Log:
             instrument, channel, value, Quality.OK if value is not None else Quality.SENSOR_OFF, t, units)))
             for channel, value in values.items()]
 
-    def start(self, run_id: str, t: float, stream_name: str = "GaN-17") -> int:
+    def start(self, run_id: str, t: float, stream_name: str = "GaN-17", **extra: Any) -> int:
         return self._add("run_start", t, {"run_id": run_id, "stream_name": stream_name, "physical_sample": "S-1",
-                                          "synth_source_id": "3", "project_id": "p", "tags": ["GaN", "MBE"]})
+                                          "synth_source_id": "3", "project_id": "p", "tags": ["GaN", "MBE"],
+                                          **extra})
 
     def stop(self, run_id: str, t: float, status: str = "success") -> int:
         return self._add("run_stop", t, {"run_id": run_id, "exit_status": status, "last_seq": len(self.entries)})
@@ -208,9 +210,11 @@ def test_a_run_is_cut_into_chunks_per_flow_and_idle_readings_are_dropped(spool: 
                                                          ("pyro", 1, 3), ("main_gauge", 2, 1), ("pyro", 2, 1)]
     assert (progress.entries, progress.chunks, progress.runs_stopped, progress.skipped) == (
         len(log.entries), 6, [RUN], {})
-    # readings outside the run are acknowledged but not kept (keep_idle is off): the run's entries remain
-    assert run.idle and held(state_dir) == list(range(run.start_seq, run.stop_seq + 1))  # type: ignore[operator]
-    assert ledger.held() == run.stop_seq - run.start_seq + 1  # type: ignore[operator]
+    # readings outside the run are acknowledged but not kept (keep_idle is off): the start marker drops
+    # those before it; those after the stop wait, as a later start's pre-roll might claim them
+    after = [seq for seq in run.idle if seq > run.stop_seq]  # type: ignore[operator]
+    assert run.idle and held(state_dir) == list(range(run.start_seq, run.stop_seq + 1)) + after  # type: ignore[operator]
+    assert ledger.held() == run.stop_seq - run.start_seq + 1 + len(after)  # type: ignore[operator]
     (stream,) = initialize_all(ledger)
     assert stream == StreamInfo(run_id=RUN, site=SITE, stream_name="GaN-17", physical_sample="S-1", synth_source_id="3",
                                 project_id="p", tags=("GaN", "MBE"), points_per_chunk=PPC, started_at=T0)
@@ -221,6 +225,37 @@ def test_a_run_is_cut_into_chunks_per_flow_and_idle_readings_are_dropped(spool: 
     assert {(p.run_id, p.site, p.epoch, p.data_id) for p in pending} == {(RUN, SITE, EPOCH, RUN)}
     assert ledger.backlog() == 6
     assert source(ledger).cursor == len(log.entries) and source(ledger).open_run is None
+
+
+def test_idle_readings_leave_the_spool_once_older_than_the_longest_pre_roll(spool: Spool, ledger: Ledger,
+                                                                          state_dir: Path) -> None:
+    log = Log()
+    run = growth(log)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    after = [seq for seq in run.idle if seq > run.stop_seq]  # type: ignore[operator]
+    assert set(after) <= set(held(state_dir))
+    late = idle_polls(log, 1, T0 + run.stop_seq + 100 + PRE_ROLL_MAX + 60)  # the bridge's clock moved on
+    spool.commit([log.batch(late)], now=NOW)
+    ledger.advance(now=NOW)
+    assert not set(after) & set(held(state_dir)) and set(late) <= set(held(state_dir))
+    db = sqlite3.connect(state_dir / SPOOL_FILE)
+    try:
+        assert db.execute("SELECT idle_trimmed FROM sources").fetchone() == (after[-1],)
+    finally:
+        db.close()
+
+
+def test_a_quiet_source_keeps_no_idle_readings(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    idle = idle_polls(log, 3, T0)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    assert held(state_dir) == idle  # waiting for a start marker that may claim them
+    ledger.advance(now=NOW + PRE_ROLL_MAX)
+    assert held(state_dir) == idle
+    ledger.advance(now=NOW + PRE_ROLL_MAX + 1)  # nothing arrived for the longest pre-roll: the bridge is gone
+    assert held(state_dir) == []
 
 
 def test_idle_readings_are_kept_when_configured_and_never_chunked(spool: Spool, state_dir: Path) -> None:
@@ -644,8 +679,8 @@ def test_a_run_start_while_a_run_is_open_closes_it_as_abort(spool: Spool, ledger
     assert manifest["report"]["readings"] == 16
     assert ledger.manifest(OTHER_RUN)["exit_status"] == "success"
     ledger.end_finalize(RUN)
-    left = held(state_dir)  # the second run's markers (its chunks are confirmed, their readings gone)
-    assert left[0] == second.start_seq and all(second.start_seq <= seq < len(log.entries) - 3 for seq in left)
+    # the second run's markers (its chunks are confirmed, their readings gone) and the idle readings after it
+    assert held(state_dir) == [second.start_seq, second.stop_seq, *second.idle]
 
 
 def test_a_stop_marker_for_a_run_that_is_not_open_is_ignored(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
@@ -702,11 +737,12 @@ def test_a_resumed_run_records_the_time_down_as_a_gap_and_stays_complete(spool: 
 
 def test_a_resume_for_a_run_that_is_not_open_is_ignored(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
     log = Log()
-    idle_polls(log, 1, T0)
+    idle = idle_polls(log, 1, T0)
     resume(log, RUN, T0 + 1, T0 + 2)
     spool.commit([log.batch()], now=NOW)
     ledger.advance(now=NOW)
-    assert held(state_dir) == [] and ledger.open_runs() == []
+    # the marker leaves the spool; the idle readings wait for a pre-roll (or the pre-roll horizon)
+    assert held(state_dir) == idle and ledger.open_runs() == []
 
 
 def test_a_hole_and_a_resume_both_count_but_only_the_hole_makes_the_run_incomplete(
@@ -811,3 +847,88 @@ def test_typed_readings_keep_their_type_and_the_manifest_counts_what_atomscale_l
         "psu/output": ("bool", {"ok": 4}, 0), "psu/mode": ("enum", {"ok": 3, "invalid": 1}, 3),
         "psu/faults": ("bits", {"ok": 4}, 0), "psu/recipe": ("string", {"ok": 4}, 4)}
     assert (manifest["report"]["not_numeric"], manifest["report"]["bad_quality"]) == (7, 1)
+
+
+# ---------------------------------------------------------------- pre-roll: an automatic run's earlier readings
+
+
+def pre_rolled(log: Log, pre_roll_polls: int, polls: int = 4, **start: Any) -> tuple[Growth, list[list[int]]]:
+    """Idle polls of main_gauge, then a start marker whose pre_roll_from is the first of the last
+    ``pre_roll_polls`` of them, then ``polls`` polls of the run and its stop. Returns the growth and the
+    pre-roll polls."""
+    idle = [log.poll("main_gauge", T0 - 10 + k, "mbar", p1=1.0e-8 * (k + 1), p2=2.0e-3) for k in range(6)]
+    pre = idle[len(idle) - pre_roll_polls:]
+    start_seq = log.start(RUN, T0, trigger="auto", pre_roll_from=start.pop("pre_roll_from", pre[0][0]), **start)
+    flows: dict[str, list[list[int]]] = {"main_gauge": list(pre)}
+    for k in range(polls):
+        flows["main_gauge"].append(log.poll("main_gauge", T0 + 1 + k, "mbar", p1=1.0e-7 * (k + 1), p2=2.0e-3))
+    stop_seq = log.stop(RUN, T0 + polls + 1)
+    return Growth(RUN, start_seq, stop_seq, flows, [s for poll in idle[:len(idle) - pre_roll_polls] for s in poll]), pre
+
+
+def test_a_start_marker_with_pre_roll_from_takes_the_idle_readings_from_there_into_its_run(
+        spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    run, pre = pre_rolled(log, pre_roll_polls=4)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    # the pre-roll polls are the run's first points, cut as any other; the idle ones before it are gone
+    assert cut(state_dir) == expected_chunks(run.polls)
+    assert held(state_dir) == list(range(pre[0][0], run.stop_seq + 1))  # type: ignore[operator]
+    deliver_all(ledger)
+    manifest = ledger.begin_finalize(RUN, CLOCK, now=NOW)
+    assert manifest["channels"]["main_gauge/p1"]["points"] == 4 + 4
+    assert (manifest["report"]["first_seq"], manifest["report"]["start_seq"], manifest["report"]["pre_roll_from"]) \
+        == (pre[0][0], run.start_seq, pre[0][0])
+    assert manifest["trigger"] == "auto" and manifest["report"]["complete"]
+    ledger.end_finalize(RUN)
+    assert held(state_dir) == []  # every reading of the run, pre-roll included, left with it: none twice
+
+
+def test_a_pre_roll_never_reaches_into_the_run_before(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    earlier = growth(log, run_id=OTHER_RUN, t0=T0 - 1000, idle_after=1)
+    pre_rolled(log, pre_roll_polls=2, pre_roll_from=earlier.start_seq + 2)  # asks for the run before's
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    manifest = ledger.manifest(RUN)
+    assert manifest["report"]["first_seq"] == earlier.stop_seq + 1  # type: ignore[operator]
+    # the idle readings between the two runs (1 poll after the first, 6 before the second) are the pre-roll
+    assert manifest["channels"]["main_gauge/p1"]["points"] == 1 + 6 + 4
+    assert ledger.manifest(OTHER_RUN)["channels"]["main_gauge/p1"]["points"] == 7
+
+
+def test_a_pre_roll_the_spool_no_longer_holds_is_a_gap(spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    old = idle_polls(log, 2, T0 - PRE_ROLL_MAX - 100)
+    spool.commit([log.batch(old)], now=NOW)
+    later = idle_polls(log, 1, T0 - 5)
+    spool.commit([log.batch(later)], now=NOW)
+    ledger.advance(now=NOW)
+    assert not set(old) & set(held(state_dir))  # older than the longest pre-roll: given up
+    start = log.start(RUN, T0, trigger="auto", pre_roll_from=old[0])
+    log.poll("main_gauge", T0 + 1, "mbar", p1=1.0e-7, p2=2.0e-3)
+    log.stop(RUN, T0 + 2)
+    spool.commit([log.batch(range(start, len(log.entries) + 1))], now=NOW)
+    ledger.advance(now=NOW)
+    manifest = ledger.manifest(RUN)
+    assert manifest["gaps"] == [{"site": SITE, "epoch": EPOCH, "from_seq": old[0], "to_seq": old[-1],
+                                 "cause": "pre_roll_not_kept"}]
+    assert manifest["channels"]["main_gauge/p1"]["points"] == 2  # the one idle poll still held, and the run's
+
+
+def test_the_events_of_a_pre_roll_belong_to_the_run(spool: Spool, ledger: Ledger) -> None:
+    log = Log()
+    before = event(log, T0 - 20, "bake-out done")
+    idle_polls(log, 2, T0 - 10)
+    in_pre_roll = event(log, T0 - 5, "Ga shutter open", tags=["shutter"])  # logged while no run was open
+    pre = log.poll("main_gauge", T0 - 4, "mbar", p1=1.0e-8, p2=2.0e-3)
+    log.start(RUN, T0, trigger="auto", pre_roll_from=in_pre_roll)
+    log.stop(RUN, T0 + 1)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    manifest = ledger.manifest(RUN)
+    assert [(e["seq"], e["text"]) for e in manifest["events"]] == [(in_pre_roll, "Ga shutter open")]
+    assert manifest["report"]["first_seq"] == in_pre_roll < pre[0]
+    assert manifest["channels"]["main_gauge/p1"]["points"] == 1
+    assert [e["seq"] for e in ledger.events(site=SITE)] == [before]  # outside runs: only the one before
