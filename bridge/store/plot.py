@@ -58,6 +58,12 @@ MARKERS_BELOW = 300
 MAX_LISTED = 3
 #: events labelled on the figure, at most (more are drawn as lines only: labels would overlap anyway)
 MAX_EVENT_LABELS = 40
+#: characters of an event's text on its label ("auto start: pyrometer.temperature > 300.0 held 3 s")
+EVENT_LABEL_CHARS = 64
+#: the time axis reaches this fraction of the run beyond its first and last reading
+EDGE_MARGIN = 0.02
+#: events in this last fraction of the run are labelled on the left of their line
+LABEL_LEFT_OF_LINE = 0.1
 EVENT_COLOR = "#6a3d9a"
 #: value types drawn as a timeline of states rather than as a line
 STATE_TYPES = frozenset({ValueType.BOOL, ValueType.ENUM, ValueType.STRING})
@@ -354,11 +360,18 @@ def _draw(run: RunData, out: Path, fmt: str, dpi: int) -> Path:
                 handles.append(Line2D([], [], color=EVENT_COLOR, linewidth=0.9, linestyle="--"))
                 labels.append("event")
             if handles:
-                ax.legend(handles, labels, loc="best", frameon=True, framealpha=0.85)
-        axes[0].set_xlim(days(t0), days(t1))
+                # beside the panel, not on it: a legend inside covers the traces and the event labels
+                ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.005, 1.0), frameon=True,
+                          framealpha=0.85)
+        # a margin on both sides, so a marker on the first or last reading (an automatic stop) shows
+        margin = (t1 - t0) * EDGE_MARGIN
+        axes[0].set_xlim(days(t0 - margin), days(t1 + margin))
         for event in events[:MAX_EVENT_LABELS]:
-            axes[0].annotate(plain(event.text, 40), xy=(days(event.time), 1.0), xycoords=("data", "axes fraction"),
-                             xytext=(2, -3), textcoords="offset points", rotation=90, va="top", ha="left",
+            # labels of the last stretch go left of their line, so the figure's edge does not cut them
+            right = event.time > t1 - (t1 - t0) * LABEL_LEFT_OF_LINE
+            axes[0].annotate(plain(event.text, EVENT_LABEL_CHARS), xy=(days(event.time), 1.0),
+                             xycoords=("data", "axes fraction"), xytext=(-2 if right else 2, -3),
+                             textcoords="offset points", rotation=90, va="top", ha="right" if right else "left",
                              fontsize=7, color=EVENT_COLOR, clip_on=True,
                              bbox={"facecolor": "white", "alpha": 0.75, "edgecolor": "none", "pad": 1})
         locator = mdates.AutoDateLocator(tz=UTC, minticks=4, maxticks=10)  # type: ignore[no-untyped-call]
