@@ -13,8 +13,9 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar, Generic, TypeVar, TypeVarTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
+from bridge import units
 from bridge.errors import BridgeError, DeviceError
 from bridge.model import Measurement, Reading
 
@@ -48,6 +49,14 @@ def _nonzero_scale(value: float) -> float:
 
 #: the ``scale`` of ``value * scale + offset`` options: any number but 0
 Scale = Annotated[float, AfterValidator(_nonzero_scale)]
+
+
+def _unit_symbol(value: object) -> object:
+    return units.canonical(value) if isinstance(value, str) else value
+
+
+#: a unit a config names: a symbol (or alias, stored as its symbol) of the vocabulary (docs/units.md)
+UnitSymbol = Annotated[str, BeforeValidator(_unit_symbol)]
 
 
 D = TypeVar("D", bound="Driver[Any, Any]")

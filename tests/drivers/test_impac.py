@@ -66,7 +66,7 @@ def driver(inst: Instrument) -> Impac:
 def test_reads_temperature_in_celsius(impac: ImpacLink) -> None:
     readings = read_once(impac)
     t = readings["temperature"]
-    assert (t.value, t.units, t.quality, t.instrument) == (pytest.approx(256.3), "°C", Quality.OK, "pyrometer")
+    assert (t.value, t.units, t.quality, t.instrument) == (pytest.approx(256.3), "degC", Quality.OK, "pyrometer")
     assert list(readings) == ["temperature"]
     assert b"01fh" in impac.requests() and b"01ms" in impac.requests()
 
@@ -85,18 +85,18 @@ def test_temperature_evolves_in_time(impac: ImpacLink) -> None:
 def test_fahrenheit_is_read_with_fh_at_connect(impac: ImpacLink) -> None:
     impac.sim.set_unit("F")
     t = read_once(impac, unit="C")["temperature"]  # the instrument's own unit wins
-    assert (t.value, t.units) == (pytest.approx(493.3), "°F")
+    assert (t.value, t.units) == (pytest.approx(493.3), "degF")
 
 
 def test_unit_changed_on_the_pyrometer_is_followed(impac: ImpacLink) -> None:
     inst = impac.instrument()
     try:
-        assert inst.read()[0].units == "°C"
+        assert inst.read()[0].units == "degC"
         impac.sim.set_unit("F")
         (t,) = inst.read()
     finally:
         inst.close()
-    assert (t.value, t.units) == (pytest.approx(493.3), "°F")
+    assert (t.value, t.units) == (pytest.approx(493.3), "degF")
 
 
 def test_unit_read_only_at_connect_without_track_unit(impac: ImpacLink) -> None:
@@ -119,7 +119,7 @@ def test_model_without_fh_uses_the_configured_unit(legacy: ImpacLink, unit: str)
     finally:
         inst.close()
     expected = 400.0 if unit == "C" else 752.0
-    assert (first.value, first.units) == (pytest.approx(expected), f"°{unit}")
+    assert (first.value, first.units) == (pytest.approx(expected), f"deg{unit}")
     assert second.value == pytest.approx(expected)
     assert legacy.requests().count(b"00fh") == 1, "AAfh is tried once, at connect"
 
@@ -134,7 +134,7 @@ def test_emissivity_and_exposure_time_channels(impac: ImpacLink) -> None:
     readings = read_once(impac, emissivity=True, exposure_time=True)
     assert list(readings) == ["temperature", "emissivity", "exposure_time"]
     e, t90 = readings["emissivity"], readings["exposure_time"]
-    assert (e.value, e.units, e.quality) == (pytest.approx(0.853), "", Quality.OK)
+    assert (e.value, e.units, e.quality) == (pytest.approx(0.853), "1", Quality.OK)
     assert (t90.value, t90.units, t90.quality) == (pytest.approx(0.25), "s", Quality.OK)
 
 
@@ -198,7 +198,7 @@ def test_special_values_become_qualities_without_value(
         impac: ImpacLink, special: int, quality: Quality, detail: str) -> None:
     impac.sim.special = special
     t = read_once(impac)["temperature"]
-    assert (t.value, t.quality, t.units) == (None, quality, "°C")
+    assert (t.value, t.quality, t.units) == (None, quality, "degC")
     assert detail in t.detail
 
 
@@ -480,7 +480,7 @@ def test_simulate_command_serves_a_line_that_read_reaches(tmp_path: Path) -> Non
         got = read_json(example_with("impac.yaml", tmp_path, port=sim.where))
     readings = {(r["instrument"], r["channel"]): r for r in got}
     assert readings[("substrate_pyrometer", "temperature")]["value"] == pytest.approx(612.5)
-    assert readings[("substrate_pyrometer", "temperature")]["units"] == "°C"
+    assert readings[("substrate_pyrometer", "temperature")]["units"] == "degC"
     assert readings[("substrate_pyrometer", "emissivity")]["value"] == pytest.approx(1.0)
     assert readings[("substrate_pyrometer", "exposure_time")]["quality"] == "invalid"
     assert readings[("viewport_pyrometer", "temperature")]["value"] == pytest.approx(845.0)
@@ -497,7 +497,7 @@ def test_conversation_connect_and_one_poll_byte_for_byte() -> None:
         driver = driver_on(line, "impac", {"address": 1, "emissivity": True})
         driver.connect()
         temperature, emissivity = driver.read()
-    assert (temperature.value, temperature.units) == (pytest.approx(256.3), "°F")
+    assert (temperature.value, temperature.units) == (pytest.approx(256.3), "degF")
     assert (emissivity.channel, emissivity.value) == ("emissivity", pytest.approx(0.853))
 
 
@@ -510,4 +510,4 @@ def test_conversation_a_model_without_aafh_is_assumed_in_the_configured_unit() -
         driver = driver_on(line, "impac", {"unit": "C"})
         driver.connect()
         (temperature,) = driver.read()
-    assert (temperature.value, temperature.units, temperature.quality) == (None, "°C", Quality.OVER_RANGE)
+    assert (temperature.value, temperature.units, temperature.quality) == (None, "degC", Quality.OVER_RANGE)

@@ -151,7 +151,7 @@ def test_unit_change_is_followed_every_poll(mks: MKSLink) -> None:
         inst.close()
     assert (mbar.units, mbar.value) == ("mbar", pytest.approx(1.33))
     assert (pa.units, pa.value) == ("Pa", pytest.approx(133.0))
-    assert (micron.units, micron.value) == ("micron", pytest.approx(1000.0))
+    assert (micron.units, micron.value) == ("mTorr", pytest.approx(1000.0))
 
 
 # ---------------------------------------------------------------------- faults

@@ -149,7 +149,7 @@ def test_prz_fields() -> None:
 
 @pytest.mark.parametrize(
     ("text", "unit"),
-    [("TORR", "Torr"), ("MBAR", "mbar"), ("mBAR", "mbar"), ("PASCAL", "Pa"), ("PA", "Pa"), ("MICRON", "micron")],
+    [("TORR", "Torr"), ("MBAR", "mbar"), ("mBAR", "mbar"), ("PASCAL", "Pa"), ("PA", "Pa"), ("MICRON", "mTorr")],
 )
 def test_units(text: str, unit: str) -> None:
     assert codec.parse_unit(text) == unit

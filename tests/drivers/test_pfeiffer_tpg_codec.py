@@ -69,7 +69,7 @@ def test_bad_pressure_frames_are_named(frame: bytes) -> None:
 
 
 @pytest.mark.parametrize(("frame", "unit"), [(b"0\r\n", "mbar"), (b"1\r\n", "Torr"), (b"2\r\n", "Pa"),
-                                             (b"3\r\n", "micron"), (b"4\r\n", "hPa"), (b"5\r\n", "V")])
+                                             (b"3\r\n", "mTorr"), (b"4\r\n", "hPa"), (b"5\r\n", "V")])
 def test_units(frame: bytes, unit: str) -> None:
     assert codec.parse_unit(frame) == unit
 

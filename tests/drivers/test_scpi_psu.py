@@ -66,7 +66,7 @@ def test_reads_every_quantity_of_every_channel(psu: Served) -> None:
         "output_3": 0.0,
     }
     units = {r.channel: r.units for r in readings}
-    assert [units[c] for c in ("voltage_1", "current_1", "voltage_setpoint_1", "output_1")] == ["V", "A", "V", ""]
+    assert [units[c] for c in ("voltage_1", "current_1", "voltage_setpoint_1", "output_1")] == ["V", "A", "V", "1"]
 
 
 def test_channel_in_constant_current_mode(psu: Served) -> None:

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from bridge.drivers.base import Channel, DriverOptions, reads
+from bridge.drivers.base import Channel, DriverOptions, UnitSymbol, reads
 from bridge.drivers.common.modbus_blocks import BlockReader, Fetched, ModbusDriver
 from bridge.drivers.eurotherm import codec
 from bridge.drivers.registry import register_driver
@@ -43,8 +43,8 @@ class EurothermOptions(DriverOptions):
     decimals: int | None = Field(default=None, ge=0, le=3, validate_default=True)
     #: decimals of the output power in the integer region (0.1 % on the models seen) [U]
     power_decimals: int = Field(default=1, ge=0, le=3)
-    #: unit of PV and setpoint (the controller does not tell over Modbus)
-    units: str = "degC"
+    #: unit of PV and setpoint (the controller does not tell over Modbus): a symbol of docs/units.md
+    units: UnitSymbol = "degC"
 
     @field_validator("family", mode="before")
     @classmethod

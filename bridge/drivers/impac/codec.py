@@ -23,8 +23,9 @@ MAX_ADDRESS = 97
 GLOBAL_NO_REPLY = 98
 GLOBAL_WITH_REPLY = 99
 
-CELSIUS = "°C"
-FAHRENHEIT = "°F"
+#: the unit vocabulary's symbols (docs/units.md): what the pyrometer calls °C and °F
+CELSIUS = "degC"
+FAHRENHEIT = "degF"
 
 #: what newer firmware answers to an invalid command or parameter (older firmware: nothing)
 REFUSAL = "no"
@@ -158,7 +159,7 @@ def parse_emissivity(frame: bytes) -> Measurement:
     per_mille = int(text)
     if per_mille > 1000:
         raise _bad(frame, f"emissivity {per_mille} per mille above 1000")
-    return Measurement(per_mille / 1000, Quality.OK, "")
+    return Measurement(per_mille / 1000, Quality.OK, "1")
 
 
 def encode_emissivity(emissivity: float) -> str:
@@ -189,7 +190,7 @@ def exposure_time(code: int, table: Mapping[int, float]) -> Measurement:
 
 
 def parse_unit(frame: bytes) -> str:
-    """``AAfh``: ``b"0\\r"`` -> ``°C``, ``b"1\\r"`` -> ``°F`` (letters C/F also accepted)."""
+    """``AAfh``: ``b"0\\r"`` -> ``degC``, ``b"1\\r"`` -> ``degF`` (letters C/F also accepted)."""
     text = reply_text(frame).strip().upper()
     if text not in _UNITS:
         raise _bad(frame, "unknown temperature unit code")

@@ -28,7 +28,8 @@ log = logging.getLogger("bridge.drivers.impac")
 T = TypeVar("T")
 ExposureCode = Annotated[int, Field(ge=0, le=99)]
 Seconds = Annotated[float, Field(ge=0, le=3600)]
-UNIT_LABEL = "°C or °F (AAfh, else options.unit)"
+#: the channel listing's unit: what AAfh reports, else options.unit
+UNIT_LABEL = "degC|degF"
 
 
 class ImpacOptions(DriverOptions):
@@ -87,7 +88,7 @@ class Impac(Driver[SerialTransport, ImpacOptions]):
         else:
             channels.append(Channel("temperature", UNIT_LABEL, Impac.temperature, "AAms"))
         if options.emissivity:
-            channels.append(Channel("emissivity", "", Impac.emissivity, "emissivity set on the pyrometer (AAem)"))
+            channels.append(Channel("emissivity", "1", Impac.emissivity, "emissivity set on the pyrometer (AAem)"))
         if options.exposure_time:
             channels.append(Channel("exposure_time", "s", Impac.exposure_time, "t90 (AAez code, model table)"))
         return channels

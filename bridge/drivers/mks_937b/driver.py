@@ -61,7 +61,7 @@ class MKS937B(GaugeControllerDriver[MKS937BOptions]):
 
     Options = MKS937BOptions
     summary = "MKS 937B gauge controller and 900-series transducers (@aaa...;FF protocol)"
-    UNITS = "controller unit (Torr|mbar|Pa|micron)"
+    UNITS = "Torr|mbar|Pa|mTorr"
     ALL_QUERY = "PRZ?"
 
     def __init__(self, transport: SerialTransport, options: MKS937BOptions, instrument: str) -> None:

@@ -29,7 +29,8 @@ STATUS_QUALITY: dict[int, tuple[Quality, str]] = {
 }
 
 #: UNI codes; 0-2 on every TPG, 3-5 on the TPG 36x only
-UNITS: dict[int, str] = {0: "mbar", 1: "Torr", 2: "Pa", 3: "micron", 4: "hPa", 5: "V"}
+#: ``UNI`` codes as the unit vocabulary's symbols (docs/units.md): the 36x's "Micron" is a millitorr
+UNITS: dict[int, str] = {0: "mbar", 1: "Torr", 2: "Pa", 3: "mTorr", 4: "hPa", 5: "V"}
 
 #: ERROR word flags by position (the word is "0000" when all is well)
 ERROR_FLAGS = ("controller error", "no hardware", "inadmissible parameter", "syntax error")

@@ -47,7 +47,7 @@ class PfeifferTPG(GaugeControllerDriver[TPGOptions]):
 
     Options = TPGOptions
     summary = "Pfeiffer TPG 261/262/361/362/366 gauge controllers (mnemonic protocol)"
-    UNITS = "controller unit (mbar|Torr|Pa|micron|hPa|V)"
+    UNITS = "mbar|Torr|Pa|mTorr|hPa|V"
     CHANNEL = "gauge"
     ALL_QUERY = "PRX"
 
