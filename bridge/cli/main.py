@@ -85,7 +85,7 @@ def check(ctx: click.Context, config: str, no_files: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per driver.")
 def drivers(as_json: bool) -> None:
-    """List installed drivers (built-in and entry points) with transports and channels."""
+    """List installed drivers (built-in and entry points) with transports, channels and their units."""
     from bridge.drivers.registry import default_registry
 
     registry = default_registry()
@@ -104,8 +104,14 @@ def drivers(as_json: bool) -> None:
         if cls.summary:
             click.echo(f"    {cls.summary}")
         click.echo(f"    transports: {', '.join(cls.transports)}")
-        listed = ", ".join(f"{c['name']} ({c['units']})" for c in channels) or "defined in the config"
-        click.echo(f"    channels (default options): {listed}")
+        if not channels:
+            click.echo("    channels: defined in the config")
+            continue
+        click.echo("    channels (default options), unit (docs/units.md):")
+        name_width = max(len(c["name"]) for c in channels)
+        unit_width = max(len(c["units"]) for c in channels)
+        for c in channels:
+            click.echo(f"      {c['name']:<{name_width}}  {c['units']:<{unit_width}}  {c['description']}".rstrip())
     for name, reason in sorted(registry.broken.items()):
         click.echo(f"{name}  [broken] {reason}", err=True)
 

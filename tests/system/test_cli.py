@@ -129,7 +129,13 @@ def test_drivers_lists_builtin_and_entry_point_drivers() -> None:
     # The example third-party package (tests/plugins/example_driver) is installed by the test run.
     assert drivers["loopback_echo"]["origin"].startswith("entry point loopback_echo = chamber_bridge_example:")
     assert drivers["loopback_echo"]["channels"][0]["name"] == "echo"
+    assert drivers["impac"]["channels"] == [{"name": "temperature", "units": "degC|degF", "description": "AAms"}]
     assert result.stderr == ""
+    listing = run_cli("drivers").stdout.splitlines()
+    tpg = listing.index("pfeiffer_tpg  [built-in]")
+    assert listing[tpg + 3:tpg + 5] == [
+        "    channels (default options), unit (docs/units.md):",
+        "      pressure_1  mbar|Torr|Pa|mTorr|hPa|V  gauge 1, in the unit set on the controller"]
 
 
 def test_entry_point_driver_reads_through_the_cli(tmp_path: Path) -> None:

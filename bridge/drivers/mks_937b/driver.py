@@ -70,7 +70,7 @@ class MKS937B(GaugeControllerDriver[MKS937BOptions]):
 
     @classmethod
     def describe(cls, channel: int) -> str:
-        return f"PR{channel} (937B slot {SLOTS[channel - 1]})"
+        return f"PR{channel} (937B slot {SLOTS[channel - 1]}), in the unit set on the controller"
 
     # ---------------------------------------------------------- the controller's protocol
 
