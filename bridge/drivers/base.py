@@ -16,6 +16,7 @@ from typing import Annotated, Any, ClassVar, Generic, TypeVar, TypeVarTuple
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
 from bridge import units
+from bridge.drivers.common.baseline import Baseline
 from bridge.errors import BridgeError, DeviceError
 from bridge.model import Measurement, Reading
 
@@ -145,6 +146,16 @@ class Driver(Generic[TransportT, OptionsT]):
 
     def begin_poll(self) -> None:
         """Per-poll preparation shared by all channels (e.g. read the display unit once)."""
+
+    def baseline(self) -> Baseline:
+        """The instrument's identity and configuration, read now on a connected link.
+
+        Called by whoever owns the bus at connect and at each run's start and stop, never in the
+        middle of a poll. A driver asks each query through a
+        :class:`~bridge.drivers.common.baseline.BaselineReader`, so a refused query is recorded,
+        not raised. The default reads nothing (the config's ``identity:`` may still say who it is).
+        """
+        return Baseline()
 
     def read(self) -> list[Reading]:
         """Read every channel once, each stamped at the middle of its own exchange."""

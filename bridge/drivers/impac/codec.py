@@ -59,6 +59,8 @@ _TEMPERATURE = re.compile(r"\d{5}")
 _RATIO = re.compile(r"(\d{5})[ ,;]?(\d{5})")
 _EMISSIVITY = re.compile(r"\d{4}")
 _EXPOSURE = re.compile(r"\d{1,2}")
+#: ``AAmb``: start and end of the basic range, 4 hex digits each [M]; in °C [U]
+_RANGE = re.compile(r"([0-9A-Fa-f]{4})([0-9A-Fa-f]{4})")
 
 _LINE_HINT = " (line noise, or a baud/parity mismatch: IMPAC pyrometers talk 8E1)"
 
@@ -195,3 +197,20 @@ def parse_unit(frame: bytes) -> str:
     if text not in _UNITS:
         raise _bad(frame, "unknown temperature unit code")
     return _UNITS[text]
+
+
+def parse_range(frame: bytes) -> tuple[int, int]:
+    """``AAmb``: ``b"00FA09C4\\r"`` -> (250, 2500), the basic range's start and end (taken as °C [U])."""
+    match = _RANGE.fullmatch(reply_text(frame).strip())
+    if match is None:
+        raise _bad(frame, "expected 8 hex digits (range start, end)")
+    low, high = (int(group, 16) for group in match.groups())
+    return low, high
+
+
+def parse_identity_text(frame: bytes) -> str:
+    """``AAna``, ``AAsn``, ``AAve``: the text as sent; an empty reply is a protocol error."""
+    text = reply_text(frame).strip()
+    if not text:
+        raise _bad(frame, "empty reply")
+    return text

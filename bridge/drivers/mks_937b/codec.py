@@ -203,3 +203,11 @@ def parse_unit(text: str) -> str:
     if unit is None:
         raise ProtocolError(f"unknown MKS unit {text!r} (expected TORR, MBAR, PASCAL or MICRON)")
     return unit
+
+
+def parse_text(body: str) -> str:
+    """A text answer (``SN?``, ``MT?``) as it came, blanks trimmed; an empty one is a protocol error."""
+    text = body.strip()
+    if not text or not text.isprintable():
+        raise ProtocolError(f"expected a printable text answer, got {body!r}")
+    return text
