@@ -405,3 +405,49 @@ def test_conversation_two_controllers_on_one_line_are_assembled_with_their_units
         assert bus.transport is link and bus.owner == SHARED_OWNER
         for _config, driver in bus.drivers:
             driver.connect()
+
+
+# ------------------------------------------------------------------------ identity and configuration
+
+
+def test_conversation_baseline_byte_for_byte_with_a_refused_version_register() -> None:
+    from bridge.transports.memory import Refusal
+
+    with modbus_conversation(
+        (ModbusRequest("holding", 107, 1, 1), Refusal(0x02)),   # the version: not on a 2400
+        (ModbusRequest("holding", 122, 1, 1), [0x2480]),        # the instrument identity
+        (ModbusRequest("holding", 0x8000 + 2 * 111, 4, 1), [*encode(1200.0, "float32"), *encode(0.0, "float32")]),
+        owner="cell",
+    ) as link:
+        driver = driver_on(link, "eurotherm", {"family": "2400"})
+        baseline = driver.baseline()
+    assert baseline.identity == {"vendor": "Eurotherm", "instrument_id": "2480"}
+    assert baseline.configuration == {"family": "2400", "loop": 1, "units": "degC", "use_ieee": True,
+                                      "setpoint_high": 1200.0, "setpoint_low": 0.0}
+    assert baseline.errors == {"version (107)": "refused: illegal data address (0x02)"}
+
+
+def test_baseline_over_the_wire_each_family_and_a_refused_identity(kind: str) -> None:
+    with serve(controller("3500"), kind) as link:
+        loop2 = connect(link, "3500", loop=2)
+        try:
+            b3500 = loop2.driver.baseline()
+        finally:
+            loop2.close()
+    with serve(controller("3200"), kind) as link:
+        cell = connect(link, "3200", use_ieee=False, decimals=1)
+        try:
+            b3200 = cell.driver.baseline()
+            sim_of(link).refuse_identity = True
+            refused = cell.driver.baseline()
+            assert pv_of(by_channel(cell.read())) == pytest.approx(234.5)
+        finally:
+            cell.close()
+    assert b3200.identity == {"vendor": "Eurotherm", "instrument_id": "3216", "firmware": "1.11"}
+    assert b3200.configuration == {"family": "3200", "loop": 1, "units": "degC", "use_ieee": False, "decimals": 1,
+                                   "setpoint_high": 1200.0, "setpoint_low": 0.0}
+    assert b3500.identity == {"vendor": "Eurotherm", "instrument_id": "3504"} and b3500.configuration["loop"] == 2
+    assert b3500.errors == {"version (107)": "refused: illegal data address (0x02)"}
+    assert refused.identity == {"vendor": "Eurotherm"}
+    assert set(refused.errors) == {"identity (122)", "version (107)"}
+    assert refused.configuration == b3200.configuration

@@ -171,13 +171,47 @@ def test_set_emissivity_accepts_ok_and_echo_form(impac: ImpacLink) -> None:
         inst.close()
 
 
-def test_identity(impac: ImpacLink) -> None:
+def test_baseline_over_the_wire_and_an_emissivity_changed_between_two(impac: ImpacLink) -> None:
+    impac.sim.set_emissivity(0.7)
+    impac.sim.set_exposure_code(3)
     inst = impac.instrument()
     try:
-        ident = driver(inst).identity()
+        baseline = driver(inst).baseline()
+        impac.sim.set_emissivity(0.65)  # InfraWin, mid-run
+        later = driver(inst).baseline()
     finally:
         inst.close()
-    assert ident["name"] == "IGA 12" and ident["version"].startswith("IGA12") and ident["serial"].isdigit()
+    assert baseline.identity == {"vendor": "IMPAC (LumaSense / Advanced Energy)", "model": "IGA 12",
+                                 "serial": "10137", "firmware": "IGA12 V2.04"}
+    assert baseline.configuration == {"unit": "degC", "unit_from": "AAfh", "emissivity": 0.7, "exposure_code": 3,
+                                      "range_low": 250, "range_high": 2500}
+    assert baseline.errors == {}
+    assert later.configuration["emissivity"] == 0.65
+
+
+def test_a_refused_identity_is_recorded_and_the_pyrometer_goes_on(impac: ImpacLink, legacy: ImpacLink) -> None:
+    impac.sim.refuse_identity = True
+    inst = impac.instrument()
+    try:
+        baseline = driver(inst).baseline()
+        assert by_channel(inst.read())["temperature"].value == pytest.approx(256.3)
+    finally:
+        inst.close()
+    assert baseline.identity == {"vendor": "IMPAC (LumaSense / Advanced Energy)"}
+    assert baseline.errors["AAna"] == ("01na answered 'no' (command or parameter not accepted by this model)")
+    assert set(baseline.errors) == {"AAna", "AAsn", "AAve"} and baseline.configuration["emissivity"] == 1.0
+    # older firmware is silent instead: two queries unanswered, the rest not asked, the reading goes on
+    legacy.sim.refuse_identity = True
+    old = legacy.instrument()
+    try:
+        silent = driver(old).baseline()
+        assert by_channel(old.read())["temperature"].value == pytest.approx(400.0)
+    finally:
+        old.close()
+    assert silent.identity == {"vendor": "IMPAC (LumaSense / Advanced Energy)"}
+    assert "no reply" in silent.errors["AAna"] and "no reply" in silent.errors["AAsn"]
+    assert silent.errors["AAve"] == "not asked: the instrument did not answer the queries before it"
+    assert silent.configuration["unit"] == "degC" and silent.configuration["unit_from"] == "options.unit"
 
 
 # ------------------------------------------------------------------------ special values
@@ -499,6 +533,27 @@ def test_conversation_connect_and_one_poll_byte_for_byte() -> None:
         temperature, emissivity = driver.read()
     assert (temperature.value, temperature.units) == (pytest.approx(256.3), "degF")
     assert (emissivity.channel, emissivity.value) == ("emissivity", pytest.approx(0.853))
+
+
+def test_conversation_baseline_byte_for_byte() -> None:
+    with serial_conversation(
+        (b"01fh\r", b"0\r"),                  # connect: the unit
+        (b"01na\r", b"IGA 12\r"),             # identity: name, serial, type and version
+        (b"01sn\r", b"10137\r"),
+        (b"01ve\r", b"IGA12 V2.04\r"),
+        (b"01fh\r", b"0\r"),                  # configuration: unit, emissivity, t90 code, basic range
+        (b"01em\r", b"0700\r"),
+        (b"01ez\r", b"3\r"),
+        (b"01mb\r", b"00FA09C4\r"),
+        owner="substrate",
+    ) as line:
+        driver = driver_on(line, "impac", {"address": 1})
+        driver.connect()
+        baseline = driver.baseline()
+    assert baseline.identity == {"vendor": "IMPAC (LumaSense / Advanced Energy)", "model": "IGA 12",
+                                 "serial": "10137", "firmware": "IGA12 V2.04"}
+    assert baseline.configuration == {"unit": "degC", "unit_from": "AAfh", "emissivity": 0.7, "exposure_code": 3,
+                                      "range_low": 250, "range_high": 2500}
 
 
 def test_conversation_a_model_without_aafh_is_assumed_in_the_configured_unit() -> None:

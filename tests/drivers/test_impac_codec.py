@@ -154,3 +154,14 @@ def test_refusal_ok_and_echo() -> None:
 def test_reply_text_keeps_identity_strings() -> None:
     assert codec.reply_text(b"IGA 12\r") == "IGA 12"
     assert codec.reply_text(b"\x80IGA 12\r") == "IGA 12"
+
+
+def test_basic_range_and_identity_texts() -> None:
+    assert codec.parse_range(b"00FA09C4\r") == (250, 2500)
+    assert codec.parse_range(b"0096044c\r") == (150, 1100)
+    assert codec.parse_identity_text(b"IGA12 V2.04\r") == "IGA12 V2.04"
+    for frame in (b"00FA09C\r", b"00FA09C4X\r", b"\r"):
+        with pytest.raises(ProtocolError, match="IMPAC reply"):
+            codec.parse_range(frame)
+    with pytest.raises(ProtocolError, match="empty reply"):
+        codec.parse_identity_text(b" \r")

@@ -456,3 +456,37 @@ def test_conversation_rs485_echo_is_skipped_and_a_nak_names_its_code() -> None:
         assert driver.query("PR1") == "5.00E-7"
         with pytest.raises(DeviceError, match=r"^gauges: PR2\? refused with NAK160 UNRECOGNIZED_MSG"):
             driver.query("PR2")
+
+
+# ------------------------------------------------------------------------ identity and configuration
+
+
+def test_conversation_baseline_byte_for_byte_and_a_refused_query_recorded() -> None:
+    with serial_conversation(
+        (b"@253SN?;FF", b"@253ACK937B12345;FF"),
+        (b"@253U?;FF", b"@253ACKTORR;FF"),
+        (b"@253MT?;FF", b"@253NAK160;FF"),          # a unit without MT? (a 900-series transducer)
+        owner="gauges",
+    ) as line:
+        driver = driver_on(line, "mks_937b", {"channels": [1], "settle": 0.0})
+        driver.session.needs_resync = False
+        baseline = driver.baseline()
+    assert baseline.identity == {"vendor": "MKS Instruments", "serial": "937B12345"}
+    assert baseline.configuration == {"unit": "Torr"}
+    assert baseline.errors == {"MT?": "MT? refused with NAK160 UNRECOGNIZED_MSG (address 253, frame b'@253NAK160;FF')"}
+
+
+def test_baseline_over_the_wire_follows_the_unit_and_survives_refused_identity(mks: MKSLink) -> None:
+    inst = mks.instrument(channels=[1])
+    try:
+        baseline = inst.driver.baseline()
+        assert baseline.identity == {"vendor": "MKS Instruments", "serial": "937B12345"}
+        assert baseline.configuration == {"unit": "Torr", "module_types": "CC,PR,CC,PR,CM,NC"}
+        mks.sim.refuse_identity = True
+        mks.sim.set_unit("MBAR")
+        refused = inst.driver.baseline()
+        assert refused.identity == {"vendor": "MKS Instruments"} and set(refused.errors) == {"SN?", "MT?"}
+        assert refused.configuration["unit"] == "mbar"
+        assert inst.read()[0].units == "mbar"
+    finally:
+        inst.close()

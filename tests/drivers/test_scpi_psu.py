@@ -360,3 +360,33 @@ def test_conversation_a_silent_query_is_explained_by_the_error_queue() -> None:
         driver.connect()
         with pytest.raises(DeviceError, match=r'^psu: no reply to .*; the instrument reports -113,"Undefined header"'):
             driver.read()
+
+
+# ------------------------------------------------------------------ identity and configuration
+
+
+def test_conversation_baseline_asks_idn_again() -> None:
+    with visa_conversation(
+        ("*IDN?", KEYSIGHT_IDN), ("*IDN?", KEYSIGHT_IDN), ("SYST:ERR?", '+0,"No error"'),   # connect
+        ("*IDN?", KEYSIGHT_IDN),                                                          # the baseline
+        owner="psu",
+    ) as resource:
+        driver = driver_on(resource, "scpi_psu", {"channels": [1, 2]})
+        driver.connect()
+        baseline = driver.baseline()
+    assert baseline.identity == {"vendor": "Keysight Technologies", "model": "E36312A", "serial": "MY00000001",
+                                 "firmware": "1.0.4"}
+    assert baseline.configuration == {"dialect": "keysight", "channels": "1,2"} and baseline.errors == {}
+
+
+def test_baseline_over_the_wire(psu: Served) -> None:
+    inst = psu.visa("scpi_psu", channels=[1])
+    try:
+        baseline = inst.driver.baseline()
+        readings = inst.read()
+    finally:
+        inst.close()
+    maker, model, serial, firmware = sim_of(psu).model.idn.split(",")
+    assert baseline.identity == {"vendor": maker, "model": model, "serial": serial, "firmware": firmware}
+    assert baseline.configuration["dialect"] == sim_of(psu).dialect
+    assert len(readings) == len(QUANTITIES)

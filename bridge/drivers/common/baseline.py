@@ -100,8 +100,11 @@ class BaselineReader:
                 self.identity[key] = printable(value.strip(), TEXT_MAX)
 
     def set_configuration(self, **fields: Scalar) -> None:
-        """Configuration fields; a text is cut to :data:`TEXT_MAX`, a number that is not finite is left out."""
+        """Configuration fields; None (not read: ``errors`` says why) and numbers that are not finite are
+        left out, a text is cut to :data:`TEXT_MAX`."""
         for key, value in fields.items():
+            if value is None:
+                continue
             if isinstance(value, str):
                 self.configuration[key] = printable(value.strip(), TEXT_MAX)
             elif isinstance(value, float) and not math.isfinite(value):
