@@ -100,10 +100,10 @@ class BaselineReader:
                 self.identity[key] = printable(value.strip(), TEXT_MAX)
 
     def set_configuration(self, **fields: Scalar) -> None:
-        """Configuration fields; None (not read: ``errors`` says why) and numbers that are not finite are
-        left out, a text is cut to :data:`TEXT_MAX`."""
+        """Configuration fields; None (not read: ``errors`` says why), empty texts and numbers that are not
+        finite are left out, a text is cut to :data:`TEXT_MAX`."""
         for key, value in fields.items():
-            if value is None:
+            if value is None or (isinstance(value, str) and not value.strip()):
                 continue
             if isinstance(value, str):
                 self.configuration[key] = printable(value.strip(), TEXT_MAX)
