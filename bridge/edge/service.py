@@ -12,9 +12,11 @@ import time
 from typing import Any
 
 from bridge.config import Config
+from bridge.edge.baseline import Baselines
 from bridge.edge.clock_sync import ntp_synchronized
+from bridge.edge.conversion import UnitConversion
 from bridge.edge.outbox import Outbox
-from bridge.edge.polling.pollers import InstrumentStatus, Pollers
+from bridge.edge.polling.pollers import InstrumentStatus, Pollers, Snapshot
 from bridge.edge.publisher import Publisher, PublisherSettings
 from bridge.edge.runs import Runs
 from bridge.model import Reading
@@ -34,7 +36,11 @@ class BridgeService:
         self.outbox = Outbox(config.bridge.state_dir / OUTBOX_FILE)
         runs = config.bridge.runs
         self.runs = Runs(self.outbox, resume_within=runs.resume_within, auto_configured=runs.auto is not None)
-        self.pollers = Pollers(config.bridge.instruments, sink=self._store, on_change=self._instrument_changed)
+        self.conversion = UnitConversion(config.bridge.units.targets())
+        self.pollers = Pollers(config.bridge.instruments, sink=self._store, on_change=self._instrument_changed,
+                               on_baseline=self._connected)
+        self.baselines = Baselines(self.pollers, self.outbox, self._run_id)
+        self.runs.baselines = self.baselines
         self.publisher = Publisher(config.mqtt, config.site, self.outbox, status=self.status,
                                    commands=self.runs.handle, run_state=self.runs.state, settings=settings)
         self.runs.on_change.append(self.publisher.status_changed)
@@ -48,13 +54,20 @@ class BridgeService:
         uploader needs to know which readings are one poll (one point of the flow) all the same.
         """
         poll = readings[0].timestamp if readings else 0.0
-        for reading in readings:
+        for reading in self.conversion.apply_all(readings):
             body = contract.reading_body(reading)
             body["p"] = poll
             self.outbox.append("reading", body, reading.timestamp)
 
     def _instrument_changed(self, status: InstrumentStatus) -> None:
         self.publisher.status_changed()
+
+    def _connected(self, instrument: str, snapshot: Snapshot) -> None:
+        self.baselines.connected(instrument, snapshot)
+
+    def _run_id(self) -> str | None:
+        run = self.runs.current
+        return None if run is None else str(run.get("run_id"))
 
     def _ntp(self) -> bool | None:
         checked, value = self._clock
