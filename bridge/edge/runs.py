@@ -271,7 +271,7 @@ class Runs:
         """The snapshot read after ``run_id``'s start marker: logged if the run is still open."""
         with self._lock:
             run = self.outbox.open_run
-            if run is None or run.get("run_id") != run_id or self._stopping == run_id:
+            if run is None or run.get("run_id") != run_id:
                 log.warning("run %s closed before its start baseline was read; that baseline is not logged",
                             printable(run_id, 80))
                 return

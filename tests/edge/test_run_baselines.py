@@ -1,0 +1,194 @@
+"""Each run's start and stop baselines on a real outbox: where they sit in the log, and what a stop waits for.
+
+The baselines come from a stand-in of :class:`bridge.edge.baseline.Baselines` that answers on a
+thread of its own, as a bus does, and can be held (a bus busy in a long turn) and released. The
+real collection across real buses is tested in test_baselines.py.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bridge.edge.outbox import Outbox
+from bridge.edge.runs import Runs
+from bridge.wire import contract
+
+SNAPSHOT = {"identity": {"vendor": "Pfeiffer Vacuum", "serial": "44990000"},
+            "configuration": {"unit": "mbar", "gauge_1": "PKR"}}
+
+
+class Bus:
+    """Answers collections on its own thread, in order; ``hold`` keeps it busy until ``release``."""
+
+    timeout = 2.0
+
+    def __init__(self) -> None:
+        self.snapshot: dict[str, Any] = SNAPSHOT
+        self.asked: list[str] = []
+        self._queue: list[tuple[str, Callable[[dict[str, Any]], None]]] = []
+        self._wake = threading.Condition()
+        self._free = threading.Event()
+        self._free.set()
+        self._stop = False
+        self.thread = threading.Thread(target=self._run, name="poller test-bus", daemon=True)
+        self.thread.start()
+
+    def collect(self, when: str, done: Callable[[dict[str, Any]], None]) -> None:
+        with self._wake:
+            self.asked.append(when)
+            self._queue.append((when, done))
+            self._wake.notify()
+
+    def on_a_bus_thread(self) -> bool:
+        return threading.current_thread() is self.thread
+
+    def hold(self) -> None:
+        self._free.clear()
+
+    def release(self) -> None:
+        self._free.set()
+
+    def call(self, function: Callable[[], Any]) -> Any:
+        """``function()`` on the bus thread (as the automatic trigger runs, fed by a bus's readings)."""
+        result: list[Any] = []
+        done = threading.Event()
+
+        def job(_: dict[str, Any]) -> None:
+            result.append(function())
+            done.set()
+
+        with self._wake:
+            self._queue.append(("call", job))
+            self._wake.notify()
+        assert done.wait(5)
+        return result[0]
+
+    def close(self) -> None:
+        with self._wake:
+            self._stop = True
+            self._wake.notify()
+        self._free.set()
+        self.thread.join(5)
+
+    def _run(self) -> None:
+        while True:
+            with self._wake:
+                while not self._queue and not self._stop:
+                    self._wake.wait()
+                if self._stop:
+                    return
+                when, done = self._queue.pop(0)
+            if when != "call":
+                self._free.wait()
+            done({} if when == "call" else {"gauge": dict(self.snapshot)})
+
+
+@pytest.fixture
+def bus() -> Iterator[Bus]:
+    bus = Bus()
+    yield bus
+    bus.close()
+
+
+@pytest.fixture
+def outbox(tmp_path: Path) -> Iterator[Outbox]:
+    with Outbox(tmp_path / "outbox.sqlite") as box:
+        yield box
+
+
+def log(box: Outbox) -> list[tuple[str, dict[str, Any]]]:
+    box.flush()
+    return [(e.kind, e.body) for e in box.pending(0, 10_000)]
+
+
+def wait_for(condition: Callable[[], bool]) -> None:
+    done = threading.Event()
+    for _ in range(500):
+        if condition():
+            return
+        done.wait(0.01)
+    raise AssertionError("condition not met within 5 s")
+
+
+def runs_with(box: Outbox, bus: Bus) -> Runs:
+    runs = Runs(box)
+    runs.baselines = bus
+    return runs
+
+
+def test_a_run_holds_its_start_baseline_after_the_start_marker_and_its_stop_baseline_right_before_the_stop(
+        outbox: Outbox, bus: Bus) -> None:
+    runs = runs_with(outbox, bus)
+    ok, _, start_seq = runs.start({"stream_name": "GaN-17"})
+    assert ok and start_seq == 1
+    run_id = runs.current["run_id"]  # type: ignore[index]
+    wait_for(lambda: len(log(outbox)) == 2)
+    outbox.append("reading", {"i": "gauge", "c": "p1", "v": 1e-7, "q": "ok", "t": 1.8e9, "u": "mbar"}, 1.8e9)
+    bus.snapshot = {**SNAPSHOT, "configuration": {"unit": "Torr", "gauge_1": "PKR"}}
+    ok, message, stop_seq = runs.stop({"exit_status": "success"})
+    assert ok and message == f"run {run_id} stopped (success)"
+    entries = log(outbox)
+    assert [kind for kind, _ in entries] == ["run_start", "baseline", "reading", "baseline", "run_stop"]
+    assert stop_seq == 5 and bus.asked == ["start", "stop"]
+    start, stop = entries[1][1], entries[3][1]
+    assert start == {"when": "start", "run_id": run_id, "instruments": {"gauge": SNAPSHOT}}
+    assert stop["when"] == "stop" and stop["instruments"]["gauge"]["configuration"]["unit"] == "Torr"
+    assert entries[4][1]["last_seq"] == 4  # the stop baseline is inside the run
+
+
+def test_a_stop_asked_on_a_bus_thread_does_not_wait_and_the_run_counts_as_closed_until_its_marker(
+        outbox: Outbox, bus: Bus) -> None:
+    runs = runs_with(outbox, bus)
+    runs.start({"stream_name": "auto-1"}, trigger="manual")
+    wait_for(lambda: len(log(outbox)) == 2)
+    bus.hold()  # the bus is busy: its answer to the stop will come later
+    ok, message, seq = bus.call(lambda: runs.stop({"exit_status": "success"}))
+    assert ok and seq is None and "its stop marker follows its baseline" in message
+    assert runs.current is None, "a stopping run is not open for anyone to stop or extend"
+    again = runs.stop({"exit_status": "abort"})
+    assert again == (False, "no run is open", None)
+    refused = runs.start({"stream_name": "next"})
+    assert not refused[0] and "is stopping (its baseline is being read)" in refused[1]
+    assert [kind for kind, _ in log(outbox)] == ["run_start", "baseline"]
+    bus.release()
+    wait_for(lambda: [kind for kind, _ in log(outbox)][-1:] == ["run_stop"])
+    assert [kind for kind, _ in log(outbox)] == ["run_start", "baseline", "baseline", "run_stop"]
+    assert runs.start({"stream_name": "next"})[0]
+
+
+def test_a_run_stopped_before_its_start_baseline_came_holds_both_in_order(outbox: Outbox, bus: Bus) -> None:
+    runs = runs_with(outbox, bus)
+    bus.hold()
+    runs.start({"stream_name": "short"})
+    stopping = threading.Thread(target=runs.stop, args=({"exit_status": "abort"},))
+    stopping.start()
+    wait_for(lambda: bus.asked == ["start", "stop"])
+    bus.release()
+    stopping.join(5)
+    kinds = [(kind, body.get("when")) for kind, body in log(outbox)]
+    assert kinds == [("run_start", None), ("baseline", "start"), ("baseline", "stop"), ("run_stop", None)]
+
+
+def test_a_stop_whose_marker_cannot_be_logged_says_so_and_the_run_stays_open(outbox: Outbox, bus: Bus) -> None:
+    runs = runs_with(outbox, bus)
+    runs.start({"stream_name": "kept"})
+    wait_for(lambda: len(log(outbox)) == 2)
+    bus.snapshot = {"identity": {"vendor": "x\x1b[2J"}, "configuration": {}}  # refused by the contract
+    ok, message, seq = runs.stop({"exit_status": "success"})
+    assert not ok and seq is None and "could not be stopped" in message and "control characters" in message
+    assert runs.current is not None
+    bus.snapshot = SNAPSHOT
+    assert runs.stop({"exit_status": "success"})[0]
+
+
+def test_without_baselines_a_run_has_its_markers_only(outbox: Outbox) -> None:
+    runs = Runs(outbox)
+    runs.start({"stream_name": "plain"})
+    runs.stop({"exit_status": "success"})
+    assert [kind for kind, _ in log(outbox)] == ["run_start", "run_stop"]
+    assert contract.MARKERS >= {"baseline"}
