@@ -195,7 +195,8 @@ def test_units_identity_and_baseline_interval() -> None:
     cfg = parse_config(raw)
     assert cfg.bridge.units.targets() == {"pressure": "mbar", "temperature": "degC"}
     inst = cfg.bridge.instruments[0]
-    assert (inst.interval, inst.poll_interval, inst.identity) == ("baseline", None, {"vendor": "Acme", "serial": "SN-1"})
+    assert (inst.interval, inst.poll_interval) == ("baseline", None)
+    assert inst.identity == {"vendor": "Acme", "serial": "SN-1"}
     assert parse_config(GOOD).bridge.instruments[0].poll_interval == 0.5
     assert parse_config(GOOD).bridge.units.targets() == {}
 
