@@ -279,6 +279,9 @@ class Manifest:
     why: dict[str, Any] = field(default_factory=dict)
     #: the run's events (annotations) in log order
     events: tuple[Event, ...] = ()
+    #: identity and configuration of every instrument at the run's ``start`` and ``stop``:
+    #: moment -> instrument -> snapshot (``identity``, ``configuration``, ``errors``, ``error``, ``t``)
+    baseline: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -454,7 +457,36 @@ def parse_manifest(path: Path, raw: object) -> Manifest:
         finalized=finalized, finalized_at=f.timestamp("finalized_at", optional=True),
         channels=dict(sorted(channels.items())), flows=dict(sorted(flows.items())), gaps=tuple(gaps),
         report=f.mapping("report"), trigger=trigger, why=why, events=_events(path, raw.get("events")),
+        baseline=_baseline(path, f.mapping("baseline")),
     )
+
+
+def _baseline(path: Path, raw: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The manifest's ``baseline``, each snapshot checked for its types (moments other than start and stop,
+    from a newer writer, are left in ``raw``)."""
+    checked: dict[str, dict[str, dict[str, Any]]] = {}
+    for moment in ("start", "stop"):
+        snapshots = raw.get(moment)
+        if snapshots is None:
+            continue
+        if not isinstance(snapshots, dict):
+            raise StoreDamaged(f"{path}: baseline.{moment} should be an object of instruments")
+        checked[moment] = {}
+        for name, snapshot in snapshots.items():
+            where = f"baseline.{moment}.{printable(name, 64)}"
+            if not isinstance(snapshot, dict):
+                raise StoreDamaged(f"{path}: {where} should be an object")
+            s = _Fields(path, snapshot, f"{where}.")
+            for key, allowed, expected in (("identity", (str,), "an object of texts"),
+                                           ("configuration", (str, int, float, bool, type(None)),
+                                            "an object of texts, numbers and truth values"),
+                                           ("errors", (str,), "an object of texts")):
+                if not all(isinstance(v, allowed) for v in s.mapping(key).values()):
+                    raise s.bad(key, expected)
+            s.text("error", optional=True)
+            s.timestamp("t", optional=True)
+            checked[moment][name] = snapshot
+    return checked
 
 
 def _events(path: Path, raw: object) -> tuple[Event, ...]:

@@ -79,7 +79,9 @@ def _migrate(db: sqlite3.Connection) -> None:
         db.execute("ALTER TABLE entries ADD COLUMN poll REAL")
     # a run whose delivery failed: why, when it is tried again, how often it failed (docs/security.md)
     run_columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-    for column, kind in (("failure", "TEXT"), ("retry_at", "REAL"), ("failures", "INTEGER NOT NULL DEFAULT 0")):
+    # the run's baselines, {"start": {...}, "stop": {...}} (docs/store.md), added after format 1 shipped
+    for column, kind in (("failure", "TEXT"), ("retry_at", "REAL"), ("failures", "INTEGER NOT NULL DEFAULT 0"),
+                         ("baseline", "TEXT")):
         if column not in run_columns:
             db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
 
