@@ -10,6 +10,7 @@ import yaml
 
 from tests.conftest import TPGLink
 from tests.helpers.cli import read_json, run_cli, simulate
+from tests.helpers.uploader import wait_for
 
 
 def write_config(path: Path, instruments: list[dict[str, object]]) -> Path:
@@ -152,3 +153,28 @@ def test_simulate_prints_where_it_listens_and_read_reaches_it(tmp_path: Path) ->
         config = write_config(tmp_path / "c.yaml", [tpg_instrument(url)])
         readings = read_json(config)
         assert readings[1]["quality"] == "sensor_off" and readings[1]["value"] is None
+
+
+def test_read_baseline_and_bridge_units_against_simulators_with_a_refused_identity_and_a_unit_change(
+        tmp_path: Path) -> None:
+    with simulate("pfeiffer_tpg", "--tcp", "127.0.0.1:0", "--refuse-identity", "--change-unit", "2=Torr",
+                  timeout=10) as sim:
+        url = next(word for word in sim.where.split() if word.startswith("socket://"))
+        config = write_config(tmp_path / "c.yaml", [{**tpg_instrument(url), "identity": {"serial": "from-config"}}])
+        result = run_cli("read", str(config), "--baseline")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        identity, configuration, refused = lines[-3:]
+        assert identity == "main_gauge       identity: serial=from-config, vendor=Pfeiffer Vacuum"
+        assert configuration in ("main_gauge       configuration: unit=mbar, gauge_1=PKR, gauge_2=TPR",
+                                 "main_gauge       configuration: unit=Torr, gauge_1=PKR, gauge_2=TPR")
+        assert refused == ("main_gauge       not read: AYT=AYT refused with NAK (syntax error), "
+                           "PNR=PNR refused with NAK (syntax error)")
+        wait_for(lambda: any(json.loads(line).get("baseline", {}).get("configuration", {}).get("unit") == "Torr"
+                             for line in run_cli("read", str(config), "--json", "--baseline").stdout.splitlines()),
+                 timeout=20, what="the simulator's unit change")
+        units = dict(yaml.safe_load(config.read_text()), bridge={
+            "units": {"pressure": "Pa"}, "instruments": [tpg_instrument(url)]})
+        config.write_text(yaml.safe_dump(units))
+        converted = read_json(config)
+        assert {r["units"] for r in converted} == {"Pa"}, "read prints what the bridge would publish"
