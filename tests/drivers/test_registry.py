@@ -99,3 +99,11 @@ def test_every_builtin_channel_lists_its_unit_from_the_vocabulary() -> None:
     modbus = default_registry().get("modbus")
     (register,) = modbus.channel_table(modbus.Options.model_validate(SAMPLE_OPTIONS["modbus"]))
     assert register.units == "degC"  # an alias in the config is kept as its symbol
+
+
+def test_every_builtin_readme_lists_its_channels_with_their_unit_and_its_baseline() -> None:
+    for name, _cls in default_registry():
+        if default_registry().origin(name) != "built-in":
+            continue
+        text = (ROOT / "bridge" / "drivers" / name / "README.md").read_text(encoding="utf-8")
+        assert "docs/units.md" in text and "Identity and configuration (baseline)" in text, name
