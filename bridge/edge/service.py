@@ -40,7 +40,8 @@ class BridgeService:
         self.pollers = Pollers(config.bridge.instruments, sink=self._store, on_change=self._instrument_changed,
                                on_baseline=self._connected)
         self.baselines = Baselines(self.pollers, self.outbox, self._run_id)
-        self.runs.baselines = self.baselines
+        if config.bridge.instruments:  # a bridge without instruments has nothing to describe
+            self.runs.baselines = self.baselines
         self.publisher = Publisher(config.mqtt, config.site, self.outbox, status=self.status,
                                    commands=self.runs.handle, run_state=self.runs.state, settings=settings)
         self.runs.on_change.append(self.publisher.status_changed)

@@ -426,8 +426,9 @@ def test_bad_options_are_refused(options: dict[str, object]) -> None:
 
 def test_channel_table_names_slots() -> None:
     table = MKS937B.channel_table(MKS937BOptions(channels=[1, 6]))
-    assert [(c.name, c.description) for c in table] == [("pressure_1", "PR1 (937B slot A1)"),
-                                                         ("pressure_6", "PR6 (937B slot C2)")]
+    assert [(c.name, c.units, c.description) for c in table] == [
+        ("pressure_1", "Torr|mbar|Pa|mTorr", "PR1 (937B slot A1), in the unit set on the controller"),
+        ("pressure_6", "Torr|mbar|Pa|mTorr", "PR6 (937B slot C2), in the unit set on the controller")]
 
 
 def test_conversation_connect_and_one_poll_of_all_channels_byte_for_byte() -> None:

@@ -144,7 +144,7 @@ def test_entry_point_driver_reads_through_the_cli(tmp_path: Path) -> None:
         {"name": "echo", "driver": "loopback_echo", "transport": {"kind": "serial", "port": "loop://"},
          "options": {"value": 17.25}}])
     (reading,) = read_json(config)
-    assert (reading["channel"], reading["value"], reading["units"], reading["quality"]) == ("echo", 17.25, "1", "ok")
+    assert (reading["channel"], reading["value"], reading["units"], reading["quality"]) == ("echo", 17.25, "arb", "ok")
 
 
 def test_simulate_prints_where_it_listens_and_read_reaches_it(tmp_path: Path) -> None:

@@ -26,8 +26,8 @@ class LoopbackEcho(Driver[SerialTransport, EchoOptions]):
 
     @classmethod
     def channel_table(cls, options: EchoOptions) -> Sequence[Channel[LoopbackEcho]]:
-        return [Channel("echo", "1", lambda self: self.echo(), "the configured value, read back")]
+        return [Channel("echo", "arb", lambda self: self.echo(), "the configured value, read back")]
 
     def echo(self) -> Measurement:
         self.transport.write(f"{self.options.value}\n".encode())
-        return Measurement(float(self.transport.read_until(b"\n")), units="1")
+        return Measurement(float(self.transport.read_until(b"\n")), units="arb")
