@@ -4,6 +4,7 @@ disconnects, and two controllers with their own unit ids on one RTU line."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from bridge.model import Quality, Reading
 from bridge.transports.memory import ModbusRequest
 from simulators.instruments.eurotherm import EurothermSimulator
 from simulators.serving.modbus_server import Request
-from tests.helpers.cli import EXAMPLES, example_with, read_json, simulator_command
+from tests.helpers.cli import EXAMPLES, example_with, read_json, run_cli, simulator_command
 from tests.helpers.conversation import driver_on, modbus_conversation
 from tests.helpers.drivers import by_channel, read_and_close, reconnect
 from tests.helpers.modbus_server import SHORT, TIMEOUT, ModbusLink, serve
@@ -451,3 +452,18 @@ def test_baseline_over_the_wire_each_family_and_a_refused_identity(kind: str) ->
     assert refused.identity == {"vendor": "Eurotherm"}
     assert set(refused.errors) == {"identity (122)", "version (107)"}
     assert refused.configuration == b3200.configuration
+
+
+def test_simulate_command_refuses_identity_and_read_baseline_goes_on(tmp_path: Path) -> None:
+    with simulator_command("eurotherm", "--tcp", "127.0.0.1:0", "--unit", "1", "--unit", "2",
+                           "--refuse-identity") as cli:
+        host, port = cli.where.rsplit(":", 1)
+        result = run_cli("read", str(example_with("eurotherm.yaml", tmp_path, host=host, port=int(port))),
+                         "--json", "--baseline")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    baselines = {line["instrument"]: line["baseline"] for line in lines if "baseline" in line}
+    assert set(baselines) == {"cell_ga", "cell_as"}
+    assert baselines["cell_ga"]["identity"] == {"vendor": "Eurotherm"}
+    assert baselines["cell_ga"]["errors"]["identity (122)"] == "refused: illegal data address (0x02)"
+    assert sum(1 for line in lines if "channel" in line) == 6

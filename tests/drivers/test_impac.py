@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bridge.drivers.impac import Impac, codec
 from bridge.edge.instrument import Instrument, connect_instrument
@@ -15,7 +17,7 @@ from bridge.model import Quality, Reading
 from simulators.instruments.impac import ImpacSimulator
 from simulators.serving import PtyServer
 from simulators.serving.rs485 import SharedLine
-from tests.helpers.cli import example_with, read_json, simulate
+from tests.helpers.cli import example_with, read_json, run_cli, simulate
 from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.impac import ImpacLink, impac_config
@@ -566,3 +568,17 @@ def test_conversation_a_model_without_aafh_is_assumed_in_the_configured_unit() -
         driver.connect()
         (temperature,) = driver.read()
     assert (temperature.value, temperature.units, temperature.quality) == (None, "degC", Quality.OVER_RANGE)
+
+
+def test_simulate_command_refuses_identity_and_changes_the_emissivity(tmp_path: Path) -> None:
+    with simulate("impac", "--tcp", "127.0.0.1:0", "--address", "1", "--emissivity", "0.7", "--refuse-identity",
+                  "--change-emissivity", "0=0.55", stop=signal.SIGTERM) as sim:
+        config = example_with("impac.yaml", tmp_path, port=sim.where)
+        raw = yaml.safe_load(config.read_text())
+        raw["bridge"]["instruments"] = raw["bridge"]["instruments"][:1]
+        config.write_text(yaml.safe_dump(raw))
+        result = run_cli("read", str(config), "--json", "--baseline")
+    assert result.returncode == 0, result.stderr
+    (baseline,) = [json.loads(line)["baseline"] for line in result.stdout.splitlines() if "baseline" in line]
+    assert baseline["configuration"]["emissivity"] == 0.55
+    assert set(baseline["errors"]) == {"AAna", "AAsn", "AAve"}

@@ -6,14 +6,18 @@ port, each read by its own instrument config.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from bridge.drivers.mks_937b import MKS937B, MKS937BOptions
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
+from tests.helpers.cli import run_cli, simulate
 from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.mks_937b import TORR, MKSLink, make_sims, one_bus, serve
@@ -491,3 +495,17 @@ def test_baseline_over_the_wire_follows_the_unit_and_survives_refused_identity(m
         assert inst.read()[0].units == "mbar"
     finally:
         inst.close()
+
+
+def test_simulate_command_refuses_identity_and_changes_the_unit(tmp_path: Path) -> None:
+    with simulate("mks_937b", "--tcp", "127.0.0.1:0", "--refuse-identity", "--change-unit", "0=MBAR") as sim:
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({"site": "s", "bridge": {"instruments": [
+            {"name": "ion_gauge", "driver": "mks_937b", "transport": {"kind": "serial", "port": sim.where,
+                                                                      "timeout": 0.5},
+             "options": {"channels": [1]}}]}}))
+        result = run_cli("read", str(config), "--json", "--baseline")
+    assert result.returncode == 0, result.stderr
+    reading, baseline = (json.loads(line) for line in result.stdout.splitlines())
+    assert reading["units"] == "mbar" and baseline["baseline"]["configuration"]["unit"] == "mbar"
+    assert set(baseline["baseline"]["errors"]) == {"SN?", "MT?"}
