@@ -222,11 +222,16 @@ class Runs:
         return True, f"run {run_id} started", seq
 
     def stop(self, params: contract.StopRun | Mapping[str, Any], *, why: Mapping[str, Any] | None = None,
-             if_trigger: str | None = None) -> Outcome:
+             if_trigger: str | None = None, wait: bool = False) -> Outcome:
         """Close the open run, whatever opened it; a mapping is checked as a command's params first.
 
         ``if_trigger`` closes it only if it was opened that way: an automatic stop condition
         must never close a run an operator started by hand.
+
+        With baselines, the stop marker follows the stop baseline, read by the buses. ``wait``
+        (a command: ``stop-run`` waits for its answer) waits for it, up to the baseline's timeout,
+        unless the caller is a bus thread; otherwise the stop is answered at once and its marker
+        follows (the automatic trigger may hold a lock the bus threads need for their readings).
         """
         try:
             stop = params if isinstance(params, contract.StopRun) else contract.command_params("stop_run", params)
@@ -257,8 +262,7 @@ class Runs:
             log.info("run %s stopped (%s) at seq %d", run_id, stop.exit_status, seq)
             self._changed()
             return True, f"run {run_id} stopped ({stop.exit_status})", seq
-        if baselines.on_a_bus_thread() and not stopped.done.is_set():
-            # the automatic trigger, on a bus thread: waiting would hold that bus from its own answer
+        if not stopped.done.is_set() and (not wait or baselines.on_a_bus_thread()):
             return True, f"run {run_id} stopping ({stop.exit_status}): its stop marker follows its baseline", None
         if not stopped.done.wait(baselines.timeout + STOP_MARGIN):
             return False, f"run {run_id} is stopping, but its stop marker was not logged within " \
@@ -368,7 +372,7 @@ class Runs:
         if isinstance(params, contract.StartRun):
             return self.start(params)
         if isinstance(params, contract.StopRun):
-            return self.stop(params)
+            return self.stop(params, wait=True)
         if isinstance(params, contract.Annotate):
             return self.annotate(params.text, params.tags, "cli")
         if isinstance(params, contract.SetAuto):

@@ -173,3 +173,12 @@ def test_stopping_answers_a_collection_the_buses_can_no_longer_read(chamber: Sim
     bridge.pollers.stop()
     snapshots, _ = bridge.collect("stop")
     assert {s["error"] for s in snapshots.values()} == {"the bus is not polling"}
+
+
+def test_an_interval_baseline_instrument_starts_with_the_others(chamber: SimulatedChamber) -> None:
+    from bridge.edge.polling.bus_poller import spread_intervals
+
+    mixed = configs(chamber, cell_ga={"interval": "baseline"}, main_gauge={"interval": 0.05})
+    assert spread_intervals(mixed) == [0.05, 0.2, 0.2, 0.05, 0.2, 0.2]
+    only = configs(chamber, cell_ga={"interval": "baseline"}, cell_al={"interval": "baseline"})[3:5]
+    assert spread_intervals(only) == [1.0, 1.0]

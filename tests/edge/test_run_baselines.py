@@ -130,7 +130,7 @@ def test_a_run_holds_its_start_baseline_after_the_start_marker_and_its_stop_base
     wait_for(lambda: len(log(outbox)) == 2)
     outbox.append("reading", {"i": "gauge", "c": "p1", "v": 1e-7, "q": "ok", "t": 1.8e9, "u": "mbar"}, 1.8e9)
     bus.snapshot = {**SNAPSHOT, "configuration": {"unit": "Torr", "gauge_1": "PKR"}}
-    ok, message, stop_seq = runs.stop({"exit_status": "success"})
+    ok, message, stop_seq = runs.stop({"exit_status": "success"}, wait=True)
     assert ok and message == f"run {run_id} stopped (success)"
     entries = log(outbox)
     assert [kind for kind, _ in entries] == ["run_start", "baseline", "reading", "baseline", "run_stop"]
@@ -147,8 +147,8 @@ def test_a_stop_asked_on_a_bus_thread_does_not_wait_and_the_run_counts_as_closed
     runs.start({"stream_name": "auto-1"}, trigger="manual")
     wait_for(lambda: len(log(outbox)) == 2)
     bus.hold()  # the bus is busy: its answer to the stop will come later
-    ok, message, seq = bus.call(lambda: runs.stop({"exit_status": "success"}))
-    assert ok and seq is None and "its stop marker follows its baseline" in message
+    ok, message, seq = bus.call(lambda: runs.stop({"exit_status": "success"}, wait=True))
+    assert ok and seq is None and "its stop marker follows its baseline" in message, "a bus thread never waits"
     assert runs.current is None, "a stopping run is not open for anyone to stop or extend"
     again = runs.stop({"exit_status": "abort"})
     assert again == (False, "no run is open", None)
@@ -170,6 +170,7 @@ def test_a_run_stopped_before_its_start_baseline_came_holds_both_in_order(outbox
     wait_for(lambda: bus.asked == ["start", "stop"])
     bus.release()
     stopping.join(5)
+    wait_for(lambda: [kind for kind, _ in log(outbox)][-1:] == ["run_stop"])
     kinds = [(kind, body.get("when")) for kind, body in log(outbox)]
     assert kinds == [("run_start", None), ("baseline", "start"), ("baseline", "stop"), ("run_stop", None)]
 
@@ -179,11 +180,13 @@ def test_a_stop_whose_marker_cannot_be_logged_says_so_and_the_run_stays_open(out
     runs.start({"stream_name": "kept"})
     wait_for(lambda: len(log(outbox)) == 2)
     bus.snapshot = {"identity": {"vendor": "x\x1b[2J"}, "configuration": {}}  # refused by the contract
-    ok, message, seq = runs.stop({"exit_status": "success"})
+    ok, message, seq = runs.stop({"exit_status": "success"}, wait=True)
     assert not ok and seq is None and "could not be stopped" in message and "control characters" in message
     assert runs.current is not None
     bus.snapshot = SNAPSHOT
-    assert runs.stop({"exit_status": "success"})[0]
+    ok, message, seq = runs.stop({"exit_status": "success"})  # not waiting: answered at once
+    assert ok and seq is None and "stopping (success)" in message
+    wait_for(lambda: runs.current is None and [kind for kind, _ in log(outbox)][-1:] == ["run_stop"])
 
 
 def test_without_baselines_a_run_has_its_markers_only(outbox: Outbox) -> None:

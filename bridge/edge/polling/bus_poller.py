@@ -185,7 +185,7 @@ class BusPoller:
             raise RuntimeError(f"bus {self.key} already started")
         origin = self._clock() if origin is None else origin
         if offsets is None:
-            offsets = spread([grid_interval(m.config) for m in self._members])
+            offsets = spread(spread_intervals([m.config for m in self._members]))
         if len(offsets) != len(self._members):
             raise ValueError(f"{len(offsets)} offsets for {len(self._members)} instruments")
         for m, offset in zip(self._members, offsets, strict=True):
@@ -276,10 +276,13 @@ class BusPoller:
                 for member in self._members:
                     member.needs_connect = True
                 reopen(self.transport)
-            if m.needs_connect:
+            connected = m.needs_connect
+            if connected:
                 m.driver.connect()
                 m.needs_connect = False
             body = self._read_baseline(m).body()
+            if connected and self._on_baseline is not None:  # its connect baseline, read once for both
+                _call_guarded(partial(self._on_baseline, m.name), {**body, "t": at}, "on_baseline")
             if not m.scheduled:
                 self._poll_with_baseline(m)
         except TransportDisconnected as exc:
@@ -417,6 +420,14 @@ def grid_interval(config: InstrumentConfig) -> float:
     (whose grid only gives its first read, spread like the others)."""
     interval = config.poll_interval
     return _UNSCHEDULED if interval is None else interval
+
+
+def spread_intervals(configs: Sequence[InstrumentConfig]) -> list[float]:
+    """The intervals first deadlines are spread over: an ``interval: baseline`` instrument counts as the
+    shortest polled one (its first read comes with the others', not an hour later)."""
+    polled = [c.poll_interval for c in configs if c.poll_interval is not None]
+    shortest = min(polled, default=1.0)
+    return [shortest if c.poll_interval is None else c.poll_interval for c in configs]
 
 
 def _failed(why: str) -> Snapshot:

@@ -27,7 +27,7 @@ from bridge.edge.polling.bus_poller import (
     ReadingSink,
     ReadTiming,
     Snapshot,
-    grid_interval,
+    spread_intervals,
 )
 from bridge.edge.polling.schedule import Backoff, Clock, spread
 
@@ -68,7 +68,7 @@ class Pollers:
 
     def start(self) -> None:
         """Start every bus on one origin, instruments spread over the shortest interval."""
-        phases = spread([grid_interval(inst) for inst in self._instruments])
+        phases = spread(spread_intervals(self._instruments))
         offsets = {inst.name: phase for inst, phase in zip(self._instruments, phases, strict=True)}
         origin = self._clock()
         for bus in self.buses:
