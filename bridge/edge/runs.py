@@ -21,9 +21,9 @@ Each run holds its instruments' identity and configuration twice (``baseline`` e
 docs/payload.md): read right after its start marker and right before its stop marker, for manual
 and automatic runs alike, through :class:`BaselineSource` (:class:`bridge.edge.baseline.Baselines`).
 The buses read them on their own threads, so the start's is logged when they have answered, and
-a stop waits for its snapshot before its marker: a command waits for it (a few seconds at most);
-the automatic trigger, which runs on a bus thread and cannot wait for the buses, is answered at
-once and the marker follows. While that stop is pending the run counts as closed (:attr:`Runs.current`
+a stop's marker follows its snapshot: a command (``stop-run``) waits for it, a few seconds at
+most; any other caller, the automatic trigger above all (it runs on a bus thread, or holds a lock
+the bus threads need), is answered at once and the marker follows. While that stop is pending the run counts as closed (:attr:`Runs.current`
 is None): nothing else stops it again, and a start is refused until its marker is logged.
 
 Run ids are the bridge's alone (:func:`bridge.names.new_run_id`): a run id becomes a folder of
