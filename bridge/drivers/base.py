@@ -67,8 +67,9 @@ D = TypeVar("D", bound="Driver[Any, Any]")
 class Channel(Generic[D]):
     """One row of a driver's channel table.
 
-    ``units`` is what the listing shows; a driver whose unit is set on the instrument (a gauge
-    controller's display unit) says so here and reports the actual unit in each measurement.
+    ``units`` is what the listing shows, a symbol of the unit vocabulary (docs/units.md); a driver
+    whose unit is set on the instrument (a gauge controller's display unit) lists the symbols it
+    can be (``mbar|Torr|Pa``) and reports the actual unit in each measurement.
     """
 
     name: str
