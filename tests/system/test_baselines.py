@@ -25,6 +25,7 @@ from tests.helpers.cli import run_cli
 from tests.helpers.mosquitto import MosquittoBroker
 from tests.helpers.processes import BridgeProcess, UploaderProcess
 from tests.helpers.uploader import finalized, manifest, wait_for
+from tests.helpers.watch import Watcher
 
 
 @pytest.fixture
@@ -56,9 +57,15 @@ def test_a_configuration_changed_mid_run_is_flagged_by_runs_show(
     path = tmp_path / "chamber.yaml"
     path.write_text(yaml.safe_dump(raw))
     store = tmp_path / "store"
+    watch = Watcher(mosquitto, ["lab/chamber-b/status"], client_id="baseline-watcher")
     uploader = UploaderProcess(path, tmp_path / "upload.log")
     bridge = BridgeProcess(path, tmp_path / "poll.log")
     try:
+        wait_for(lambda: uploader.died() or "uploader subscribed" in uploader.log_text(), timeout=60,
+                 what="the uploader to subscribe")
+        wait_for(lambda: bridge.died() or watch.first("lab/chamber-b/status", lambda s: s["state"] == "online"),
+                 timeout=60, what="the bridge online (it takes commands)")
+        assert not bridge.died() and not uploader.died(), bridge.log_tail() + uploader.log_tail()
         started = run_cli("start-run", str(path), "--name", "GaN-21", "--timeout", "30")
         assert started.returncode == 0, started.stderr + bridge.log_tail()
         run_id = started.stdout.split()[1]
@@ -76,6 +83,7 @@ def test_a_configuration_changed_mid_run_is_flagged_by_runs_show(
         assert f"run {run_id} stopped (success)" in stopped.stdout
         wait_for(lambda: finalized(store, run_id), timeout=90, what="the run to be finalized")
     finally:
+        watch.close()
         assert bridge.stop() == 0, bridge.log_tail()
         assert uploader.stop() == 0, uploader.log_tail()
 
