@@ -23,8 +23,9 @@ and automatic runs alike, through :class:`BaselineSource` (:class:`bridge.edge.b
 The buses read them on their own threads, so the start's is logged when they have answered, and
 a stop's marker follows its snapshot: a command (``stop-run``) waits for it, a few seconds at
 most; any other caller, the automatic trigger above all (it runs on a bus thread, or holds a lock
-the bus threads need), is answered at once and the marker follows. While that stop is pending the run counts as closed (:attr:`Runs.current`
-is None): nothing else stops it again, and a start is refused until its marker is logged.
+the bus threads need), is answered at once and the marker follows. While that stop is pending
+the run counts as closed (:attr:`Runs.current` is None): nothing else stops it again, and a start
+is refused until its marker is logged.
 
 Run ids are the bridge's alone (:func:`bridge.names.new_run_id`): a run id becomes a folder of
 the store and an id at the API, so one taken from a command (``../../../x``) could write
