@@ -86,7 +86,7 @@ def check(ctx: click.Context, config: str, no_files: bool) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per driver.")
 def drivers(as_json: bool) -> None:
-    """List installed drivers (built-in and entry points) with transports and channels."""
+    """List installed drivers (built-in and entry points) with transports, channels and their units."""
     from bridge.drivers.registry import default_registry
 
     registry = default_registry()
@@ -108,9 +108,16 @@ def drivers(as_json: bool) -> None:
         if cls.summary:
             click.echo(f"    {cls.summary}")
         click.echo(f"    transports: {', '.join(cls.transports)}")
-        listed = ", ".join(f"{c['name']} ({c['units'] or '-'}, {c['type']})" for c in channels) or \
-            "defined in the config"
-        click.echo(f"    channels (default options): {listed}")
+        if not channels:
+            click.echo("    channels: defined in the config")
+            continue
+        click.echo("    channels (default options), unit (docs/units.md), type:")
+        name_width = max(len(c["name"]) for c in channels)
+        unit_width = max(len(c["units"]) for c in channels)
+        type_width = max(len(c["type"]) for c in channels)
+        for c in channels:
+            click.echo(f"      {c['name']:<{name_width}}  {c['units']:<{unit_width}}  {c['type']:<{type_width}}  "
+                       f"{c['description']}".rstrip())
     for name, reason in sorted(registry.broken.items()):
         click.echo(f"{name}  [broken] {reason}", err=True)
 
@@ -131,16 +138,34 @@ def _format_reading(r: Reading) -> str:
     return f"{r.instrument:<16} {r.channel:<16} {value:>14} {r.units:<10} {r.quality}"
 
 
+def _baseline_lines(instrument: str, baseline: dict[str, object]) -> list[str]:
+    """``read --baseline``'s lines under an instrument's readings: identity, configuration, refusals."""
+    lines = []
+    for key in ("identity", "configuration", "errors"):
+        fields = baseline.get(key)
+        if isinstance(fields, dict) and (fields or key != "errors"):
+            shown = ", ".join(f"{name}={printable(value, 80)}" for name, value in fields.items()) or "-"
+            label = "not read" if key == "errors" else key
+            lines.append(f"{instrument:<16} {label}: {shown}")
+    return lines
+
+
 @cli.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--instrument", "only", metavar="NAME", help="Read this instrument only.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per reading.")
+@click.option("--baseline", "with_baseline", is_flag=True,
+              help="Also read each instrument's identity and configuration (what a run records at its start).")
 @click.pass_context
-def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> None:
-    """Poll each instrument of CONFIG once and print its readings (commissioning)."""
+def read(ctx: click.Context, config: str, only: str | None, as_json: bool, with_baseline: bool) -> None:
+    """Poll each instrument of CONFIG once and print its readings (commissioning).
+
+    Values are converted as bridge.units says, so what is printed is what the bridge publishes."""
+    from bridge.edge.conversion import UnitConversion
     from bridge.edge.instrument import connect_instrument
 
     cfg = load(ctx, config, files=False)  # reads instruments only: no MQTT, no secrets
+    conversion = UnitConversion(cfg.bridge.units.targets())
     debug = ctx.obj["debug"]
     with reported_errors(debug):
         targets = [cfg.bridge.instrument(only)] if only else list(cfg.bridge.instruments)
@@ -154,10 +179,13 @@ def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> No
     header = [] if as_json else [f"{'instrument':<16} {'channel':<16} {'value':>14} {'units':<10} quality"]
     failures = 0
     for inst_cfg in targets:
+        baseline: dict[str, object] | None = None
         try:
             instrument = connect_instrument(inst_cfg)
             try:
-                readings = instrument.read()
+                readings = conversion.apply_all(instrument.read())
+                if with_baseline:
+                    baseline = instrument.baseline().body()
             finally:
                 instrument.close()
         except BridgeError as exc:
@@ -171,6 +199,12 @@ def read(ctx: click.Context, config: str, only: str | None, as_json: bool) -> No
             continue
         for reading in readings:
             emit(reading)
+        if baseline is not None:
+            if as_json:
+                click.echo(json.dumps({"instrument": inst_cfg.name, "baseline": baseline}))
+            else:
+                for line in _baseline_lines(inst_cfg.name, baseline):
+                    click.echo(line)
     if failures:
         sys.exit(EXIT_RUNTIME)
 

@@ -27,6 +27,7 @@ import click
 
 from bridge.cli.common import fail, reported_errors
 from bridge.names import printable
+from bridge.store import baseline as baselines
 from bridge.store.reader import (
     Manifest,
     RunData,
@@ -254,13 +255,44 @@ def _channel_rows(m: Manifest, data: RunData | None) -> list[tuple[str, ...]]:
     return rows
 
 
+def _setting(value: object) -> str:
+    """A baseline value as it is printed: texts as they are, true/false, numbers as written."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _cell(value)
+
+
+def _baseline_lines(m: Manifest) -> list[str]:
+    """The run's identity and configuration at its start and stop, a field that changed flagged."""
+    recorded = [moment for moment in baselines.MOMENTS if moment in m.baseline]
+    if not recorded:
+        return ["baseline: not recorded (a run closed at a restart, or logged by a bridge without baselines)"]
+    fields = baselines.fields(m.baseline)
+    changed = [f for f in fields if f.changed]
+    said = "start and stop" if len(recorded) == 2 else f"{recorded[0]} only"
+    verdict = (f"{len(changed)} field{'' if len(changed) == 1 else 's'} changed during the run: "
+               f"{_value(', '.join(f.name for f in changed), LINE)}" if changed
+               else "nothing changed" if len(recorded) == 2 else "no stop snapshot to compare with")
+    lines = [f"baseline: identity and configuration at the run's {said}; {verdict}"]
+    rows = [(_cell(f.instrument), _cell(f"{f.section}.{f.key}"), _setting(f.start) if f.start_read else "-",
+             _setting(f.stop) if f.stop_read else "-", "CHANGED" if f.changed else "") for f in fields]
+    if rows:
+        lines += [f"  {text}" for text in _table(("instrument", "field", "start", "stop", ""), rows)]
+    lines += [f"  not read at {moment}: {_cell(name)}: {_value(why)}"
+              for moment, name, why in baselines.unread(m.baseline)]
+    lines += [f"  refused at {moment}: {_cell(name)} {_cell(query)}: {_value(why)}"
+              for moment, name, query, why in baselines.refused(m.baseline)]
+    return lines
+
+
 @runs.command()
 @click.argument("run")
 @click.option("--json", "as_json", is_flag=True,
-              help="Print the manifest as JSON: metadata, completeness report, gaps and events.")
+              help="Print the manifest as JSON: metadata, completeness report, gaps, events and baselines.")
 @_with_store
 def show(store: RunStore, run: str, as_json: bool) -> None:
-    """A run's metadata and completeness report; checks its chunk files against the manifest.
+    """A run's metadata, completeness report and baselines (flagging what changed between the run's start
+    and stop); checks its chunk files against the manifest.
 
     RUN is the data id, a unique prefix of it, or the stream name if only one run has it."""
     m = store.find(run)
@@ -291,6 +323,9 @@ def show(store: RunStore, run: str, as_json: bool) -> None:
         for text in _table(("flow", "points", "chunks"),
                            [(_cell(f.name), str(f.points), str(f.chunks)) for f in m.flows.values()], right=(1, 2)):
             click.echo(text)
+    click.echo("")
+    for text in _baseline_lines(m):
+        click.echo(text)
     click.echo("")
     click.echo(f"gaps: {len(m.gaps)}" if m.gaps else "gaps: none")
     for gap in m.gaps:

@@ -24,6 +24,7 @@ from bridge.config.loading import (
     problems_from,
 )
 from bridge.config.models import (
+    BASELINE_INTERVAL,
     AtomscaleSinkConfig,
     BridgeSection,
     Config,
@@ -32,16 +33,17 @@ from bridge.config.models import (
     MqttConfig,
     SinkConfig,
     TlsConfig,
+    UnitsConfig,
     UploaderSection,
 )
 from bridge.config.runs import RESUME_WITHIN, RunsConfig
 from bridge.config.secrets import SECRET_MAX_BYTES, TLS_FILE_MAX_BYTES, read_secret, regular_file
 
 __all__ = [
-    "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_NODES", "MAX_PROBLEMS", "MAX_SCALAR", "PRE_ROLL_MAX", "RESUME_WITHIN",
-    "SECRET_MAX_BYTES", "SHARED_OWNER", "TLS_FILE_MAX_BYTES", "AtomscaleSinkConfig", "AutoRunsConfig", "BridgeSection",
-    "Config", "InstrumentConfig", "LocalSinkConfig", "MqttConfig", "RunsConfig", "SinkConfig", "TlsConfig",
-    "UploaderSection", "bus_problems", "catalog", "check_files", "file_problems", "format_loc", "group_by_bus",
-    "key_lines", "load_config", "loose_permissions", "parse_config", "problems_from", "read_secret", "regular_file",
-    "render_name", "secret_files", "shared_transport_config", "transport_owner",
+    "BASELINE_INTERVAL", "MAX_CONFIG_BYTES", "MAX_DEPTH", "MAX_NODES", "MAX_PROBLEMS", "MAX_SCALAR", "PRE_ROLL_MAX",
+    "RESUME_WITHIN", "SECRET_MAX_BYTES", "SHARED_OWNER", "TLS_FILE_MAX_BYTES", "AtomscaleSinkConfig", "AutoRunsConfig",
+    "BridgeSection", "Config", "InstrumentConfig", "LocalSinkConfig", "MqttConfig", "RunsConfig", "SinkConfig",
+    "TlsConfig", "UnitsConfig", "UploaderSection", "bus_problems", "catalog", "check_files", "file_problems",
+    "format_loc", "group_by_bus", "key_lines", "load_config", "loose_permissions", "parse_config", "problems_from",
+    "read_secret", "regular_file", "render_name", "secret_files", "shared_transport_config", "transport_owner",
 ]

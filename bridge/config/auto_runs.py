@@ -9,7 +9,7 @@ channel is reported with its key path even when another part of the file is wron
 from __future__ import annotations
 
 import string
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from typing import Annotated, Any, Final
 
@@ -74,11 +74,13 @@ class AutoRunsConfig(StrictModel):
         return v
 
 
-def auto_runs_problems(raw: Any, catalog: Catalog) -> list[ConfigProblem]:
+def auto_runs_problems(raw: Any, catalog: Catalog, unpolled: Collection[str] = ()) -> list[ConfigProblem]:
     """The expressions of ``bridge.runs.auto`` in the raw document, checked against ``catalog``.
 
-    Only what the model cannot see: names and types. A value that is not text, or too long, is
-    the model's to report.
+    Only what the model cannot see: names and types, and that no expression names an instrument of
+    ``unpolled`` (``interval: baseline``): it is read only at connect and at a run's start and stop,
+    so its channels would be stale whenever they were asked. A value that is not text, or too long,
+    is the model's to report.
     """
     bridge = raw.get("bridge") if isinstance(raw, Mapping) else None
     runs = bridge.get("runs") if isinstance(bridge, Mapping) else None
@@ -91,7 +93,14 @@ def auto_runs_problems(raw: Any, catalog: Catalog) -> list[ConfigProblem]:
         if not isinstance(text, str) or not text or len(text) > MAX_LENGTH:
             continue
         try:
-            compile_expression(text, catalog)
+            expression = compile_expression(text, catalog)
         except ExpressionError as exc:
             problems.append(ConfigProblem(f"bridge.runs.auto.{key}", str(exc)))
+            continue
+        for name in sorted(expression.instruments.intersection(unpolled)):
+            problems.append(ConfigProblem(
+                f"bridge.runs.auto.{key}",
+                f"{name} has interval: baseline (read only at connect and at a run's start and stop), so its "
+                f"channels cannot start or stop a run; give it a poll interval in seconds"))
     return problems
+

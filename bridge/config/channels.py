@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from bridge.config.models import InstrumentConfig
+from bridge.config.models import BASELINE_INTERVAL, InstrumentConfig
 
 
 class AnyChannel:
@@ -55,3 +55,12 @@ def raw_catalog(raw: Any) -> dict[str, Any]:
             channels = channels_of(inst.get("driver"), inst.get("options"))
             found[inst["name"]] = AnyChannel() if channels is None else channels
     return found
+
+
+def raw_baseline_only(raw: Any) -> set[str]:
+    """The instruments of the raw document with ``interval: baseline``: not polled, so not for expressions."""
+    bridge = raw.get("bridge") if isinstance(raw, Mapping) else None
+    instruments = bridge.get("instruments") if isinstance(bridge, Mapping) else None
+    return {inst["name"] for inst in (instruments if isinstance(instruments, list) else [])
+            if isinstance(inst, Mapping) and isinstance(inst.get("name"), str)
+            and inst.get("interval") == BASELINE_INTERVAL}

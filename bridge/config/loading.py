@@ -22,7 +22,7 @@ from pydantic import (
 
 from bridge.config.auto_runs import auto_runs_problems
 from bridge.config.buses import bus_problems
-from bridge.config.channels import raw_catalog
+from bridge.config.channels import raw_baseline_only, raw_catalog
 from bridge.config.models import Config
 from bridge.errors import ConfigError, ConfigProblem
 from bridge.names import printable
@@ -289,7 +289,7 @@ def parse_config(raw: Any, source: str = "", lines: dict[str, int] | None = None
         except ValidationError as exc:
             problems.extend(problems_from(exc))
         problems.extend(_driver_problems(raw))
-        problems.extend(auto_runs_problems(raw, raw_catalog(raw)))
+        problems.extend(auto_runs_problems(raw, raw_catalog(raw), raw_baseline_only(raw)))
         if config is not None:
             problems.extend(bus_problems(config.bridge.instruments))
     except Exception as exc:  # a validator that raised something else: one line, not a traceback

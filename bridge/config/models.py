@@ -7,16 +7,18 @@ import logging
 import re
 import ssl
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import (
+    AfterValidator,
     Field,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
+from bridge import units
 from bridge.config.runs import RunsConfig
 from bridge.config.secrets import INLINE_SECRET, TLS_FILE_MAX_BYTES, FilePath, read_secret, regular_file
 from bridge.errors import ConfigError, ConfigProblem
@@ -125,12 +127,50 @@ class MqttConfig(StrictModel):
         return read_secret(self.password_file, self.password_env, "mqtt.password_file")
 
 
+#: ``interval: baseline``: read only with the baselines (at connect and at each run's start and stop)
+BASELINE_INTERVAL: Final = "baseline"
+
+IdentityKey = Annotated[str, Field(pattern=NAME_PATTERN)]
+IdentityText = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[^\x00-\x1f\x7f-\x9f]*$")]
+
+
 class InstrumentConfig(StrictModel):
     name: str = Field(pattern=NAME_PATTERN)
     driver: str = Field(min_length=1)
-    interval: Annotated[float, Field(gt=0, le=3600)] = 1.0
+    #: seconds between polls, or ``baseline``: read only at connect and at each run's start and stop
+    interval: Annotated[float, Field(gt=0, le=3600)] | Literal["baseline"] = 1.0
     transport: TransportConfig
     options: dict[str, Any] = Field(default_factory=dict)
+    #: who the instrument is where its protocol cannot say (``vendor``, ``model``, ``serial``, ``firmware``);
+    #: what the instrument reports itself wins (docs/store.md, baseline)
+    identity: dict[IdentityKey, IdentityText] = Field(default_factory=dict, max_length=32)
+
+    @property
+    def poll_interval(self) -> float | None:
+        """Seconds between scheduled polls; None for ``interval: baseline`` (read with the baselines only)."""
+        return None if self.interval == BASELINE_INTERVAL else float(self.interval)
+
+
+def _unit_of(kind: str) -> Any:
+    def check(value: str) -> str:
+        symbol = units.canonical(value)
+        if units.kind(symbol) != kind:
+            raise ValueError(f"{symbol} is not a {kind} unit (use one of {', '.join(units.symbols(kind))})")
+        return symbol
+
+    return AfterValidator(check)
+
+
+class UnitsConfig(StrictModel):
+    """``bridge.units``: the unit every reading of a kind is converted to at the edge (docs/units.md)."""
+
+    pressure: Annotated[str, _unit_of("pressure")] | None = None
+    temperature: Annotated[str, _unit_of("temperature")] | None = None
+
+    def targets(self) -> dict[str, str]:
+        """Kind -> unit, for the kinds that are converted."""
+        return {kind: unit for kind, unit in (("pressure", self.pressure), ("temperature", self.temperature))
+                if unit is not None}
 
 
 class BridgeSection(StrictModel):
@@ -138,6 +178,8 @@ class BridgeSection(StrictModel):
     instruments: list[InstrumentConfig] = Field(default_factory=list)
     #: resume across restarts, automatic runs (docs/runs.md)
     runs: RunsConfig = RunsConfig()
+    #: convert every pressure and temperature to one unit before it is logged (docs/units.md); none by default
+    units: UnitsConfig = UnitsConfig()
 
     @model_validator(mode="after")
     def _unique_names(self) -> BridgeSection:

@@ -13,8 +13,10 @@ from collections.abc import Callable, Hashable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Annotated, Any, ClassVar, Generic, TypeVar, TypeVarTuple
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict
 
+from bridge import units
+from bridge.drivers.common.baseline import Baseline
 from bridge.errors import BridgeError, DeviceError, ProtocolError
 from bridge.model import DETAIL_MAX, FLOAT, ChannelType, Measurement, Quality, Reading, ValueType
 
@@ -50,6 +52,14 @@ def _nonzero_scale(value: float) -> float:
 Scale = Annotated[float, AfterValidator(_nonzero_scale)]
 
 
+def _unit_symbol(value: object) -> object:
+    return units.canonical(value) if isinstance(value, str) else value
+
+
+#: a unit a config names: a symbol (or alias, stored as its symbol) of the vocabulary (docs/units.md)
+UnitSymbol = Annotated[str, BeforeValidator(_unit_symbol)]
+
+
 D = TypeVar("D", bound="Driver[Any, Any]")
 
 
@@ -57,8 +67,9 @@ D = TypeVar("D", bound="Driver[Any, Any]")
 class Channel(Generic[D]):
     """One row of a driver's channel table.
 
-    ``units`` is what the listing shows; a driver whose unit is set on the instrument (a gauge
-    controller's display unit) says so here and reports the actual unit in each measurement.
+    ``units`` is what the listing shows, a symbol of the unit vocabulary (docs/units.md); a driver
+    whose unit is set on the instrument (a gauge controller's display unit) lists the symbols it
+    can be (``mbar|Torr|Pa``) and reports the actual unit in each measurement.
     ``type`` is what its values are (a float unless said otherwise); every value read is checked
     against it, so a reading never claims a type its value does not have.
     """
@@ -139,6 +150,16 @@ class Driver(Generic[TransportT, OptionsT]):
 
     def begin_poll(self) -> None:
         """Per-poll preparation shared by all channels (e.g. read the display unit once)."""
+
+    def baseline(self) -> Baseline:
+        """The instrument's identity and configuration, read now on a connected link.
+
+        Called by whoever owns the bus at connect and at each run's start and stop, never in the
+        middle of a poll. A driver asks each query through a
+        :class:`~bridge.drivers.common.baseline.BaselineReader`, so a refused query is recorded,
+        not raised. The default reads nothing (the config's ``identity:`` may still say who it is).
+        """
+        return Baseline()
 
     def read(self) -> list[Reading]:
         """Read every channel once, each stamped at the middle of its own exchange."""

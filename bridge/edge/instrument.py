@@ -7,6 +7,7 @@ from typing import Any
 
 from bridge.config import InstrumentConfig
 from bridge.drivers.base import Driver
+from bridge.drivers.common.baseline import Baseline
 from bridge.drivers.registry import DriverRegistry
 from bridge.edge.polling.bus import assemble
 from bridge.model import Reading
@@ -25,6 +26,10 @@ class Instrument:
 
     def read(self) -> list[Reading]:
         return self.driver.read()
+
+    def baseline(self) -> Baseline:
+        """Identity and configuration as the driver reads them, the config's ``identity:`` filling gaps."""
+        return self.driver.baseline().with_identity(self.config.identity)
 
     def close(self) -> None:
         self.transport.close()

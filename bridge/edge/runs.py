@@ -17,6 +17,16 @@ closes whichever is open. Whether automatic runs are switched on (``auto on|off`
 metadata ``next-run`` set for the next run are kept in the outbox beside the open run, so they
 survive restarts.
 
+Each run holds its instruments' identity and configuration twice (``baseline`` entries,
+docs/payload.md): read right after its start marker and right before its stop marker, for manual
+and automatic runs alike, through :class:`BaselineSource` (:class:`bridge.edge.baseline.Baselines`).
+The buses read them on their own threads, so the start's is logged when they have answered, and
+a stop's marker follows its snapshot: a command (``stop-run``) waits for it, a few seconds at
+most; any other caller, the automatic trigger above all (it runs on a bus thread, or holds a lock
+the bus threads need), is answered at once and the marker follows. While that stop is pending
+the run counts as closed (:attr:`Runs.current` is None): nothing else stops it again, and a start
+is refused until its marker is logged.
+
 Run ids are the bridge's alone (:func:`bridge.names.new_run_id`): a run id becomes a folder of
 the store and an id at the API, so one taken from a command (``../../../x``) could write
 anywhere. Commands carry names and metadata only, checked by the wire contract
@@ -29,7 +39,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 from bridge.config import RESUME_WITHIN
 from bridge.edge.outbox import Outbox
@@ -42,6 +52,18 @@ log = logging.getLogger("bridge.edge.runs")
 Outcome = tuple[bool, str, int | None]
 #: the metadata keys ``next-run`` may set, in the order they are shown
 NEXT_RUN_KEYS = ("stream_name", "physical_sample", "synth_source_id", "project_id", "tags")
+#: seconds a stop waits for its marker beyond the baseline's own timeout
+STOP_MARGIN = 2.0
+
+
+class BaselineSource(Protocol):
+    """What runs need of :class:`bridge.edge.baseline.Baselines`."""
+
+    timeout: float
+
+    def collect(self, when: str, done: Callable[[dict[str, Any]], None]) -> None: ...
+
+    def on_a_bus_thread(self) -> bool: ...
 
 
 class Runs:
@@ -62,16 +84,28 @@ class Runs:
         self._state_hooks: list[Callable[[], Mapping[str, Any]]] = []
         #: called after every change of the run state (the publisher republishes the run topic)
         self.on_change: list[Callable[[], None]] = []
+        #: reads the instruments' baselines at each start and stop; None: runs without them (tests)
+        self.baselines: BaselineSource | None = None
+        #: the run whose stop waits for its baseline
+        self._stopping: str | None = None
 
     # ------------------------------------------------------------ state
 
     @property
     def current(self) -> dict[str, Any] | None:
-        """The open run's ``run_start`` body (with its ``trigger``) and ``started_at`` (Unix s), or None."""
+        """The open run's ``run_start`` body (with its ``trigger``) and ``started_at`` (Unix s), or None;
+        None too while its stop waits for the stop baseline (it is closing: nothing may stop it again)."""
         run = self.outbox.open_run
         if run is not None:
+            if self._stopping is not None and run.get("run_id") == self._stopping:
+                return None
             run.setdefault("trigger", "manual")  # a run opened by a bridge before automatic runs
         return run
+
+    @property
+    def stopping(self) -> bool:
+        """Whether a run's stop waits for its stop baseline: no run can start until its marker is logged."""
+        return self._stopping is not None
 
     @property
     def auto_enabled(self) -> bool:
@@ -163,6 +197,9 @@ class Runs:
             if trigger == "auto" and not self.auto_enabled:
                 return False, ("automatic runs are switched off (chamber-bridge auto on)" if self.auto_configured
                                else "automatic runs are not configured (bridge.runs.auto)"), None
+            if self._stopping is not None:
+                return False, (f"run {printable(self._stopping, 80)} is stopping (its baseline is being read); "
+                               f"start again in a moment"), None
             current = self.current
             if current is not None:
                 return False, (f"run {printable(current.get('run_id'), 80)} "
@@ -187,16 +224,23 @@ class Runs:
             # counts from its real start, not from the restart (bridge/edge/triggers.py)
             seq = self.outbox.append_marker("run_start", body, open_run={**body, "started_at": self._clock()},
                                             state={"next_run": None} if pending is not None else None)
+            if self.baselines is not None:  # asked under the lock: a stop cannot ask before it
+                self.baselines.collect("start", lambda instruments: self._log_start_baseline(run_id, instruments))
         log.info("run %s (%s, %s) started at seq %d", run_id, printable(body["stream_name"]), trigger, seq)
         self.changed()
         return True, f"run {run_id} started", seq
 
     def stop(self, params: contract.StopRun | Mapping[str, Any], *, why: Mapping[str, Any] | None = None,
-             if_trigger: str | None = None) -> Outcome:
+             if_trigger: str | None = None, wait: bool = False) -> Outcome:
         """Close the open run, whatever opened it; a mapping is checked as a command's params first.
 
         ``if_trigger`` closes it only if it was opened that way: an automatic stop condition
         must never close a run an operator started by hand.
+
+        With baselines, the stop marker follows the stop baseline, read by the buses. ``wait``
+        (a command: ``stop-run`` waits for its answer) waits for it, up to the baseline's timeout,
+        unless the caller is a bus thread; otherwise the stop is answered at once and its marker
+        follows (the automatic trigger may hold a lock the bus threads need for their readings).
         """
         try:
             stop = params if isinstance(params, contract.StopRun) else contract.command_params("stop_run", params)
@@ -215,13 +259,61 @@ class Runs:
             run_id = printable(current.get("run_id"), 80)
             if if_trigger is not None and current.get("trigger") != if_trigger:
                 return False, f"run {run_id} was opened {current.get('trigger')}, not {if_trigger}: left open", None
-            seq = self._stop(stop, why)
-        log.info("run %s stopped (%s) at seq %d", run_id, stop.exit_status, seq)
+            baselines = self.baselines
+            if baselines is None:
+                seq = self._stop(stop, why)
+            else:
+                stopped = _Stopped()
+                self._stopping = current.get("run_id")
+                baselines.collect("stop", lambda instruments: self._stop_after_baseline(stop, why, instruments,
+                                                                                         stopped))
+        if baselines is None:
+            log.info("run %s stopped (%s) at seq %d", run_id, stop.exit_status, seq)
+            self.changed()
+            return True, f"run {run_id} stopped ({stop.exit_status})", seq
+        if not stopped.done.is_set() and (not wait or baselines.on_a_bus_thread()):
+            return True, f"run {run_id} stopping ({stop.exit_status}): its stop marker follows its baseline", None
+        if not stopped.done.wait(baselines.timeout + STOP_MARGIN):
+            return False, f"run {run_id} is stopping, but its stop marker was not logged within " \
+                          f"{baselines.timeout + STOP_MARGIN:g} s", None
+        if stopped.error is not None:
+            return False, f"run {run_id} could not be stopped: {stopped.error}", None
+        return True, f"run {run_id} stopped ({stop.exit_status})", stopped.seq
+
+    def _log_start_baseline(self, run_id: str, instruments: dict[str, Any]) -> None:
+        """The snapshot read after ``run_id``'s start marker: logged if the run is still open."""
+        with self._lock:
+            run = self.outbox.open_run
+            if run is None or run.get("run_id") != run_id:
+                log.warning("run %s closed before its start baseline was read; that baseline is not logged",
+                            printable(run_id, 80))
+                return
+            seq = self.outbox.append_marker("baseline", contract.baseline_body(
+                {"when": "start", "run_id": run_id, "instruments": instruments}))
+        log.info("run %s: baseline of %d instruments logged at seq %d", run_id, len(instruments), seq)
+
+    def _stop_after_baseline(self, stop: contract.StopRun, why: Mapping[str, Any] | None,
+                             instruments: dict[str, Any], stopped: _Stopped) -> None:
+        """The stop baseline is read: log it, then the stop marker right after it."""
+        run_id = printable(self._stopping, 80)
+        try:
+            with self._lock:
+                try:
+                    self.outbox.append_marker("baseline", contract.baseline_body(
+                        {"when": "stop", "run_id": self._stopping, "instruments": instruments}))
+                    stopped.seq = self._stop(stop, why)
+                finally:
+                    self._stopping = None
+        except Exception as exc:  # the run stays open; the requester is told
+            stopped.error = str(exc)
+            log.exception("run %s: the stop could not be logged", run_id)
+        else:
+            log.info("run %s stopped (%s) at seq %d, after its baseline", run_id, stop.exit_status, stopped.seq)
+        stopped.done.set()
         self.changed()
-        return True, f"run {run_id} stopped ({stop.exit_status})", seq
 
     def _stop(self, stop: contract.StopRun, why: Mapping[str, Any] | None = None) -> int:
-        run = self.current or {}
+        run = self.outbox.open_run or {}  # not self.current: None while this very stop is pending
         last = self.outbox.flush()
         body: dict[str, Any] = {"run_id": run.get("run_id"), "exit_status": stop.exit_status, "last_seq": last,
                                 **({"reason": stop.reason} if stop.reason else {})}
@@ -289,12 +381,21 @@ class Runs:
         if isinstance(params, contract.StartRun):
             return self.start(params)
         if isinstance(params, contract.StopRun):
-            return self.stop(params)
+            return self.stop(params, wait=True)
         if isinstance(params, contract.Annotate):
             return self.annotate(params.text, params.tags, "cli")
         if isinstance(params, contract.SetAuto):
             return self.set_auto(params.enabled)
         return self.set_next_run(params)
+
+
+class _Stopped:
+    """A stop waiting for its baseline: set once its marker is logged (or failed)."""
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.seq: int | None = None
+        self.error: str | None = None
 
 
 def _text(value: object) -> str:

@@ -12,9 +12,11 @@ import time
 from typing import Any
 
 from bridge.config import Config
+from bridge.edge.baseline import Baselines
 from bridge.edge.clock_sync import ntp_synchronized
+from bridge.edge.conversion import UnitConversion
 from bridge.edge.outbox import Outbox
-from bridge.edge.polling.pollers import InstrumentStatus, Pollers
+from bridge.edge.polling.pollers import InstrumentStatus, Pollers, Snapshot
 from bridge.edge.publisher import Publisher, PublisherSettings
 from bridge.edge.runs import Runs
 from bridge.edge.triggers import AutoRuns
@@ -37,7 +39,12 @@ class BridgeService:
         self.outbox = Outbox(config.bridge.state_dir / OUTBOX_FILE)
         runs = config.bridge.runs
         self.runs = Runs(self.outbox, resume_within=runs.resume_within, auto_configured=runs.auto is not None)
-        self.pollers = Pollers(config.bridge.instruments, sink=self._store, on_change=self._instrument_changed)
+        self.conversion = UnitConversion(config.bridge.units.targets())
+        self.pollers = Pollers(config.bridge.instruments, sink=self._store, on_change=self._instrument_changed,
+                               on_baseline=self._connected)
+        self.baselines = Baselines(self.pollers, self.outbox, self._run_id)
+        if config.bridge.instruments:  # a bridge without instruments has nothing to describe
+            self.runs.baselines = self.baselines
         self.publisher = Publisher(config.mqtt, config.site, self.outbox, status=self.status,
                                    commands=self.runs.handle, run_state=self.runs.state, settings=settings)
         self.runs.on_change.append(self.publisher.status_changed)
@@ -53,8 +60,11 @@ class BridgeService:
 
         Drivers stamp each exchange, so the channels of one poll can differ by milliseconds; the
         uploader needs to know which readings are one poll (one point of the flow) all the same.
+        The readings are converted to ``bridge.units`` first, so the log and the automatic-run
+        conditions see one unit per kind: a threshold in mbar holds after the gauge is set to Torr.
         """
         poll = readings[0].timestamp if readings else 0.0
+        readings = self.conversion.apply_all(readings)  # before the trigger: conditions judge converted values
         seqs = []
         for reading in readings:
             body = contract.reading_body(reading)
@@ -66,6 +76,13 @@ class BridgeService:
 
     def _instrument_changed(self, status: InstrumentStatus) -> None:
         self.publisher.status_changed()
+
+    def _connected(self, instrument: str, snapshot: Snapshot) -> None:
+        self.baselines.connected(instrument, snapshot)
+
+    def _run_id(self) -> str | None:
+        run = self.runs.current
+        return None if run is None else str(run.get("run_id"))
 
     def _ntp(self) -> bool | None:
         checked, value = self._clock

@@ -23,6 +23,10 @@ backlog is judged as it happened. The rules:
   debounce belong to the run (the uploader puts them there, bridge/uploader/ledger.py).
 - ``Runs.auto_enabled`` off (``chamber-bridge auto off``): no start and no stop by the
   condition; ``max_duration`` still closes an automatic run.
+- **Baselines.** A stop waits for the instruments' stop baseline, read by the buses; the trigger
+  (on a bus thread, holding its lock) never waits for it: :meth:`Runs.stop` answers at once and
+  the run counts as closed while its stop marker follows. A start that comes due meanwhile
+  waits too (:attr:`Runs.stopping`), its count kept, and opens at the first reading after.
 """
 
 from __future__ import annotations
@@ -52,6 +56,9 @@ class RunControl(Protocol):
     @property
     def auto_enabled(self) -> bool: ...
 
+    @property
+    def stopping(self) -> bool: ...
+
     def start(self, params: contract.StartRun | Mapping[str, Any], *, trigger: str = "manual",
               why: Mapping[str, Any] | None = None, pre_roll_from: int | None = None) -> Outcome: ...
 
@@ -77,7 +84,7 @@ class AutoRuns:
         channels = catalog(instruments)
         self.start_when: Expression = compile_expression(config.start_when, channels)
         self.stop_when: Expression = compile_expression(config.stop_when or f"!({config.start_when})", channels)
-        self.latest = Latest({inst.name: inst.interval for inst in instruments})
+        self.latest = Latest({inst.name: inst.poll_interval for inst in instruments})
         self.watched = self.start_when.instruments | self.stop_when.instruments
         self._lock = threading.Lock()
         #: the latest instrument time seen: evaluations never go back in time
@@ -152,6 +159,8 @@ class AutoRuns:
         if self._true_since is None:
             self._true_since, self._true_from = now, first_seq
             self.on_change()
+        if self.runs.stopping:
+            return  # the run before is closing (its stop baseline is read): open at the first reading after
         if now - self._true_since >= self.config.true_for:
             self._open(now, start)
 

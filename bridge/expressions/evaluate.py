@@ -4,8 +4,11 @@ Semantics (docs/runs.md, "Automatic runs"): an expression sees each channel's la
 quality ok as ``instrument.channel``, a double. If any channel it names has no reading yet, a
 reading of bad quality, or one older than :data:`STALE_INTERVALS` of its instrument's poll
 intervals, the result is **unknown** and says which channels made it so; it is not evaluated
-at all. An error while evaluating (an integer division by zero, a type only known at run time)
-is unknown too, and is logged once per expression and message, not once per reading.
+at all. An instrument that is not polled (``interval: baseline``, read only at a run's start
+and stop) has no poll interval: its channels are always unknown here, and config loading
+refuses an expression that names them (bridge/config/auto_runs.py). An error while evaluating
+(an integer division by zero, a type only known at run time) is unknown too, and is logged
+once per expression and message, not once per reading.
 
 Time is the instruments' own: ``now`` is the timestamp of the reading that asks, so a
 backlog of readings is judged as it happened, not by when it is looked at.
@@ -53,9 +56,11 @@ class Result:
 class Latest:
     """The latest reading of each channel, with what an expression needs to judge it: value, time, quality."""
 
-    def __init__(self, intervals: Mapping[str, float], stale_intervals: float = STALE_INTERVALS) -> None:
-        #: instrument -> how old its readings may be before they are stale (s)
-        self.max_age = {name: interval * stale_intervals for name, interval in intervals.items()}
+    def __init__(self, intervals: Mapping[str, float | None], stale_intervals: float = STALE_INTERVALS) -> None:
+        #: instrument -> how old its readings may be before they are stale (s); None for an instrument
+        #: that is not polled (``interval: baseline``), whose readings are never fresh enough to judge by
+        self.max_age = {name: None if interval is None else interval * stale_intervals
+                        for name, interval in intervals.items()}
         self._latest: dict[tuple[str, str], tuple[float | None, float, str]] = {}
 
     def update(self, reading: Reading) -> None:
@@ -77,7 +82,10 @@ class Latest:
         if latest is None:
             return None, "no reading"
         value, stamp, quality = latest
-        if now - stamp > self.max_age.get(instrument, float("inf")):
+        max_age = self.max_age.get(instrument, float("inf"))
+        if max_age is None:
+            return None, "not polled (interval: baseline)"
+        if now - stamp > max_age:
             return None, "stale"
         if value is None:
             return None, quality

@@ -293,6 +293,9 @@ class Manifest:
     events: tuple[Event, ...] = ()
     #: ``v``: 1 (readings of a bad quality left out of the chunks, floats only) or 2 (every reading, typed)
     version: int = MANIFEST_VERSION
+    #: identity and configuration of every instrument at the run's ``start`` and ``stop``:
+    #: moment -> instrument -> snapshot (``identity``, ``configuration``, ``errors``, ``error``, ``t``)
+    baseline: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def run_dir(self) -> Path:
@@ -482,7 +485,7 @@ def parse_manifest(path: Path, raw: object) -> Manifest:
         finalized=finalized, finalized_at=f.timestamp("finalized_at", optional=True),
         channels=dict(sorted(channels.items())), flows=dict(sorted(flows.items())), gaps=tuple(gaps),
         report=f.mapping("report"), trigger=trigger, why=why, events=_events(path, raw.get("events")),
-        version=version,
+        version=version, baseline=_baseline(path, f.mapping("baseline")),
     )
 
 
@@ -497,6 +500,34 @@ def _counts(fields: _Fields, key: str) -> dict[str, int]:
         if quality not in _QUALITIES or isinstance(count, bool) or not isinstance(count, int) or count < 0:
             raise fields.bad(key, "an object of quality: count")
     return counts
+
+
+def _baseline(path: Path, raw: Mapping[str, Any]) -> dict[str, dict[str, dict[str, Any]]]:
+    """The manifest's ``baseline``, each snapshot checked for its types (moments other than start and stop,
+    from a newer writer, are left in ``raw``)."""
+    checked: dict[str, dict[str, dict[str, Any]]] = {}
+    for moment in ("start", "stop"):
+        snapshots = raw.get(moment)
+        if snapshots is None:
+            continue
+        if not isinstance(snapshots, dict):
+            raise StoreDamaged(f"{path}: baseline.{moment} should be an object of instruments")
+        checked[moment] = {}
+        for name, snapshot in snapshots.items():
+            where = f"baseline.{moment}.{printable(name, 64)}"
+            if not isinstance(snapshot, dict):
+                raise StoreDamaged(f"{path}: {where} should be an object")
+            s = _Fields(path, snapshot, f"{where}.")
+            for key, allowed, expected in (("identity", (str,), "an object of texts"),
+                                           ("configuration", (str, int, float, bool, type(None)),
+                                            "an object of texts, numbers and truth values"),
+                                           ("errors", (str,), "an object of texts")):
+                if not all(isinstance(v, allowed) for v in s.mapping(key).values()):
+                    raise s.bad(key, expected)
+            s.text("error", optional=True)
+            s.timestamp("t", optional=True)
+            checked[moment][name] = snapshot
+    return checked
 
 
 def _events(path: Path, raw: object) -> tuple[Event, ...]:

@@ -47,12 +47,20 @@ from typing import Any, Final, NamedTuple
 from bridge.config import PRE_ROLL_MAX
 from bridge.errors import ProtocolError
 from bridge.names import is_run_id, printable
+from bridge.store.baseline import changes
 from bridge.store.layout import MANIFEST_VERSION
 from bridge.uploader import quarantine
 from bridge.uploader.chunker import CutChunk, FlowCutter, channel_name, chunk_body
 from bridge.uploader.sinks.base import ChunkBody, StreamInfo
 from bridge.uploader.spool import SpoolError, open_spool_db
-from bridge.wire.contract import event_body, run_resume_body, run_start_body, run_stop_body, unpack_body
+from bridge.wire.contract import (
+    baseline_body,
+    event_body,
+    run_resume_body,
+    run_start_body,
+    run_stop_body,
+    unpack_body,
+)
 
 log = logging.getLogger(__name__)
 
@@ -307,6 +315,11 @@ class Ledger:
                                    (source.site, source.epoch, seq, stamp, open_run, event["text"],
                                     json.dumps(event["tags"]), event["source"]))
                     stray.append((source.site, source.epoch, seq))
+                elif kind == "baseline":
+                    baseline = self._marker(baseline_body, body, source, seq)
+                    if open_run is not None and baseline.get("run_id") == open_run:
+                        self._keep_baseline(db, open_run, baseline, seq)
+                    stray.append((source.site, source.epoch, seq))  # kept with its run, not as an entry
                 elif kind == "run_resume":
                     resume = self._marker(run_resume_body, body, source, seq)
                     if open_run is not None and resume.get("run_id") == open_run:
@@ -465,6 +478,24 @@ class Ledger:
                                                         body)])
             return None
         return start
+
+    def _keep_baseline(self, db: sqlite3.Connection, run_id: str, baseline: dict[str, Any], seq: int) -> None:
+        """A run's ``start`` or ``stop`` snapshot, kept with the run for its manifest (docs/store.md).
+
+        The first of each is kept (a run holds each exactly once); a ``connect`` baseline inside a
+        run (an instrument reconnected) is the bridge's own record and not kept: the ``stop``
+        snapshot says what the instruments were at the end.
+        """
+        when = baseline.get("when")
+        if when not in ("start", "stop"):
+            return
+        (stored,) = db.execute("SELECT baseline FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        kept = json.loads(stored or "{}")
+        if when in kept:
+            log.warning("run %s: a second %s baseline (seq %d) is ignored", run_id, when, seq)
+            return
+        kept[when] = baseline["instruments"]
+        db.execute("UPDATE runs SET baseline=? WHERE run_id=?", (json.dumps(kept), run_id))
 
     def _add_gap(self, db: sqlite3.Connection, run_id: str, gap: dict[str, Any]) -> None:
         """Record ``gap`` in the run's report, merged into the last one when it continues it."""
@@ -703,9 +734,10 @@ class Ledger:
                  finalized_at: float | None = None) -> dict[str, Any]:
         """The store's manifest.json for a run: metadata, its events and the completeness report (docs/store.md)."""
         (site, epoch, start_seq, start_json, started_at, stop_seq, stop_json, stopped_at, data_id, gaps_json,
-         retries, first_seq) = self._db.execute(
+         retries, first_seq, baseline_json) = self._db.execute(
             "SELECT site, epoch, start_seq, start, started_at, stop_seq, stop, stopped_at, data_id, gaps, retries,"
-            " coalesce(first_seq, start_seq) FROM runs WHERE run_id=?", (run_id,)).fetchone()
+            " coalesce(first_seq, start_seq), baseline FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        baseline = json.loads(baseline_json or "{}")
         start = json.loads(start_json)
         stop = json.loads(stop_json) if stop_json else {}
         channels: dict[str, dict[str, Any]] = {}
@@ -749,6 +781,7 @@ class Ledger:
             "trigger": start.get("trigger", "manual"), "why": {"start": start.get("why"), "stop": stop.get("why")},
             "finalized": finalized, "finalized_at": finalized_at, "channels": channels, "flows": flows, "gaps": gaps,
             "events": events[:MANIFEST_EVENTS_MAX],
+            "baseline": baseline,
             "report": {
                 "complete": not missing, "finalized_because": "complete" if not missing else "grace_expired",
                 "readings": readings, "qualities": dict(sorted(qualities.items())), "bad_quality": bad,
@@ -759,6 +792,7 @@ class Ledger:
                 "pre_roll_from": first_seq if first_seq < start_seq else None,
                 "stop_reason": stop.get("reason"), "units_changed": units_changed, "types_changed": types_changed,
                 "bridge_down_s": round(down, 3), "events": int(event_count),
+                "baseline_changed": [change.name for change in changes(baseline)],
                 **({"events_not_in_manifest": int(event_count) - MANIFEST_EVENTS_MAX}
                    if event_count > MANIFEST_EVENTS_MAX else {}),
             },

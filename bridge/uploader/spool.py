@@ -90,9 +90,10 @@ def _migrate(db: sqlite3.Connection) -> None:
             db.execute(f"ALTER TABLE entries ADD COLUMN {column} TEXT")
     # a run whose delivery failed: why, when it is tried again, how often it failed (docs/security.md)
     run_columns = {row[1] for row in db.execute("PRAGMA table_info(runs)")}
-    # ... and where an automatic run's pre-roll begins (null: at its start marker)
+    # ... where an automatic run's pre-roll begins (null: at its start marker), and the run's
+    # baselines, {"start": {...}, "stop": {...}} (docs/store.md)
     for column, kind in (("failure", "TEXT"), ("retry_at", "REAL"), ("failures", "INTEGER NOT NULL DEFAULT 0"),
-                         ("first_seq", "INTEGER")):
+                         ("first_seq", "INTEGER"), ("baseline", "TEXT")):
         if column not in run_columns:
             db.execute(f"ALTER TABLE runs ADD COLUMN {column} {kind}")
     # the highest idle reading given up as older than the longest pre-roll (bridge/uploader/ledger.py)

@@ -51,12 +51,17 @@ WHY_EXPRESSION_MAX: Final = 1000
 WHY_VALUES_MAX: Final = 64
 #: an annotation's text, at most this many characters
 EVENT_TEXT_MAX: Final = 1000
+#: a ``baseline`` entry (identity and configuration, docs/payload.md): when it was read, and its bounds
+BASELINE_WHEN: Final = ("connect", "start", "stop")
+BASELINE_INSTRUMENTS_MAX: Final = 256
+BASELINE_FIELDS_MAX: Final = 128
+BASELINE_TEXT_MAX: Final = 200
 
-EntryKind = Literal["reading", "run_start", "run_stop", "run_resume", "event"]
+EntryKind = Literal["reading", "run_start", "run_stop", "run_resume", "event", "baseline"]
 ENTRY_KINDS: Final[tuple[str, ...]] = get_args(EntryKind)
 #: every kind but readings: committed at once and always accepted, even when the outbox is full
 #: (docs/payload.md, overflow policy): they close runs and record what an operator said
-MARKERS: Final = frozenset({"run_start", "run_stop", "run_resume", "event"})
+MARKERS: Final = frozenset({"run_start", "run_stop", "run_resume", "event", "baseline"})
 
 CommandAction = Literal["start_run", "stop_run", "annotate", "auto", "next_run"]
 COMMAND_ACTIONS: Final[tuple[str, ...]] = get_args(CommandAction)
@@ -395,6 +400,8 @@ def _checked_entry(item: Any, n: int) -> LogEntry | Refused:
             return LogEntry(seq, kind, float(stamp), run_resume_body(body, what))
         if kind == "event":
             return LogEntry(seq, kind, float(stamp), event_body(body, what))
+        if kind == "baseline":
+            return LogEntry(seq, kind, float(stamp), baseline_body(body, what))
     except ValueError as exc:
         return Refused(seq, f"bad_{kind}", str(exc), item)
     return Refused(seq, "bad_kind", f"{what}: kind {printable(repr(kind), 80)} is not one of "
@@ -553,6 +560,72 @@ def event_body(body: Mapping[str, Any], what: str = "event") -> dict[str, Any]:
         "source": check_name(body.get("source"), f"{what}: source"),
         "run_id": run_id,
     }
+
+
+def baseline_body(body: Mapping[str, Any], what: str = "baseline") -> dict[str, Any]:
+    """A ``baseline`` entry: every instrument's identity and configuration, read at ``when``.
+
+    ``when`` is ``connect`` (an instrument connected or reconnected, ``run_id`` the run open then
+    or nil), ``start`` (read right after a run's start marker) or ``stop`` (right before its stop
+    marker). Only the keys listed are kept, every one bounded: at most 256 instruments, each with
+    at most 128 identity, configuration and error fields of texts up to 200 characters.
+    """
+    when = body.get("when")
+    if when not in BASELINE_WHEN:
+        raise ValueError(f"{what}: when must be one of {', '.join(BASELINE_WHEN)}, got {printable(repr(when), 80)}")
+    run_id = body.get("run_id")
+    if run_id is not None and not is_run_id(run_id):
+        raise ValueError(f"{what}: run_id must be 32 lowercase hex digits or nil, got {printable(repr(run_id), 80)}")
+    if when != "connect" and run_id is None:
+        raise ValueError(f"{what}: a baseline read at a run's {when} names its run_id")
+    instruments = body.get("instruments")
+    if not isinstance(instruments, Mapping):
+        raise ValueError(f"{what}: instruments must be a map of instrument name to its snapshot")
+    if len(instruments) > BASELINE_INSTRUMENTS_MAX:
+        raise ValueError(f"{what}: {len(instruments)} instruments; at most {BASELINE_INSTRUMENTS_MAX} are allowed")
+    checked = {check_name(name, f"{what}: instrument"): _snapshot(snapshot, f"{what}: {name}")
+               for name, snapshot in instruments.items()}
+    return {"when": when, "run_id": run_id, "instruments": checked}
+
+
+def _snapshot(value: object, what: str) -> dict[str, Any]:
+    """One instrument's ``identity``, ``configuration``, ``errors`` (queries refused) and ``error`` (not read)."""
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a map with identity and configuration, got {type(value).__name__}")
+    snapshot: dict[str, Any] = {
+        "identity": _fields(value.get("identity", {}), f"{what}.identity", lambda v, w: check_text(
+            v, w, BASELINE_TEXT_MAX)),
+        "configuration": _fields(value.get("configuration", {}), f"{what}.configuration", _setting),
+    }
+    if value.get("errors"):
+        snapshot["errors"] = _fields(value["errors"], f"{what}.errors",
+                                     lambda v, w: check_text(v, w, BASELINE_TEXT_MAX), keys=check_text)
+    if value.get("error") is not None:
+        snapshot["error"] = check_text(value["error"], f"{what}.error", BASELINE_TEXT_MAX)
+    if value.get("t") is not None:
+        if not _finite_time(value["t"]):
+            raise ValueError(f"{what}.t must be Unix seconds between 2000 and 2100, got {printable(repr(value['t']))}")
+        snapshot["t"] = float(value["t"])
+    return snapshot
+
+
+def _fields(value: object, what: str, check: Any, keys: Any = check_name) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{what} must be a map, got {type(value).__name__}")
+    if len(value) > BASELINE_FIELDS_MAX:
+        raise ValueError(f"{what}: {len(value)} fields; at most {BASELINE_FIELDS_MAX} are allowed")
+    return {keys(key, f"{what} key"): check(item, f"{what}.{printable(key, 64)}") for key, item in value.items()}
+
+
+def _setting(value: object, what: str) -> str | int | float | bool:
+    """A configuration value: a text, a finite number or true/false."""
+    if isinstance(value, bool):
+        return value
+    if type(value) in (int, float):
+        if not math.isfinite(value):  # type: ignore[arg-type]
+            raise ValueError(f"{what} must be a finite number, got {value!r}")
+        return value  # type: ignore[return-value]
+    return check_text(value, what, BASELINE_TEXT_MAX)
 
 
 def check_trigger(value: object, what: str = "trigger") -> str:

@@ -184,6 +184,28 @@ def serve_until_signal(server: Server, where: Callable[[], str]) -> None:
             signal.signal(sig, handler)
 
 
+#: ``--refuse-identity`` of the instruments with identity queries (the fault of docs/store.md's baseline)
+refuse_identity_option = click.option(
+    "--refuse-identity", is_flag=True,
+    help="Refuse the identity queries as a model without them would (the bridge must go on reading).")
+
+
+def later(text: str, option: str, form: str) -> tuple[float, str]:
+    """``SECONDS=VALUE`` of a change scheduled after the start (``--change-unit 30=Torr``)."""
+    seconds, value = pair(text, option, form)
+    delay = number(text, seconds, option)
+    if delay < 0:
+        raise click.BadParameter(f"{text!r}: seconds must not be negative", param_hint=option)
+    return delay, value.strip()
+
+
+def after(seconds: float, change: Callable[[], None]) -> None:
+    """Run ``change`` once, ``seconds`` from now (a front-panel change in the middle of a run)."""
+    timer = threading.Timer(seconds, change)
+    timer.daemon = True
+    timer.start()
+
+
 def serve_devices(devices: Sequence[SimulatedByteDevice], line: Line) -> None:
     """Apply the line faults to ``devices``, put them on one line (a pty, or TCP), serve until stopped.
 

@@ -11,11 +11,14 @@ import click
 
 from simulators.cli.common import (
     Line,
+    after,
     channel_number,
     distinct,
+    later,
     line_options,
     number,
     pair,
+    refuse_identity_option,
     seed_of,
     seed_option,
     serve_devices,
@@ -47,14 +50,25 @@ TERMINATORS = {"cr": b"\r", "lf": b"\n", "crlf": b"\r\n"}
               help=f"Force a channel status; STATE is one of {', '.join(STATUS_NAMES)} or 0-6. Repeatable.")
 @click.option("--power-up-stream", is_flag=True, help="Stream readings at connect until spoken to.")
 @click.option("--stream-interval", type=click.FloatRange(min=0.01), default=1.0, show_default=True)
+@refuse_identity_option
+@click.option("--change-unit", metavar="SECONDS=UNIT",
+              help="Switch the unit after SECONDS, as on the front panel (a unit changed mid-run).")
 @seed_option
 def pfeiffer_tpg(line: Line, model: str, channels: int | None, unit: str, statuses: tuple[str, ...],
-                 power_up_stream: bool, stream_interval: float, seed: int | None) -> None:
+                 power_up_stream: bool, stream_interval: float, refuse_identity: bool, change_unit: str | None,
+                 seed: int | None) -> None:
     """Pfeiffer TPG 261/262/361/362/366 gauge controller (mnemonic protocol)."""
     try:
         sim = TPGSimulator(model, channels, parse_unit(unit), seed)
+        if change_unit is not None:
+            delay, new_unit = later(change_unit, "--change-unit", "SECONDS=UNIT, e.g. 30=Torr")
+            code = parse_unit(new_unit)
+            if code not in sim.model.units:
+                raise ValueError(f"{sim.model.name} has no unit {new_unit}")
+            after(delay, lambda: sim.set_unit(code))
     except ValueError as exc:
         raise click.UsageError(str(exc)) from exc
+    sim.refuse_identity = refuse_identity
     for text in statuses:
         channel_text, state = pair(text, "--status", "CH=STATE, e.g. 1=off")
         state = state.strip().lower()
@@ -89,9 +103,13 @@ def pfeiffer_tpg(line: Line, model: str, channels: int | None, unit: str, status
               show_default=True, help="How a channel without gauge reads.")
 @click.option("--echo", is_flag=True, help="Echo every request, as a 2-wire RS-485 adapter does.")
 @click.option("--truncate", type=click.IntRange(min=0), default=0, help="Characters lost from each reply.")
+@refuse_identity_option
+@click.option("--change-unit", metavar="SECONDS=UNIT",
+              help=f"Switch every controller's unit after SECONDS ({', '.join(UNITS)}), as on the front panel.")
 @seed_option
 def mks_937b(line: Line, addresses: tuple[int, ...], unit: str, gauges: str | None, statuses: tuple[str, ...],
-             no_gauge_spelling: str, echo: bool, truncate: int, seed: int | None) -> None:
+             no_gauge_spelling: str, echo: bool, truncate: int, refuse_identity: bool, change_unit: str | None,
+             seed: int | None) -> None:
     """MKS 937B gauge controller(s) (@aaa...;FF protocol)."""
     types = [g.strip().upper() for g in gauges.split(",")] if gauges else None
     forced = []
@@ -111,8 +129,19 @@ def mks_937b(line: Line, addresses: tuple[int, ...], unit: str, gauges: str | No
             sim.set_status(channel, status)
         sim.no_gauge_spelling = no_gauge_spelling
         sim.truncate = truncate
+        sim.refuse_identity = refuse_identity
         sims.append(sim)
     sims[0].echo = echo  # the adapter echoes once, whatever the number of units
+    if change_unit is not None:
+        delay, new_unit = later(change_unit, "--change-unit", "SECONDS=UNIT, e.g. 30=MBAR")
+        if new_unit.upper() not in UNITS:
+            raise click.BadParameter(f"{change_unit!r}: UNIT is one of {', '.join(UNITS)}", param_hint="--change-unit")
+
+        def switch_units() -> None:
+            for sim in sims:
+                sim.set_unit(new_unit)
+
+        after(delay, switch_units)
     serve_devices(sims, line)
 
 
@@ -134,10 +163,13 @@ def mks_937b(line: Line, addresses: tuple[int, ...], unit: str, gauges: str | No
 @click.option("--warm-up", type=click.FloatRange(min=0.0), default=0.0, help="Seconds of 77770 after start.")
 @click.option("--legacy-firmware", is_flag=True, help="Say nothing to invalid commands instead of 'no'.")
 @click.option("--mismatch", type=click.Choice(["parity", "baud"]), help="Garble replies as wrong line settings do.")
+@refuse_identity_option
+@click.option("--change-emissivity", metavar="SECONDS=EMISSIVITY",
+              help="Set another emissivity after SECONDS, as with InfraWin (an emissivity changed mid-run).")
 @seed_option
 def impac(line: Line, addresses: tuple[int, ...], model: str, temperatures: tuple[float, ...], unit: str,
           emissivity: float | None, special: str | None, warm_up: float, legacy_firmware: bool,
-          mismatch: str | None, seed: int | None) -> None:
+          mismatch: str | None, refuse_identity: bool, change_emissivity: str | None, seed: int | None) -> None:
     """LumaSense/Advanced Energy IMPAC pyrometer(s) (UPP protocol)."""
     addresses = distinct(addresses, 0, "--address")
     if len(temperatures) not in (0, 1, len(addresses)):
@@ -156,7 +188,19 @@ def impac(line: Line, addresses: tuple[int, ...], model: str, temperatures: tupl
         sim.warm_up = warm_up
         sim.answers_no = sim.answers_no and not legacy_firmware
         sim.line_mismatch = "parity" if mismatch == "parity" else "baud" if mismatch == "baud" else None
+        sim.refuse_identity = refuse_identity
         sims.append(sim)
+    if change_emissivity is not None:
+        delay, text = later(change_emissivity, "--change-emissivity", "SECONDS=EMISSIVITY, e.g. 30=0.65")
+        value = number(change_emissivity, text, "--change-emissivity")
+        if not 0.05 <= value <= 1.0:
+            raise click.BadParameter(f"{change_emissivity!r}: emissivity 0.05-1.0", param_hint="--change-emissivity")
+
+        def set_emissivities() -> None:
+            for sim in sims:
+                sim.set_emissivity(value)
+
+        after(delay, set_emissivities)
     serve_devices(sims, line)
 
 

@@ -26,6 +26,7 @@ from simulators.cli.common import (
     delay_option,
     options,
     pair,
+    refuse_identity_option,
     seed_of,
     serve_until_signal,
     silent_option,
@@ -141,10 +142,12 @@ def modbus(use_pty: bool, tcp: str | None, baudrate: int, delay: float, silent: 
 @click.option("--out-of-range", is_flag=True, help="Set status bit 10 (PV out of range).")
 @click.option("--absent", "absent", metavar="ADDRESS", type=click.IntRange(0, 16383), multiple=True,
               help="Parameter address to refuse with exception 02 (both regions). Repeatable.")
+@refuse_identity_option
 @click.option("--seed", type=int, help="Repeatable noise.")
 def eurotherm(use_pty: bool, tcp: str | None, baudrate: int, delay: float, silent: bool, family: str,
-            units: tuple[int, ...], setpoint: float, ambient: float, pv: float | None, decimals: int,
-            sensor_break: bool, out_of_range: bool, absent: tuple[int, ...], seed: int | None) -> None:
+              units: tuple[int, ...], setpoint: float, ambient: float, pv: float | None, decimals: int,
+              sensor_break: bool, out_of_range: bool, absent: tuple[int, ...], refuse_identity: bool,
+              seed: int | None) -> None:
     """Eurotherm 2400/3200/3500 controllers (Modbus; PV follows the setpoint through a PI loop)."""
     addresses = list(dict.fromkeys(units)) or [1]
     controllers = []
@@ -157,5 +160,6 @@ def eurotherm(use_pty: bool, tcp: str | None, baudrate: int, delay: float, silen
         sim.pv_out_of_range = out_of_range
         for address in absent:
             sim.set_absent(address)
+        sim.refuse_identity = refuse_identity
         controllers.append(sim)
     serve(controllers, use_pty=use_pty, tcp=tcp, baudrate=baudrate, delay=delay, silent=silent)

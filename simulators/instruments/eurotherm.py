@@ -21,6 +21,10 @@ What it reproduces, and why:
 * The status word (75): sensor break (bit 5; PV stays readable, frozen at the last good value,
   output falls to 0 %), PV out of range (bit 10; set by the knob or when the PV leaves
   ``range_lo..range_hi``), any other bits through :attr:`~EurothermSimulator.status_bits`.
+* Identity and limits on every family: the instrument identity (122: 0x2480, 0x3216 or 0x3504)
+  and the setpoint limits SP.HI/SP.LO (111/112, per loop); the version (107: 0x0111) on the 3200;
+  :attr:`~EurothermSimulator.refuse_identity` makes 122 and 107 answer exception 0x02, as a model
+  without them would.
 * Writes are accepted where the instrument takes them; every write to an EEPROM-backed
   parameter (TgSP, SP1, SP2, Pb, Ti, ...) is counted in ``eeprom_writes`` (100,000-write life,
   docs/protocols.md 6.5), so a test can prove a driver never writes.
@@ -28,6 +32,9 @@ What it reproduces, and why:
 Choices where the sources are silent ([U] in docs/protocols.md):
 
 * Integer values beyond the 16-bit range saturate at -32768/32767.
+* Addresses 122 and 111/112 on every family: the identity register is recalled from the 2000
+  series' handbook, not read here, and the limits are not confirmed; the identity values are
+  illustrative. The version (107) is documented for the 3200 only [M] and absent elsewhere.
 * The status word is instrument-wide (one word for both loops of a 3504).
 * Writes to read-only parameters (PV, wSP, OP, status) answer exception 0x02.
 * Address 4 of a 2400/3500 reads as 0 (drivers read parameters 1..5 in one block there; its
@@ -44,6 +51,8 @@ from typing import Literal, cast
 from bridge.drivers.common.modbus_codec import Table, decode
 from bridge.drivers.eurotherm.codec import (
     FAMILIES,
+    INSTRUMENT_IDENTITY,
+    INSTRUMENT_VERSION,
     PV_OUT_OF_RANGE,
     SENSOR_BREAK,
     Family,
@@ -86,6 +95,10 @@ _COMMON = (
     Parameter(25, "SP2", "temperature", eeprom=True),
     Parameter(26, "rmSP", "temperature"),
     Parameter(75, "status", "integer", read_only=True),
+    # identity and setpoint limits [U]: the instrument identity (hex, >2480 on a 2408)
+    Parameter(122, "ID", "integer", read_only=True),
+    Parameter(111, "SP.HI", "temperature", eeprom=True, per_loop=True),
+    Parameter(112, "SP.LO", "temperature", eeprom=True, per_loop=True),
     Parameter(273, "A-M", "integer", per_loop=True),
     Parameter(276, "L-R", "integer"),
 )
@@ -109,6 +122,9 @@ PARAMETERS: dict[Family, tuple[Parameter, ...]] = {
              Parameter(131, "ADDR", "integer", eeprom=True)),
     "3500": (*_COMMON, *_2400_STYLE),
 }
+
+#: What the instrument identity register (122) holds per family [U: illustrative, one model each]
+IDENTITIES: dict[Family, int] = {"2400": 0x2480, "3200": 0x3216, "3500": 0x3504}
 
 #: Setpoint parameters a write changes the loop's setpoint through (SP1 is the selected SP).
 _SETPOINTS = frozenset({"TgSP", "SP1"})
@@ -181,7 +197,8 @@ class EurothermSimulator(RegisterDevice):
         self._static: dict[str, float] = {
             "AL1": 1500.0, "AL2": -100.0, "SP.SEL": 0.0, "SP2": 0.0, "rmSP": 0.0, "L-R": 0.0, "A-M": 0.0,
             "OP.Hi": 100.0, "OP.Lo": 0.0, "SPrr": 0.0, "AtUn": 0.0, "MAN.OP": 0.0,
-            "VER": 0x0111, "ADDR": float(unit),
+            "VER": 0x0111, "ADDR": float(unit), "ID": float(IDENTITIES[self.family]),
+            "SP.HI": 1200.0, "SP.LO": 0.0,
         }
         #: where each register belongs: address -> (parameter, loop index, region)
         self._owners: dict[int, tuple[Parameter, int, str]] = {}
@@ -243,6 +260,16 @@ class EurothermSimulator(RegisterDevice):
         with self._lock:
             self.update(self._clock())
             self.loop(loop).source = source
+
+    @property
+    def refuse_identity(self) -> bool:
+        """Whether the identity (122) and version (107) registers answer exception 0x02."""
+        return self.refused("holding", INSTRUMENT_IDENTITY)
+
+    @refuse_identity.setter
+    def refuse_identity(self, refused: bool) -> None:
+        for address in (INSTRUMENT_IDENTITY, INSTRUMENT_VERSION):
+            self.set_absent(address, refused)
 
     def set_absent(self, address: int, absent: bool = True, loop: int = 1) -> None:
         """Make a parameter (loop-1 address) answer exception 0x02 in both regions."""

@@ -17,14 +17,15 @@ What it reproduces, and why:
   :attr:`~ImpacSimulator.special` (``75550``/``74440`` of the Series 600 included).
 * ``ek`` (ratio models): one-channel and ratio temperature, ten digits run together [U].
 * ``em``/``ez``/``fh``/``la`` read and set ε (per mille), the t90 code, °C/°F and the laser;
-  ``na``/``sn``/``ve`` identify the model.
+  ``na``/``sn``/``ve`` identify the model; ``mb`` gives the basic range (start and end, 4 hex digits
+  each, in °C [U]).
 * Invalid commands (unknown letters, upper case, bad parameter, unknown to the model): ``no``
   CR with newer firmware, silence with older (:attr:`~ImpacSimulator.answers_no`).
 * Faults a test can switch on while a server runs: :attr:`~ImpacSimulator.silent`,
   :attr:`~ImpacSimulator.garbage`, :attr:`~ImpacSimulator.garbage_at_connect`,
   :attr:`~ImpacSimulator.split_replies`, :attr:`~ImpacSimulator.truncate`,
   :attr:`~ImpacSimulator.reply_delay`, :attr:`~ImpacSimulator.line_mismatch`,
-  :attr:`~ImpacSimulator.echo`, :attr:`~ImpacSimulator.special`,
+  :attr:`~ImpacSimulator.echo`, :attr:`~ImpacSimulator.special`, :attr:`~ImpacSimulator.refuse_identity`,
   :attr:`~ImpacSimulator.warm_up` with :meth:`~ImpacSimulator.power_cycle`.
 
 Choices where the sources are silent or disagree (docs/protocols.md marks them [U]):
@@ -224,6 +225,9 @@ class ImpacSimulator(SimulatedByteDevice):
         #: Send every request heard back (a 2-wire RS-485 adapter without echo suppression);
         #: on a shared line switch it on for one device only.
         self.echo = False
+        #: Treat the identity commands ``na``, ``sn`` and ``ve`` as invalid (``no``, or silence on
+        #: older firmware), as a model without them would.
+        self.refuse_identity = False
 
     # ================================================================== ByteDevice
 
@@ -329,7 +333,9 @@ class ImpacSimulator(SimulatedByteDevice):
 
     def _execute(self, command: str, param: str) -> bytes:
         """The reply to one valid request (a setting is applied here); _Invalid otherwise."""
-        if command in ("ms", "na", "sn", "ve") or (command == "ek" and self.model.ratio):
+        if self.refuse_identity and command in ("na", "sn", "ve"):
+            raise _Invalid
+        if command in ("ms", "na", "sn", "ve", "mb") or (command == "ek" and self.model.ratio):
             if param:
                 raise _Invalid
             return self._read(command) + b"\r"
@@ -374,6 +380,9 @@ class ImpacSimulator(SimulatedByteDevice):
             return self.model.name.encode()
         if command == "sn":
             return f"{10000 + self.address * 137:05d}".encode()
+        if command == "mb":
+            low, high = self.model.range_c
+            return f"{round(low):04X}{round(high):04X}".encode()
         return self.model.version.encode()
 
     # ================================================================== values

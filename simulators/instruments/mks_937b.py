@@ -27,6 +27,7 @@ What it reproduces, and why:
   :attr:`~MKS937BSimulator.echo` (2-wire adapter), :attr:`~MKS937BSimulator.split_replies`,
   :attr:`~MKS937BSimulator.reply_delay`, :attr:`~MKS937BSimulator.nak_all`,
   :attr:`~MKS937BSimulator.bare_nak` (905-style ``NAK`` without code),
+  :attr:`~MKS937BSimulator.refuse_identity` (``SN?`` and ``MT?`` refused with NAK 160),
   :attr:`~MKS937BSimulator.no_gauge_spelling`, :meth:`~MKS937BSimulator.set_status`
   (any status string on a channel), :meth:`~MKS937BSimulator.set_unit` (front-panel change).
 
@@ -201,6 +202,8 @@ class MKS937BSimulator(SimulatedGaugeController):
         self.nak_all: int | None = None
         #: NAKs without code (``@253NAK;FF``, the 905 manual's form).
         self.bare_nak = False
+        #: NAK 160 (unrecognized) to the identity queries ``SN?`` and ``MT?``, as a unit without them would.
+        self.refuse_identity = False
         #: How a missing gauge reads: ``NOGAUGE`` (EPICS) or ``NO_GAUGE`` (pychron) [U].
         self.no_gauge_spelling = "NOGAUGE"
         #: Seconds a cold/hot cathode shows ``WAIT`` after ``CPn!ON``.
@@ -278,7 +281,7 @@ class MKS937BSimulator(SimulatedGaugeController):
             raise _Nak(NAK_QUERY_BYTE if re.fullmatch(r"[A-Z]+\d*.*", command) else NAK_UNRECOGNIZED)
         name, number, action, param = match.groups()
         handler = self._handlers().get(name)
-        if handler is None:
+        if handler is None or (self.refuse_identity and name in ("SN", "MT")):
             raise _Nak(NAK_UNRECOGNIZED)
         channel = int(number) if number else None
         return handler(channel, param if action == "!" else None)

@@ -18,7 +18,7 @@ What it reproduces, and why:
 * Faults a test can switch on while a server runs: :attr:`~TPGSimulator.silent`,
   :attr:`~TPGSimulator.garbage`, :attr:`~TPGSimulator.garbage_at_connect`,
   :attr:`~TPGSimulator.split_replies`, :attr:`~TPGSimulator.reply_delay`,
-  :attr:`~TPGSimulator.nak_all`, :meth:`~TPGSimulator.set_status`,
+  :attr:`~TPGSimulator.nak_all`, :attr:`~TPGSimulator.refuse_identity`, :meth:`~TPGSimulator.set_status`,
   :meth:`~TPGSimulator.set_unit` (front-panel change), :meth:`~TPGSimulator.power_cycle`.
 
 Choices where the sources are silent or disagree (docs/protocols.md marks them [U]):
@@ -303,6 +303,8 @@ class TPGSimulator(SimulatedGaugeController):
         self.stream_interval = 1.0
         #: NAK every command (e.g. the 36x set to the PV protocol instead of mnemonics).
         self.nak_all = False
+        #: NAK the identity mnemonics ``AYT`` and ``PNR`` (syntax flag), as firmware without them would.
+        self.refuse_identity = False
 
         self._pending: Producer | None = None
         self._errors = ErrorFlag(0)
@@ -449,6 +451,9 @@ class TPGSimulator(SimulatedGaugeController):
         }
         if self.model.family == 36:
             handlers["AYT"] = self._cmd_ayt
+        if self.refuse_identity:
+            for mnemonic in ("AYT", "PNR"):
+                handlers.pop(mnemonic, None)
         return handlers
 
     def _cmd_pr(self, n: int, params: list[str]) -> Producer:

@@ -129,6 +129,11 @@ class RegisterDevice:
             keys = {(table, a) for a in range(address, address + count)}
             self._refused = self._refused | keys if refused else self._refused - keys
 
+    def refused(self, table: Table, address: int) -> bool:
+        """Whether ``address`` answers exception 0x02 (see :meth:`refuse`)."""
+        with self._lock:
+            return (table, address) in self._refused
+
     @staticmethod
     def _checked(table: Table, value: int) -> int:
         value = int(value)

@@ -91,3 +91,12 @@ def test_check_exits_2_naming_the_key_path_of_a_bad_expression(tmp_path: Path) -
         "(column 1)",
     ]
     assert "Traceback" not in result.stderr
+
+
+def test_an_expression_naming_an_instrument_read_only_with_the_baselines_is_refused() -> None:
+    """``interval: baseline``: read at connect and at a run's start and stop only, so always stale for a trigger."""
+    unpolled = [{**INSTRUMENTS[0], "interval": "baseline"}, INSTRUMENTS[1]]
+    assert problems({"start_when": "cell_ga.pv > 500.0", "stop_when": "pyrometer.temperature < 300.0"}, unpolled) == [
+        "bridge.runs.auto.start_when: cell_ga has interval: baseline (read only at connect and at a run's start "
+        "and stop), so its channels cannot start or stop a run; give it a poll interval in seconds"]
+    assert parse_config(raw({"start_when": "pyrometer.temperature > 300.0"}, unpolled)).bridge.runs.auto is not None

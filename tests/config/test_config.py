@@ -186,3 +186,39 @@ def test_loose_permissions(tmp_path: Path, mode: int, loose: bool) -> None:
     if os.geteuid() == 0:  # root owns it: group read is how root hands a secret to the service's group
         path.chmod(0o640)
         assert loose_permissions(path) is None
+
+
+def test_units_identity_and_baseline_interval() -> None:
+    raw = {**GOOD, "bridge": {"units": {"pressure": "MBAR", "temperature": "°C"}, "instruments": [
+        {**GOOD["bridge"]["instruments"][0], "interval": "baseline",  # type: ignore[index]
+         "identity": {"vendor": "Acme", "serial": "SN-1"}}]}}
+    cfg = parse_config(raw)
+    assert cfg.bridge.units.targets() == {"pressure": "mbar", "temperature": "degC"}
+    inst = cfg.bridge.instruments[0]
+    assert (inst.interval, inst.poll_interval) == ("baseline", None)
+    assert inst.identity == {"vendor": "Acme", "serial": "SN-1"}
+    assert parse_config(GOOD).bridge.instruments[0].poll_interval == 0.5
+    assert parse_config(GOOD).bridge.units.targets() == {}
+
+
+def test_bad_units_and_identities_are_named_by_key_path() -> None:
+    gauge = GOOD["bridge"]["instruments"][0]  # type: ignore[index]
+    found = problems({**GOOD, "bridge": {
+        "units": {"pressure": "degC", "temperature": "C", "flow": "sccm"},
+        "instruments": [
+            {**gauge, "interval": "sometimes", "identity": {"vendor": "x\x1b[2J", "bad key": "y"}},
+            {"name": "cell", "driver": "eurotherm", "transport": {"kind": "modbus_tcp", "host": "h"},
+             "options": {"family": "2400", "units": "Celsius"}},
+            {"name": "t", "driver": "serial_ascii", "transport": {"kind": "serial", "port": "/dev/ttyUSB3"},
+             "options": {"queries": [{"name": "t", "command": "T?", "units": "arb"}]}},
+        ]}})
+    text = "\n".join(found)
+    assert "bridge.units.pressure: " in text and "degC is not a pressure unit (use one of mbar, Pa" in text
+    assert "bridge.units.temperature: " in text and "unit 'C' is not in the unit vocabulary (docs/units.md)" in text
+    assert "bridge.units.flow: unknown key" in found
+    assert any(p.startswith("bridge.instruments[0].interval") for p in found)
+    assert any(p.startswith("bridge.instruments[0].identity.vendor") for p in found)
+    assert any(p.startswith("bridge.instruments[0].identity") and "bad key" in p for p in found)
+    assert any(p.startswith("bridge.instruments[1].options.units: ") and "'Celsius' is not in the unit vocabulary"
+               in p for p in found)
+    assert any(p.startswith("bridge.instruments[2].options.queries[0].units: ") for p in found)

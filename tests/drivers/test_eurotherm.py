@@ -4,6 +4,7 @@ disconnects, and two controllers with their own unit ids on one RTU line."""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +22,7 @@ from bridge.model import Quality, Reading, ValueType
 from bridge.transports.memory import ModbusRequest
 from simulators.instruments.eurotherm import EurothermSimulator
 from simulators.serving.modbus_server import Request
-from tests.helpers.cli import EXAMPLES, example_with, read_json, simulator_command
+from tests.helpers.cli import EXAMPLES, example_with, read_json, run_cli, simulator_command
 from tests.helpers.conversation import driver_on, modbus_conversation
 from tests.helpers.drivers import by_channel, read_and_close, reconnect
 from tests.helpers.modbus_server import SHORT, TIMEOUT, ModbusLink, serve
@@ -158,7 +159,7 @@ def test_the_status_word_is_a_bits_channel_over_a_real_modbus_server(link: Modbu
     sim_of(link).sensor_break = True
     status = poll(link)["status"]
     assert (status.value, status.quality, status.type, status.units) == (
-        1 << 0 | 1 << 5 | 1 << 7 | 1 << 11, Quality.OK, ValueType.BITS, "")
+        1 << 0 | 1 << 5 | 1 << 7 | 1 << 11, Quality.OK, ValueType.BITS, "1")
     assert type(status.value) is int
     assert status.detail == "alarm 1, sensor break, heater fail, bit 11"
     sim_of(link).status_bits = 0
@@ -366,7 +367,7 @@ def test_channel_table() -> None:
     table = Eurotherm.channel_table(EurothermOptions(family="3200", units="K"))
     assert [(c.name, c.units, c.type.kind) for c in table] == [
         ("pv", "K", "float"), ("working_setpoint", "K", "float"), ("output_power", "%", "float"),
-        ("status", "", "bits")]
+        ("status", "1", "bits")]
     assert "WRK.OP, address 4" in table[2].description
     assert dict(table[3].type.bits)[5] == "sensor break" and dict(table[3].type.bits)[10] == "PV out of range"
 
@@ -449,3 +450,64 @@ def test_conversation_two_controllers_on_one_line_are_assembled_with_their_units
         assert bus.transport is link and bus.owner == SHARED_OWNER
         for _config, driver in bus.drivers:
             driver.connect()
+
+
+# ------------------------------------------------------------------------ identity and configuration
+
+
+def test_conversation_baseline_byte_for_byte_with_a_refused_version_register() -> None:
+    from bridge.transports.memory import Refusal
+
+    with modbus_conversation(
+        (ModbusRequest("holding", 107, 1, 1), Refusal(0x02)),   # the version: not on a 2400
+        (ModbusRequest("holding", 122, 1, 1), [0x2480]),        # the instrument identity
+        (ModbusRequest("holding", 0x8000 + 2 * 111, 4, 1), [*encode(1200.0, "float32"), *encode(0.0, "float32")]),
+        owner="cell",
+    ) as link:
+        driver = driver_on(link, "eurotherm", {"family": "2400"})
+        baseline = driver.baseline()
+    assert baseline.identity == {"vendor": "Eurotherm", "instrument_id": "2480"}
+    assert baseline.configuration == {"family": "2400", "loop": 1, "units": "degC", "use_ieee": True,
+                                      "setpoint_high": 1200.0, "setpoint_low": 0.0}
+    assert baseline.errors == {"version (107)": "refused: illegal data address (0x02)"}
+
+
+def test_baseline_over_the_wire_each_family_and_a_refused_identity(kind: str) -> None:
+    with serve(controller("3500"), kind) as link:
+        loop2 = connect(link, "3500", loop=2)
+        try:
+            b3500 = loop2.driver.baseline()
+        finally:
+            loop2.close()
+    with serve(controller("3200"), kind) as link:
+        cell = connect(link, "3200", use_ieee=False, decimals=1)
+        try:
+            b3200 = cell.driver.baseline()
+            sim_of(link).refuse_identity = True
+            refused = cell.driver.baseline()
+            assert pv_of(by_channel(cell.read())) == pytest.approx(234.5)
+        finally:
+            cell.close()
+    assert b3200.identity == {"vendor": "Eurotherm", "instrument_id": "3216", "firmware": "1.11"}
+    assert b3200.configuration == {"family": "3200", "loop": 1, "units": "degC", "use_ieee": False, "decimals": 1,
+                                   "setpoint_high": 1200.0, "setpoint_low": 0.0}
+    assert b3500.identity == {"vendor": "Eurotherm", "instrument_id": "3504"} and b3500.configuration["loop"] == 2
+    assert b3500.errors == {"version (107)": "refused: illegal data address (0x02)"}
+    assert refused.identity == {"vendor": "Eurotherm"}
+    assert set(refused.errors) == {"identity (122)", "version (107)"}
+    assert refused.configuration == b3200.configuration
+
+
+def test_simulate_command_refuses_identity_and_read_baseline_goes_on(tmp_path: Path) -> None:
+    with simulator_command("eurotherm", "--tcp", "127.0.0.1:0", "--unit", "1", "--unit", "2",
+                           "--refuse-identity") as cli:
+        host, port = cli.where.rsplit(":", 1)
+        result = run_cli("read", str(example_with("eurotherm.yaml", tmp_path, host=host, port=int(port))),
+                         "--json", "--baseline")
+    assert result.returncode == 0, result.stderr
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    baselines = {line["instrument"]: line["baseline"] for line in lines if "baseline" in line}
+    assert set(baselines) == {"cell_ga", "cell_as"}
+    assert baselines["cell_ga"]["identity"] == {"vendor": "Eurotherm"}
+    assert baselines["cell_ga"]["errors"]["identity (122)"] == "refused: illegal data address (0x02)"
+    assert sum(1 for line in lines if "channel" in line) == 8  # pv, working_setpoint, output_power, status

@@ -100,3 +100,12 @@ def test_setpoint_and_power_keep_their_value_and_name_the_status() -> None:
     m = codec.plain_measurement(0.0, 1 << 5, "%", at=1.0)
     assert (m.value, m.quality, m.detail, m.at) == (0.0, Quality.OK, "sensor break", 1.0)
     assert codec.plain_measurement(150.0, None, "degC").detail == ""
+
+
+def test_identity_and_version_registers_as_the_controller_shows_them() -> None:
+    assert codec.identity_text([0x2480]) == "2480"
+    assert codec.identity_text([0x3216]) == "3216"
+    assert codec.version_text([0x0111]) == "1.11"
+    assert codec.version_text([0x020A]) == "2.0A"
+    assert (codec.INSTRUMENT_IDENTITY, codec.INSTRUMENT_VERSION,
+            codec.SETPOINT_HIGH_LIMIT, codec.SETPOINT_LOW_LIMIT) == (122, 107, 111, 112)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import signal
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bridge.drivers.impac import Impac, codec
 from bridge.edge.instrument import Instrument, connect_instrument
@@ -15,7 +17,7 @@ from bridge.model import Quality, Reading
 from simulators.instruments.impac import ImpacSimulator
 from simulators.serving import PtyServer
 from simulators.serving.rs485 import SharedLine
-from tests.helpers.cli import example_with, read_json, simulate
+from tests.helpers.cli import example_with, read_json, run_cli, simulate
 from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.impac import ImpacLink, impac_config
@@ -66,7 +68,7 @@ def driver(inst: Instrument) -> Impac:
 def test_reads_temperature_in_celsius(impac: ImpacLink) -> None:
     readings = read_once(impac)
     t = readings["temperature"]
-    assert (t.value, t.units, t.quality, t.instrument) == (pytest.approx(256.3), "°C", Quality.OK, "pyrometer")
+    assert (t.value, t.units, t.quality, t.instrument) == (pytest.approx(256.3), "degC", Quality.OK, "pyrometer")
     assert list(readings) == ["temperature"]
     assert b"01fh" in impac.requests() and b"01ms" in impac.requests()
 
@@ -85,18 +87,18 @@ def test_temperature_evolves_in_time(impac: ImpacLink) -> None:
 def test_fahrenheit_is_read_with_fh_at_connect(impac: ImpacLink) -> None:
     impac.sim.set_unit("F")
     t = read_once(impac, unit="C")["temperature"]  # the instrument's own unit wins
-    assert (t.value, t.units) == (pytest.approx(493.3), "°F")
+    assert (t.value, t.units) == (pytest.approx(493.3), "degF")
 
 
 def test_unit_changed_on_the_pyrometer_is_followed(impac: ImpacLink) -> None:
     inst = impac.instrument()
     try:
-        assert inst.read()[0].units == "°C"
+        assert inst.read()[0].units == "degC"
         impac.sim.set_unit("F")
         (t,) = inst.read()
     finally:
         inst.close()
-    assert (t.value, t.units) == (pytest.approx(493.3), "°F")
+    assert (t.value, t.units) == (pytest.approx(493.3), "degF")
 
 
 def test_unit_read_only_at_connect_without_track_unit(impac: ImpacLink) -> None:
@@ -119,7 +121,7 @@ def test_model_without_fh_uses_the_configured_unit(legacy: ImpacLink, unit: str)
     finally:
         inst.close()
     expected = 400.0 if unit == "C" else 752.0
-    assert (first.value, first.units) == (pytest.approx(expected), f"°{unit}")
+    assert (first.value, first.units) == (pytest.approx(expected), f"deg{unit}")
     assert second.value == pytest.approx(expected)
     assert legacy.requests().count(b"00fh") == 1, "AAfh is tried once, at connect"
 
@@ -134,7 +136,7 @@ def test_emissivity_and_exposure_time_channels(impac: ImpacLink) -> None:
     readings = read_once(impac, emissivity=True, exposure_time=True)
     assert list(readings) == ["temperature", "emissivity", "exposure_time"]
     e, t90 = readings["emissivity"], readings["exposure_time"]
-    assert (e.value, e.units, e.quality) == (pytest.approx(0.853), "", Quality.OK)
+    assert (e.value, e.units, e.quality) == (pytest.approx(0.853), "1", Quality.OK)
     assert (t90.value, t90.units, t90.quality) == (pytest.approx(0.25), "s", Quality.OK)
 
 
@@ -171,13 +173,47 @@ def test_set_emissivity_accepts_ok_and_echo_form(impac: ImpacLink) -> None:
         inst.close()
 
 
-def test_identity(impac: ImpacLink) -> None:
+def test_baseline_over_the_wire_and_an_emissivity_changed_between_two(impac: ImpacLink) -> None:
+    impac.sim.set_emissivity(0.7)
+    impac.sim.set_exposure_code(3)
     inst = impac.instrument()
     try:
-        ident = driver(inst).identity()
+        baseline = driver(inst).baseline()
+        impac.sim.set_emissivity(0.65)  # InfraWin, mid-run
+        later = driver(inst).baseline()
     finally:
         inst.close()
-    assert ident["name"] == "IGA 12" and ident["version"].startswith("IGA12") and ident["serial"].isdigit()
+    assert baseline.identity == {"vendor": "IMPAC (LumaSense / Advanced Energy)", "model": "IGA 12",
+                                 "serial": "10137", "firmware": "IGA12 V2.04"}
+    assert baseline.configuration == {"unit": "degC", "unit_from": "AAfh", "emissivity": 0.7, "exposure_code": 3,
+                                      "range_low": 250, "range_high": 2500}
+    assert baseline.errors == {}
+    assert later.configuration["emissivity"] == 0.65
+
+
+def test_a_refused_identity_is_recorded_and_the_pyrometer_goes_on(impac: ImpacLink, legacy: ImpacLink) -> None:
+    impac.sim.refuse_identity = True
+    inst = impac.instrument()
+    try:
+        baseline = driver(inst).baseline()
+        assert by_channel(inst.read())["temperature"].value == pytest.approx(256.3)
+    finally:
+        inst.close()
+    assert baseline.identity == {"vendor": "IMPAC (LumaSense / Advanced Energy)"}
+    assert baseline.errors["AAna"] == ("01na answered 'no' (command or parameter not accepted by this model)")
+    assert set(baseline.errors) == {"AAna", "AAsn", "AAve"} and baseline.configuration["emissivity"] == 1.0
+    # older firmware is silent instead: two queries unanswered, the rest not asked, the reading goes on
+    legacy.sim.refuse_identity = True
+    old = legacy.instrument()
+    try:
+        silent = driver(old).baseline()
+        assert by_channel(old.read())["temperature"].value == pytest.approx(400.0)
+    finally:
+        old.close()
+    assert silent.identity == {"vendor": "IMPAC (LumaSense / Advanced Energy)"}
+    assert "no reply" in silent.errors["AAna"] and "no reply" in silent.errors["AAsn"]
+    assert silent.errors["AAve"] == "not asked: the instrument did not answer the queries before it"
+    assert silent.configuration["unit"] == "degC" and silent.configuration["unit_from"] == "options.unit"
 
 
 # ------------------------------------------------------------------------ special values
@@ -198,7 +234,7 @@ def test_special_values_become_qualities_without_value(
         impac: ImpacLink, special: int, quality: Quality, detail: str) -> None:
     impac.sim.special = special
     t = read_once(impac)["temperature"]
-    assert (t.value, t.quality, t.units) == (None, quality, "°C")
+    assert (t.value, t.quality, t.units) == (None, quality, "degC")
     assert detail in t.detail
 
 
@@ -480,7 +516,7 @@ def test_simulate_command_serves_a_line_that_read_reaches(tmp_path: Path) -> Non
         got = read_json(example_with("impac.yaml", tmp_path, port=sim.where))
     readings = {(r["instrument"], r["channel"]): r for r in got}
     assert readings[("substrate_pyrometer", "temperature")]["value"] == pytest.approx(612.5)
-    assert readings[("substrate_pyrometer", "temperature")]["units"] == "°C"
+    assert readings[("substrate_pyrometer", "temperature")]["units"] == "degC"
     assert readings[("substrate_pyrometer", "emissivity")]["value"] == pytest.approx(1.0)
     assert readings[("substrate_pyrometer", "exposure_time")]["quality"] == "invalid"
     assert readings[("viewport_pyrometer", "temperature")]["value"] == pytest.approx(845.0)
@@ -497,8 +533,29 @@ def test_conversation_connect_and_one_poll_byte_for_byte() -> None:
         driver = driver_on(line, "impac", {"address": 1, "emissivity": True})
         driver.connect()
         temperature, emissivity = driver.read()
-    assert (temperature.value, temperature.units) == (pytest.approx(256.3), "°F")
+    assert (temperature.value, temperature.units) == (pytest.approx(256.3), "degF")
     assert (emissivity.channel, emissivity.value) == ("emissivity", pytest.approx(0.853))
+
+
+def test_conversation_baseline_byte_for_byte() -> None:
+    with serial_conversation(
+        (b"01fh\r", b"0\r"),                  # connect: the unit
+        (b"01na\r", b"IGA 12\r"),             # identity: name, serial, type and version
+        (b"01sn\r", b"10137\r"),
+        (b"01ve\r", b"IGA12 V2.04\r"),
+        (b"01fh\r", b"0\r"),                  # configuration: unit, emissivity, t90 code, basic range
+        (b"01em\r", b"0700\r"),
+        (b"01ez\r", b"3\r"),
+        (b"01mb\r", b"00FA09C4\r"),
+        owner="substrate",
+    ) as line:
+        driver = driver_on(line, "impac", {"address": 1})
+        driver.connect()
+        baseline = driver.baseline()
+    assert baseline.identity == {"vendor": "IMPAC (LumaSense / Advanced Energy)", "model": "IGA 12",
+                                 "serial": "10137", "firmware": "IGA12 V2.04"}
+    assert baseline.configuration == {"unit": "degC", "unit_from": "AAfh", "emissivity": 0.7, "exposure_code": 3,
+                                      "range_low": 250, "range_high": 2500}
 
 
 def test_conversation_a_model_without_aafh_is_assumed_in_the_configured_unit() -> None:
@@ -510,4 +567,18 @@ def test_conversation_a_model_without_aafh_is_assumed_in_the_configured_unit() -
         driver = driver_on(line, "impac", {"unit": "C"})
         driver.connect()
         (temperature,) = driver.read()
-    assert (temperature.value, temperature.units, temperature.quality) == (None, "°C", Quality.OVER_RANGE)
+    assert (temperature.value, temperature.units, temperature.quality) == (None, "degC", Quality.OVER_RANGE)
+
+
+def test_simulate_command_refuses_identity_and_changes_the_emissivity(tmp_path: Path) -> None:
+    with simulate("impac", "--tcp", "127.0.0.1:0", "--address", "1", "--emissivity", "0.7", "--refuse-identity",
+                  "--change-emissivity", "0=0.55", stop=signal.SIGTERM) as sim:
+        config = example_with("impac.yaml", tmp_path, port=sim.where)
+        raw = yaml.safe_load(config.read_text())
+        raw["bridge"]["instruments"] = raw["bridge"]["instruments"][:1]
+        config.write_text(yaml.safe_dump(raw))
+        result = run_cli("read", str(config), "--json", "--baseline")
+    assert result.returncode == 0, result.stderr
+    (baseline,) = [json.loads(line)["baseline"] for line in result.stdout.splitlines() if "baseline" in line]
+    assert baseline["configuration"]["emissivity"] == 0.55
+    assert set(baseline["errors"]) == {"AAna", "AAsn", "AAve"}

@@ -38,8 +38,8 @@ def test_bad_requests_are_refused_before_the_wire(address: int, command: str, pa
     ],
 )
 def test_temperature_is_tenths_of_a_degree(frame: bytes, expected: float) -> None:
-    m = codec.parse_temperature(frame, "°C")
-    assert (m.value, m.quality, m.units) == (pytest.approx(expected), Quality.OK, "°C")
+    m = codec.parse_temperature(frame, "degC")
+    assert (m.value, m.quality, m.units) == (pytest.approx(expected), Quality.OK, "degC")
 
 
 @pytest.mark.parametrize(
@@ -55,8 +55,8 @@ def test_temperature_is_tenths_of_a_degree(frame: bytes, expected: float) -> Non
     ],
 )
 def test_special_values_carry_no_number(frame: bytes, quality: Quality, detail: str) -> None:
-    m = codec.parse_temperature(frame, "°F")
-    assert (m.value, m.quality, m.units) == (None, quality, "°F")
+    m = codec.parse_temperature(frame, "degF")
+    assert (m.value, m.quality, m.units) == (None, quality, "degF")
     assert detail in m.detail
     assert frame[:5].decode() in m.detail
 
@@ -64,7 +64,7 @@ def test_special_values_carry_no_number(frame: bytes, quality: Quality, detail: 
 @pytest.mark.parametrize("frame", [b"2563\r", b"025630\r", b"0256.3\r", b"-0256\r", b"\r", b"no\r", b"ok\r"])
 def test_bad_temperature_frames_are_named(frame: bytes) -> None:
     with pytest.raises(ProtocolError) as info:
-        codec.parse_temperature(frame, "°C")
+        codec.parse_temperature(frame, "degC")
     assert repr(frame) in str(info.value)
     assert "8E1" not in str(info.value)
 
@@ -72,19 +72,19 @@ def test_bad_temperature_frames_are_named(frame: bytes) -> None:
 @pytest.mark.parametrize("frame", [b"\x002\x00\x00\x00\r", b"025\xe363\r", b"\x007777\r"])
 def test_noise_inside_a_reply_is_an_error_hinting_at_line_settings(frame: bytes) -> None:
     with pytest.raises(ProtocolError, match="8E1") as info:
-        codec.parse_temperature(frame, "°C")
+        codec.parse_temperature(frame, "degC")
     assert repr(frame) in str(info.value)
 
 
 @pytest.mark.parametrize("frame", [b"0256302570\r", b"02563 02570\r", b"02563,02570\r"])
 def test_ratio_reply_two_fields_with_or_without_separator(frame: bytes) -> None:
-    one, ratio = codec.parse_ratio(frame, "°C")
+    one, ratio = codec.parse_ratio(frame, "degC")
     assert (one.value, ratio.value) == (pytest.approx(256.3), pytest.approx(257.0))
-    assert one.units == ratio.units == "°C"
+    assert one.units == ratio.units == "degC"
 
 
 def test_ratio_fields_are_decoded_one_by_one() -> None:
-    one, ratio = codec.parse_ratio(b"8000008123\r", "°C")
+    one, ratio = codec.parse_ratio(b"8000008123\r", "degC")
     assert (one.quality, one.value) == (Quality.AIMING_LIGHT, None)
     assert (ratio.quality, ratio.value) == (Quality.OK, pytest.approx(812.3))
 
@@ -92,13 +92,13 @@ def test_ratio_fields_are_decoded_one_by_one() -> None:
 @pytest.mark.parametrize("frame", [b"02563\r", b"025630257\r", b"02563  02570\r", b"02563x02570x\r"])
 def test_bad_ratio_frames_are_named(frame: bytes) -> None:
     with pytest.raises(ProtocolError, match="two 5-digit"):
-        codec.parse_ratio(frame, "°C")
+        codec.parse_ratio(frame, "degC")
 
 
 @pytest.mark.parametrize(("frame", "value"), [(b"0970\r", 0.97), (b"1000\r", 1.0), (b"0050\r", 0.05)])
 def test_emissivity_is_per_mille(frame: bytes, value: float) -> None:
     m = codec.parse_emissivity(frame)
-    assert (m.value, m.quality, m.units) == (pytest.approx(value), Quality.OK, "")
+    assert (m.value, m.quality, m.units) == (pytest.approx(value), Quality.OK, "1")
 
 
 @pytest.mark.parametrize("frame", [b"970\r", b"1001\r", b"09700\r", b"0.97\r"])
@@ -129,7 +129,7 @@ def test_exposure_code_and_table() -> None:
 
 
 @pytest.mark.parametrize(("frame", "unit"),
-                         [(b"0\r", "°C"), (b"1\r", "°F"), (b"C\r", "°C"), (b"F\r", "°F"), (b"f\r", "°F")])
+                         [(b"0\r", "degC"), (b"1\r", "degF"), (b"C\r", "degC"), (b"F\r", "degF"), (b"f\r", "degF")])
 def test_unit_codes(frame: bytes, unit: str) -> None:
     assert codec.parse_unit(frame) == unit
 
@@ -154,3 +154,14 @@ def test_refusal_ok_and_echo() -> None:
 def test_reply_text_keeps_identity_strings() -> None:
     assert codec.reply_text(b"IGA 12\r") == "IGA 12"
     assert codec.reply_text(b"\x80IGA 12\r") == "IGA 12"
+
+
+def test_basic_range_and_identity_texts() -> None:
+    assert codec.parse_range(b"00FA09C4\r") == (250, 2500)
+    assert codec.parse_range(b"0096044c\r") == (150, 1100)
+    assert codec.parse_identity_text(b"IGA12 V2.04\r") == "IGA12 V2.04"
+    for frame in (b"00FA09C\r", b"00FA09C4X\r", b"\r"):
+        with pytest.raises(ProtocolError, match="IMPAC reply"):
+            codec.parse_range(frame)
+    with pytest.raises(ProtocolError, match="empty reply"):
+        codec.parse_identity_text(b" \r")

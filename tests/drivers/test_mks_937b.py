@@ -6,14 +6,18 @@ port, each read by its own instrument config.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
+import yaml
 from pydantic import ValidationError
 
 from bridge.drivers.mks_937b import MKS937B, MKS937BOptions
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading
+from tests.helpers.cli import run_cli, simulate
 from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.mks_937b import TORR, MKSLink, make_sims, one_bus, serve
@@ -151,7 +155,7 @@ def test_unit_change_is_followed_every_poll(mks: MKSLink) -> None:
         inst.close()
     assert (mbar.units, mbar.value) == ("mbar", pytest.approx(1.33))
     assert (pa.units, pa.value) == ("Pa", pytest.approx(133.0))
-    assert (micron.units, micron.value) == ("micron", pytest.approx(1000.0))
+    assert (micron.units, micron.value) == ("mTorr", pytest.approx(1000.0))
 
 
 # ---------------------------------------------------------------------- faults
@@ -426,8 +430,9 @@ def test_bad_options_are_refused(options: dict[str, object]) -> None:
 
 def test_channel_table_names_slots() -> None:
     table = MKS937B.channel_table(MKS937BOptions(channels=[1, 6]))
-    assert [(c.name, c.description) for c in table] == [("pressure_1", "PR1 (937B slot A1)"),
-                                                         ("pressure_6", "PR6 (937B slot C2)")]
+    assert [(c.name, c.units, c.description) for c in table] == [
+        ("pressure_1", "Torr|mbar|Pa|mTorr", "PR1 (937B slot A1), in the unit set on the controller"),
+        ("pressure_6", "Torr|mbar|Pa|mTorr", "PR6 (937B slot C2), in the unit set on the controller")]
 
 
 def test_conversation_connect_and_one_poll_of_all_channels_byte_for_byte() -> None:
@@ -456,3 +461,51 @@ def test_conversation_rs485_echo_is_skipped_and_a_nak_names_its_code() -> None:
         assert driver.query("PR1") == "5.00E-7"
         with pytest.raises(DeviceError, match=r"^gauges: PR2\? refused with NAK160 UNRECOGNIZED_MSG"):
             driver.query("PR2")
+
+
+# ------------------------------------------------------------------------ identity and configuration
+
+
+def test_conversation_baseline_byte_for_byte_and_a_refused_query_recorded() -> None:
+    with serial_conversation(
+        (b"@253SN?;FF", b"@253ACK937B12345;FF"),
+        (b"@253U?;FF", b"@253ACKTORR;FF"),
+        (b"@253MT?;FF", b"@253NAK160;FF"),          # a unit without MT? (a 900-series transducer)
+        owner="gauges",
+    ) as line:
+        driver = driver_on(line, "mks_937b", {"channels": [1], "settle": 0.0})
+        driver.session.needs_resync = False
+        baseline = driver.baseline()
+    assert baseline.identity == {"vendor": "MKS Instruments", "serial": "937B12345"}
+    assert baseline.configuration == {"unit": "Torr"}
+    assert baseline.errors == {"MT?": "MT? refused with NAK160 UNRECOGNIZED_MSG (address 253, frame b'@253NAK160;FF')"}
+
+
+def test_baseline_over_the_wire_follows_the_unit_and_survives_refused_identity(mks: MKSLink) -> None:
+    inst = mks.instrument(channels=[1])
+    try:
+        baseline = inst.driver.baseline()
+        assert baseline.identity == {"vendor": "MKS Instruments", "serial": "937B12345"}
+        assert baseline.configuration == {"unit": "Torr", "module_types": "CC,PR,CC,PR,CM,NC"}
+        mks.sim.refuse_identity = True
+        mks.sim.set_unit("MBAR")
+        refused = inst.driver.baseline()
+        assert refused.identity == {"vendor": "MKS Instruments"} and set(refused.errors) == {"SN?", "MT?"}
+        assert refused.configuration["unit"] == "mbar"
+        assert inst.read()[0].units == "mbar"
+    finally:
+        inst.close()
+
+
+def test_simulate_command_refuses_identity_and_changes_the_unit(tmp_path: Path) -> None:
+    with simulate("mks_937b", "--tcp", "127.0.0.1:0", "--refuse-identity", "--change-unit", "0=MBAR") as sim:
+        config = tmp_path / "c.yaml"
+        config.write_text(yaml.safe_dump({"site": "s", "bridge": {"instruments": [
+            {"name": "ion_gauge", "driver": "mks_937b", "transport": {"kind": "serial", "port": sim.where,
+                                                                      "timeout": 0.5},
+             "options": {"channels": [1]}}]}}))
+        result = run_cli("read", str(config), "--json", "--baseline")
+    assert result.returncode == 0, result.stderr
+    reading, baseline = (json.loads(line) for line in result.stdout.splitlines())
+    assert reading["units"] == "mbar" and baseline["baseline"]["configuration"]["unit"] == "mbar"
+    assert set(baseline["baseline"]["errors"]) == {"SN?", "MT?"}

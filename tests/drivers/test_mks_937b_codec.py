@@ -149,7 +149,7 @@ def test_prz_fields() -> None:
 
 @pytest.mark.parametrize(
     ("text", "unit"),
-    [("TORR", "Torr"), ("MBAR", "mbar"), ("mBAR", "mbar"), ("PASCAL", "Pa"), ("PA", "Pa"), ("MICRON", "micron")],
+    [("TORR", "Torr"), ("MBAR", "mbar"), ("mBAR", "mbar"), ("PASCAL", "Pa"), ("PA", "Pa"), ("MICRON", "mTorr")],
 )
 def test_units(text: str, unit: str) -> None:
     assert codec.parse_unit(text) == unit
@@ -158,3 +158,10 @@ def test_units(text: str, unit: str) -> None:
 def test_unknown_unit_is_a_protocol_error() -> None:
     with pytest.raises(ProtocolError, match="unknown MKS unit 'INCH'"):
         codec.parse_unit("INCH")
+
+
+def test_text_answers() -> None:
+    assert codec.parse_text("937B12345") == "937B12345"
+    assert codec.parse_text(" CC,PR,CM ") == "CC,PR,CM"
+    with pytest.raises(ProtocolError, match="expected a printable text answer"):
+        codec.parse_text("  ")

@@ -273,3 +273,57 @@ def test_conversation_nak_reads_the_error_word_and_the_next_exchange_resyncs() -
         with pytest.raises(DeviceError, match=r"^gauge: PR1 refused with NAK \(syntax error\)"):
             driver.query("PR1")
         assert driver.query("UNI") == b"0\r\n"
+
+
+# ------------------------------------------------------------------------ identity and configuration
+
+
+def test_conversation_baseline_byte_for_byte() -> None:
+    with serial_conversation(
+        (b"AYT\r", b"\x06\r\n"), (b"\x05", b"TPG362,PTG28290,44990000,010100,010000\r\n"),
+        (b"UNI\r", b"\x06\r\n"), (b"\x05", b"1\r\n"),
+        (b"TID\r", b"\x06\r\n"), (b"\x05", b"PKR,TPR\r\n"),
+        owner="gauge",
+    ) as line:
+        driver = driver_on(line, "pfeiffer_tpg", {"channels": [1]})
+        driver.session.needs_resync = False  # as after a connect
+        baseline = driver.baseline()
+    assert baseline.identity == {"vendor": "Pfeiffer Vacuum", "model": "TPG362", "part_number": "PTG28290",
+                                 "serial": "44990000", "firmware": "010100", "hardware": "010000"}
+    assert baseline.configuration == {"unit": "Torr", "gauge_1": "PKR", "gauge_2": "TPR"}
+    assert baseline.errors == {}
+
+
+def test_conversation_a_tpg_26x_refuses_ayt_and_gives_its_firmware_with_pnr() -> None:
+    with serial_conversation(
+        (b"AYT\r", b"\x15\r\n"), (b"\x05", b"0001\r\n"),   # a 26x does not know AYT
+        (b"\x03", b""),                                    # the refusal is followed by a resync
+        (b"PNR\r", b"\x06\r\n"), (b"\x05", b"BG5160-A\r\n"),
+        (b"UNI\r", b"\x06\r\n"), (b"\x05", b"0\r\n"),
+        (b"TID\r", b"\x06\r\n"), (b"\x05", b"PKR,noSEn\r\n"),
+        owner="gauge",
+    ) as line:
+        driver = driver_on(line, "pfeiffer_tpg", {"channels": [1, 2], "settle": 0.0})
+        driver.session.needs_resync = False
+        baseline = driver.baseline()
+    assert baseline.identity == {"vendor": "Pfeiffer Vacuum", "firmware": "BG5160-A"}
+    assert baseline.configuration == {"unit": "mbar", "gauge_1": "PKR", "gauge_2": "noSEn"}
+    assert baseline.errors == {"AYT": "AYT refused with NAK (syntax error)"}
+
+
+def test_baseline_over_the_wire_and_a_refused_identity_keeps_the_instrument_reading(tpg: TPGLink) -> None:
+    inst = tpg.instrument()
+    try:
+        baseline = inst.driver.baseline()
+        assert baseline.identity["model"] == "TPG362" and baseline.identity["serial"] == "44990000"
+        assert baseline.configuration == {"unit": "mbar", "gauge_1": "PKR", "gauge_2": "TPR"}
+        tpg.sim.refuse_identity = True
+        tpg.sim.set_unit("Pa")
+        refused = inst.driver.baseline()
+        assert refused.identity == {"vendor": "Pfeiffer Vacuum"}
+        assert set(refused.errors) == {"AYT", "PNR"} and "refused with NAK" in refused.errors["PNR"]
+        assert refused.configuration["unit"] == "Pa"
+        readings = inst.read()
+        assert [(r.channel, r.units) for r in readings] == [("pressure_1", "Pa"), ("pressure_2", "Pa")]
+    finally:
+        inst.close()

@@ -69,7 +69,7 @@ def test_bad_pressure_frames_are_named(frame: bytes) -> None:
 
 
 @pytest.mark.parametrize(("frame", "unit"), [(b"0\r\n", "mbar"), (b"1\r\n", "Torr"), (b"2\r\n", "Pa"),
-                                             (b"3\r\n", "micron"), (b"4\r\n", "hPa"), (b"5\r\n", "V")])
+                                             (b"3\r\n", "mTorr"), (b"4\r\n", "hPa"), (b"5\r\n", "V")])
 def test_units(frame: bytes, unit: str) -> None:
     assert codec.parse_unit(frame) == unit
 
@@ -97,3 +97,21 @@ def test_error_word() -> None:
     assert not codec.is_error_word(b"0,+1.0000E-03\r\n")
     with pytest.raises(ProtocolError):
         codec.decode_error_word(b"0021\r\n")
+
+
+def test_ayt_fields_pnr_and_tid() -> None:
+    assert codec.parse_ayt(b"TPG362,PTG28290,44990000,010100,010000\r\n") == {
+        "model": "TPG362", "part_number": "PTG28290", "serial": "44990000", "firmware": "010100",
+        "hardware": "010000"}
+    assert codec.parse_ayt(b"TPG361,PTG28280\r\n") == {"model": "TPG361", "part_number": "PTG28280"}
+    assert codec.parse_firmware(b"BG5160-A\r\n") == "BG5160-A"
+    assert codec.parse_gauge_ids(b"PKR,TPR\r\n") == ["PKR", "TPR"]
+    assert codec.parse_gauge_ids(b"IKR9,noSEn,noid,CMR,PKR,TPR\r\n")[1:3] == ["noSEn", "noid"]
+
+
+@pytest.mark.parametrize(("parse", "frame"), [
+    (codec.parse_ayt, b"\r\n"), (codec.parse_ayt, b"a,b,c,d,e,f\r\n"), (codec.parse_firmware, b"\r\n"),
+    (codec.parse_gauge_ids, b"PKR,,TPR\r\n")])
+def test_bad_identity_frames_are_named(parse: object, frame: bytes) -> None:
+    with pytest.raises(ProtocolError, match=repr(frame).replace("\\", "\\\\")):
+        parse(frame)  # type: ignore[operator]

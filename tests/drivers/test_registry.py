@@ -72,3 +72,38 @@ def test_unknown_driver_lists_the_installed_ones() -> None:
         default_registry().get("nope")
     with pytest.raises(DriverRegistryError, match="identifier"):
         DriverRegistry().register("bad name", PfeifferTPG)
+
+
+#: options for the drivers whose channels need some (the others' defaults list their channels)
+SAMPLE_OPTIONS: dict[str, dict[str, object]] = {
+    "eurotherm": {"family": "3500"},
+    "modbus": {"channels": [{"name": "p", "table": "input", "address": 0, "type": "float32", "units": "°C"}]},
+    "scpi": {"queries": [{"name": "v", "command": "MEAS:VOLT?", "units": "V"}]},
+    "serial_ascii": {"queries": [{"name": "t", "command": "T?"}]},
+    "impac": {"ratio": True, "emissivity": True, "exposure_time": True},
+}
+
+
+def test_every_builtin_channel_lists_its_unit_from_the_vocabulary() -> None:
+    """docs/units.md: a channel's unit is a symbol (or the symbols a setting on the instrument picks from)."""
+    from bridge import units
+
+    for name, cls in default_registry():
+        if default_registry().origin(name) != "built-in":
+            continue
+        table = cls.channel_table(cls.Options.model_validate(SAMPLE_OPTIONS.get(name, {})))
+        assert table, name
+        for channel in table:
+            for symbol in channel.units.split("|"):
+                assert units.lookup(symbol) is not None and units.canonical(symbol) == symbol, (name, channel)
+    modbus = default_registry().get("modbus")
+    (register,) = modbus.channel_table(modbus.Options.model_validate(SAMPLE_OPTIONS["modbus"]))
+    assert register.units == "degC"  # an alias in the config is kept as its symbol
+
+
+def test_every_builtin_readme_lists_its_channels_with_their_unit_and_its_baseline() -> None:
+    for name, _cls in default_registry():
+        if default_registry().origin(name) != "built-in":
+            continue
+        text = (ROOT / "bridge" / "drivers" / name / "README.md").read_text(encoding="utf-8")
+        assert "docs/units.md" in text and "Identity and configuration (baseline)" in text, name

@@ -214,6 +214,27 @@ def test_conversation_after_a_timeout_the_late_reply_is_skipped_up_to_the_marker
     assert voltage.value == 5.002
 
 
+def test_conversation_baseline_is_the_idn_answer_and_nothing_without_it() -> None:
+    with visa_conversation(("*IDN?", IDN), ("*IDN?", IDN), ("*IDN?", IDN), owner="cell_supply") as resource:
+        driver = driver_on(resource, "scpi", TABLE)
+        driver.connect()
+        baseline = driver.baseline()
+    assert baseline.identity == dict(zip(("vendor", "model", "serial", "firmware"), IDN.split(","), strict=True))
+    with visa_conversation(owner="meter") as resource:
+        driver = driver_on(resource, "scpi", {**TABLE, "sync_command": None})
+        driver.connect()
+        assert driver.baseline().identity == {}
+
+
+def test_baseline_over_the_wire(rigol: Served) -> None:
+    inst = rigol.visa("scpi", name="cell_supply", queries=RIGOL_TABLE)
+    try:
+        baseline = inst.driver.baseline()
+    finally:
+        inst.close()
+    assert baseline.identity["vendor"] == "RIGOL TECHNOLOGIES" and baseline.identity["model"] == "DP832"
+
+
 # ---------------------------------------------------------------- typed channels
 
 RIGOL_TYPED: list[dict[str, Any]] = [

@@ -70,7 +70,7 @@ def test_reads_every_quantity_of_every_channel(psu: Served) -> None:
         f"output_{n}": (bool, ValueType.BOOL) for n in (1, 2, 3)}
     assert {type(r.value) for r in readings if not r.channel.startswith("output")} == {float}
     units = {r.channel: r.units for r in readings}
-    assert [units[c] for c in ("voltage_1", "current_1", "voltage_setpoint_1", "output_1")] == ["V", "A", "V", ""]
+    assert [units[c] for c in ("voltage_1", "current_1", "voltage_setpoint_1", "output_1")] == ["V", "A", "V", "1"]
 
 
 def test_channel_in_constant_current_mode(psu: Served) -> None:
@@ -383,3 +383,33 @@ def test_conversation_a_silent_query_is_explained_by_the_error_queue() -> None:
         driver.connect()
         with pytest.raises(DeviceError, match=r'^psu: no reply to .*; the instrument reports -113,"Undefined header"'):
             driver.read()
+
+
+# ------------------------------------------------------------------ identity and configuration
+
+
+def test_conversation_baseline_asks_idn_again() -> None:
+    with visa_conversation(
+        ("*IDN?", KEYSIGHT_IDN), ("*IDN?", KEYSIGHT_IDN), ("SYST:ERR?", '+0,"No error"'),   # connect
+        ("*IDN?", KEYSIGHT_IDN),                                                          # the baseline
+        owner="psu",
+    ) as resource:
+        driver = driver_on(resource, "scpi_psu", {"channels": [1, 2]})
+        driver.connect()
+        baseline = driver.baseline()
+    assert baseline.identity == {"vendor": "Keysight Technologies", "model": "E36312A", "serial": "MY00000001",
+                                 "firmware": "1.0.4"}
+    assert baseline.configuration == {"dialect": "keysight", "channels": "1,2"} and baseline.errors == {}
+
+
+def test_baseline_over_the_wire(psu: Served) -> None:
+    inst = psu.visa("scpi_psu", channels=[1])
+    try:
+        baseline = inst.driver.baseline()
+        readings = inst.read()
+    finally:
+        inst.close()
+    maker, model, serial, firmware = sim_of(psu).model.idn.split(",")
+    assert baseline.identity == {"vendor": maker, "model": model, "serial": serial, "firmware": firmware}
+    assert baseline.configuration["dialect"] == sim_of(psu).dialect
+    assert len(readings) == len(QUANTITIES)

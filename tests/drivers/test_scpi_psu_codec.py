@@ -71,7 +71,7 @@ def test_unknown_output_state_is_quoted(reply: str) -> None:
         (Quantity.VOLTAGE, "11.998", 11.998, "V"),
         (Quantity.CURRENT, "0.2500", 0.25, "A"),
         (Quantity.CURRENT_SETPOINT, "+1.00000000E+00", 1.0, "A"),
-        (Quantity.OUTPUT, "ON", 1.0, ""),
+        (Quantity.OUTPUT, "ON", 1.0, "1"),
     ],
 )
 def test_quantity_measurements(quantity: Quantity, reply: str, value: float, units: str) -> None:
@@ -121,7 +121,7 @@ def test_channel_table_and_options() -> None:
     table = ScpiPsu.channel_table(PsuOptions(channels=[2, 1]))
     assert [(c.name, c.units) for c in table[:5]] == [
         ("voltage_2", "V"), ("current_2", "A"), ("voltage_setpoint_2", "V"), ("current_setpoint_2", "A"),
-        ("output_2", "")]
+        ("output_2", "1")]
     assert [c.name for c in table[5:]] == [
         "voltage_1", "current_1", "voltage_setpoint_1", "current_setpoint_1", "output_1"]
     assert PsuOptions().dialect == "auto" and PsuOptions().channels == [1]

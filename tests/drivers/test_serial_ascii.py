@@ -20,7 +20,7 @@ from tests.helpers.text_query import Served, connect, serve
 TABLE: list[dict[str, Any]] = [
     {"name": "temperature", "command": "T?", "parse": "regex", "regex": r"T=([-+0-9.]+)C", "units": "degC"},
     {"name": "humidity", "command": "H?", "parse": "regex", "regex": r"H=([-+0-9.]+)%", "units": "%"},
-    {"name": "counts", "command": "N?", "scale": 0.5, "offset": 1.0, "units": "arb"},
+    {"name": "counts", "command": "N?", "scale": 0.5, "offset": 1.0, "units": "1"},
 ]
 
 
@@ -45,7 +45,7 @@ def test_reads_the_query_table(dev: Served) -> None:
     readings = read_and_close(dev.serial("serial_ascii", name="weather", queries=TABLE))
     assert [(r.instrument, r.channel, r.units, r.quality) for r in readings] == [
         ("weather", "temperature", "degC", Quality.OK), ("weather", "humidity", "%", Quality.OK),
-        ("weather", "counts", "arb", Quality.OK)]
+        ("weather", "counts", "1", Quality.OK)]
     assert values(readings) == {"temperature": pytest.approx(23.51), "humidity": pytest.approx(40.0),
                                 "counts": pytest.approx(9.5)}
     sent = b"".join(data for direction, data in device_of(dev).log if direction == "rx")
@@ -191,7 +191,7 @@ def test_example_config_reads_the_cli_simulator(tmp_path: Path) -> None:
         got = {r["channel"]: (r["value"], r["units"], r["quality"], r.get("type", "float")) for r in read_json(config)}
     assert got == {"temperature": (pytest.approx(-3.25), "degC", "ok", "float"),
                    "temperature_k": (pytest.approx(269.9), "K", "ok", "float"),
-                   "model": ("TT-100 thermometer", "", "ok", "string")}
+                   "model": ("TT-100 thermometer", "1", "ok", "string")}
 
 
 def test_cli_serves_on_a_pty_by_default() -> None:

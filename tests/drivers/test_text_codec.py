@@ -115,7 +115,7 @@ def test_large_ordinary_numbers_are_values() -> None:
 
 def test_query_defaults() -> None:
     q = Query(name="temperature", command="T?")
-    assert (q.parse, q.regex, q.scale, q.offset, q.units, q.pattern) == ("number", None, 1.0, 0.0, "", None)
+    assert (q.parse, q.regex, q.scale, q.offset, q.units, q.pattern) == ("number", None, 1.0, 0.0, "1", None)
 
 
 @pytest.mark.parametrize(

@@ -17,6 +17,7 @@ import pytest
 from bridge.config import AutoRunsConfig, Config, parse_config
 from bridge.edge.outbox import Outbox
 from bridge.edge.runs import Runs
+from bridge.edge.service import BridgeService
 from bridge.edge.triggers import AutoRuns
 from bridge.model import Quality, Reading
 from bridge.wire import contract
@@ -275,3 +276,37 @@ def test_an_evaluation_error_is_unknown(make: Any) -> None:
     status = chamber.trigger.status()
     assert status["start"] == "unknown" and "division by zero" in status["error"]
     assert chamber.runs.current is None and chamber.trigger.start_when.errors == 1
+
+
+def test_the_service_converts_each_poll_to_bridge_units_before_the_trigger_judges_it(tmp_path: Path) -> None:
+    """A threshold in mbar holds whatever unit the controller is set to: 1.0 Torr is 1.33 mbar, above 1.2."""
+    raw = {"site": "chamber-a", "bridge": {
+        "state_dir": str(tmp_path), "units": {"pressure": "mbar"},
+        "instruments": [{"name": "gauge", "driver": "pfeiffer_tpg", "interval": 1.0,
+                         "transport": {"kind": "serial", "port": "/dev/null"}}],
+        "runs": {"auto": {"start_when": "gauge.pressure_1 > 1.2"}}}}
+    config_ = parse_config(raw)
+    assert config_.bridge.runs.auto is not None
+    service = BridgeService(config_)
+    try:
+        service.triggers = AutoRuns(config_.bridge.runs.auto, "chamber-a", config_.bridge.instruments, service.runs)
+        service._store([Reading("gauge", "pressure_1", 1.0, Quality.OK, T0, "Torr")])
+        service.outbox.flush()
+        logged = [(e.kind, e.body) for e in service.outbox.pending(0, 100)]
+        assert (logged[0][1]["u"], logged[0][1]["v"]) == ("mbar", pytest.approx(1.33322368))
+        start = next(body for kind, body in logged if kind == "run_start")
+        assert start["why"]["values"] == {"gauge.pressure_1": pytest.approx(1.33322368)}
+    finally:
+        service.outbox.close()
+
+
+def test_an_instrument_read_only_with_the_baselines_is_never_fresh_for_an_expression(make: Any) -> None:
+    """Config loading refuses such an expression (tests/config/test_auto_runs.py); were one built all the
+    same, its channels would be unknown, never judged on a reading from a run's start or stop."""
+    chamber = make()
+    instruments = [inst.model_copy(update={"interval": "baseline"}) if inst.name == "cell_ga" else inst
+                   for inst in chamber.config.bridge.instruments]
+    trigger = AutoRuns(chamber.auto, "chamber-a", instruments, chamber.runs)
+    trigger.observe([Reading("cell_ga", "pv", 600.0, Quality.OK, T0, "degC")], [1])
+    assert trigger.status()["unknown"] == {"cell_ga.pv": "not polled (interval: baseline)"}
+    assert chamber.runs.current is None

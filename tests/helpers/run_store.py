@@ -216,6 +216,22 @@ EVENTS = [
     {"seq": 55, "time": START + 8.5, "text": "ramp to 580 °C, $T$ stable", "tags": [], "source": "auto"},
 ]
 WHY = {"start": {"expression": "main_gauge.p1 > 0.0", "values": {"main_gauge.p1": 1.0e-7}}, "stop": None}
+#: the resumed run's instruments at its start and stop: the gauge controller was switched to Torr and the
+#: pyrometer's emissivity turned mid-run; the pyrometer refused its identity queries at the stop
+BASELINE = {
+    "start": {
+        "main_gauge": {"identity": {"vendor": "Pfeiffer Vacuum", "model": "TPG362", "serial": "44990000"},
+                       "configuration": {"unit": "mbar", "gauge_1": "PKR"}, "t": START},
+        "pyrometer": {"identity": {"vendor": "IMPAC", "model": "IGA 12"},
+                      "configuration": {"unit": "degC", "emissivity": 0.7}, "t": START},
+    },
+    "stop": {
+        "main_gauge": {"identity": {"vendor": "Pfeiffer Vacuum", "model": "TPG362", "serial": "44990000"},
+                       "configuration": {"unit": "Torr", "gauge_1": "PKR"}, "t": START + 10},
+        "pyrometer": {"identity": {"vendor": "IMPAC"}, "configuration": {"unit": "degC", "emissivity": 0.65},
+                      "errors": {"AAna": "01na answered 'no'"}, "t": START + 10},
+    },
+}
 
 
 def write_resumed(store: Path) -> dict[str, Any]:
@@ -223,7 +239,7 @@ def write_resumed(store: Path) -> dict[str, Any]:
     flow = Flow("main_gauge", {"p1": "mbar"})
     flow.polls = [(START + i, {"p1": 1.0e-7 * (i + 1)}) for i in range(10) if not 4 < i < 8]
     return write_run(store, RESUMED, [flow], stream_name="resumed", gaps=[DOWN], events=EVENTS, trigger="auto",
-                     why=WHY)
+                     why=WHY, baseline=BASELINE)
 
 
 # ---------------------------------------------------------------- a version 2 run: qualities kept, typed channels

@@ -68,6 +68,20 @@ def test_noise_only_on_a_live_pv(clock: FakeClock) -> None:
     assert {float_value(sim, 1) for _ in range(5)} == {100.0}
 
 
+def test_identity_and_setpoint_limit_registers_and_their_refusal(clock: FakeClock) -> None:
+    e2400, e3200, e3500 = make(clock, "2400"), make(clock, "3200"), make(clock, "3500")
+    assert [e.serve(3, 122, 1) for e in (e2400, e3200, e3500)] == [[0x2480], [0x3216], [0x3504]]
+    assert e3200.serve(3, 107, 1) == [0x0111] and e2400.serve(3, 107, 1) == ILLEGAL_ADDRESS
+    assert (float_value(e2400, 111), float_value(e2400, 112)) == (1200.0, 0.0)
+    assert e3500.serve(3, 111 + 1024, 1) == [12000]  # loop 2's, one decimal
+    e3200.refuse_identity = True
+    assert e3200.refuse_identity
+    assert e3200.serve(3, 122, 1) == ILLEGAL_ADDRESS and e3200.serve(3, 107, 1) == ILLEGAL_ADDRESS
+    assert e3200.serve(3, 75, 1) != ILLEGAL_ADDRESS
+    e3200.refuse_identity = False
+    assert e3200.serve(3, 122, 1) == [0x3216]
+
+
 def test_family_maps(clock: FakeClock) -> None:
     e2400, e3200 = make(clock, "2400", setpoint=100.0), make(clock, "3200", setpoint=100.0)
     clock.advance(5.0)

@@ -184,6 +184,12 @@ def test_identity(sim: ImpacSimulator, link: MemoryLink) -> None:
     assert talk(sim, link, b"01na\r") == b"IGA 12\r"
     assert talk(sim, link, b"01ve\r") == b"IGA12 V2.04\r"
     assert talk(sim, link, b"01sn\r").rstrip(b"\r").isdigit()
+    assert talk(sim, link, b"01mb\r") == b"00FA09C4\r"  # the IGA 12's basic range, 250-2500 °C
+    sim.refuse_identity = True
+    assert [talk(sim, link, request) for request in (b"01na\r", b"01sn\r", b"01ve\r")] == [b"no\r"] * 3
+    assert talk(sim, link, b"01em\r") == b"1000\r"
+    sim.answers_no = False  # older firmware: silence
+    assert talk(sim, link, b"01na\r") == b""
 
 
 # ------------------------------------------------------------------------ invalid commands

@@ -134,6 +134,10 @@ def test_identity_commands(sim: MKS937BSimulator, link: MemoryLink) -> None:
     assert talk(sim, link, b"@253SN?;FF") == b"@253ACK937B12345;FF"
     assert talk(sim, link, b"@253MT?;FF") == b"@253ACKCC,PR,CC,PR,CM,NC;FF"
     assert talk(sim, link, b"@253AD?;FF") == b"@253ACK253;FF"
+    sim.refuse_identity = True
+    assert talk(sim, link, b"@253SN?;FF") == b"@253NAK160;FF"
+    assert talk(sim, link, b"@253MT?;FF") == b"@253NAK160;FF"
+    assert talk(sim, link, b"@253U?;FF") == b"@253ACKTORR;FF"
 
 
 @pytest.mark.parametrize(

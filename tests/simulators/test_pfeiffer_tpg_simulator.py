@@ -277,6 +277,16 @@ def test_ayt_on_36x_and_nak_on_26x(sim: TPGSimulator, link: MemoryLink, clock: F
     assert talk(old, old_link, b"PNR\r\x05") == b"\x06\r\nBG5160-A\r\n"
 
 
+def test_refused_identity_naks_ayt_and_pnr_and_nothing_else(sim: TPGSimulator, link: MemoryLink) -> None:
+    sim.refuse_identity = True
+    assert talk(sim, link, b"AYT\r\x05") == b"\x15\r\n0001\r\n"
+    assert talk(sim, link, b"PNR\r\x05") == b"\x15\r\n0001\r\n"
+    assert talk(sim, link, b"TID\r\x05") == b"\x06\r\nPKR,TPR\r\n"
+    assert talk(sim, link, b"UNI\r\x05") == b"\x06\r\n0\r\n"
+    sim.set_unit("Torr")  # a front-panel change between two baselines
+    assert talk(sim, link, b"UNI\r\x05") == b"\x06\r\n1\r\n"
+
+
 def test_model_and_channels_must_agree() -> None:
     assert TPGSimulator("TPG366").channels == 6
     assert TPGSimulator("tpg261", channels=1).channels == 1

@@ -301,3 +301,51 @@ def test_bad_events_make_the_run_damaged_naming_the_event(tmp_path: Path, events
     with pytest.raises(StoreCorrupt) as err:
         RunStore(tmp_path).find(RESUMED)
     assert str(err.value).startswith(f"{path}: {says}")
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def test_a_runs_baselines_read_back_and_their_changes(tmp_path: Path, store: RunStore) -> None:
+    from bridge.store import baseline as baselines
+    from tests.helpers.run_store import BASELINE
+
+    write_resumed(tmp_path)
+    m = RunStore(tmp_path).find("resumed")
+    assert m.baseline == BASELINE
+    assert [f.name for f in baselines.changes(m.baseline)] == ["main_gauge.configuration.unit",
+                                                               "pyrometer.configuration.emissivity"]
+    model = next(f for f in baselines.fields(m.baseline) if f.name == "pyrometer.identity.model")
+    assert (model.start, model.stop_read, model.changed) == ("IGA 12", False, False), "not read is not a change"
+    assert baselines.refused(m.baseline) == [("stop", "pyrometer", "AAna", "01na answered 'no'")]
+    assert store.find("GaN-17").baseline == {}
+
+
+def test_changes_compare_types_and_name_what_was_not_read() -> None:
+    from bridge.store import baseline as baselines
+
+    doc = {"start": {"a": {"configuration": {"x": 1, "y": True, "z": 0.5}}, "b": {"error": "unavailable: down"}},
+           "stop": {"a": {"configuration": {"x": 1.0, "y": 1, "z": 0.5}}, "c": {"identity": {"serial": "2"}}}}
+    assert [f.name for f in baselines.changes(doc)] == ["a.configuration.y"]  # 1 == 1.0; true is not 1
+    assert baselines.unread(doc) == [("start", "b", "unavailable: down"), ("start", "c", "not in the snapshot"),
+                                     ("stop", "b", "not in the snapshot")]
+    assert baselines.changes({}) == [] and baselines.unread({"start": {}}) == []
+
+
+@pytest.mark.parametrize(("value", "says"), [
+    ("yes", "baseline should be an object"),
+    ({"start": []}, "baseline.start should be an object of instruments"),
+    ({"start": {"g": 5}}, "baseline.start.g should be an object"),
+    ({"stop": {"g": {"identity": {"serial": 5}}}}, "baseline.stop.g.identity should be an object of texts"),
+    ({"stop": {"g": {"configuration": {"unit": ["mbar"]}}}},
+     "baseline.stop.g.configuration should be an object of texts, numbers and truth values"),
+    ({"stop": {"g": {"error": 3}}}, "baseline.stop.g.error should be text or null"),
+    ({"stop": {"g": {"t": "now"}}}, "baseline.stop.g.t should be a number of Unix seconds"),
+])
+def test_a_bad_baseline_makes_the_run_damaged_naming_the_key(tmp_path: Path, value: object, says: str) -> None:
+    write_resumed(tmp_path)
+    path = tmp_path / RESUMED / "manifest.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "baseline": value}))
+    with pytest.raises(StoreCorrupt) as err:
+        RunStore(tmp_path).find(RESUMED)
+    assert str(err.value).startswith(f"{path}: {says}")

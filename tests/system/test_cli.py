@@ -10,6 +10,7 @@ import yaml
 
 from tests.conftest import TPGLink
 from tests.helpers.cli import read_json, run_cli, simulate
+from tests.helpers.uploader import wait_for
 
 
 def write_config(path: Path, instruments: list[dict[str, object]]) -> Path:
@@ -129,13 +130,21 @@ def test_drivers_lists_builtin_and_entry_point_drivers() -> None:
     # The example third-party package (tests/plugins/example_driver) is installed by the test run.
     assert drivers["loopback_echo"]["origin"].startswith("entry point loopback_echo = chamber_bridge_example:")
     assert drivers["loopback_echo"]["channels"][0]["name"] == "echo"
+    assert drivers["impac"]["channels"] == [
+        {"name": "temperature", "units": "degC|degF", "type": "float", "description": "AAms"}]
     assert result.stderr == ""
     # each channel's value type; a bool's and a float's, as the driver declares them
     psu = {c["name"]: c for c in drivers["scpi_psu"]["channels"]}
     assert (psu["output_1"]["type"], psu["voltage_1"]["type"]) == ("bool", "float")
+    assert (psu["output_1"]["units"], psu["voltage_1"]["units"]) == ("1", "V")
     assert {c["type"] for c in drivers["pfeiffer_tpg"]["channels"]} == {"float"}
-    listing = run_cli("drivers").stdout
-    assert "output_1 (-, bool)" in listing and "voltage_1 (V, float)" in listing
+    listing = run_cli("drivers").stdout.splitlines()
+    tpg = listing.index("pfeiffer_tpg  [built-in]")
+    assert listing[tpg + 3:tpg + 5] == [
+        "    channels (default options), unit (docs/units.md), type:",
+        "      pressure_1  mbar|Torr|Pa|mTorr|hPa|V  float  gauge 1, in the unit set on the controller"]
+    psu_lines = listing[listing.index("scpi_psu  [built-in]"):]
+    assert any(line.split()[:3] == ["output_1", "1", "bool"] for line in psu_lines)
 
 
 def test_entry_point_driver_reads_through_the_cli(tmp_path: Path) -> None:
@@ -152,3 +161,28 @@ def test_simulate_prints_where_it_listens_and_read_reaches_it(tmp_path: Path) ->
         config = write_config(tmp_path / "c.yaml", [tpg_instrument(url)])
         readings = read_json(config)
         assert readings[1]["quality"] == "sensor_off" and readings[1]["value"] is None
+
+
+def test_read_baseline_and_bridge_units_against_simulators_with_a_refused_identity_and_a_unit_change(
+        tmp_path: Path) -> None:
+    with simulate("pfeiffer_tpg", "--tcp", "127.0.0.1:0", "--refuse-identity", "--change-unit", "2=Torr",
+                  timeout=10) as sim:
+        url = next(word for word in sim.where.split() if word.startswith("socket://"))
+        config = write_config(tmp_path / "c.yaml", [{**tpg_instrument(url), "identity": {"serial": "from-config"}}])
+        result = run_cli("read", str(config), "--baseline")
+        assert result.returncode == 0, result.stderr
+        lines = result.stdout.splitlines()
+        identity, configuration, refused = lines[-3:]
+        assert identity == "main_gauge       identity: serial=from-config, vendor=Pfeiffer Vacuum"
+        assert configuration in ("main_gauge       configuration: unit=mbar, gauge_1=PKR, gauge_2=TPR",
+                                 "main_gauge       configuration: unit=Torr, gauge_1=PKR, gauge_2=TPR")
+        assert refused == ("main_gauge       not read: AYT=AYT refused with NAK (syntax error), "
+                           "PNR=PNR refused with NAK (syntax error)")
+        wait_for(lambda: any(json.loads(line).get("baseline", {}).get("configuration", {}).get("unit") == "Torr"
+                             for line in run_cli("read", str(config), "--json", "--baseline").stdout.splitlines()),
+                 timeout=20, what="the simulator's unit change")
+        units = dict(yaml.safe_load(config.read_text()), bridge={
+            "units": {"pressure": "Pa"}, "instruments": [tpg_instrument(url)]})
+        config.write_text(yaml.safe_dump(units))
+        converted = read_json(config)
+        assert {r["units"] for r in converted} == {"Pa"}, "read prints what the bridge would publish"

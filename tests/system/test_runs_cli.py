@@ -95,6 +95,8 @@ def test_show_prints_metadata_channels_gaps_and_checks_the_files(store: Path) ->
         ["pyrometer/temperature", "pyrometer", "°C", "float", "11", "11", *NOT_KEPT.format(1).split(), "2"],
     ]
     assert out.split("\n\n")[3].splitlines() == [
+        "baseline: not recorded (a run closed at a restart, or logged by a bridge without baselines)"]
+    assert out.split("\n\n")[4].splitlines() == [
         "gaps: 1",
         "  seq 120-130 (chamber-a, epoch e1e2e3e4): not received within the grace period (300 s)",
         "events: none",
@@ -285,8 +287,23 @@ def test_show_lists_the_events_the_time_down_and_why_the_run_started(store: Path
     write_resumed(store)
     result = runs(store, "show", "resumed")
     assert result.returncode == 0, result.stderr
-    head, *_, tail = result.stdout.split("\n\n")
+    head, *_, baseline, tail = result.stdout.split("\n\n")
     fields = dict([s.strip() for s in line.split("  ", 1)] for line in head.splitlines())
+    assert baseline.splitlines() == [
+        "baseline: identity and configuration at the run's start and stop; 2 fields changed during the run: "
+        "main_gauge.configuration.unit, pyrometer.configuration.emissivity",
+        "  instrument  field                     start            stop",
+        "  main_gauge  identity.vendor           Pfeiffer Vacuum  Pfeiffer Vacuum",
+        "  main_gauge  identity.model            TPG362           TPG362",
+        "  main_gauge  identity.serial           44990000         44990000",
+        "  main_gauge  configuration.unit        mbar             Torr             CHANGED",
+        "  main_gauge  configuration.gauge_1     PKR              PKR",
+        "  pyrometer   identity.vendor           IMPAC            IMPAC",
+        "  pyrometer   identity.model            IGA 12           -",
+        "  pyrometer   configuration.unit        degC             degC",
+        "  pyrometer   configuration.emissivity  0.7              0.65             CHANGED",
+        "  refused at stop: pyrometer AAna: 01na answered 'no'",
+    ]
     assert fields["trigger"] == "auto"
     assert fields["why started"] == "main_gauge.p1 > 0.0 (main_gauge.p1=1e-07)"
     assert fields["complete"] == "yes; the bridge was down 3s while the run went on (below)"
@@ -300,6 +317,7 @@ def test_show_lists_the_events_the_time_down_and_why_the_run_started(store: Path
     ]
     as_json = json.loads(runs(store, "show", "resumed", "--json").stdout)
     assert as_json["events"] == EVENTS
+    assert as_json["baseline"]["stop"]["main_gauge"]["configuration"]["unit"] == "Torr"
     assert (as_json["trigger"], as_json["report"]["complete"], as_json["gaps"][0]["cause"]) == (
         "auto", True, "bridge_down")
 

@@ -932,3 +932,50 @@ def test_the_events_of_a_pre_roll_belong_to_the_run(spool: Spool, ledger: Ledger
     assert manifest["report"]["first_seq"] == in_pre_roll < pre[0]
     assert manifest["channels"]["main_gauge/p1"]["points"] == 1
     assert [e["seq"] for e in ledger.events(site=SITE)] == [before]  # outside runs: only the one before
+
+
+# ---------------------------------------------------------------- baselines
+
+
+def baseline(log: Log, t: float, when: str, run_id: str | None, **instruments: dict[str, Any]) -> int:
+    return log._add("baseline", t, {"when": when, "run_id": run_id, "instruments": instruments})
+
+
+GAUGE_AT_START = {"identity": {"vendor": "Pfeiffer Vacuum", "serial": "44990000"},
+                  "configuration": {"unit": "mbar", "gauge_1": "PKR"}}
+GAUGE_AT_STOP = {"identity": {"vendor": "Pfeiffer Vacuum", "serial": "44990000"},
+                 "configuration": {"unit": "Torr", "gauge_1": "PKR"}}
+
+
+def test_a_runs_start_and_stop_baselines_are_kept_with_it_once_and_what_changed_is_reported(
+        spool: Spool, ledger: Ledger, state_dir: Path) -> None:
+    log = Log()
+    baseline(log, T0 - 5, "connect", None, main_gauge=GAUGE_AT_START)  # outside a run: not kept
+    log.start(RUN, T0)
+    baseline(log, T0 + 0.1, "start", RUN, main_gauge=GAUGE_AT_START)
+    log.poll("main_gauge", T0 + 1, "mbar", p1=1.0)
+    baseline(log, T0 + 1.2, "connect", RUN, main_gauge=GAUGE_AT_STOP)  # a reconnect inside: the bridge's record
+    baseline(log, T0 + 1.5, "start", RUN, main_gauge=GAUGE_AT_STOP)  # a second start snapshot: ignored
+    baseline(log, T0 + 1.9, "stop", RUN, main_gauge=GAUGE_AT_STOP)
+    log.stop(RUN, T0 + 2)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    assert held(state_dir) == [2, 4, 8], "the baselines are kept with their run, not as entries"
+    spool.commit([log.batch()], now=NOW)  # delivered twice: kept once
+    ledger.advance(now=NOW)
+    deliver_all(ledger)
+    manifest = ledger.begin_finalize(RUN, CLOCK, now=NOW)
+    assert manifest["baseline"] == {"start": {"main_gauge": GAUGE_AT_START}, "stop": {"main_gauge": GAUGE_AT_STOP}}
+    assert manifest["report"]["baseline_changed"] == ["main_gauge.configuration.unit"]
+    ledger.end_finalize(RUN)
+    assert held(state_dir) == []
+
+
+def test_a_run_without_baselines_has_an_empty_one(spool: Spool, ledger: Ledger) -> None:
+    log = Log()
+    log.start(RUN, T0)
+    log.stop(RUN, T0 + 1)
+    spool.commit([log.batch()], now=NOW)
+    ledger.advance(now=NOW)
+    manifest = ledger.manifest(RUN)
+    assert (manifest["baseline"], manifest["report"]["baseline_changed"]) == ({}, [])

@@ -458,6 +458,50 @@ def test_the_new_markers_and_events_round_trip_and_keep_only_known_keys() -> Non
     assert stop["why"] == why
 
 
+def test_baseline_entries_round_trip_keeping_only_known_keys() -> None:
+    snapshot = {"identity": {"vendor": "Pfeiffer Vacuum", "serial": "44990000"},
+                "configuration": {"unit": "mbar", "emissivity": 0.7, "exposure_code": 3, "use_ieee": True},
+                "errors": {"SN?": "SN? refused with NAK160"}, "t": T, "extra": "dropped"}
+    good = [[20, "baseline", T, {"when": "start", "run_id": RUN, "instruments": {"gauge": snapshot}, "x": 1}],
+            [21, "baseline", T, {"when": "connect", "run_id": None,
+                                 "instruments": {"pyro": {"identity": {}, "configuration": {},
+                                                          "error": "unavailable: no reply"}}}]]
+    batch = contract.decode_batch(_batch_with(entries=good), "s")
+    assert batch.refused == ()
+    start, connect = (e.body for e in batch.entries)
+    assert start == {"when": "start", "run_id": RUN, "instruments": {"gauge": {
+        "identity": snapshot["identity"], "configuration": snapshot["configuration"], "errors": snapshot["errors"],
+        "t": T}}}
+    assert connect["instruments"]["pyro"]["error"] == "unavailable: no reply"
+    assert {"baseline"} <= contract.MARKERS
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"when": "later", "run_id": RUN, "instruments": {}}, "when must be one of connect, start, stop"),
+    ({"when": "stop", "run_id": None, "instruments": {}}, "a baseline read at a run's stop names its run_id"),
+    ({"when": "start", "run_id": "../x", "instruments": {}}, "run_id must be 32 lowercase hex digits"),
+    ({"when": "start", "run_id": RUN, "instruments": []}, "instruments must be a map"),
+    ({"when": "start", "run_id": RUN, "instruments": {"a/b": {}}}, "instrument must be 1-64 characters"),
+    ({"when": "start", "run_id": RUN, "instruments": {"g": {"identity": {"serial": "x\x1b[2J"}}}},
+     "must not contain control characters"),
+    ({"when": "start", "run_id": RUN, "instruments": {"g": {"configuration": {"e": float("nan")}}}},
+     "must be a finite number"),
+    ({"when": "start", "run_id": RUN, "instruments": {"g": {"configuration": {"bad key": 1}}}},
+     "configuration key must be 1-64 characters"),
+    ({"when": "start", "run_id": RUN, "instruments": {"g": {"configuration": {"n": [1, 2]}}}},
+     "must be a string"),
+    ({"when": "start", "run_id": RUN, "instruments": {f"i{n}": {} for n in range(257)}}, "at most 256"),
+    ({"when": "start", "run_id": RUN, "instruments": {"g": {"identity": {f"k{n}": "v" for n in range(129)}}}},
+     "at most 128"),
+])
+def test_a_bad_baseline_is_refused_alone_naming_the_problem(body: dict[str, Any], message: str) -> None:
+    batch = contract.decode_batch(_batch_with(entries=[[30, "baseline", T, body], [31, "event", T, {
+        "text": "kept", "tags": [], "source": "cli", "run_id": None}]]), "s")
+    assert [e.seq for e in batch.entries] == [31]
+    (refused,) = batch.refused
+    assert (refused.seq, refused.reason) == (30, "bad_baseline") and message in refused.detail
+
+
 @pytest.mark.parametrize("seq", [None, 57])
 def test_replies_round_trip(seq: int | None) -> None:
     data = contract.encode_reply("req-1", seq is not None, "run r1 started", seq)
@@ -485,7 +529,7 @@ def test_the_documented_examples_decode_with_this_codec() -> None:
     assert set(examples) >= {"batch", "ack", "command", "reply"}
     batch = contract.decode_batch(packed(examples["batch"]), examples["batch"]["site"])
     assert batch.refused == ()
-    assert {e.kind for e in batch.entries} == {"reading", "run_start", "run_stop", "run_resume", "event"}
+    assert {e.kind for e in batch.entries} == {"reading", "run_start", "run_stop", "run_resume", "event", "baseline"}
     for entry in batch.entries:
         if entry.kind == "reading":
             contract.reading_from_body(entry.body)

@@ -6,5 +6,6 @@
 * ``text_codec``: text replies in, numbers out (``scpi``, ``serial_ascii``, ``scpi_psu``);
 * ``query_table``: the config's query table and the driver skeleton of ``scpi`` and ``serial_ascii``;
 * ``modbus_codec``: register decoding and read planning (``modbus``, ``eurotherm``, the simulators);
-* ``modbus_blocks``: block reads with per-span fallback, and the Modbus driver base (``modbus``, ``eurotherm``).
+* ``modbus_blocks``: block reads with per-span fallback, and the Modbus driver base (``modbus``, ``eurotherm``);
+* ``baseline``: an instrument's identity and configuration, each query asked on its own (every driver).
 """

@@ -36,8 +36,8 @@ class GaugeControllerDriver(Driver[SerialTransport, OptionsT]):
     """Pressure per channel, in the unit set on the controller (read every poll)."""
 
     transports = ("serial",)
-    #: the unit column of the channel listing
-    UNITS: ClassVar[str] = "controller unit"
+    #: the unit column of the channel listing: the vocabulary's symbols the controller can be set to
+    UNITS: ClassVar[str] = "mbar"
     #: what messages call a channel, and the query that answers for all of them
     CHANNEL: ClassVar[str] = "channel"
     ALL_QUERY: ClassVar[str] = ""
@@ -57,7 +57,7 @@ class GaugeControllerDriver(Driver[SerialTransport, OptionsT]):
 
     @classmethod
     def describe(cls, channel: int) -> str:
-        return f"{cls.CHANNEL} {channel}"
+        return f"{cls.CHANNEL} {channel}, in the unit set on the controller"
 
     def pressure(self, channel: int) -> Measurement:
         if self.options.mode == "per_channel":

@@ -18,7 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from bridge.drivers.base import Channel, Driver, DriverOptions, Scale, reads
+from bridge.drivers.base import Channel, Driver, DriverOptions, Scale, UnitSymbol, reads
 from bridge.drivers.common import text_codec as codec
 from bridge.errors import ProtocolError
 from bridge.model import (
@@ -49,7 +49,8 @@ class Query(BaseModel):
     regex: str | None = None
     scale: Scale = 1.0
     offset: float = 0.0
-    units: str = ""
+    #: a symbol of the unit vocabulary (docs/units.md); ``1`` for a dimensionless value
+    units: UnitSymbol = "1"
     description: str = ""
     #: what the channel's values are (docs/payload.md); float: a number, scaled
     type: Literal["float", "int", "bool", "enum", "string", "bits"] = "float"

@@ -22,6 +22,13 @@ PV = 1
 TARGET_SETPOINT = 2
 WORKING_SETPOINT = 5
 STATUS_WORD = 75
+#: identity and configuration (docs/protocols.md 6.2): the instrument identity, hex ``>2480`` on a
+#: 2408 [U: the 2000-series comms handbook's table was not read directly]; the instrument version,
+#: hex 0x0111 = V1.11 [M 3200]; the setpoint high and low limits [U]
+INSTRUMENT_IDENTITY = 122
+INSTRUMENT_VERSION = 107
+SETPOINT_HIGH_LIMIT = 111
+SETPOINT_LOW_LIMIT = 112
 
 #: Loop 2 of a 3504 = loop-1 address + 1024 (DLS eurothermL2.template).
 LOOP_OFFSET = 1024
@@ -144,3 +151,14 @@ def _with_detail(m: Measurement, detail: str) -> Measurement:
 
 def _join(first: str, second: str) -> str:
     return "; ".join(part for part in (first, second) if part)
+
+
+def identity_text(registers: Sequence[int]) -> str:
+    """The instrument identity register as the controller shows it: 0x2480 -> ``"2480"`` (hex digits)."""
+    return f"{status_word(registers):04X}"
+
+
+def version_text(registers: Sequence[int]) -> str:
+    """The instrument version register: 0x0111 -> ``"1.11"`` (hex digits, major before the point)."""
+    word = status_word(registers)
+    return f"{word >> 8:X}.{word & 0xFF:02X}"

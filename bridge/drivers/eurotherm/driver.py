@@ -18,7 +18,8 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationInfo, field_validator
 
-from bridge.drivers.base import Channel, DriverOptions, reads
+from bridge.drivers.base import Channel, DriverOptions, UnitSymbol, reads
+from bridge.drivers.common.baseline import Baseline, BaselineReader
 from bridge.drivers.common.modbus_blocks import BlockReader, Fetched, ModbusDriver
 from bridge.drivers.eurotherm import codec
 from bridge.drivers.registry import register_driver
@@ -46,8 +47,8 @@ class EurothermOptions(DriverOptions):
     decimals: int | None = Field(default=None, ge=0, le=3, validate_default=True)
     #: decimals of the output power in the integer region (0.1 % on the models seen) [U]
     power_decimals: int = Field(default=1, ge=0, le=3)
-    #: unit of PV and setpoint (the controller does not tell over Modbus)
-    units: str = "degC"
+    #: unit of PV and setpoint (the controller does not tell over Modbus): a symbol of docs/units.md
+    units: UnitSymbol = "degC"
 
     @field_validator("family", mode="before")
     @classmethod
@@ -100,7 +101,7 @@ class Eurotherm(ModbusDriver[EurothermOptions]):
                     f"working setpoint (wSP, read only), {loop}"),
             Channel("output_power", "%", reads(cls.stored, "output_power"),
                     f"output power ({family.output_mnemonic}, address {family.output_power}), {loop}"),
-            Channel("status", "", reads(cls.stored, "status"),
+            Channel("status", "1", reads(cls.stored, "status"),
                     f"instrument status word (address {codec.STATUS_WORD}), the same for every loop",
                     STATUS_TYPE),
         ]
@@ -110,6 +111,35 @@ class Eurotherm(ModbusDriver[EurothermOptions]):
     def connect(self) -> None:
         # One short request proves the controller answers at this address before polling.
         self.reader.read([self.status_span])
+
+    def baseline(self) -> Baseline:
+        """Identity: the instrument identity (122 [U]) and version (107) registers. Configuration: the
+        options that say how values are read (family, loop, units, region, decimals) and the setpoint
+        limits (111/112 [U]). A register the model lacks (exception 02) is recorded and left out."""
+        reader = BaselineReader(self.instrument)
+        reader.set_identity(vendor="Eurotherm")
+        use_ieee = self.options.use_ieee
+        identity, version, high, low = self.reader.read([
+            codec.value_span(codec.INSTRUMENT_IDENTITY, use_ieee=False),
+            codec.value_span(codec.INSTRUMENT_VERSION, use_ieee=False),
+            codec.value_span(codec.loop_address(codec.SETPOINT_HIGH_LIMIT, self.options.loop), use_ieee=use_ieee),
+            codec.value_span(codec.loop_address(codec.SETPOINT_LOW_LIMIT, self.options.loop), use_ieee=use_ieee),
+        ])
+        for label, fetched, key, decode in (("identity (122)", identity, "instrument_id", codec.identity_text),
+                                            ("version (107)", version, "firmware", codec.version_text)):
+            if fetched.values is None:
+                reader.errors[label] = fetched.refusal
+            else:
+                reader.set_identity(**{key: decode([int(v) for v in fetched.values])})
+        reader.set_configuration(family=self.options.family, loop=self.options.loop, units=self.options.units,
+                                 use_ieee=use_ieee, decimals=self.options.decimals)
+        for label, fetched, key in (("setpoint high limit (111)", high, "setpoint_high"),
+                                    ("setpoint low limit (112)", low, "setpoint_low")):
+            if fetched.values is None:
+                reader.errors[label] = fetched.refusal
+            else:
+                reader.set_configuration(**{key: self._value(fetched.values)})
+        return reader.result()
 
     def block_reader(self, unit: int | None) -> BlockReader:
         return BlockReader(self.transport, self.instrument, max_gap=MAX_GAP, unit=unit, log=log)
@@ -122,7 +152,7 @@ class Eurotherm(ModbusDriver[EurothermOptions]):
             "pv": self._pv(pv, status, word),
             "working_setpoint": self._plain(setpoint, word, self.options.units),
             "output_power": self._plain(power, word, "%", power=True),
-            "status": status.measurement(lambda _, at: Measurement(word, Quality.OK, "", "", at), ""),
+            "status": status.measurement(lambda _, at: Measurement(word, Quality.OK, "1", "", at), "1"),
         }
 
     # ---------------------------------------------------------- helpers

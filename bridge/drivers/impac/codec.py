@@ -23,8 +23,9 @@ MAX_ADDRESS = 97
 GLOBAL_NO_REPLY = 98
 GLOBAL_WITH_REPLY = 99
 
-CELSIUS = "°C"
-FAHRENHEIT = "°F"
+#: the unit vocabulary's symbols (docs/units.md): what the pyrometer calls °C and °F
+CELSIUS = "degC"
+FAHRENHEIT = "degF"
 
 #: what newer firmware answers to an invalid command or parameter (older firmware: nothing)
 REFUSAL = "no"
@@ -58,6 +59,8 @@ _TEMPERATURE = re.compile(r"\d{5}")
 _RATIO = re.compile(r"(\d{5})[ ,;]?(\d{5})")
 _EMISSIVITY = re.compile(r"\d{4}")
 _EXPOSURE = re.compile(r"\d{1,2}")
+#: ``AAmb``: start and end of the basic range, 4 hex digits each [M]; in °C [U]
+_RANGE = re.compile(r"([0-9A-Fa-f]{4})([0-9A-Fa-f]{4})")
 
 _LINE_HINT = " (line noise, or a baud/parity mismatch: IMPAC pyrometers talk 8E1)"
 
@@ -158,7 +161,7 @@ def parse_emissivity(frame: bytes) -> Measurement:
     per_mille = int(text)
     if per_mille > 1000:
         raise _bad(frame, f"emissivity {per_mille} per mille above 1000")
-    return Measurement(per_mille / 1000, Quality.OK, "")
+    return Measurement(per_mille / 1000, Quality.OK, "1")
 
 
 def encode_emissivity(emissivity: float) -> str:
@@ -189,8 +192,25 @@ def exposure_time(code: int, table: Mapping[int, float]) -> Measurement:
 
 
 def parse_unit(frame: bytes) -> str:
-    """``AAfh``: ``b"0\\r"`` -> ``°C``, ``b"1\\r"`` -> ``°F`` (letters C/F also accepted)."""
+    """``AAfh``: ``b"0\\r"`` -> ``degC``, ``b"1\\r"`` -> ``degF`` (letters C/F also accepted)."""
     text = reply_text(frame).strip().upper()
     if text not in _UNITS:
         raise _bad(frame, "unknown temperature unit code")
     return _UNITS[text]
+
+
+def parse_range(frame: bytes) -> tuple[int, int]:
+    """``AAmb``: ``b"00FA09C4\\r"`` -> (250, 2500), the basic range's start and end (taken as °C [U])."""
+    match = _RANGE.fullmatch(reply_text(frame).strip())
+    if match is None:
+        raise _bad(frame, "expected 8 hex digits (range start, end)")
+    low, high = (int(group, 16) for group in match.groups())
+    return low, high
+
+
+def parse_identity_text(frame: bytes) -> str:
+    """``AAna``, ``AAsn``, ``AAve``: the text as sent; an empty reply is a protocol error."""
+    text = reply_text(frame).strip()
+    if not text:
+        raise _bad(frame, "empty reply")
+    return text

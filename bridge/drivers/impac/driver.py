@@ -11,11 +11,13 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import Annotated, Literal, TypeVar
 
 from pydantic import Field, field_validator
 
 from bridge.drivers.base import Channel, Driver, DriverOptions, at_middle, named
+from bridge.drivers.common.baseline import Baseline, BaselineReader
 from bridge.drivers.common.serial_session import SerialSession
 from bridge.drivers.impac import codec
 from bridge.drivers.registry import register_driver
@@ -28,7 +30,8 @@ log = logging.getLogger("bridge.drivers.impac")
 T = TypeVar("T")
 ExposureCode = Annotated[int, Field(ge=0, le=99)]
 Seconds = Annotated[float, Field(ge=0, le=3600)]
-UNIT_LABEL = "°C or °F (AAfh, else options.unit)"
+#: the channel listing's unit: what AAfh reports, else options.unit
+UNIT_LABEL = "degC|degF"
 
 
 class ImpacOptions(DriverOptions):
@@ -87,7 +90,7 @@ class Impac(Driver[SerialTransport, ImpacOptions]):
         else:
             channels.append(Channel("temperature", UNIT_LABEL, Impac.temperature, "AAms"))
         if options.emissivity:
-            channels.append(Channel("emissivity", "", Impac.emissivity, "emissivity set on the pyrometer (AAem)"))
+            channels.append(Channel("emissivity", "1", Impac.emissivity, "emissivity set on the pyrometer (AAem)"))
         if options.exposure_time:
             channels.append(Channel("exposure_time", "s", Impac.exposure_time, "t90 (AAez code, model table)"))
         return channels
@@ -112,10 +115,28 @@ class Impac(Driver[SerialTransport, ImpacOptions]):
     def read_unit(self) -> str:
         return self.query("fh", codec.parse_unit)
 
-    def identity(self) -> dict[str, str]:
-        """Name, serial number and type/version (AAna, AAsn, AAve) as the pyrometer sends them."""
-        return {key: self.query(command, codec.reply_text)
-                for key, command in (("name", "na"), ("serial", "sn"), ("version", "ve"))}
+    def baseline(self) -> Baseline:
+        """Identity: ``AAna`` (model name), ``AAsn`` (serial), ``AAve`` (type and firmware version).
+        Configuration: the unit (``AAfh``, or the configured one on models without it), the emissivity
+        (``AAem``), the exposure time code (``AAez``) and the basic range (``AAmb``, °C [U]).
+
+        Older firmware stays silent on a command it lacks, newer answers ``no`` (docs/protocols.md
+        5.1): either is recorded and the next query asked.
+        """
+        reader = BaselineReader(self.instrument)
+        reader.set_identity(vendor="IMPAC (LumaSense / Advanced Energy)")
+        for key, command in (("model", "na"), ("serial", "sn"), ("firmware", "ve")):
+            reader.set_identity(**{key: reader.ask(f"AA{command}", partial(self.query, command,
+                                                                           codec.parse_identity_text))})
+        unit = reader.ask("AAfh", self.read_unit) if self.unit_readable else None
+        reader.set_configuration(unit=unit or self.units, unit_from="AAfh" if unit else "options.unit")
+        emissivity = reader.ask("AAem", self.emissivity)
+        reader.set_configuration(emissivity=None if emissivity is None else emissivity.value)
+        reader.set_configuration(exposure_code=reader.ask("AAez", lambda: self.query("ez", codec.parse_exposure_code)))
+        measuring_range = reader.ask("AAmb", lambda: self.query("mb", codec.parse_range))
+        if measuring_range is not None:
+            reader.set_configuration(range_low=measuring_range[0], range_high=measuring_range[1])
+        return reader.result()
 
     def set_emissivity(self, emissivity: float) -> None:
         """Set ε (AAemXXXX). Not used while polling; for commissioning scripts."""

@@ -69,7 +69,8 @@ STATUS_STRINGS: dict[str, Quality] = {
 }
 
 #: ``U?`` answers, case-insensitive (older pymeasure maps ``mBAR``; ``PA`` tolerated for 900-series).
-UNITS: dict[str, str] = {"TORR": "Torr", "MBAR": "mbar", "PASCAL": "Pa", "PA": "Pa", "MICRON": "micron"}
+#: ``U?`` answers as the unit vocabulary's symbols (docs/units.md): a "micron" is a millitorr
+UNITS: dict[str, str] = {"TORR": "Torr", "MBAR": "mbar", "PASCAL": "Pa", "PA": "Pa", "MICRON": "mTorr"}
 
 _NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([Ee][+-]?\d+)?$")
 #: What may stand in a status field: printable, no separators (PRZ fields are blank-separated).
@@ -197,8 +198,16 @@ def parse_all_pressures(text: str, units: str) -> list[Measurement]:
 
 
 def parse_unit(text: str) -> str:
-    """``"TORR"`` -> ``"Torr"``; ``MBAR``/``mBAR`` -> ``mbar``; ``PASCAL`` -> ``Pa``; ``MICRON``."""
+    """``"TORR"`` -> ``"Torr"``; ``MBAR``/``mBAR`` -> ``mbar``; ``PASCAL`` -> ``Pa``; ``MICRON`` -> ``mTorr``."""
     unit = UNITS.get(text.strip().upper())
     if unit is None:
         raise ProtocolError(f"unknown MKS unit {text!r} (expected TORR, MBAR, PASCAL or MICRON)")
     return unit
+
+
+def parse_text(body: str) -> str:
+    """A text answer (``SN?``, ``MT?``) as it came, blanks trimmed; an empty one is a protocol error."""
+    text = body.strip()
+    if not text or not text.isprintable():
+        raise ProtocolError(f"expected a printable text answer, got {body!r}")
+    return text

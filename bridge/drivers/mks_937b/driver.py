@@ -18,6 +18,7 @@ from typing import Annotated, TypeVar
 from pydantic import Field
 
 from bridge.drivers.base import distinct
+from bridge.drivers.common.baseline import Baseline, BaselineReader
 from bridge.drivers.common.gauge_controller import GaugeControllerDriver, GaugeControllerOptions
 from bridge.drivers.common.serial_session import SerialSession
 from bridge.drivers.mks_937b import codec
@@ -61,7 +62,7 @@ class MKS937B(GaugeControllerDriver[MKS937BOptions]):
 
     Options = MKS937BOptions
     summary = "MKS 937B gauge controller and 900-series transducers (@aaa...;FF protocol)"
-    UNITS = "controller unit (Torr|mbar|Pa|micron)"
+    UNITS = "Torr|mbar|Pa|mTorr"
     ALL_QUERY = "PRZ?"
 
     def __init__(self, transport: SerialTransport, options: MKS937BOptions, instrument: str) -> None:
@@ -70,7 +71,7 @@ class MKS937B(GaugeControllerDriver[MKS937BOptions]):
 
     @classmethod
     def describe(cls, channel: int) -> str:
-        return f"PR{channel} (937B slot {SLOTS[channel - 1]})"
+        return f"PR{channel} (937B slot {SLOTS[channel - 1]}), in the unit set on the controller"
 
     # ---------------------------------------------------------- the controller's protocol
 
@@ -82,6 +83,19 @@ class MKS937B(GaugeControllerDriver[MKS937BOptions]):
 
     def read_unit(self) -> str:
         return self._decode("U", codec.parse_unit)
+
+    def baseline(self) -> Baseline:
+        """``SN?`` (serial), ``MT?`` (module types, kept as the controller writes them [U]) and ``U?``.
+
+        The 937B's command list seen (docs/protocols.md 3.1) has no model or firmware query; a
+        900-series transducer refuses ``MT?`` (NAK 160), which is recorded and tolerated.
+        """
+        reader = BaselineReader(self.instrument)
+        serial = reader.ask("SN?", lambda: self._decode("SN", codec.parse_text))
+        reader.set_identity(vendor="MKS Instruments", serial=serial)
+        reader.set_configuration(unit=reader.ask("U?", self.read_unit),
+                                 module_types=reader.ask("MT?", lambda: self._decode("MT", codec.parse_text)))
+        return reader.result()
 
     # ---------------------------------------------------------- dialogue
 

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 
-from bridge.drivers.base import Channel, DriverOptions, Scale, reads
+from bridge.drivers.base import Channel, DriverOptions, Scale, UnitSymbol, reads
 from bridge.drivers.common import modbus_codec as codec
 from bridge.drivers.common.modbus_blocks import BlockReader, ModbusDriver
 from bridge.drivers.registry import register_driver
@@ -46,7 +46,8 @@ class RegisterChannel(BaseModel):
     byte_order: codec.Order = "big"
     scale: Scale = Field(default=1.0, allow_inf_nan=False)
     offset: float = Field(default=0.0, allow_inf_nan=False)
-    units: str = ""
+    #: a symbol of the unit vocabulary (docs/units.md); ``1`` for a dimensionless value or a bit
+    units: UnitSymbol = "1"
     #: the channel's value type (docs/payload.md); default: bool for a bit, from ``map``/``bits``, else float
     channel_type: Literal["float", "int", "bool", "enum", "bits"] | None = None
     #: raw integer (a bit: 0 or 1) -> value: all words (an enum) or all true/false (a bool)

@@ -28,11 +28,15 @@ STATUS_QUALITY: dict[int, tuple[Quality, str]] = {
     6: (Quality.ID_ERROR, "identification error"),
 }
 
-#: UNI codes; 0-2 on every TPG, 3-5 on the TPG 36x only
-UNITS: dict[int, str] = {0: "mbar", 1: "Torr", 2: "Pa", 3: "micron", 4: "hPa", 5: "V"}
+#: ``UNI`` codes (0-2 on every TPG, 3-5 on the TPG 36x only) as the unit vocabulary's symbols
+#: (docs/units.md): the 36x's "Micron" is a millitorr
+UNITS: dict[int, str] = {0: "mbar", 1: "Torr", 2: "Pa", 3: "mTorr", 4: "hPa", 5: "V"}
 
 #: ERROR word flags by position (the word is "0000" when all is well)
 ERROR_FLAGS = ("controller error", "no hardware", "inadmissible parameter", "syntax error")
+
+#: ``AYT`` fields of a TPG 36x, in order [C: the Krauth driver's names; values not captured]
+AYT_FIELDS = ("model", "part_number", "serial", "firmware", "hardware")
 
 _ERROR_WORD = re.compile(r"^[01]{4}$")
 _NUMBER = re.compile(r"^[+\- ]?\d+(\.\d*)?([Ee][+\- ]?\d+)?$")
@@ -116,3 +120,29 @@ def parse_unit(frame: bytes) -> str:
     if not text.isdigit() or int(text) not in UNITS:
         raise ProtocolError(f"unknown TPG unit code in frame {frame!r}")
     return UNITS[int(text)]
+
+
+def parse_ayt(frame: bytes) -> dict[str, str]:
+    """``AYT`` (TPG 36x): ``b"TPG362,PTG28290,44990000,010100,010000\\r\\n"`` -> model, part number,
+    serial, firmware, hardware. Fewer fields are kept as far as they go [C]; more are an error."""
+    fields = [f.strip() for f in printable(frame).split(",")]
+    if not fields[0] or len(fields) > len(AYT_FIELDS):
+        raise ProtocolError(f"expected up to {len(AYT_FIELDS)} AYT fields (type, part number, serial, firmware, "
+                            f"hardware), got {frame!r}")
+    return {name: value for name, value in zip(AYT_FIELDS, fields, strict=False) if value}
+
+
+def parse_firmware(frame: bytes) -> str:
+    """``PNR``: the firmware number as the controller writes it (``b"BG5160-A\\r\\n"``)."""
+    text = printable(frame).strip()
+    if not text:
+        raise ProtocolError(f"empty PNR reply {frame!r}")
+    return text
+
+
+def parse_gauge_ids(frame: bytes) -> list[str]:
+    """``TID``: ``b"PKR,TPR\\r\\n"`` -> the gauge type per channel (``noSEn``: none, ``noid``: not identified)."""
+    ids = [f.strip() for f in printable(frame).split(",")]
+    if not all(ids):
+        raise ProtocolError(f"expected gauge ids separated by commas, got {frame!r}")
+    return ids

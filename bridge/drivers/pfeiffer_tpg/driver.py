@@ -14,6 +14,7 @@ from typing import Annotated, TypeVar
 from pydantic import Field
 
 from bridge.drivers.base import distinct
+from bridge.drivers.common.baseline import Baseline, BaselineReader
 from bridge.drivers.common.gauge_controller import GaugeControllerDriver, GaugeControllerOptions
 from bridge.drivers.common.serial_session import SerialSession
 from bridge.drivers.pfeiffer_tpg import codec
@@ -47,7 +48,7 @@ class PfeifferTPG(GaugeControllerDriver[TPGOptions]):
 
     Options = TPGOptions
     summary = "Pfeiffer TPG 261/262/361/362/366 gauge controllers (mnemonic protocol)"
-    UNITS = "controller unit (mbar|Torr|Pa|micron|hPa|V)"
+    UNITS = "mbar|Torr|Pa|mTorr|hPa|V"
     CHANNEL = "gauge"
     ALL_QUERY = "PRX"
 
@@ -66,6 +67,23 @@ class PfeifferTPG(GaugeControllerDriver[TPGOptions]):
 
     def read_unit(self) -> str:
         return self._parse(codec.parse_unit, self.query("UNI"))
+
+    def baseline(self) -> Baseline:
+        """``AYT`` (TPG 36x: model, part number, serial, firmware, hardware), else ``PNR`` (firmware:
+        a TPG 26x answers AYT with NAK); the unit (``UNI``) and the gauge type per channel (``TID``)."""
+        reader = BaselineReader(self.instrument)
+        reader.set_identity(vendor="Pfeiffer Vacuum")
+        ayt = reader.ask("AYT", lambda: self._parse(codec.parse_ayt, self.query("AYT")))
+        if ayt is not None:
+            reader.set_identity(**ayt)
+        else:
+            firmware = reader.ask("PNR", lambda: self._parse(codec.parse_firmware, self.query("PNR")))
+            reader.set_identity(firmware=firmware)
+        reader.set_configuration(unit=reader.ask("UNI", self.read_unit))
+        gauges = reader.ask("TID", lambda: self._parse(codec.parse_gauge_ids, self.query("TID")))
+        for n, gauge in enumerate(gauges or (), start=1):
+            reader.set_configuration(**{f"gauge_{n}": gauge})
+        return reader.result()
 
     # ---------------------------------------------------------- dialogue
 

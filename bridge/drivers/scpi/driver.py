@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 
+from bridge.drivers.common.baseline import Baseline, BaselineReader, idn_fields
 from bridge.drivers.common.query_table import QueryTableDriver, QueryTableOptions
 from bridge.drivers.common.visa_session import VisaSession, VisaSessionOptions
 from bridge.drivers.registry import register_driver
@@ -42,6 +43,17 @@ class ScpiText(QueryTableDriver[VisaTransport, ScpiOptions]):
         self.identity = self.session.identify()
         if self.identity is not None:
             log.info("%s: %s -> %s", self.instrument, self.session.sync_command, self.identity)
+
+    def baseline(self) -> Baseline:
+        """With ``sync_command: "*IDN?"`` (the default), its answer asked again as the identity
+        (maker, model, serial, firmware); otherwise nothing (the config's ``identity:`` may say it)."""
+        reader = BaselineReader(self.instrument)
+        command = self.options.sync_command
+        if command is not None and command.strip().upper() == "*IDN?":
+            reply = reader.ask(command, lambda: self.session.query(command))
+            if reply is not None:
+                reader.set_identity(**idn_fields(reply))
+        return reader.result()
 
     def ask(self, command: str) -> str:
         return self.session.query(command)

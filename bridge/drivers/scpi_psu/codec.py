@@ -37,7 +37,7 @@ UNITS: dict[Quantity, str] = {
     Quantity.CURRENT: "A",
     Quantity.VOLTAGE_SETPOINT: "V",
     Quantity.CURRENT_SETPOINT: "A",
-    Quantity.OUTPUT: "",
+    Quantity.OUTPUT: "1",
 }
 
 #: what each quantity's values are: the output is on or off, the rest are numbers

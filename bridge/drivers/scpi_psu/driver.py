@@ -22,6 +22,7 @@ from typing import Annotated, Literal
 from pydantic import Field
 
 from bridge.drivers.base import Channel, Driver, distinct, reads
+from bridge.drivers.common.baseline import Baseline, BaselineReader, idn_fields
 from bridge.drivers.common.visa_session import VisaSession, VisaSessionOptions
 from bridge.drivers.registry import register_driver
 from bridge.drivers.scpi_psu import codec
@@ -102,6 +103,18 @@ class ScpiPsu(Driver[VisaTransport, PsuOptions]):
         except BridgeError as exc:  # the readings are good; the next exchange resynchronises
             log.warning("%s: could not read the error queue after the poll: %s", self.instrument, exc)
         return readings
+
+    def baseline(self) -> Baseline:
+        """Identity from ``*IDN?`` asked again (maker, model, serial, firmware); configuration: the
+        dialect in use and the channels read. Limits (OVP, OCP) are not asked: their queries differ
+        by maker and an unknown query costs a timeout in SCPI (7.5.1)."""
+        reader = BaselineReader(self.instrument)
+        reply = reader.ask(codec.IDN, lambda: self.session.query(codec.IDN))
+        if reply is not None:
+            reader.set_identity(**idn_fields(reply))
+        reader.set_configuration(dialect=self.dialect.value,
+                                 channels=",".join(str(n) for n in self.options.channels))
+        return reader.result()
 
     # ---------------------------------------------------------- quantities
 

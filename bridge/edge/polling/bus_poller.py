@@ -17,6 +17,13 @@ Recovery, in the order it is needed:
   again before its next read;
 * an instrument that cannot connect at start is unavailable at once and retried the same way.
 
+Baselines (identity and configuration, docs/payload.md ``baseline``) are read on this thread
+too, never on the caller's, so they never talk to the bus while a poll does: after every
+connect (handed to ``on_baseline``), and when :meth:`BusPoller.request_baseline` asks (a run's
+start and stop), between two turns, for every instrument of the bus at once. An instrument with
+``interval: baseline`` is not polled on a schedule: it is read at its first connect (and after a
+recovery) and with every requested baseline, its readings delivered before the snapshot.
+
 The thread owns the transport: it opens it at the first turn and closes it when it ends, so
 ``stop()`` never closes a link under a read in progress.
 """
@@ -28,22 +35,33 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Literal
 
 from bridge.config import InstrumentConfig
 from bridge.drivers.base import Driver
+from bridge.drivers.common.baseline import Baseline
 from bridge.drivers.registry import DriverRegistry
 from bridge.edge.polling.availability import Availability, InstrumentStatus, State
 from bridge.edge.polling.bus import assemble
 from bridge.edge.polling.schedule import Backoff, Clock, Grid, spread
 from bridge.errors import BridgeError, TransportDisconnected
 from bridge.model import Reading
+from bridge.names import printable
 from bridge.transports.base import Transport, reopen
 
 log = logging.getLogger("bridge.edge.polling")
 
 ReadingSink = Callable[[list[Reading]], None]
 OnChange = Callable[[InstrumentStatus], None]
+#: one instrument's snapshot as a ``baseline`` body holds it (docs/payload.md)
+Snapshot = dict[str, Any]
+#: an instrument connected: its name and snapshot (the bridge logs it when it changed)
+OnBaseline = Callable[[str, Snapshot], None]
+#: a requested baseline, answered with every instrument of the bus: name -> snapshot
+BaselineDone = Callable[[dict[str, Snapshot]], None]
+#: the grid of an ``interval: baseline`` instrument: only its first deadline (its first read) is used
+_UNSCHEDULED = 3600.0
 TurnKind = Literal["poll", "connect", "retry"]
 Phase = Literal["open", "connect", "read"]
 
@@ -85,8 +103,17 @@ class _Member:
     def name(self) -> str:
         return self.config.name
 
+    @property
+    def scheduled(self) -> bool:
+        """Polled on its grid; False for ``interval: baseline`` (read with the baselines only)."""
+        return self.config.poll_interval is not None
+
     def due(self) -> float:
-        return self.health.retry_at if self.health.state is State.DOWN else self.grid.deadline
+        if self.health.state is State.DOWN:
+            return self.health.retry_at
+        if not self.scheduled and self.health.state is State.UP:
+            return float("inf")  # read once it is up; from then on only with the baselines
+        return self.grid.deadline
 
 
 @dataclass
@@ -109,6 +136,7 @@ class BusPoller:
 
     def __init__(self, instruments: Sequence[InstrumentConfig], sink: ReadingSink, *,
                  on_change: OnChange | None = None, observer: Observer | None = None,
+                 on_baseline: OnBaseline | None = None,
                  registry: DriverRegistry | None = None, failures_before_unavailable: int = 3,
                  backoff: Backoff | None = None, clock: Clock = time.monotonic) -> None:
         bus = assemble(instruments, registry)
@@ -118,15 +146,19 @@ class BusPoller:
         self.transport = bus.transport
         self._members = [
             _Member(inst, driver, Availability(inst.name, failures_before_unavailable, backoff),
-                    Grid(0.0, inst.interval))
+                    Grid(0.0, grid_interval(inst)))
             for inst, driver in bus.drivers
         ]
         self._sink = sink
         self._on_change = on_change
         self._observer = observer
+        self._on_baseline = on_baseline
         self._clock = clock
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        #: set by a stop or a baseline request, so the thread does not sleep through them
+        self._wake = threading.Event()
+        self._baseline_requests: list[BaselineDone] = []
         self._thread: threading.Thread | None = None
         self._sink_failing = False
 
@@ -140,6 +172,12 @@ class BusPoller:
     def alive(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
+    @property
+    def on_this_thread(self) -> bool:
+        """Whether the caller runs on this bus's thread (a reading sink, a trigger fed by it): such a
+        caller must not wait for this bus to answer a request."""
+        return self._thread is not None and threading.current_thread() is self._thread
+
     def start(self, origin: float | None = None, offsets: Sequence[float] | None = None) -> None:
         """Start polling: instrument n's grid starts at ``origin`` (clock time, default now) plus
         ``offsets[n]`` (default: spread over the shortest interval, see :func:`spread`)."""
@@ -147,17 +185,31 @@ class BusPoller:
             raise RuntimeError(f"bus {self.key} already started")
         origin = self._clock() if origin is None else origin
         if offsets is None:
-            offsets = spread([m.config.interval for m in self._members])
+            offsets = spread(spread_intervals([m.config for m in self._members]))
         if len(offsets) != len(self._members):
             raise ValueError(f"{len(offsets)} offsets for {len(self._members)} instruments")
         for m, offset in zip(self._members, offsets, strict=True):
-            m.grid = Grid(origin + offset, m.config.interval)
+            m.grid = Grid(origin + offset, grid_interval(m.config))
         self._thread = threading.Thread(target=self._run, name=f"poller {self.key}", daemon=True)
         self._thread.start()
 
     def request_stop(self) -> None:
         """Ask the thread to end after the turn in progress (see :meth:`join`)."""
         self._stop.set()
+        self._wake.set()
+
+    def request_baseline(self, done: BaselineDone) -> None:
+        """Read every instrument's baseline on the bus thread, after the turn in progress; ``done``
+        gets them all (name -> snapshot), on the bus thread. A bus that is not running, or stops
+        first, answers at once with every instrument ``not read``."""
+        with self._lock:
+            running = self._thread is not None and self._thread.is_alive() and not self._stop.is_set()
+            if running:
+                self._baseline_requests.append(done)
+        if running:
+            self._wake.set()
+        else:
+            _call_guarded(done, self._unread("the bus is not polling"), "baseline")
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the thread to end (it closes the transport); False if it is still in a turn
@@ -185,16 +237,100 @@ class BusPoller:
     def _run(self) -> None:
         try:
             while not self._stop.is_set():
+                self._serve_baselines()
                 member = min(self._members, key=_Member.due)  # first of equals: config order
                 wait = member.due() - self._clock()
                 if wait > 0:
-                    self._stop.wait(wait)
+                    self._wake.wait(None if wait == float("inf") else wait)
+                    self._wake.clear()
                     continue
                 self._turn(member)
         except Exception:  # a bug of the poller itself: say so loudly, the thread is gone
             log.exception("bus %s: poller thread failed; its instruments are no longer read", self.key)
         finally:
+            with self._lock:
+                pending, self._baseline_requests = self._baseline_requests, []
+            for done in pending:  # nobody waits for an answer that will not come
+                _call_guarded(done, self._unread("the bridge is stopping"), "baseline")
             _close_quietly(self.transport)
+
+    # ---------------------------------------------------------- baselines
+
+    def _serve_baselines(self) -> None:
+        """Answer the baseline requests made since the last turn: one snapshot of each instrument for all."""
+        with self._lock:
+            requests, self._baseline_requests = self._baseline_requests, []
+        if not requests:
+            return
+        snapshots = {m.name: self._snapshot(m) for m in self._members}
+        for done in requests:
+            _call_guarded(done, snapshots, "baseline")
+
+    def _snapshot(self, m: _Member) -> Snapshot:
+        """``m``'s baseline read now (and, for ``interval: baseline``, its channels, delivered first)."""
+        if m.health.state is State.DOWN:
+            return _failed(f"unavailable: {_describe(m.name, self._owner, m.health.last_error or 'down')}")
+        at = time.time()
+        try:
+            if not self.transport.is_open:
+                for member in self._members:
+                    member.needs_connect = True
+                reopen(self.transport)
+            connected = m.needs_connect
+            if connected:
+                m.driver.connect()
+                m.needs_connect = False
+            body = self._read_baseline(m).body()
+            if connected and self._on_baseline is not None:  # its connect baseline, read once for both
+                _call_guarded(partial(self._on_baseline, m.name), {**body, "t": at}, "on_baseline")
+            if not m.scheduled:
+                self._poll_with_baseline(m)
+        except TransportDisconnected as exc:
+            self._drop_link()
+            return _failed(_describe(m.name, self._owner, exc))
+        except Exception as exc:  # a driver bug or a device error costs this snapshot, not the bus
+            return _failed(_describe(m.name, self._owner, exc))
+        body["t"] = at
+        return body
+
+    def _read_baseline(self, m: _Member) -> Baseline:
+        return m.driver.baseline().with_identity(m.config.identity)
+
+    def _poll_with_baseline(self, m: _Member) -> None:
+        """An ``interval: baseline`` instrument's channels, read with its snapshot; its health follows."""
+        try:
+            readings = m.driver.read()
+        except BridgeError as exc:
+            with self._lock:
+                changed = m.health.failed(_describe(m.name, self._owner, exc), self._clock())
+                status = m.health.status(m.grid.missed) if changed else None
+            if status is not None and self._on_change is not None:
+                _call_guarded(self._on_change, status, "on_change")
+            raise
+        with self._lock:
+            changed = m.health.succeeded(max((r.timestamp for r in readings), default=None))
+            status = m.health.status(m.grid.missed) if changed else None
+        if readings:
+            self._deliver(readings)
+        if status is not None and self._on_change is not None:
+            _call_guarded(self._on_change, status, "on_change")
+
+    def _connected(self, m: _Member) -> None:
+        """Right after ``m`` connected: its baseline to ``on_baseline`` (the bridge logs it when it changed)."""
+        if self._on_baseline is None:
+            return
+        try:
+            body = self._read_baseline(m).body()
+        except TransportDisconnected:
+            raise
+        except Exception as exc:  # the instrument connected; its identity can wait for the next baseline
+            log.debug("%s: baseline after connecting failed: %s", m.name, exc)
+            return
+        body["t"] = time.time()
+        _call_guarded(partial(self._on_baseline, m.name), body, "on_baseline")
+
+    def _unread(self, why: str) -> dict[str, Snapshot]:
+        return {m.name: _failed(why) for m in self._members}
 
     def _turn(self, m: _Member) -> None:
         retry = m.health.state is State.DOWN
@@ -247,6 +383,7 @@ class BusPoller:
                 connected = True
                 m.driver.connect()
                 m.needs_connect = False
+                self._connected(m)
             phase = "read"
             return _Outcome(m.driver.read(), None, phase, connected)
         except TransportDisconnected as exc:
@@ -278,13 +415,33 @@ class BusPoller:
             self._sink_failing = False
 
 
-def _describe(name: str, owner: str, error: BaseException) -> str:
+def grid_interval(config: InstrumentConfig) -> float:
+    """The interval a grid is built with: the poll interval, or a long one for ``interval: baseline``
+    (whose grid only gives its first read, spread like the others)."""
+    interval = config.poll_interval
+    return _UNSCHEDULED if interval is None else interval
+
+
+def spread_intervals(configs: Sequence[InstrumentConfig]) -> list[float]:
+    """The intervals first deadlines are spread over: an ``interval: baseline`` instrument counts as the
+    shortest polled one (its first read comes with the others', not an hour later)."""
+    polled = [c.poll_interval for c in configs if c.poll_interval is not None]
+    shortest = min(polled, default=1.0)
+    return [shortest if c.poll_interval is None else c.poll_interval for c in configs]
+
+
+def _failed(why: str) -> Snapshot:
+    """The snapshot of an instrument that could not be read: nothing known, and why."""
+    return {"identity": {}, "configuration": {}, "error": printable(why, 200)}
+
+
+def _describe(name: str, owner: str, error: BaseException | str) -> str:
     """The error as the status shows it: without the instrument's or the transport's name in
     front (the status is the instrument's already); library bugs keep their type name."""
     text = str(error)
     for prefix in (f"{name}: ", f"{owner}: "):
         text = text.removeprefix(prefix)
-    if not isinstance(error, BridgeError):
+    if not isinstance(error, BridgeError | str):
         text = f"{type(error).__name__}: {text}" if text else type(error).__name__
     return text
 

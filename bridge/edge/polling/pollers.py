@@ -18,15 +18,28 @@ from typing import Self
 from bridge.config import InstrumentConfig, group_by_bus
 from bridge.drivers.registry import DriverRegistry
 from bridge.edge.polling.availability import InstrumentStatus
-from bridge.edge.polling.bus_poller import BusPoller, Observer, OnChange, ReadingSink, ReadTiming
+from bridge.edge.polling.bus_poller import (
+    BaselineDone,
+    BusPoller,
+    Observer,
+    OnBaseline,
+    OnChange,
+    ReadingSink,
+    ReadTiming,
+    Snapshot,
+    spread_intervals,
+)
 from bridge.edge.polling.schedule import Backoff, Clock, spread
 
 __all__ = [
     "Backoff",
+    "BaselineDone",
     "BusPoller",
     "InstrumentStatus",
+    "OnBaseline",
     "Pollers",
     "ReadTiming",
+    "Snapshot",
 ]
 
 
@@ -40,20 +53,22 @@ class Pollers:
 
     def __init__(self, instruments: Sequence[InstrumentConfig], sink: ReadingSink, *,
                  on_change: OnChange | None = None, observer: Observer | None = None,
+                 on_baseline: OnBaseline | None = None,
                  registry: DriverRegistry | None = None, failures_before_unavailable: int = 3,
                  backoff: Backoff | None = None, clock: Clock = time.monotonic) -> None:
         self._instruments = list(instruments)
         self._order = {inst.name: i for i, inst in enumerate(instruments)}
         self._clock = clock
         self.buses = [
-            BusPoller(members, sink, on_change=on_change, observer=observer, registry=registry,
-                      failures_before_unavailable=failures_before_unavailable, backoff=backoff, clock=clock)
+            BusPoller(members, sink, on_change=on_change, observer=observer, on_baseline=on_baseline,
+                      registry=registry, failures_before_unavailable=failures_before_unavailable, backoff=backoff,
+                      clock=clock)
             for members in group_by_bus(instruments).values()
         ]
 
     def start(self) -> None:
         """Start every bus on one origin, instruments spread over the shortest interval."""
-        phases = spread([inst.interval for inst in self._instruments])
+        phases = spread(spread_intervals(self._instruments))
         offsets = {inst.name: phase for inst, phase in zip(self._instruments, phases, strict=True)}
         origin = self._clock()
         for bus in self.buses:
@@ -65,6 +80,15 @@ class Pollers:
         for bus in self.buses:
             bus.request_stop()
         return all([bus.join(timeout) for bus in self.buses])
+
+    @property
+    def names(self) -> list[str]:
+        """Every instrument, in config order."""
+        return [inst.name for inst in self._instruments]
+
+    def on_a_bus_thread(self) -> bool:
+        """Whether the caller runs on one of the bus threads (see :attr:`BusPoller.on_this_thread`)."""
+        return any(bus.on_this_thread for bus in self.buses)
 
     def status(self) -> list[InstrumentStatus]:
         """Every instrument's status, in config order."""
