@@ -47,6 +47,7 @@ from bridge.edge.service import BridgeService
 from bridge.errors import BridgeError
 from bridge.model import Reading
 from bridge.names import printable
+from bridge.store.layout import Manifest
 from bridge.uploader.service import UploaderService, UploaderSettings
 from bridge.wire import contract
 from bridge.wire.request import request
@@ -406,6 +407,7 @@ class Demo:
         if report.get("pre_roll_from") is not None:
             click.echo(f"  pre-roll: from seq {report['pre_roll_from']}, the start marker at seq "
                        f"{report.get('start_seq')}")
+        self._identities(manifest)
         click.echo(f"  events ({len(manifest.events)}):")
         for event in manifest.events:
             click.echo(f"    {format_event(event)}")
@@ -427,6 +429,21 @@ class Demo:
             click.echo("plot: skipped (matplotlib is missing: pip install './simulators[demo]')")
         click.echo(f"read it back: chamber-bridge runs show {manifest.short_id} --store {self.store}")
         return 0
+
+    @staticmethod
+    def _identities(manifest: Manifest) -> None:
+        """Which instruments made the run (the start baseline) and what changed before its stop."""
+        from bridge.store import baseline as baselines
+
+        start = manifest.baseline.get("start") or {}
+        click.echo(f"  instruments ({len(start)}, identity at the run's start):")
+        for name, snapshot in start.items():
+            identity = snapshot.get("identity") or {}
+            said = ", ".join(f"{key} {printable(value, 40)}" for key, value in identity.items()) or "not read"
+            click.echo(f"    {printable(name, 40)}: {said}")
+        changed = baselines.changes(manifest.baseline)
+        click.echo("  changed between start and stop: "
+                   + (", ".join(f"{f.name} {f.start!r} -> {f.stop!r}" for f in changed) if changed else "nothing"))
 
     def _abort(self) -> None:
         """Close the open run as abort (straight into the outbox, as ``stop-run`` closes an automatic run) and

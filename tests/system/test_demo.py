@@ -71,6 +71,11 @@ def test_the_demo_finalizes_a_complete_run_and_plots_it(tmp_path: Path, broker: 
     assert auto[0]["seq"] > report["start_seq"]
     for note, _ in notes:
         assert note in out
+    # the summary names the instruments from the run's start baseline, as the manifest holds it
+    start = manifest["baseline"]["start"]
+    assert f"instruments ({len(start)}, identity at the run's start):" in out and len(start) == 6
+    assert "main_gauge: vendor Pfeiffer Vacuum, model TPG362" in out
+    assert "changed between start and stop: nothing" in out
     plot = store / f"{run_dir.name}.png"
     assert f"plot: {plot}" in out
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and plot.stat().st_size > 20_000
