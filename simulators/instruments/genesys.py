@@ -197,7 +197,10 @@ class GenesysSimulator(SimulatedByteDevice):
             self._program("OVP", volts, 3)
 
     def set_output(self, on: bool) -> None:
+        """The front panel's OUT button: on clears a tripped OVP or foldback, as ``OUT ON`` does."""
         with self._lock:
+            if on:
+                self._faults &= ~TRIPS
             self.output = on
             self._update()
 
