@@ -234,9 +234,11 @@ def genesys(line: Line, addresses: tuple[int, ...], model: str, setting: str | N
             multidrop: bool, faults: tuple[str, ...], refusals: tuple[str, ...], missing_ok: bool,
             srq_in_replies: bool, seed: int | None) -> None:
     """TDK-Lambda Genesys power supply(s) (GEN language, ADR addressing, RS-232/RS-485)."""
-    parts = [p.strip().lower() for p in setting.split(",")] if setting else []
-    if setting and (len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("on", "off"))):
-        raise click.BadParameter(f"{setting!r}: expected VOLTS,AMPS[,on|off]", param_hint="--set")
+    text = setting or ""
+    parts = [p.strip().lower() for p in text.split(",")] if text else []
+    if text and (len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("on", "off"))):
+        raise click.BadParameter(f"{text!r}: expected VOLTS,AMPS[,on|off]", param_hint="--set")
+    programmed = [number(text, part, "--set") for part in parts[:2]]
     ohms = None if load is None or load.strip().lower() == "open" else number(load, load, "--load")
     if ohms is not None and ohms <= 0:
         raise click.BadParameter(f"{load!r}: ohms must be a positive number or 'open'", param_hint="--load")
@@ -250,10 +252,10 @@ def genesys(line: Line, addresses: tuple[int, ...], model: str, setting: str | N
             sim = GenesysSimulator(address, model, seed=seed_of(seed, n))
         except ValueError as exc:
             raise click.UsageError(str(exc)) from exc
-        if parts:
-            sim.set_current(number(setting or "", parts[1], "--set"))
-            sim.set_voltage(number(setting or "", parts[0], "--set"))
-            sim.set_output(len(parts) == 3 and parts[2] == "on")
+        if programmed:
+            sim.set_current(programmed[1])
+            sim.set_voltage(programmed[0])
+            sim.set_output(parts[2:] == ["on"])
         if load is not None:
             sim.set_load(ohms)
         for fault in faults:

@@ -40,13 +40,19 @@ def values(readings: list[Reading]) -> dict[str, object]:
     return {r.channel: r.value for r in readings}
 
 
+def genesys_on(line: MemorySerialTransport, options: dict[str, Any] | None = None) -> Genesys:
+    """The driver of instrument ``psu`` on ``line``, assembled as ``poll`` assembles it."""
+    driver = driver_on(line, "genesys", options)
+    assert isinstance(driver, Genesys)
+    return driver
+
+
 # ---------------------------------------------------------------------- conversation tables
 
 
 def test_conversation_connect_and_polls_query_by_query() -> None:
     with serial_conversation(*CONNECT, *EACH, *EACH, owner="psu") as line:
-        driver = driver_on(line, "genesys")
-        assert isinstance(driver, Genesys)
+        driver = genesys_on(line)
         driver.connect()
         first = driver.read()
         second = driver.read()  # still selected: no second ADR
@@ -64,7 +70,7 @@ def test_conversation_limits_are_ovp_and_uvl() -> None:
     with serial_conversation(
         *CONNECT, *EACH[:4], (b"OVP?\r", b"66.000\r"), (b"UVL?\r", b"0\r"), *EACH[4:], owner="psu",
     ) as line:
-        driver = driver_on(line, "genesys", {"limits": True})
+        driver = genesys_on(line, {"limits": True})
         driver.connect()
         readings = by_channel(driver.read())
     assert (readings["ovp"].value, readings["ovp"].units) == (66.0, "V")
@@ -79,7 +85,7 @@ def test_conversation_combined_poll_reads_stt_then_output_and_mode() -> None:
         (b"MODE?\r", b"OFF\r"),
         owner="psu",
     ) as line:
-        driver = driver_on(line, "genesys", {"poll": "combined"})
+        driver = genesys_on(line, {"poll": "combined"})
         driver.connect()
         readings = driver.read()
     got = by_channel(readings)
@@ -104,7 +110,7 @@ def test_conversation_combined_poll_with_limits_reads_dvc_and_the_registers() ->
         (b"FLT?\r", b"00\r"),
         owner="psu",
     ) as line:
-        driver = driver_on(line, "genesys", {"poll": "combined", "limits": True})
+        driver = genesys_on(line, {"poll": "combined", "limits": True})
         driver.connect()
         readings = driver.read()
     assert values(readings) == {**EXPECTED, "voltage_setpoint": 12.0, "ovp": 66.0, "uvl": 1.0}
@@ -121,7 +127,7 @@ def test_conversation_checksum_mode_on_every_command_and_reply() -> None:
         (b"MODE?$64\r", b"CV$99\r"),
         owner="psu",
     ) as line:
-        driver = driver_on(line, "genesys", {"poll": "combined", "checksum": True})
+        driver = genesys_on(line, {"poll": "combined", "checksum": True})
         driver.connect()
         assert values(driver.read()) == EXPECTED
 
@@ -157,7 +163,7 @@ def test_conversation_a_refusal_names_its_code_and_leaves_the_line_in_step() -> 
         *EACH,  # the next poll: no ADR, no resync needed
         owner="psu",
     ) as line:
-        driver = driver_on(line, "genesys")
+        driver = genesys_on(line)
         driver.connect()
         with pytest.raises(DeviceError, match=r"^psu: MODE\? refused with C01 illegal command or query "
                                               r"\(address 6\)$") as info:
@@ -174,7 +180,7 @@ def test_conversation_silence_then_the_next_poll_selects_the_supply_again() -> N
         (b"ADR 6\r", b"OK\r"), *EACH,
         owner="psu",
     ) as line:
-        driver = driver_on(line, "genesys")
+        driver = genesys_on(line)
         driver.connect()
         with pytest.raises(TransportTimeout, match=r"^psu: no reply to MV\? from address 6 within 0.5 s "
                                                    r"\(a wrong address or baud rate, or a supply not selected"):
@@ -184,7 +190,7 @@ def test_conversation_silence_then_the_next_poll_selects_the_supply_again() -> N
 
 def test_conversation_a_missing_ok_is_a_timeout_naming_adr() -> None:
     with serial_conversation((b"ADR 6\r", b""), owner="psu") as line:
-        driver = driver_on(line, "genesys")
+        driver = genesys_on(line)
         with pytest.raises(TransportTimeout, match=r"^psu: no reply to ADR 6 from address 6"):
             driver.connect()
 
@@ -198,14 +204,14 @@ def test_conversation_a_late_ok_is_never_taken_for_a_value() -> None:
         (b"ADR 6\r", b"OK\r"), *EACH,
         owner="psu",
     ) as line:
-        driver = driver_on(line, "genesys")
+        driver = genesys_on(line)
         driver.connect()
         assert values(driver.read()) == EXPECTED
 
 
 def test_conversation_an_ok_that_persists_is_a_protocol_error() -> None:
     with serial_conversation(*CONNECT, (b"MV?\r", b"OK\r"), owner="psu") as line:
-        driver = driver_on(line, "genesys", {"retries": 0})
+        driver = genesys_on(line, {"retries": 0})
         driver.connect()
         with pytest.raises(ProtocolError, match=r"^psu: 'OK' where MV\? expects a value \(a late acknowledgement"):
             driver.read()
@@ -218,7 +224,7 @@ def test_conversation_srq_bytes_srq_messages_and_the_echo_are_skipped() -> None:
         *EACH,
         owner="psu",
     ) as line:
-        driver = driver_on(line, "genesys")
+        driver = genesys_on(line)
         driver.connect()
         assert driver.identity == "LAMBDA,GEN60-25"
         assert values(driver.read()) == EXPECTED
@@ -226,7 +232,7 @@ def test_conversation_srq_bytes_srq_messages_and_the_echo_are_skipped() -> None:
 
 def test_conversation_too_many_foreign_frames_is_a_protocol_error() -> None:
     with serial_conversation(*CONNECT, (b"MV?\r", b"!07\r!07\r!07\r"), owner="psu") as line:
-        driver = driver_on(line, "genesys", {"retries": 0, "max_skipped_frames": 2})
+        driver = genesys_on(line, {"retries": 0, "max_skipped_frames": 2})
         driver.connect()
         with pytest.raises(ProtocolError, match=r"^psu: no reply to MV\? among 3 SRQ messages, echoes or empty "
                                                 r"frames \(last b'!07\\r'\)"):
@@ -240,7 +246,7 @@ def test_conversation_a_reply_without_cr_is_garbled_and_repeated() -> None:
         (b"ADR 6\r", b"OK\r"), *EACH,
         owner="psu",
     ) as line:
-        driver = driver_on(line, "genesys")
+        driver = genesys_on(line)
         driver.connect()
         assert values(driver.read()) == EXPECTED
 
@@ -249,7 +255,7 @@ def test_conversation_a_garbled_reply_twice_names_it() -> None:
     with serial_conversation(
         *CONNECT, (b"MV?\r", b"1\xff2.0\r"), (b"ADR 6\r", b"OK\r"), (b"MV?\r", b"1\xff2.0\r"), owner="psu",
     ) as line:
-        driver = driver_on(line, "genesys")
+        driver = genesys_on(line)
         driver.connect()
         with pytest.raises(ProtocolError, match=r"^psu: garbled reply b'1\\xff2.0\\r'"):
             driver.read()
@@ -257,7 +263,7 @@ def test_conversation_a_garbled_reply_twice_names_it() -> None:
 
 def test_conversation_a_reply_that_does_not_fit_names_the_query() -> None:
     with serial_conversation(*CONNECT, (b"MV?\r", b"12.003\r"), (b"MC?\r", b"ON\r"), owner="psu") as line:
-        driver = driver_on(line, "genesys")
+        driver = genesys_on(line)
         driver.connect()
         with pytest.raises(ProtocolError, match=r"^psu: MC\?: current reply 'ON' is not a number$"):
             driver.read()
@@ -479,8 +485,9 @@ def test_unreachable_port_names_it(psu: GenesysLink) -> None:
 def _check(readings: list[Reading], name: str, volts: float, amps: float, mode: str) -> None:
     assert {r.instrument for r in readings} == {name}
     got = by_channel(readings)
-    assert (got["voltage"].value, got["current"].value, got["mode"].value) == (pytest.approx(volts),
-                                                                                pytest.approx(amps), mode)
+    assert got["voltage"].value == pytest.approx(volts)
+    assert got["current"].value == pytest.approx(amps)
+    assert got["mode"].value == mode
 
 
 def test_two_supplies_on_one_chain_share_one_transport(chain: GenesysLink) -> None:
@@ -497,7 +504,7 @@ def test_two_supplies_on_one_chain_share_one_transport(chain: GenesysLink) -> No
 
 
 def test_one_supply_polled_twice_in_a_row_is_not_selected_again(chain: GenesysLink) -> None:
-    with one_line(chain.config("heater", address=6), chain.config("cell", address=7)) as (first, second):
+    with one_line(chain.config("heater", address=6), chain.config("cell", address=7)) as (first, _):
         chain.sims[0].log.clear()
         first.read()
         first.read()

@@ -76,10 +76,11 @@ def one_line(*configs: InstrumentConfig) -> Iterator[list[Genesys]]:
     bus = assemble(list(configs))
     bus.transport.open()
     try:
-        drivers = [driver for _, driver in bus.drivers]
-        for driver in drivers:
+        drivers: list[Genesys] = []
+        for _, driver in bus.drivers:
+            assert isinstance(driver, Genesys)
             driver.connect()
-        assert all(isinstance(d, Genesys) for d in drivers)
-        yield drivers  # type: ignore[misc]  # checked just above
+            drivers.append(driver)
+        yield drivers
     finally:
         bus.transport.close()
