@@ -39,6 +39,11 @@ manual prints ``Inn``), which error code a bad value of ``PC``, ``OVP`` or ``UVL
 the OVP and foldback faults are cleared by ``OUT ON`` while the others refuse it (``E07``), and
 the identity strings. Not simulated: ``\\`` (repeat), backspace, the single-byte register reads
 and power-on time, ``SAV``/``RCL``, master/slave.
+
+Why one module of about 550 lines: it is one instrument's protocol; the addressing, the settings
+and their error codes, the output model and the registers with their service requests all read
+and change the same state, and the fault knobs act on it, so a split would pass that state
+between modules for nothing.
 """
 
 from __future__ import annotations
