@@ -47,7 +47,7 @@ def test_the_issue_s_example_is_a_valid_config() -> None:
 
 def test_expressions_are_checked_against_the_channels_with_their_key_paths() -> None:
     assert problems({"start_when": "cell_ga.pvv > 500.0", "stop_when": "pyrometer.temperature < 'cold'"}) == [
-        "bridge.runs.auto.start_when: unknown channel 'cell_ga.pvv' (cell_ga has: output_power, pv, "
+        "bridge.runs.auto.start_when: unknown channel 'cell_ga.pvv' (cell_ga has: output_power, pv, status, "
         "working_setpoint) (column 8)",
         "bridge.runs.auto.stop_when: '<' cannot compare a double with a string (column 23)",
     ]
