@@ -3,6 +3,7 @@ against the simulator in every fault mode, and two supplies on one simulated RS-
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from pydantic import ValidationError
 from bridge.config import InstrumentConfig
 from bridge.drivers.genesys import Genesys, GenesysOptions
 from bridge.edge.polling.bus import assemble
+from bridge.edge.polling.pollers import Backoff, Pollers
 from bridge.errors import DeviceError, ProtocolError, TransportDisconnected, TransportTimeout
 from bridge.model import Quality, Reading, ValueType
 from bridge.transports.memory import MemorySerialTransport
@@ -20,6 +22,7 @@ from tests.helpers.cli import example_with, read_json, simulator_command
 from tests.helpers.conversation import driver_on, serial_conversation
 from tests.helpers.drivers import by_channel, fails_then_recovers, read_and_close, reconnect, unplug_fails
 from tests.helpers.genesys import GenesysLink, make_sims, one_line, serve
+from tests.helpers.polling import wait_until
 
 CONNECT = ((b"ADR 6\r", b"OK\r"), (b"IDN?\r", b"LAMBDA,GEN60-25\r"))
 EACH = (
@@ -544,6 +547,36 @@ def test_a_late_reply_of_one_supply_is_not_taken_by_the_other(chain: GenesysLink
         chain.sims[1].reply_delay = 0.0
         _check(first.read(), "heater", 12.0, 1.2, "CV")
         _check(second.read(), "cell", 20.0, 2.0, "CC")
+
+
+def test_the_poller_reads_a_chain_and_recovers_a_power_cycled_supply(chain: GenesysLink) -> None:
+    """Production's way: one bus thread for the chain, both supplies on its one transport."""
+    batches: dict[str, list[dict[str, Reading]]] = {"heater": [], "cell": []}
+    lock = threading.Lock()
+
+    def sink(readings: list[Reading]) -> None:
+        with lock:
+            batches[readings[0].instrument].append(by_channel(readings))
+
+    def polls(name: str) -> list[dict[str, Reading]]:
+        with lock:
+            return list(batches[name])
+
+    configs = [chain.config(name, address=address).model_copy(update={"interval": 0.05})
+               for name, address in (("heater", 6), ("cell", 7))]
+    pollers = Pollers(configs, sink, backoff=Backoff(initial=0.05, maximum=0.2))
+    assert len(pollers.buses) == 1
+    pollers.start()
+    try:
+        assert wait_until(lambda: len(polls("heater")) >= 3 and len(polls("cell")) >= 3), pollers.status()
+        chain.sims[1].power_cycle()  # forgets it was selected; its output comes back off
+        assert wait_until(lambda: polls("cell")[-1]["mode"].value == "OFF"), pollers.status()
+        seen = len(polls("heater"))
+        assert wait_until(lambda: len(polls("heater")) > seen)
+    finally:
+        assert pollers.stop()
+    assert {(b["voltage"].value, b["mode"].value) for b in polls("heater")} == {(12.0, "CV")}
+    assert {(b["voltage"].value, b["mode"].value) for b in polls("cell")} == {(20.0, "CC"), (0.0, "OFF")}
 
 
 def test_two_supplies_read_one_after_the_other(chain: GenesysLink) -> None:
