@@ -3,6 +3,7 @@ against the simulator in every fault mode, and two supplies on one simulated RS-
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -264,14 +265,40 @@ def test_conversation_a_garbled_reply_twice_names_it() -> None:
             driver.read()
 
 
-def test_conversation_a_reply_that_does_not_fit_names_the_query() -> None:
-    with serial_conversation(*CONNECT, (b"MV?\r", b"12.003\r"), (b"MC?\r", b"ON\r"), owner="psu") as line:
+def test_conversation_a_reply_that_does_not_fit_names_the_query_then_the_line_resynchronises() -> None:
+    with serial_conversation(*CONNECT, (b"MV?\r", b"12.003\r"), (b"MC?\r", b"ON\r"),
+                             (b"ADR 6\r", b"OK\r"), *EACH, owner="psu") as line:
         driver = genesys_on(line)
         driver.connect()
         with pytest.raises(ProtocolError, match=r"^psu: MC\?: current reply 'ON' is not a number$"):
             driver.read()
-        assert driver.line.selected is None  # the next exchange selects the supply again
-        assert driver.session.needs_resync
+        line.feed(b"1.2001\r")  # the reply that was late: dropped, never taken for the next one
+        assert values(driver.read()) == EXPECTED
+
+
+def test_conversation_a_failure_of_one_supply_makes_the_other_resynchronise(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Replies carry no address: the late reply of supply 7 would be taken by supply 6's next
+    exchange, unless the failure of the one makes the other resynchronise first (let what is in
+    flight arrive for ``settle`` and drop it, not only drop what has arrived)."""
+    caplog.set_level(logging.DEBUG, "bridge.drivers.genesys")
+    with serial_conversation(
+        *CONNECT, (b"ADR 7\r", b"OK\r"), (b"IDN?\r", b"LAMBDA,GEN30-50\r"),
+        (b"MV?\r", b""),  # supply 7 is slow...
+        (b"ADR 6\r", b"OK\r"), *EACH,
+        owner="rs485",
+    ) as line:
+        configs = [InstrumentConfig(name=name, driver="genesys", transport=line.config, options={"address": a})
+                   for name, a in (("heater", 6), ("cell", 7))]
+        (_, heater), (_, cell) = assemble(configs, transport=line).drivers
+        heater.connect()
+        cell.connect()
+        with pytest.raises(TransportTimeout, match=r"^cell: no reply to MV\?"):
+            cell.read()
+        line.feed(b"20.000\r")  # ...its reply arrives after the timeout
+        caplog.clear()
+        assert values(heater.read()) == EXPECTED
+    assert "heater: dropped 7 stale bytes at resync: b'20.000\\r'" in caplog.messages
 
 
 # ---------------------------------------------------------------------- over a real pty and TCP

@@ -6,7 +6,9 @@ stays selected until another ``ADR`` selects another supply of the chain; so whi
 selected is a property of the *line*, shared by every driver on it (:class:`Line`). A driver
 sends ``ADR n`` at connect, whenever another supply was selected last, and after any failed
 exchange (a supply that was power-cycled forgets it was selected, 7.5.2), and always reads the
-``OK``: leaving one unread would shift every later answer by one.
+``OK``: leaving one unread would shift every later answer by one. Replies carry no address, so
+after a failure on the line, whichever driver had it, the next exchange on the line first lets a
+late reply arrive and drops it (``settle``), then selects its supply again.
 
 A multi-drop supply may send SRQ bytes (0x80-0x9F) at any time, even inside another supply's
 reply; they are dropped from every frame (``codec.decode``), and SRQ text messages and an echo
@@ -131,7 +133,7 @@ class Genesys(Driver[SerialTransport, GenesysOptions]):
     # ---------------------------------------------------------- driver hooks
 
     def connect(self) -> None:
-        self.line.selected = None  # a reopened line: whatever was selected before is unknown
+        self._lost()  # a reopened line: what was selected, and what is in flight, is unknown
         self.identity = self.query(codec.IDENTITY_QUERY)
         log.info("%s: %s at address %d", self.instrument, self.identity, self.options.address)
 
@@ -181,10 +183,16 @@ class Genesys(Driver[SerialTransport, GenesysOptions]):
         raise AssertionError("unreachable")  # pragma: no cover
 
     def select(self) -> None:
-        """``ADR n`` and its ``OK``, unless this supply is the one the line selected last."""
+        """``ADR n`` and its ``OK``, unless this supply is the one the line selected last.
+
+        After a failure on the line (whichever driver had it: replies carry no address, so a
+        late one could be taken by anyone's next exchange) it resynchronises first.
+        """
         address = self.options.address
         if self.line.selected == address:
             return
+        if self.line.selected is None:
+            self.session.invalidate()
         command = codec.address_command(address)
         reply = self.exchange(command)
         if reply.kind is not Kind.OK:
@@ -243,10 +251,9 @@ class Genesys(Driver[SerialTransport, GenesysOptions]):
         try:
             return parse()
         except ProtocolError as exc:
-            self._lost()
-            self.session.invalidate()  # perhaps a late reply: resynchronise before the next exchange
+            self._lost()  # perhaps a late reply: resynchronise and select again
             raise ProtocolError(f"{self.instrument}: {command}: {exc}") from exc
 
     def _lost(self) -> None:
-        """The line is out of step: select again before the next query."""
+        """The line is out of step: whoever talks next resynchronises and selects again."""
         self.line.selected = None
