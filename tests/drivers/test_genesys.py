@@ -136,6 +136,17 @@ def test_conversation_checksum_mode_on_every_command_and_reply() -> None:
         assert values(driver.read()) == EXPECTED
 
 
+def test_conversation_the_echo_of_a_request_with_checksum_is_skipped() -> None:
+    with serial_conversation(
+        (b"ADR 6$2D\r", b"ADR 6$2D\rOK$9A\r"),
+        (b"IDN?$1A\r", b"IDN?$1A\rLAMBDA,GEN60-25$A1\r"),
+        owner="psu",
+    ) as line:
+        driver = genesys_on(line, {"checksum": True})
+        driver.connect()
+        assert driver.identity == "LAMBDA,GEN60-25"
+
+
 def test_conversation_two_supplies_on_one_line_adr_only_when_the_supply_changes() -> None:
     """Both drivers share one transport (assembled as the poller does): the line remembers which
     supply the last ADR selected, whichever driver sent it."""
