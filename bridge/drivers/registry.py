@@ -25,6 +25,7 @@ BUILTIN_MODULES = (
     "bridge.drivers.eurotherm",
     "bridge.drivers.modbus",
     "bridge.drivers.scpi_psu",
+    "bridge.drivers.genesys",
     "bridge.drivers.scpi",
     "bridge.drivers.serial_ascii",
 )

@@ -2,9 +2,11 @@
 
 Two gauge controllers see the chamber pressure, a pyrometer sees the substrate, a Eurotherm
 3504 runs two effusion cells (its output heats them, their temperature is its PV), and a
-SCPI supply powers the substrate heater (its V x I heats the substrate). All listen on TCP
-(LAN controllers, serial device servers, a Modbus gateway), so a bridge in another process
-reaches them with the configs :meth:`SimulatedChamber.instrument_configs` writes.
+supply powers the substrate heater (its V x I heats the substrate): a SCPI supply on its LAN
+port by default, or with ``heater_supply="genesys"`` a TDK-Lambda Genesys speaking its GEN
+language through a serial device server. All listen on TCP (LAN controllers, serial device
+servers, a Modbus gateway), so a bridge in another process reaches them with the configs
+:meth:`SimulatedChamber.instrument_configs` writes.
 
 Recipe steps (what an operator or the demo does) are methods: ``set_heater_voltage``,
 ``set_cell_setpoint``, ``set_shutter``.
@@ -14,10 +16,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Self
+from typing import Any, Literal, Self
 
 from simulators.chamber.model import ChamberModel
 from simulators.instruments.eurotherm import EurothermSimulator
+from simulators.instruments.genesys import GenesysSimulator
 from simulators.instruments.impac import ImpacSimulator
 from simulators.instruments.mks_937b import MKS937BSimulator
 from simulators.instruments.pfeiffer_tpg import TPGSimulator
@@ -32,11 +35,21 @@ HEATER_OHMS = 4.0
 #: how often instrument outputs (heater power, cell output %) are fed to the model, in s
 COUPLING_PERIOD = 0.05
 IDLE_CELL_C = 200.0
+#: the supplies that can heat the substrate
+HEATER_SUPPLIES = ("scpi_psu", "genesys")
+HeaterSupply = Literal["scpi_psu", "genesys"]
+#: the Genesys heater supply's address on its chain, and its model (60 V, 25 A)
+GENESYS_ADDRESS = 6
+GENESYS_MODEL = "GEN60-25"
 
 
 class SimulatedChamber:
-    def __init__(self, host: str = "127.0.0.1", seed: int | None = None) -> None:
+    def __init__(self, host: str = "127.0.0.1", seed: int | None = None,
+                 heater_supply: HeaterSupply = "scpi_psu") -> None:
+        if heater_supply not in HEATER_SUPPLIES:
+            raise ValueError(f"unknown heater supply {heater_supply!r}; expected one of {', '.join(HEATER_SUPPLIES)}")
         self.host = host
+        self.heater_supply = heater_supply
         # 1e-8 mbar: inside the range of every simulated gauge head, so all of them read.
         self.model = ChamberModel(base_mbar=1e-8, seed=seed)
         for name in CELLS:
@@ -52,11 +65,19 @@ class SimulatedChamber:
         self.cells = EurothermSimulator("3500", unit=1, setpoint=IDLE_CELL_C, seed=seed)
         for loop, name in enumerate(CELLS, start=1):
             self.cells.set_pv_source(self._cell_temperature(name), loop)
-        self.psu = ScpiPsuSimulator("keysight", seed=seed)
-        self.psu.set_load(1, HEATER_OHMS)
-        self.psu.set_current(1, 5.0)
-        self.psu.set_voltage(1, 0.0)
-        self.psu.set_output(1, True)
+        self.psu: ScpiPsuSimulator | GenesysSimulator
+        if heater_supply == "genesys":
+            self.psu = GenesysSimulator(GENESYS_ADDRESS, GENESYS_MODEL, seed=seed)
+            self.psu.set_load(HEATER_OHMS)
+            self.psu.set_current(5.0)
+            self.psu.set_voltage(0.0)
+            self.psu.set_output(True)
+        else:
+            self.psu = ScpiPsuSimulator("keysight", seed=seed)
+            self.psu.set_load(1, HEATER_OHMS)
+            self.psu.set_current(1, 5.0)
+            self.psu.set_voltage(1, 0.0)
+            self.psu.set_output(1, True)
 
         self._byte_servers = {
             "main_gauge": TcpServer(lambda: self.tpg, host),
@@ -99,7 +120,7 @@ class SimulatedChamber:
     def _couple(self) -> None:
         """Feed the instruments' outputs into the model (the model never calls back into them)."""
         while not self._stop.wait(COUPLING_PERIOD):
-            volts, amps = self.psu.measured(1)
+            volts, amps = self.psu.measured() if isinstance(self.psu, GenesysSimulator) else self.psu.measured(1)
             self.model.set_heater_power(volts * amps)
             for loop, name in enumerate(CELLS, start=1):
                 self.model.set_cell_output(name, self.cells.output_power(loop))
@@ -107,7 +128,10 @@ class SimulatedChamber:
     # ---------------------------------------------------------- recipe steps
 
     def set_heater_voltage(self, volts: float) -> None:
-        self.psu.set_voltage(1, volts)
+        if isinstance(self.psu, GenesysSimulator):
+            self.psu.set_voltage(volts)
+        else:
+            self.psu.set_voltage(1, volts)
 
     def set_cell_setpoint(self, cell: str, celsius: float) -> None:
         self.cells.set_setpoint(celsius, CELLS.index(cell) + 1)
@@ -120,8 +144,9 @@ class SimulatedChamber:
     def endpoints(self) -> dict[str, str]:
         """Instrument name -> where a host connects."""
         where = {name: server.url for name, server in self._byte_servers.items()}
-        psu_port = self._byte_servers["heater_psu"].port
-        where["heater_psu"] = f"TCPIP::{self.host}::{psu_port}::SOCKET"
+        if self.heater_supply == "scpi_psu":
+            psu_port = self._byte_servers["heater_psu"].port
+            where["heater_psu"] = f"TCPIP::{self.host}::{psu_port}::SOCKET"
         where["cells"] = self._modbus.host_port
         return where
 
@@ -142,10 +167,17 @@ class SimulatedChamber:
                "transport": {"kind": "modbus_tcp", "host": modbus_host, "port": int(modbus_port), "unit": 1},
                "options": {"family": "3500", "loop": loop}}
               for loop, name in enumerate(CELLS, start=1)),
-            {"name": "heater_psu", "driver": "scpi_psu", "interval": 1.0,
-             "transport": {"kind": "visa", "resource": where["heater_psu"]},
-             "options": {"dialect": "keysight", "channels": [1]}},
+            self._heater_config(where["heater_psu"]),
         ]
+
+    def _heater_config(self, where: str) -> dict[str, Any]:
+        if self.heater_supply == "genesys":
+            return {"name": "heater_psu", "driver": "genesys", "interval": 1.0,
+                    "transport": {"kind": "serial", "port": where, "timeout": 1.0},
+                    "options": {"address": GENESYS_ADDRESS, "poll": "combined"}}
+        return {"name": "heater_psu", "driver": "scpi_psu", "interval": 1.0,
+                "transport": {"kind": "visa", "resource": where},
+                "options": {"dialect": "keysight", "channels": [1]}}
 
     def config(self, site: str = "sim-chamber") -> dict[str, Any]:
         """A complete, ready config for a bridge reading this chamber."""

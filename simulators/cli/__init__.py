@@ -23,6 +23,7 @@ COMMANDS: dict[str, str] = {
     "mks_937b": "simulators.cli.instruments:mks_937b",
     "impac": "simulators.cli.instruments:impac",
     "scpi_psu": "simulators.cli.instruments:scpi_psu",
+    "genesys": "simulators.cli.instruments:genesys",
     "serial_ascii": "simulators.cli.instruments:serial_ascii",
     "eurotherm": "simulators.cli.modbus:eurotherm",
     "modbus": "simulators.cli.modbus:modbus",

@@ -1,6 +1,6 @@
 """``simulate`` for the byte-stream instruments, one command per driver name, each on :mod:`simulators.cli.common`.
 
-Several ``--address`` options (``mks_937b``, ``impac``) put several instruments on one line (one
+Several ``--address`` options (``mks_937b``, ``impac``, ``genesys``) put several instruments on one line (one
 pty or one TCP port), each answering only its own address, as on a real RS-485 bus. One
 instrument serves every client in turn, so its settings (unit, outputs) outlive a reconnect.
 """
@@ -23,6 +23,7 @@ from simulators.cli.common import (
     seed_option,
     serve_devices,
 )
+from simulators.instruments.genesys import LATCHING, GenesysSimulator
 from simulators.instruments.impac import MODELS as IMPAC_MODELS
 from simulators.instruments.impac import SPECIAL_NAMES, ImpacSimulator
 from simulators.instruments.mks_937b import DEFAULT_GAUGES, GAUGES, UNITS, MKS937BSimulator
@@ -253,6 +254,62 @@ def scpi_psu(line: Line, dialect: str, model: str | None, settings: tuple[str, .
         sim.set_load(channel, ohms)
     sim.first_reply_delay = first_reply_delay
     serve_devices([sim], line)
+
+
+# ---------------------------------------------------------------------- genesys
+
+
+@click.command("genesys")
+@line_options()
+@click.option("--address", "addresses", type=click.IntRange(0, 30), multiple=True,
+              help="Supply address; repeat for several supplies on one RS-485 chain.  [default: 6]")
+@click.option("--model", default="GEN60-25", show_default=True, help="Model GENV-A (its rating).")
+@click.option("--set", "setting", metavar="VOLTS,AMPS[,on]", help="Program every supply at start, e.g. 12,2.5,on.")
+@click.option("--load", metavar="OHMS", help="Resistive load on every supply (default 10 ohm; 'open' for none).")
+@click.option("--multidrop", is_flag=True, help="Start in multi-drop mode: service requests are single bytes.")
+@click.option("--fault", "faults", type=click.Choice(sorted(LATCHING), case_sensitive=False), multiple=True,
+              help="A fault that keeps the output down (AC fail, over temperature, shut off, enable open).")
+@click.option("--refuse", "refusals", metavar="COMMAND=CODE", multiple=True,
+              help="Answer COMMAND (e.g. MODE?) with an error code (e.g. C01). Repeatable.")
+@click.option("--missing-ok", is_flag=True, help="Acknowledge no setting (ADR included) with OK.")
+@click.option("--srq-in-replies", is_flag=True, help="Put an SRQ byte inside every reply (a collision).")
+@seed_option
+def genesys(line: Line, addresses: tuple[int, ...], model: str, setting: str | None, load: str | None,
+            multidrop: bool, faults: tuple[str, ...], refusals: tuple[str, ...], missing_ok: bool,
+            srq_in_replies: bool, seed: int | None) -> None:
+    """TDK-Lambda Genesys power supply(s) (GEN language, ADR addressing, RS-232/RS-485)."""
+    text = setting or ""
+    parts = [p.strip().lower() for p in text.split(",")] if text else []
+    if text and (len(parts) not in (2, 3) or (len(parts) == 3 and parts[2] not in ("on", "off"))):
+        raise click.BadParameter(f"{text!r}: expected VOLTS,AMPS[,on|off]", param_hint="--set")
+    programmed = [number(text, part, "--set") for part in parts[:2]]
+    ohms = None if load is None or load.strip().lower() == "open" else number(load, load, "--load")
+    if ohms is not None and ohms <= 0:
+        raise click.BadParameter(f"{load!r}: ohms must be a positive number or 'open'", param_hint="--load")
+    refuse = {}
+    for text in refusals:
+        command, code = pair(text, "--refuse", "COMMAND=CODE, e.g. MODE?=C01")
+        refuse[command.upper()] = code.strip().upper()
+    sims = []
+    for n, address in enumerate(distinct(addresses, 6, "--address")):
+        try:
+            sim = GenesysSimulator(address, model, seed=seed_of(seed, n))
+        except ValueError as exc:
+            raise click.UsageError(str(exc)) from exc
+        if programmed:
+            sim.set_current(programmed[1])
+            sim.set_voltage(programmed[0])
+            sim.set_output(parts[2:] == ["on"])
+        if load is not None:
+            sim.set_load(ohms)
+        for fault in faults:
+            sim.set_fault(fault, True)
+        sim.multidrop = multidrop
+        sim.refuse = dict(refuse)
+        sim.missing_ok = missing_ok
+        sim.srq_in_replies = srq_in_replies
+        sims.append(sim)
+    serve_devices(sims, line)
 
 
 # ---------------------------------------------------------------------- serial_ascii (and scpi)

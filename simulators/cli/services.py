@@ -17,7 +17,7 @@ from pathlib import Path
 import click
 import yaml
 
-from simulators.chamber.mbe import SimulatedChamber
+from simulators.chamber.mbe import HEATER_SUPPLIES, SimulatedChamber
 from simulators.cli.common import serve_until_signal
 from simulators.services.atomscale import DEFAULT_KEY, AtomscaleEmulator, make_tls_files
 
@@ -28,9 +28,12 @@ from simulators.services.atomscale import DEFAULT_KEY, AtomscaleEmulator, make_t
 @click.option("--write-config", "config_path", type=click.Path(dir_okay=False, path_type=Path),
               help="Write a ready config reading every instrument to this file.")
 @click.option("--site", default="sim-chamber", show_default=True, help="Site name in the written config.")
-def chamber(host: str, seed: int | None, config_path: Path | None, site: str) -> None:
+@click.option("--heater-supply", type=click.Choice(HEATER_SUPPLIES), default="scpi_psu", show_default=True,
+              help="The substrate heater's supply: a SCPI supply on its LAN port, or a TDK-Lambda Genesys "
+                   "(GEN language) behind a serial device server.")
+def chamber(host: str, seed: int | None, config_path: Path | None, site: str, heater_supply: str) -> None:
     """A whole MBE chamber: two gauges, a pyrometer, two Eurotherm cells, a heater supply."""
-    chamber = SimulatedChamber(host, seed)
+    chamber = SimulatedChamber(host, seed, heater_supply="genesys" if heater_supply == "genesys" else "scpi_psu")
 
     def announce() -> str:
         lines = [f"{name} {where}" for name, where in chamber.endpoints().items()]

@@ -85,3 +85,29 @@ def test_simulate_chamber_command_writes_a_ready_config(tmp_path: Path) -> None:
         result = run_cli("read", str(config))
         assert result.returncode == 0, result.stderr
         assert len(result.stdout.splitlines()) > 10
+
+
+def test_a_genesys_heats_the_substrate_when_chosen_as_the_heater_supply() -> None:
+    with SimulatedChamber(seed=5, heater_supply="genesys") as chamber:
+        (heater,) = [i for i in chamber.config()["bridge"]["instruments"] if i["name"] == "heater_psu"]
+        assert (heater["driver"], heater["transport"]["kind"]) == ("genesys", "serial")
+        assert heater["transport"]["port"].startswith("socket://")
+        chamber.set_heater_voltage(20.0)  # 100 W into 4 ohm
+        volts, amps = (read_one(chamber, "heater_psu", channel) for channel in ("voltage", "current"))
+        assert (volts or 0) * (amps or 0) == pytest.approx(100, rel=0.05)
+        assert read_one(chamber, "heater_psu", "mode") == "CV"
+        deadline = time.monotonic() + 10
+        while chamber.model.heater_power_w < 95:  # the coupling feeds the supply's V x I to the model
+            assert time.monotonic() < deadline, f"heater power stayed at {chamber.model.heater_power_w} W"
+            time.sleep(0.05)
+
+
+def test_simulate_chamber_with_a_genesys_heater_supply(tmp_path: Path) -> None:
+    config = tmp_path / "sim.yaml"
+    with simulate("chamber", "--heater-supply", "genesys", "--write-config", str(config), lines=6,
+                  timeout=15) as sim:
+        assert any(line.startswith("heater_psu socket://") for line in sim.lines)
+        readings = {(r["instrument"], r["channel"]): r for r in read_json(config)}
+    assert readings[("heater_psu", "output")]["value"] is True
+    assert readings[("heater_psu", "mode")]["value"] == "CV"
+    assert readings[("heater_psu", "fault")]["value"] == 0

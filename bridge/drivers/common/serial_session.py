@@ -1,5 +1,5 @@
 """The request/response discipline of the serial drivers (``pfeiffer_tpg``, ``mks_937b``,
-``impac``, ``serial_ascii``): a late reply must never be taken for the next one.
+``impac``, ``genesys``, ``serial_ascii``): a late reply must never be taken for the next one.
 
 * Before every request, whatever arrived while the line was idle is dropped: a late reply, a
   stream, another unit's answer on a shared RS-485 line.
